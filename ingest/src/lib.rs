@@ -1,0 +1,60 @@
+//! OpenTelemetry data (OTLP protobuf and OTLP/JSON) into Arrow record batches.
+//!
+//! Sources: Kafka ([`kafka`]), capture files ([`file`]), a built-in OTLP receiver
+//! ([`otlp_receiver`]). Signals: [`spans`], [`logs`], [`metrics`]. The schema of
+//! the tables is in [`schema`]. Ingest never evaluates a rule.
+
+pub mod schema;
+
+use arrow::record_batch::RecordBatch;
+pub use schema::Table;
+
+/// Why a message, or a record inside one, was rejected. Counted per reason.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Reason {
+    /// protobuf that ends early or does not parse
+    CorruptProtobuf,
+    /// a JSON line that does not parse, or is not an OTLP object
+    BadJson,
+    /// a field or attribute of the wrong type (e.g. a status code that is not a number)
+    WrongType,
+    /// a timestamp of zero, before 2000 or after 2100
+    AbsurdTimestamp,
+    /// text that is not UTF-8
+    InvalidUtf8,
+    /// a message or attribute over the size limit
+    Oversized,
+    /// a message in neither otlp_proto nor otlp_json
+    UnknownEncoding,
+}
+
+impl Reason {
+    /// The reason as it appears in metrics and logs (`corrupt_protobuf`, ...).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Reason::CorruptProtobuf => "corrupt_protobuf",
+            Reason::BadJson => "bad_json",
+            Reason::WrongType => "wrong_type",
+            Reason::AbsurdTimestamp => "absurd_timestamp",
+            Reason::InvalidUtf8 => "invalid_utf8",
+            Reason::Oversized => "oversized",
+            Reason::UnknownEncoding => "unknown_encoding",
+        }
+    }
+}
+
+/// A record inside an otherwise valid message that was skipped.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Rejected {
+    pub reason: Reason,
+    pub detail: String,
+}
+
+/// The rows one message carried (a capture line or record, a Kafka message, an
+/// OTLP request): one table's batch, plus the records inside it that were skipped.
+#[derive(Debug, Clone)]
+pub struct Decoded {
+    pub table: Table,
+    pub batch: RecordBatch,
+    pub rejected: Vec<Rejected>,
+}
