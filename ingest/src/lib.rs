@@ -4,7 +4,16 @@
 //! ([`otlp_receiver`]). Signals: [`spans`], [`logs`], [`metrics`]. The schema of
 //! the tables is in [`schema`]. Ingest never evaluates a rule.
 
+pub mod capture;
+pub mod dead_letter;
+pub mod decode;
+pub mod file;
+pub mod kafka;
+pub mod logs;
+pub mod metrics;
+pub mod otlp_receiver;
 pub mod schema;
+pub mod spans;
 
 use arrow::record_batch::RecordBatch;
 pub use schema::Table;
@@ -57,4 +66,41 @@ pub struct Decoded {
     pub table: Table,
     pub batch: RecordBatch,
     pub rejected: Vec<Rejected>,
+}
+
+/// A message that could not be decoded at all.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("{}: {detail}", reason.as_str())]
+pub struct DecodeError {
+    pub reason: Reason,
+    pub detail: String,
+}
+
+impl DecodeError {
+    pub fn new(reason: Reason, detail: impl Into<String>) -> Self {
+        DecodeError {
+            reason,
+            detail: detail.into(),
+        }
+    }
+}
+
+/// Counts of rejected messages and records, by reason, shared by every source of
+/// one process and exposed by the engine as a metric.
+#[derive(Debug, Default)]
+pub struct RejectCounts {
+    counts: std::sync::Mutex<std::collections::BTreeMap<Reason, u64>>,
+}
+
+impl RejectCounts {
+    pub fn add(&self, reason: Reason, n: u64) {
+        let mut counts = self.counts.lock().unwrap_or_else(|e| e.into_inner());
+        *counts.entry(reason).or_default() += n;
+    }
+
+    /// A copy of the counts, in a stable order.
+    pub fn snapshot(&self) -> Vec<(Reason, u64)> {
+        let counts = self.counts.lock().unwrap_or_else(|e| e.into_inner());
+        counts.iter().map(|(r, n)| (*r, *n)).collect()
+    }
 }

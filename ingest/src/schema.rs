@@ -122,7 +122,7 @@ fn list_of(item: DataType) -> DataType {
     DataType::List(Arc::new(Field::new("item", item, true)))
 }
 
-fn promoted_fields(list: &[(&str, Promoted)]) -> impl Iterator<Item = Field> + '_ {
+fn promoted_fields<'a>(list: &'a [(&'a str, Promoted)]) -> impl Iterator<Item = Field> + 'a {
     list.iter()
         .map(|(name, ty)| Field::new(column_name(name), ty.data_type(), true))
 }

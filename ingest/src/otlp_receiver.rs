@@ -1,0 +1,1 @@
+//! otlp_receiver (to be written)

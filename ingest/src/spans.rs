@@ -1,0 +1,1 @@
+//! spans (to be written)
