@@ -1,1 +1,16 @@
-//! engine
+//! The detection and analytics engine: SQL rules and KPIs over event-time
+//! windows of OpenTelemetry data, on DataFusion.
+//!
+//! - [`rules`]: rule and KPI files, planned once onto DataFusion.
+//! - [`window`]: the buffer, the watermark, rows into windows.
+//! - [`evaluator`]: rows in, alerts and KPI values out.
+//! - [`alerts`]: the alert lifecycle. [`kpi`]: KPI values.
+//! - [`sinks`]: where alerts go. [`api`]: the HTTP API and viewer. [`cli`]: commands.
+//!
+//! The engine never parses OTLP itself: rows arrive as Arrow batches from `ingest`.
+
+pub mod alerts;
+pub mod evaluator;
+pub mod kpi;
+pub mod rules;
+pub mod window;

@@ -1,0 +1,203 @@
+//! The alert lifecycle: pending -> firing -> resolved, one incident per
+//! (rule, entity) until it resolves, with suppression of repeats.
+//!
+//! A rule's query yields, per closed window, the entities for which its
+//! condition holds. An entity whose condition holds in `for` consecutive windows
+//! fires; the first window in which it no longer holds resolves it. After an
+//! entity was notified, a new incident for it within `suppress` is kept silent.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, SecondsFormat};
+use serde::Serialize;
+
+use crate::rules::{Definition, Finding, Kind};
+
+/// `firing` or `resolved`, as the contract names them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum State {
+    Firing,
+    Resolved,
+}
+
+/// One alert, with the contract's fields in the contract's order.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Alert {
+    pub rule_id: String,
+    pub severity: String,
+    pub state: State,
+    pub entity: BTreeMap<String, String>,
+    pub window_start: String,
+    pub window_end: String,
+    pub value: serde_json::Value,
+    pub tags: Vec<String>,
+    pub summary: String,
+    pub trace_ids: Vec<String>,
+    /// event time of the window end, for ordering; not serialized
+    #[serde(skip)]
+    pub at_ns: i64,
+}
+
+/// RFC 3339 UTC text of an event time in nanoseconds.
+pub fn rfc3339(ns: i64) -> String {
+    DateTime::from_timestamp_nanos(ns).to_rfc3339_opts(SecondsFormat::AutoSi, true)
+}
+
+/// A number as JSON: integral values without a fraction, NaN as null.
+pub fn json_number(v: f64) -> serde_json::Value {
+    if v.is_finite() && v.fract() == 0.0 && v.abs() < 9.0e15 {
+        serde_json::Value::from(v as i64)
+    } else {
+        serde_json::Number::from_f64((v * 1e6).round() / 1e6)
+            .map(serde_json::Value::Number)
+            .unwrap_or(serde_json::Value::Null)
+    }
+}
+
+/// Where an incident stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Phase {
+    Pending,
+    Firing,
+}
+
+/// An open incident of one rule for one entity.
+#[derive(Debug, Clone, Serialize)]
+pub struct Incident {
+    pub phase: Phase,
+    /// consecutive windows in which the condition held
+    pub streak: u32,
+    pub last_window_start: i64,
+    pub value: f64,
+    pub trace_ids: Vec<String>,
+    /// whether its firing was notified (not suppressed)
+    pub notified: bool,
+}
+
+/// The lifecycle state of one rule.
+#[derive(Debug, Default)]
+pub struct RuleAlerts {
+    pub incidents: BTreeMap<BTreeMap<String, String>, Incident>,
+    /// window end of the last notification per entity, for suppression
+    last_notified: BTreeMap<BTreeMap<String, String>, i64>,
+}
+
+impl RuleAlerts {
+    /// Whether any incident is open (so absent windows matter).
+    pub fn is_idle(&self) -> bool {
+        self.incidents.is_empty()
+    }
+
+    /// Applies the findings of one closed window (all of this rule's findings
+    /// whose `window_start` is `start`) and returns the alerts it causes.
+    pub fn window(&mut self, def: &Definition, start: i64, findings: &[&Finding]) -> Vec<Alert> {
+        let Kind::Alert { for_windows, suppress_ns, .. } = &def.kind else {
+            return vec![];
+        };
+        let slide = def.window.slide_ns;
+        let end = start + def.window.size_ns;
+        let mut out = Vec::new();
+        for f in findings {
+            let value = f.values.first().copied().unwrap_or(f64::NAN);
+            let inc = self.incidents.entry(f.keys.clone()).or_insert(Incident {
+                phase: Phase::Pending,
+                streak: 0,
+                last_window_start: i64::MIN,
+                value,
+                trace_ids: vec![],
+                notified: false,
+            });
+            if inc.last_window_start == start {
+                // two rows for one entity in a window: keep the larger figure
+                inc.value = inc.value.max(value);
+                continue;
+            }
+            inc.streak = if inc.last_window_start == start - slide { inc.streak + 1 } else { 1 };
+            inc.last_window_start = start;
+            inc.value = value;
+            let mut traces = inc.trace_ids.clone();
+            traces.extend(f.trace_ids.iter().cloned());
+            traces.sort();
+            traces.dedup();
+            traces.truncate(5);
+            inc.trace_ids = traces;
+            if inc.phase == Phase::Pending && inc.streak >= *for_windows {
+                inc.phase = Phase::Firing;
+                let suppressed = self
+                    .last_notified
+                    .get(&f.keys)
+                    .is_some_and(|t| end < t.saturating_add(*suppress_ns));
+                if !suppressed {
+                    inc.notified = true;
+                    self.last_notified.insert(f.keys.clone(), end);
+                    out.push(alert(def, State::Firing, &f.keys, inc, start));
+                }
+            }
+        }
+        let cleared: Vec<_> = self
+            .incidents
+            .iter()
+            .filter(|(_, inc)| inc.last_window_start != start)
+            .map(|(k, _)| k.clone())
+            .collect();
+        for keys in cleared {
+            if let Some(inc) = self.incidents.remove(&keys)
+                && inc.phase == Phase::Firing
+                && inc.notified
+            {
+                out.push(alert(def, State::Resolved, &keys, &inc, start));
+            }
+        }
+        out
+    }
+}
+
+fn alert(def: &Definition, state: State, entity: &BTreeMap<String, String>, inc: &Incident, start: i64) -> Alert {
+    let Kind::Alert { severity, tags, summary, .. } = &def.kind else {
+        unreachable!("alerts are made for alerting rules only")
+    };
+    let end = start + def.window.size_ns;
+    Alert {
+        rule_id: def.id.clone(),
+        severity: severity.as_str().to_string(),
+        state,
+        entity: entity.clone(),
+        window_start: rfc3339(start),
+        window_end: rfc3339(end),
+        value: json_number(inc.value),
+        tags: tags.clone(),
+        summary: summarize(def, summary.as_deref(), entity, inc.value, state),
+        trace_ids: inc.trace_ids.clone(),
+        at_ns: end,
+    }
+}
+
+/// Fills a summary template: `{value}` and `{attribute.name}` are replaced.
+fn summarize(def: &Definition, template: Option<&str>, entity: &BTreeMap<String, String>, value: f64, state: State) -> String {
+    let value_text = match json_number(value) {
+        serde_json::Value::Null => "n/a".to_string(),
+        v => v.to_string(),
+    };
+    let text = match template {
+        Some(t) => {
+            let mut s = t.replace("{value}", &value_text);
+            for (k, v) in entity {
+                s = s.replace(&format!("{{{k}}}"), v);
+            }
+            s
+        }
+        None => {
+            let who: Vec<String> = entity.iter().map(|(k, v)| format!("{k}={v}")).collect();
+            format!("{}: {} = {} for {}", def.title, def.values.join(","), value_text, who.join(" "))
+        }
+    };
+    match state {
+        State::Firing => text,
+        State::Resolved => format!("resolved: {text}"),
+    }
+}
+
+#[cfg(test)]
+mod tests;

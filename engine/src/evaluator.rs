@@ -1,0 +1,330 @@
+//! The evaluator: rows in, alerts and KPI values out, in event time.
+//!
+//! Rows are pushed as Arrow batches (from a capture, Kafka or the OTLP
+//! receiver: the same code for replay and live). Each push advances the
+//! watermark; [`Evaluator::evaluate`] runs every rule over the windows that
+//! became final since the last call. A window's result depends only on the rows
+//! in it, so how pushes and evaluations are grouped never changes the output.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use arrow::record_batch::RecordBatch;
+use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
+use datafusion::logical_expr::LogicalPlan;
+use ingest::Table;
+use serde::Serialize;
+
+use crate::alerts::{Alert, RuleAlerts};
+use crate::kpi::{self, KpiValue};
+use crate::rules::{RuleSet, WindowSpec};
+use crate::window::{self, Buffer, Watermark};
+
+/// What an evaluation produced, in event-time order.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Output {
+    Alert(Alert),
+    Kpi(KpiValue),
+}
+
+impl Output {
+    fn order_key(&self) -> (i64, u8, String, String) {
+        match self {
+            Output::Alert(a) => (a.at_ns, 0, a.rule_id.clone(), serde_json::to_string(&a.entity).unwrap_or_default()),
+            Output::Kpi(k) => (k.at_ns, 1, k.kpi.clone(), serde_json::to_string(&k.dimensions).unwrap_or_default()),
+        }
+    }
+}
+
+/// How a rule is doing at run time.
+#[derive(Debug, Clone, Serialize)]
+pub struct RuleHealth {
+    pub id: String,
+    pub kind: &'static str,
+    pub enabled: bool,
+    /// consecutive failed evaluations; at [`MAX_FAILURES`] the rule is disabled
+    pub failures: u32,
+    pub last_error: Option<String>,
+    pub evaluations: u64,
+    pub fired: u64,
+}
+
+/// Consecutive run-time failures after which a rule is disabled.
+pub const MAX_FAILURES: u32 = 3;
+
+/// Counters for `/metrics` and progress lines.
+#[derive(Debug, Default, Clone, Serialize)]
+pub struct Stats {
+    pub rows: BTreeMap<&'static str, u64>,
+    pub late_rows: u64,
+    pub evaluations: u64,
+    pub alerts: u64,
+    pub kpi_values: u64,
+    pub buffered_rows: usize,
+    pub watermark_ns: Option<i64>,
+}
+
+struct SessionState {
+    /// start of the first window not yet evaluated
+    next_start: Option<i64>,
+    tables: BTreeSet<Table>,
+}
+
+/// Rows in, alerts and KPI values out.
+pub struct Evaluator {
+    rules: RuleSet,
+    sessions: Vec<SessionState>,
+    alerts: Vec<RuleAlerts>,
+    health: Vec<RuleHealth>,
+    buffer: Buffer,
+    watermark: Watermark,
+    /// the largest event time actually seen (the watermark may be pushed to the end)
+    max_seen: Option<i64>,
+    min_seen: Option<i64>,
+    stats: Stats,
+}
+
+/// The tables a plan reads (a view counts as the table under it).
+fn tables_of(plan: &LogicalPlan) -> BTreeSet<Table> {
+    let mut out = BTreeSet::new();
+    let _ = plan.apply(|node| {
+        if let LogicalPlan::TableScan(scan) = node {
+            let name = scan.table_name.table();
+            for t in Table::ALL {
+                if t.name() == name || (name == "events" && t == Table::Logs) {
+                    out.insert(t);
+                }
+            }
+        }
+        Ok(TreeNodeRecursion::Continue)
+    });
+    if out.is_empty() {
+        // a plan we cannot see into: give it everything
+        out.extend(Table::ALL);
+    }
+    out
+}
+
+impl Evaluator {
+    pub fn new(rules: RuleSet, lateness_ns: i64) -> Self {
+        let mut sessions: Vec<SessionState> = rules
+            .sessions
+            .iter()
+            .map(|_| SessionState { next_start: None, tables: BTreeSet::new() })
+            .collect();
+        for r in &rules.rules {
+            sessions[r.session].tables.extend(tables_of(&r.plan));
+        }
+        let health = rules
+            .rules
+            .iter()
+            .map(|r| RuleHealth {
+                id: r.def.id.clone(),
+                kind: if r.def.is_kpi() { "kpi" } else { "alert" },
+                enabled: r.def.enabled,
+                failures: 0,
+                last_error: None,
+                evaluations: 0,
+                fired: 0,
+            })
+            .collect();
+        Evaluator {
+            alerts: rules.rules.iter().map(|_| RuleAlerts::default()).collect(),
+            rules,
+            sessions,
+            health,
+            buffer: Buffer::default(),
+            watermark: Watermark::new(lateness_ns),
+            max_seen: None,
+            min_seen: None,
+            stats: Stats::default(),
+        }
+    }
+
+    pub fn rules(&self) -> &RuleSet {
+        &self.rules
+    }
+
+    pub fn health(&self) -> &[RuleHealth] {
+        &self.health
+    }
+
+    pub fn stats(&self) -> Stats {
+        let mut s = self.stats.clone();
+        s.buffered_rows = self.buffer.rows();
+        s.watermark_ns = self.watermark.get();
+        s
+    }
+
+    /// Open incidents per rule id, for the API.
+    pub fn incidents(&self) -> Vec<(String, &RuleAlerts)> {
+        self.rules.rules.iter().zip(&self.alerts).map(|(r, a)| (r.def.id.clone(), a)).collect()
+    }
+
+    /// Adds rows of `table`. Rows older than the watermark are counted as late
+    /// and dropped; the watermark then advances past the batch's rows.
+    pub fn push(&mut self, table: Table, batch: RecordBatch) -> Result<(), arrow::error::ArrowError> {
+        if batch.num_rows() == 0 {
+            return Ok(());
+        }
+        let times = window::times(&batch)?;
+        let (lo, hi) = times.iter().flatten().fold((i64::MAX, i64::MIN), |(lo, hi), v| (lo.min(v), hi.max(v)));
+        *self.stats.rows.entry(table.name()).or_default() += batch.num_rows() as u64;
+        let late = self.buffer.push(table, batch, self.watermark.get())?;
+        self.stats.late_rows += late as u64;
+        if hi >= lo {
+            self.watermark.observe(hi);
+            self.max_seen = Some(self.max_seen.map_or(hi, |m| m.max(hi)));
+            self.min_seen = Some(self.min_seen.map_or(lo, |m| m.min(lo)));
+        }
+        Ok(())
+    }
+
+    /// The current watermark (event time, ns).
+    pub fn watermark(&self) -> Option<i64> {
+        self.watermark.get()
+    }
+
+    /// Whether some window became final since the last evaluation.
+    pub fn has_final_windows(&self) -> bool {
+        let Some(w) = self.watermark.get() else { return false };
+        self.rules.sessions.iter().zip(&self.sessions).any(|(s, st)| {
+            let last = window::last_final_start(s.spec, w);
+            st.next_start.is_none_or(|n| n <= last)
+        })
+    }
+
+    /// Evaluates every window that is final at the current watermark.
+    pub async fn evaluate(&mut self) -> Vec<Output> {
+        let Some(w) = self.watermark.get() else { return vec![] };
+        self.evaluate_until(|spec| window::last_final_start(spec, w)).await
+    }
+
+    /// Ends the input: every window that holds a row is evaluated.
+    pub async fn finish(&mut self) -> Vec<Output> {
+        let Some(max) = self.max_seen else { return vec![] };
+        self.watermark.finish();
+        self.evaluate_until(|spec| max.div_euclid(spec.slide_ns) * spec.slide_ns).await
+    }
+
+    async fn evaluate_until(&mut self, last_start_of: impl Fn(WindowSpec) -> i64) -> Vec<Output> {
+        let Some(min_seen) = self.min_seen else { return vec![] };
+        let mut out = Vec::new();
+        for si in 0..self.rules.sessions.len() {
+            let spec = self.rules.sessions[si].spec;
+            let last = last_start_of(spec);
+            let first = self.sessions[si].next_start.unwrap_or_else(|| {
+                // the first window that holds the earliest row
+                min_seen.div_euclid(spec.slide_ns) * spec.slide_ns - (spec.overlap() - 1) * spec.slide_ns
+            });
+            if first > last {
+                self.sessions[si].next_start = Some(first);
+                continue;
+            }
+            self.stats.evaluations += 1;
+            out.extend(self.evaluate_session(si, first, last).await);
+            self.sessions[si].next_start = Some(last + spec.slide_ns);
+        }
+        let keep_from = self
+            .sessions
+            .iter()
+            .zip(&self.rules.sessions)
+            .filter_map(|(st, _)| st.next_start)
+            .min();
+        if let Some(k) = keep_from {
+            self.buffer.prune(k);
+        }
+        out.sort_by_cached_key(Output::order_key);
+        out
+    }
+
+    /// Evaluates the rules of session `si` over the windows starting in `[first, last]`.
+    async fn evaluate_session(&mut self, si: usize, first: i64, last: i64) -> Vec<Output> {
+        let spec = self.rules.sessions[si].spec;
+        let mut out = Vec::new();
+        for table in Table::ALL {
+            let session = &self.rules.sessions[si];
+            let rows = if self.sessions[si].tables.contains(&table) {
+                match window::assign(&self.buffer, table, spec, first, last) {
+                    Ok(rows) => rows,
+                    Err(e) => {
+                        tracing::error!(table = table.name(), error = %e, "cannot window rows");
+                        vec![]
+                    }
+                }
+            } else {
+                vec![]
+            };
+            if let Some(t) = session.tables.get(&table)
+                && let Err(e) = t.set(rows)
+            {
+                tracing::error!(table = table.name(), error = %e, "cannot set window rows");
+            }
+        }
+        for ri in 0..self.rules.rules.len() {
+            if self.rules.rules[ri].session != si || !self.health[ri].enabled {
+                continue;
+            }
+            let rule = &self.rules.rules[ri];
+            let session = &self.rules.sessions[si];
+            // one immediate retry: a passing failure should not skip windows
+            let mut result = session.execute(&rule.plan).await;
+            if result.is_err() {
+                result = session.execute(&rule.plan).await;
+            }
+            let findings = result.and_then(|batches| rule.findings(&batches));
+            let health = &mut self.health[ri];
+            health.evaluations += 1;
+            let findings = match findings {
+                Ok(f) => {
+                    health.failures = 0;
+                    f
+                }
+                Err(e) => {
+                    health.failures += 1;
+                    health.last_error = Some(e.to_string());
+                    tracing::error!(rule = %rule.def.id, file = %rule.def.path.display(), failures = health.failures, error = %e, "rule failed");
+                    if health.failures >= MAX_FAILURES {
+                        health.enabled = false;
+                        tracing::error!(rule = %rule.def.id, "rule disabled after {MAX_FAILURES} failed evaluations in a row");
+                    }
+                    continue;
+                }
+            };
+            if rule.def.is_kpi() {
+                for f in &findings {
+                    let values = kpi::values(&rule.def, f);
+                    self.stats.kpi_values += values.len() as u64;
+                    out.extend(values.into_iter().map(Output::Kpi));
+                }
+                continue;
+            }
+            let mut by_window: BTreeMap<i64, Vec<&crate::rules::Finding>> = BTreeMap::new();
+            for f in &findings {
+                if f.window_start >= first && f.window_start <= last {
+                    by_window.entry(f.window_start).or_default().push(f);
+                }
+            }
+            let state = &mut self.alerts[ri];
+            let mut cursor = first;
+            while cursor <= last {
+                if state.is_idle() {
+                    // nothing open: skip straight to the next window with findings
+                    match by_window.range(cursor..).next() {
+                        Some((&start, _)) => cursor = start,
+                        None => break,
+                    }
+                }
+                let found = by_window.get(&cursor).map(Vec::as_slice).unwrap_or(&[]);
+                let alerts = state.window(&rule.def, cursor, found);
+                self.health[ri].fired += alerts.iter().filter(|a| a.state == crate::alerts::State::Firing).count() as u64;
+                self.stats.alerts += alerts.len() as u64;
+                out.extend(alerts.into_iter().map(Output::Alert));
+                cursor += spec.slide_ns;
+            }
+        }
+        for t in self.rules.sessions[si].tables.values() {
+            let _ = t.set(vec![]);
+        }
+        out
+    }
+}

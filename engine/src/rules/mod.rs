@@ -1,0 +1,381 @@
+//! Rules and KPIs: parsing their files ([`definition`]) and planning them once
+//! onto DataFusion ([`RuleSet`]), then evaluating the plans over each set of
+//! closed windows.
+//!
+//! Rules that share a window spec share one DataFusion session whose tables
+//! (`spans`, `logs`, `events`, `metrics`) read the rows of the windows being
+//! closed: telemetry is decoded once and every rule reads the same batches.
+
+pub mod definition;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::{Arc, RwLock};
+
+use arrow::array::{Array, AsArray, Float64Array, TimestampNanosecondArray};
+use arrow::compute::cast;
+use arrow::datatypes::{DataType, SchemaRef};
+use arrow::record_batch::RecordBatch;
+use arrow::util::display::{ArrayFormatter, FormatOptions};
+use async_trait::async_trait;
+use datafusion::catalog::{Session, TableProvider};
+use datafusion::datasource::{MemTable, TableType};
+use datafusion::error::{DataFusionError, Result as DfResult};
+use datafusion::logical_expr::{Expr, LogicalPlan};
+use datafusion::physical_plan::ExecutionPlan;
+use datafusion::prelude::{SessionConfig, SessionContext};
+use ingest::Table;
+use ingest::schema::column_name;
+
+pub use definition::{Definition, Kind, Location, RuleError, Severity, WindowSpec};
+
+use crate::window::windowed_schema;
+
+/// A table whose rows are swapped in before each evaluation.
+#[derive(Debug)]
+pub struct SnapshotTable {
+    schema: SchemaRef,
+    rows: RwLock<Arc<MemTable>>,
+}
+
+impl SnapshotTable {
+    fn new(schema: SchemaRef) -> DfResult<Self> {
+        let empty = MemTable::try_new(schema.clone(), vec![vec![]])?;
+        Ok(SnapshotTable {
+            schema,
+            rows: RwLock::new(Arc::new(empty)),
+        })
+    }
+
+    /// Makes `batches` the table's rows.
+    pub fn set(&self, batches: Vec<RecordBatch>) -> DfResult<()> {
+        let table = Arc::new(MemTable::try_new(self.schema.clone(), vec![batches])?);
+        *self.rows.write().unwrap_or_else(|e| e.into_inner()) = table;
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl TableProvider for SnapshotTable {
+    fn schema(&self) -> SchemaRef {
+        self.schema.clone()
+    }
+
+    fn table_type(&self) -> TableType {
+        TableType::Base
+    }
+
+    async fn scan(
+        &self,
+        state: &dyn Session,
+        projection: Option<&Vec<usize>>,
+        filters: &[Expr],
+        limit: Option<usize>,
+    ) -> DfResult<Arc<dyn ExecutionPlan>> {
+        let table = self.rows.read().unwrap_or_else(|e| e.into_inner()).clone();
+        table.scan(state, projection, filters, limit).await
+    }
+}
+
+/// A DataFusion session whose tables hold the rows of windows of one spec.
+pub struct WindowSession {
+    pub spec: WindowSpec,
+    pub ctx: SessionContext,
+    pub tables: BTreeMap<Table, Arc<SnapshotTable>>,
+}
+
+/// Tables a rule may read: the three ingest tables and the `events` view.
+pub const TABLE_NAMES: [&str; 4] = ["spans", "logs", "events", "metrics"];
+
+impl WindowSession {
+    pub async fn new(spec: WindowSpec) -> DfResult<Self> {
+        let config = SessionConfig::new()
+            .with_target_partitions(1)
+            .with_information_schema(true);
+        let ctx = SessionContext::new_with_config(config);
+        let mut tables = BTreeMap::new();
+        for table in Table::ALL {
+            let provider = Arc::new(SnapshotTable::new(windowed_schema(&table.schema()))?);
+            ctx.register_table(table.name(), provider.clone())?;
+            tables.insert(table, provider);
+        }
+        ctx.sql("CREATE VIEW events AS SELECT * FROM logs WHERE event_name IS NOT NULL")
+            .await?;
+        Ok(WindowSession { spec, ctx, tables })
+    }
+
+    /// Plans `sql` once: parsed, checked against the schema and optimized.
+    pub async fn plan(&self, sql: &str) -> DfResult<LogicalPlan> {
+        let state = self.ctx.state();
+        let plan = state.create_logical_plan(sql).await?;
+        state.optimize(&plan)
+    }
+
+    /// Runs a plan made by [`WindowSession::plan`] over the current rows.
+    pub async fn execute(&self, plan: &LogicalPlan) -> DfResult<Vec<RecordBatch>> {
+        let state = self.ctx.state();
+        let physical = state.query_planner().create_physical_plan(plan, &state).await?;
+        datafusion::physical_plan::collect(physical, state.task_ctx()).await
+    }
+}
+
+/// The location and message of a DataFusion error in a rule's SQL.
+pub fn sql_error(def: &Definition, err: &DataFusionError) -> RuleError {
+    let message = err.to_string();
+    let (line, column) = error_position(err, &message).unwrap_or((1, 1));
+    let hint = if message.contains("No field named") || message.contains("not found") {
+        Some(format!(
+            "tables are {}; every table has window_start, window_end and time; attributes are columns with '.' as '_' (client.address -> client_address); see docs/schema.md",
+            TABLE_NAMES.join(", ")
+        ))
+    } else if message.contains("Expected") || message.contains("syntax") {
+        Some("check the SQL near this position".to_string())
+    } else {
+        None
+    };
+    let mut e = RuleError::new(def.sql_location(line, column), first_line(&message));
+    e.hint = hint;
+    e
+}
+
+fn first_line(s: &str) -> String {
+    s.lines().next().unwrap_or(s).to_string()
+}
+
+/// Finds a SQL position in a DataFusion error: its diagnostic span, else the
+/// parser's "Line: L, Column: C".
+fn error_position(err: &DataFusionError, message: &str) -> Option<(usize, usize)> {
+    if let Some(span) = err.diagnostic().and_then(|d| d.span) {
+        return Some((span.start.line as usize, span.start.column as usize));
+    }
+    let at = message.find("Line: ")?;
+    let rest = &message[at + 6..];
+    let line: usize = rest.split(|c: char| !c.is_ascii_digit()).next()?.parse().ok()?;
+    let col_at = rest.find("Column: ")?;
+    let column: usize = rest[col_at + 8..]
+        .split(|c: char| !c.is_ascii_digit())
+        .next()?
+        .parse()
+        .ok()?;
+    Some((line, column))
+}
+
+/// One row of a rule's or KPI's output, in a window.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Finding {
+    pub window_start: i64,
+    /// the key attributes (contract names) and their values as text
+    pub keys: BTreeMap<String, String>,
+    /// the measured figure(s), in the order of the definition's `values`
+    pub values: Vec<f64>,
+    /// sample trace ids, sorted, at most five
+    pub trace_ids: Vec<String>,
+}
+
+/// A definition planned against the schema.
+pub struct CompiledRule {
+    pub def: Definition,
+    pub plan: LogicalPlan,
+    /// index of its session in the rule set
+    pub session: usize,
+}
+
+impl CompiledRule {
+    /// Checks that the plan's output has the columns the definition names.
+    fn check_output(def: &Definition, plan: &LogicalPlan) -> Result<(), RuleError> {
+        let schema = plan.schema();
+        let names: Vec<String> = schema.fields().iter().map(|f| f.name().clone()).collect();
+        let mut missing: Vec<String> = Vec::new();
+        if !names.iter().any(|n| n == "window_start") {
+            missing.push("window_start".into());
+        }
+        for key in &def.keys {
+            let col = column_name(key);
+            if !names.contains(&col) {
+                missing.push(col);
+            }
+        }
+        for v in &def.values {
+            match schema.fields().iter().find(|f| f.name() == v) {
+                None => missing.push(v.clone()),
+                Some(f) if !f.data_type().is_numeric() => {
+                    return Err(RuleError::new(
+                        def.header_location(),
+                        format!("the value column `{v}` is {}, not a number", f.data_type()),
+                    ));
+                }
+                Some(_) => {}
+            }
+        }
+        if missing.is_empty() {
+            return Ok(());
+        }
+        Err(RuleError::new(
+            def.sql_location(1, 1),
+            format!("the query's output lacks {}", missing.join(", ")),
+        )
+        .with_hint(format!(
+            "the output has {}; select window_start, the entity columns ({}) and the value column, and GROUP BY window_start, window_end, ...",
+            names.join(", "),
+            def.keys.iter().map(|k| column_name(k)).collect::<Vec<_>>().join(", ")
+        )))
+    }
+
+    /// Reads the findings out of the rule's result batches.
+    pub fn findings(&self, batches: &[RecordBatch]) -> Result<Vec<Finding>, DataFusionError> {
+        let mut out = Vec::new();
+        let options = FormatOptions::default();
+        for batch in batches {
+            if batch.num_rows() == 0 {
+                continue;
+            }
+            let col = |name: &str| {
+                batch.column_by_name(name).ok_or_else(|| {
+                    DataFusionError::Plan(format!("rule {}: output column `{name}` is missing", self.def.id))
+                })
+            };
+            let starts = cast(
+                col("window_start")?,
+                &DataType::Timestamp(arrow::datatypes::TimeUnit::Nanosecond, None),
+            )?;
+            let starts = starts
+                .as_any()
+                .downcast_ref::<TimestampNanosecondArray>()
+                .ok_or_else(|| DataFusionError::Plan("window_start is not a timestamp".into()))?
+                .clone();
+            let mut keys = Vec::new();
+            for key in &self.def.keys {
+                let array = col(&column_name(key))?;
+                keys.push((key.clone(), array.clone()));
+            }
+            let formatters = keys
+                .iter()
+                .map(|(k, a)| Ok((k.clone(), ArrayFormatter::try_new(a.as_ref(), &options)?)))
+                .collect::<Result<Vec<_>, arrow::error::ArrowError>>()?;
+            let mut values = Vec::new();
+            for v in &self.def.values {
+                let a = cast(col(v)?, &DataType::Float64)?;
+                values.push(a.as_any().downcast_ref::<Float64Array>().cloned().ok_or_else(|| {
+                    DataFusionError::Plan(format!("value column `{v}` is not numeric"))
+                })?);
+            }
+            let traces = batch.column_by_name("trace_ids");
+            for row in 0..batch.num_rows() {
+                if starts.is_null(row) {
+                    continue;
+                }
+                let mut key_values = BTreeMap::new();
+                for ((name, array), (_, fmt)) in keys.iter().zip(&formatters) {
+                    let text = if array.is_null(row) { String::new() } else { fmt.value(row).to_string() };
+                    key_values.insert(name.clone(), text);
+                }
+                out.push(Finding {
+                    window_start: starts.value(row),
+                    keys: key_values,
+                    values: values
+                        .iter()
+                        .map(|a| if a.is_null(row) { f64::NAN } else { a.value(row) })
+                        .collect(),
+                    trace_ids: traces.map(|t| sample_traces(t.as_ref(), row)).unwrap_or_default(),
+                });
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// Up to five trace ids from a `trace_ids` output cell (a list or one text), sorted.
+fn sample_traces(array: &dyn Array, row: usize) -> Vec<String> {
+    if array.is_null(row) {
+        return vec![];
+    }
+    let mut ids: Vec<String> = match array.data_type() {
+        DataType::List(_) => {
+            let list = array.as_list::<i32>().value(row);
+            let text = cast(&list, &DataType::Utf8).ok();
+            text.map(|t| t.as_string::<i32>().iter().flatten().map(String::from).collect())
+                .unwrap_or_default()
+        }
+        DataType::Utf8 => vec![array.as_string::<i32>().value(row).to_string()],
+        _ => vec![],
+    };
+    ids.retain(|s| !s.is_empty());
+    ids.sort();
+    ids.dedup();
+    ids.truncate(5);
+    ids
+}
+
+/// Every rule and KPI of a pack, planned, grouped by window spec.
+pub struct RuleSet {
+    pub sessions: Vec<WindowSession>,
+    pub rules: Vec<CompiledRule>,
+    /// files that could not be used, with why; the other rules run
+    pub errors: Vec<RuleError>,
+}
+
+impl RuleSet {
+    /// Parses and plans every `.sql` file under `dir`. A file with an error is
+    /// reported in `errors` and left out; the others are kept.
+    pub async fn load(dir: &Path) -> Result<RuleSet, RuleError> {
+        let files = definition::rule_files(dir).map_err(|e| {
+            RuleError::new(
+                Location { file: dir.to_path_buf(), line: 1, column: 1 },
+                format!("cannot read the rules folder: {e}"),
+            )
+            .with_hint("pass --rules DIR with the folder of .sql rule files")
+        })?;
+        let mut defs = Vec::new();
+        let mut errors = Vec::new();
+        for file in files {
+            match definition::parse_file(&file) {
+                Ok(def) => defs.push(def),
+                Err(e) => errors.push(e),
+            }
+        }
+        let mut set = RuleSet::from_definitions(defs).await?;
+        errors.append(&mut set.errors);
+        set.errors = errors;
+        Ok(set)
+    }
+
+    /// Plans parsed definitions; duplicate ids and planning errors go to `errors`.
+    pub async fn from_definitions(defs: Vec<Definition>) -> Result<RuleSet, RuleError> {
+        let mut set = RuleSet { sessions: vec![], rules: vec![], errors: vec![] };
+        let mut seen = BTreeMap::new();
+        for def in defs {
+            if let Some(first) = seen.get(&def.id) {
+                set.errors.push(RuleError::new(
+                    def.header_location(),
+                    format!("the id `{}` is already used by {}", def.id, first),
+                ));
+                continue;
+            }
+            seen.insert(def.id.clone(), def.path.display().to_string());
+            let session = match set.sessions.iter().position(|s| s.spec == def.window) {
+                Some(i) => i,
+                None => {
+                    let s = WindowSession::new(def.window)
+                        .await
+                        .map_err(|e| RuleError::new(def.header_location(), e.to_string()))?;
+                    set.sessions.push(s);
+                    set.sessions.len() - 1
+                }
+            };
+            let plan = match set.sessions[session].plan(&def.sql).await {
+                Ok(plan) => plan,
+                Err(e) => {
+                    set.errors.push(sql_error(&def, &e));
+                    continue;
+                }
+            };
+            if let Err(e) = CompiledRule::check_output(&def, &plan) {
+                set.errors.push(e);
+                continue;
+            }
+            set.rules.push(CompiledRule { def, plan, session });
+        }
+        set.rules.sort_by(|a, b| a.def.id.cmp(&b.def.id));
+        Ok(set)
+    }
+}
