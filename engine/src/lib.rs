@@ -10,7 +10,13 @@
 //! The engine never parses OTLP itself: rows arrive as Arrow batches from `ingest`.
 
 pub mod alerts;
+pub mod api;
+pub mod cli;
 pub mod evaluator;
 pub mod kpi;
 pub mod rules;
+pub mod sinks;
 pub mod window;
+
+#[cfg(test)]
+mod testutil;

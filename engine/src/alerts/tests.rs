@@ -1,0 +1,89 @@
+use crate::alerts::{Alert, State};
+use crate::evaluator::{Evaluator, Output};
+use crate::testutil::*;
+
+fn alerts(out: Vec<Output>) -> Vec<Alert> {
+    out.into_iter()
+        .filter_map(|o| match o {
+            Output::Alert(a) => Some(a),
+            Output::Kpi(_) => None,
+        })
+        .collect()
+}
+
+/// `n` spans from `client` spread over the 10 s starting at `at` seconds.
+fn burst(at: f64, n: usize, client: &str) -> Vec<(f64, String)> {
+    (0..n).map(|i| (at + i as f64 * 10.0 / n as f64, client.to_string())).collect()
+}
+
+async fn run(rule: &str, rows: Vec<(f64, String)>) -> Vec<Alert> {
+    let mut ev = Evaluator::new(rule_set(&[rule]).await, 0);
+    let rows: Vec<(f64, &str)> = rows.iter().map(|(t, c)| (*t, c.as_str())).collect();
+    ev.push(ingest::Table::Spans, spans(&rows)).unwrap();
+    alerts(ev.finish().await)
+}
+
+#[tokio::test]
+async fn fires_once_then_resolves_when_the_condition_clears() {
+    let mut rows = burst(0.0, 20, "a");
+    rows.extend(burst(10.0, 20, "a"));
+    rows.extend(burst(50.0, 1, "quiet"));
+    let got = run(&flood_rule("10s", "10s", 10, 1, "0s"), rows).await;
+    let states: Vec<(State, &str, &str)> =
+        got.iter().map(|a| (a.state, a.entity["client.address"].as_str(), a.window_start.as_str())).collect();
+    assert_eq!(
+        states,
+        vec![
+            (State::Firing, "a", "2026-01-15T10:00:00Z"),
+            (State::Resolved, "a", "2026-01-15T10:00:20Z"),
+        ]
+    );
+    let firing = &got[0];
+    assert_eq!(firing.rule_id, "test.flood");
+    assert_eq!(firing.severity, "high");
+    assert_eq!(firing.value, serde_json::json!(20));
+    assert_eq!(firing.tags, vec!["T1498"]);
+    assert_eq!(firing.summary, "20 requests from a");
+    assert_eq!(firing.window_end, "2026-01-15T10:00:10Z");
+}
+
+#[tokio::test]
+async fn for_needs_consecutive_windows() {
+    // two separate bursts never fire with for = 2; two adjacent ones do
+    let mut apart = burst(0.0, 20, "a");
+    apart.extend(burst(20.0, 20, "a"));
+    assert!(run(&flood_rule("10s", "10s", 10, 2, "0s"), apart).await.is_empty());
+    let mut adjacent = burst(0.0, 20, "a");
+    adjacent.extend(burst(10.0, 20, "a"));
+    let got = run(&flood_rule("10s", "10s", 10, 2, "0s"), adjacent).await;
+    assert_eq!(got[0].state, State::Firing);
+    assert_eq!(got[0].window_start, "2026-01-15T10:00:10Z");
+}
+
+#[tokio::test]
+async fn one_incident_per_entity_and_repeats_are_suppressed() {
+    let mut rows = burst(0.0, 20, "a");
+    rows.extend(burst(10.0, 20, "b"));
+    // "a" again after it resolved, inside the 5 minute suppression
+    rows.extend(burst(40.0, 20, "a"));
+    let got = run(&flood_rule("10s", "10s", 10, 1, "5m"), rows).await;
+    let firing: Vec<&str> = got
+        .iter()
+        .filter(|a| a.state == State::Firing)
+        .map(|a| a.entity["client.address"].as_str())
+        .collect();
+    assert_eq!(firing, vec!["a", "b"]);
+    let resolved = got.iter().filter(|a| a.state == State::Resolved).count();
+    assert_eq!(resolved, 2, "the suppressed repeat is not resolved either: {got:?}");
+}
+
+#[tokio::test]
+async fn trace_ids_are_sampled_sorted_and_at_most_five() {
+    let got = run(&flood_rule("10s", "10s", 10, 1, "0s"), burst(0.0, 20, "a")).await;
+    let ids = &got[0].trace_ids;
+    assert_eq!(ids.len(), 5, "{ids:?}");
+    let mut sorted = ids.clone();
+    sorted.sort();
+    assert_eq!(&sorted, ids);
+    assert_eq!(ids[0], format!("{:032x}", 1));
+}

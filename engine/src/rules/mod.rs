@@ -122,7 +122,9 @@ impl WindowSession {
 /// The location and message of a DataFusion error in a rule's SQL.
 pub fn sql_error(def: &Definition, err: &DataFusionError) -> RuleError {
     let message = err.to_string();
-    let (line, column) = error_position(err, &message).unwrap_or((1, 1));
+    let (line, column) = error_position(err, &message)
+        .or_else(|| unknown_name_position(&def.sql, &message))
+        .unwrap_or((1, 1));
     let hint = if message.contains("No field named") || message.contains("not found") {
         Some(format!(
             "tables are {}; every table has window_start, window_end and time; attributes are columns with '.' as '_' (client.address -> client_address); see docs/schema.md",
@@ -136,6 +138,26 @@ pub fn sql_error(def: &Definition, err: &DataFusionError) -> RuleError {
     let mut e = RuleError::new(def.sql_location(line, column), first_line(&message));
     e.hint = hint;
     e
+}
+
+/// For "No field named X", the first place X stands in the SQL.
+fn unknown_name_position(sql: &str, message: &str) -> Option<(usize, usize)> {
+    let rest = &message[message.find("No field named ")? + 15..];
+    let name: String = rest
+        .trim_start_matches(['"', '\''])
+        .chars()
+        .take_while(|c| c.is_alphanumeric() || *c == '_' || *c == '.')
+        .collect();
+    let name = name.trim_end_matches('.');
+    let name = name.rsplit('.').next().unwrap_or(name);
+    if name.is_empty() {
+        return None;
+    }
+    let offset = sql.find(name)?;
+    let before = &sql[..offset];
+    let line = 1 + before.matches('\n').count();
+    let column = 1 + before.len() - before.rfind('\n').map(|i| i + 1).unwrap_or(0);
+    Some((line, column))
 }
 
 fn first_line(s: &str) -> String {
@@ -306,6 +328,24 @@ fn sample_traces(array: &dyn Array, row: usize) -> Vec<String> {
     ids
 }
 
+/// Which definitions of a pack to load.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Which {
+    Alerts,
+    Kpis,
+    All,
+}
+
+impl Which {
+    fn keeps(self, def: &Definition) -> bool {
+        match self {
+            Which::Alerts => !def.is_kpi(),
+            Which::Kpis => def.is_kpi(),
+            Which::All => true,
+        }
+    }
+}
+
 /// Every rule and KPI of a pack, planned, grouped by window spec.
 pub struct RuleSet {
     pub sessions: Vec<WindowSession>,
@@ -317,7 +357,7 @@ pub struct RuleSet {
 impl RuleSet {
     /// Parses and plans every `.sql` file under `dir`. A file with an error is
     /// reported in `errors` and left out; the others are kept.
-    pub async fn load(dir: &Path) -> Result<RuleSet, RuleError> {
+    pub async fn load(dir: &Path, which: Which) -> Result<RuleSet, RuleError> {
         let files = definition::rule_files(dir).map_err(|e| {
             RuleError::new(
                 Location { file: dir.to_path_buf(), line: 1, column: 1 },
@@ -329,7 +369,8 @@ impl RuleSet {
         let mut errors = Vec::new();
         for file in files {
             match definition::parse_file(&file) {
-                Ok(def) => defs.push(def),
+                Ok(def) if which.keeps(&def) => defs.push(def),
+                Ok(_) => {}
                 Err(e) => errors.push(e),
             }
         }

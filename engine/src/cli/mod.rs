@@ -1,0 +1,207 @@
+//! The `engine` command line.
+
+pub mod query;
+pub mod replay;
+pub mod rules;
+pub mod run;
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+
+use crate::api::{self, Board};
+use crate::evaluator::{Evaluator, Output};
+use crate::rules::definition::parse_duration;
+use crate::rules::{RuleSet, Which};
+use crate::sinks::stdout::{Format, Printer};
+use replay::Speed;
+
+/// Detection rules and KPIs in SQL over OpenTelemetry data, live or replayed.
+#[derive(Debug, Parser)]
+#[command(name = "engine", version, about)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Replay captures through the rules and print alerts (or, with --kpis, KPI values).
+    Replay {
+        /// capture files or folders (Collector file-exporter formats)
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
+        #[command(flatten)]
+        rules: RulesArg,
+        /// max, or a multiple of real time such as 1x or 10x
+        #[arg(long, default_value = "max")]
+        speed: Speed,
+        #[arg(long, value_enum, default_value = "table")]
+        format: Format,
+        /// print KPI values instead of alerts
+        #[arg(long)]
+        kpis: bool,
+        #[command(flatten)]
+        lateness: LatenessArg,
+    },
+    /// Check or test the rule pack.
+    Rules {
+        #[command(subcommand)]
+        command: RulesCommand,
+    },
+    /// Run SQL over a capture (tables spans, logs, events, metrics).
+    Query {
+        /// capture files or folders
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
+        /// the SQL to run (the last argument)
+        #[arg(long, short)]
+        sql: String,
+        #[arg(long, value_enum, default_value = "table")]
+        format: query::QueryFormat,
+    },
+    /// Evaluate live: as an OTLP receiver (the default) or from Kafka.
+    Run(run::RunArgs),
+    /// Replay the bundled demo recording through the rule pack and serve the viewer.
+    Demo {
+        /// the capture to replay
+        #[arg(long)]
+        capture: Option<PathBuf>,
+        #[command(flatten)]
+        rules: RulesArg,
+        /// where the viewer and API listen
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        listen: String,
+        /// print the alerts and exit instead of serving the viewer
+        #[arg(long)]
+        no_serve: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum RulesCommand {
+    /// Parse and plan every rule against the schema; errors name file:line:col.
+    Check {
+        #[command(flatten)]
+        rules: RulesArg,
+    },
+    /// Run every rule's fixture cases (NAME.test.toml beside NAME.sql).
+    Test {
+        #[command(flatten)]
+        rules: RulesArg,
+        /// print detection, delay and false incidents per case
+        #[arg(long)]
+        report: bool,
+        #[command(flatten)]
+        lateness: LatenessArg,
+    },
+}
+
+#[derive(Debug, clap::Args)]
+pub struct RulesArg {
+    /// folder of rule and KPI files (default: ./rules, else the repository's rules/)
+    #[arg(long = "rules")]
+    pub dir: Option<PathBuf>,
+}
+
+impl RulesArg {
+    pub fn dir(&self) -> PathBuf {
+        self.dir.clone().unwrap_or_else(|| bundled("rules"))
+    }
+}
+
+#[derive(Debug, clap::Args)]
+pub struct LatenessArg {
+    /// how late a row may arrive (event time behind the newest row) and still count
+    #[arg(long, default_value = "5s")]
+    pub lateness: String,
+}
+
+impl LatenessArg {
+    pub fn nanos(&self) -> anyhow::Result<i64> {
+        let d = parse_duration(&self.lateness).map_err(|e| anyhow::anyhow!("--lateness: {e}"))?;
+        Ok(i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
+    }
+}
+
+/// A path of the repository: `./NAME` if it exists, else beside the engine's sources.
+pub fn bundled(name: &str) -> PathBuf {
+    let here = PathBuf::from(name);
+    if here.exists() {
+        return here;
+    }
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(name)
+}
+
+/// Loads a rule set, reporting every broken file on stderr; the others run.
+pub async fn load_rules(dir: &Path, which: Which) -> anyhow::Result<RuleSet> {
+    let set = RuleSet::load(dir, which).await?;
+    for e in &set.errors {
+        eprintln!("error: {e}\n  (this file is skipped; the other rules run)");
+    }
+    if set.rules.is_empty() {
+        anyhow::bail!("no usable rules in {}", dir.display());
+    }
+    Ok(set)
+}
+
+pub async fn main(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
+    use std::process::ExitCode;
+    match cli.command {
+        Command::Replay { paths, rules, speed, format, kpis, lateness } => {
+            let which = if kpis { Which::Kpis } else { Which::Alerts };
+            let set = load_rules(&rules.dir(), which).await?;
+            let mut ev = Evaluator::new(set, lateness.nanos()?);
+            let mut printer = Printer::new(std::io::stdout().lock(), format);
+            let summary = replay::replay(&paths, &mut ev, speed, |o| Ok(printer.print(o)?)).await?;
+            eprintln!("{}", summary.line());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Rules { command: RulesCommand::Check { rules } } => {
+            let problems = rules::check(&rules.dir()).await?;
+            Ok(if problems == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+        }
+        Command::Rules { command: RulesCommand::Test { rules, report, lateness } } => {
+            let failed = rules::test(&rules.dir(), report, lateness.nanos()?).await?;
+            Ok(if failed == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+        }
+        Command::Query { paths, sql, format } => {
+            query::run(&paths, &sql, format).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Run(args) => run::run(args).await.map(|_| ExitCode::SUCCESS),
+        Command::Demo { capture, rules, listen, no_serve } => {
+            let capture = capture.unwrap_or_else(|| bundled("rules/captures/demo.jsonl.zst"));
+            let set = load_rules(&rules.dir(), Which::All).await?;
+            let shared = Arc::new(Mutex::new(Board {
+                source: format!("replay of {}", capture.display()),
+                rule_errors: set.errors.iter().map(|e| e.to_string()).collect(),
+                ..Board::default()
+            }));
+            let mut ev = Evaluator::new(set, 5_000_000_000);
+            let mut printer = Printer::new(std::io::stdout().lock(), Format::Table);
+            let board = shared.clone();
+            let summary = replay::replay(&[capture.clone()], &mut ev, Speed::Max, |o| {
+                board.lock().unwrap_or_else(|e| e.into_inner()).record(o);
+                let alerts: Vec<Output> = o.iter().filter(|x| matches!(x, Output::Alert(_))).cloned().collect();
+                Ok(printer.print(&alerts)?)
+            })
+            .await
+            .with_context(|| format!("replaying the demo capture {}", capture.display()))?;
+            drop(printer);
+            {
+                let mut b = shared.lock().unwrap_or_else(|e| e.into_inner());
+                b.rules = ev.health().to_vec();
+                b.stats = ev.stats();
+                b.rejected = summary.rejected.iter().map(|(r, n)| (r.to_string(), *n)).collect();
+            }
+            eprintln!("{}", summary.line());
+            if !no_serve {
+                api::serve(&listen, shared).await?;
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}

@@ -1,0 +1,6 @@
+//! Where alerts and KPI values go. One module per sink; a sink never blocks
+//! evaluation: slow sinks get the outputs through a bounded queue and drop (and
+//! count) what does not fit.
+
+pub mod alertmanager;
+pub mod stdout;
