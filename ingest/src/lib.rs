@@ -8,12 +8,15 @@ pub mod capture;
 pub mod dead_letter;
 pub mod decode;
 pub mod file;
+mod json;
 pub mod kafka;
 pub mod logs;
 pub mod metrics;
 pub mod otlp_receiver;
+mod rows;
 pub mod schema;
 pub mod spans;
+mod wire;
 
 use arrow::record_batch::RecordBatch;
 pub use schema::Table;

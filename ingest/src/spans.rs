@@ -1,1 +1,262 @@
-//! spans (to be written)
+//! Spans: OTLP `ExportTraceServiceRequest` (= `TracesData`) into the `spans`
+//! table, one row per span.
+//!
+//! [`decode_wire`] reads the protobuf bytes directly into the Arrow builders;
+//! [`from_request`] converts prost structs (the OTLP/JSON path, the benchmark
+//! baseline and the property tests' oracle). Both go through [`SpanColumns`].
+
+use std::borrow::Cow;
+use std::sync::Arc;
+
+use arrow::array::{ArrayRef, Float64Builder, StringBuilder, TimestampNanosecondBuilder};
+use arrow::record_batch::RecordBatch;
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+
+use crate::rows::{
+    Context, Tail, Val, absurd, append_id, arrow_error, nanos, prost_attrs, time_builder, time_ok,
+};
+use crate::schema::{SPAN_PROMOTED, SPANS};
+use crate::wire::{self, Msg};
+use crate::{DecodeError, Decoded, Rejected, Table};
+
+/// `SpanKind` as the `kind` column writes it.
+pub fn kind_name(kind: i32) -> &'static str {
+    match kind {
+        1 => "INTERNAL",
+        2 => "SERVER",
+        3 => "CLIENT",
+        4 => "PRODUCER",
+        5 => "CONSUMER",
+        _ => "UNSPECIFIED",
+    }
+}
+
+/// `Status.code` as the `status_code` column writes it.
+pub fn status_name(code: i32) -> &'static str {
+    match code {
+        1 => "OK",
+        2 => "ERROR",
+        _ => "UNSET",
+    }
+}
+
+/// The fields of one span other than its attributes.
+#[derive(Default)]
+pub(crate) struct SpanFields<'a> {
+    pub start: u64,
+    pub end: u64,
+    pub trace_id: &'a [u8],
+    pub span_id: &'a [u8],
+    pub parent_span_id: &'a [u8],
+    pub name: Cow<'a, str>,
+    pub kind: i32,
+    pub status_code: i32,
+    pub status_message: Cow<'a, str>,
+}
+
+/// The builders of the `spans` table.
+pub(crate) struct SpanColumns {
+    time: TimestampNanosecondBuilder,
+    end_time: TimestampNanosecondBuilder,
+    duration_ms: Float64Builder,
+    trace_id: StringBuilder,
+    span_id: StringBuilder,
+    parent_span_id: StringBuilder,
+    name: StringBuilder,
+    kind: StringBuilder,
+    status_code: StringBuilder,
+    status_message: StringBuilder,
+    pub tail: Tail,
+    pub rejected: Vec<Rejected>,
+}
+
+impl SpanColumns {
+    pub fn new() -> SpanColumns {
+        SpanColumns {
+            time: time_builder(),
+            end_time: time_builder(),
+            duration_ms: Float64Builder::new(),
+            trace_id: StringBuilder::new(),
+            span_id: StringBuilder::new(),
+            parent_span_id: StringBuilder::new(),
+            name: StringBuilder::new(),
+            kind: StringBuilder::new(),
+            status_code: StringBuilder::new(),
+            status_message: StringBuilder::new(),
+            tail: Tail::new(SPAN_PROMOTED),
+            rejected: Vec::new(),
+        }
+    }
+
+    /// Whether a span with these fields becomes a row; if not, it is reported.
+    pub fn admit(&mut self, s: &SpanFields<'_>) -> bool {
+        if !time_ok(s.start) {
+            self.rejected.push(absurd(
+                &format!("span {:?}", s.name),
+                "start_time_unix_nano",
+                s.start,
+            ));
+            false
+        } else if !time_ok(s.end) {
+            self.rejected.push(absurd(
+                &format!("span {:?}", s.name),
+                "end_time_unix_nano",
+                s.end,
+            ));
+            false
+        } else {
+            true
+        }
+    }
+
+    pub fn attr(&mut self, key: &str, val: Val<'_>) {
+        self.tail.attr(key, val, &mut self.rejected);
+    }
+
+    /// Ends a row admitted by [`SpanColumns::admit`] whose attributes were added.
+    pub fn end_row(&mut self, s: &SpanFields<'_>, ctx: &Context) {
+        let (start, end) = (nanos(s.start), nanos(s.end));
+        self.time.append_value(start);
+        self.end_time.append_value(end);
+        self.duration_ms.append_value((end - start) as f64 / 1e6);
+        append_id(&mut self.trace_id, s.trace_id, false);
+        append_id(&mut self.span_id, s.span_id, false);
+        append_id(&mut self.parent_span_id, s.parent_span_id, true);
+        self.name.append_value(&s.name);
+        self.kind.append_value(kind_name(s.kind));
+        self.status_code.append_value(status_name(s.status_code));
+        if s.status_message.is_empty() {
+            self.status_message.append_null();
+        } else {
+            self.status_message.append_value(&s.status_message);
+        }
+        self.tail.end_row(ctx);
+    }
+
+    pub fn finish(mut self) -> Result<Decoded, DecodeError> {
+        let mut cols: Vec<ArrayRef> = vec![
+            Arc::new(self.time.finish()),
+            Arc::new(self.end_time.finish()),
+            Arc::new(self.duration_ms.finish()),
+            Arc::new(self.trace_id.finish()),
+            Arc::new(self.span_id.finish()),
+            Arc::new(self.parent_span_id.finish()),
+            Arc::new(self.name.finish()),
+            Arc::new(self.kind.finish()),
+            Arc::new(self.status_code.finish()),
+            Arc::new(self.status_message.finish()),
+        ];
+        self.tail.finish(&mut cols);
+        let batch = RecordBatch::try_new(SPANS.clone(), cols).map_err(arrow_error)?;
+        Ok(Decoded {
+            table: Table::Spans,
+            batch,
+            rejected: self.rejected,
+        })
+    }
+}
+
+/// Rows of a prost request (the simple path).
+pub fn from_request(req: &ExportTraceServiceRequest) -> Result<Decoded, DecodeError> {
+    let mut cols = SpanColumns::new();
+    for rs in &req.resource_spans {
+        for ss in &rs.scope_spans {
+            let ctx = Context::of(rs.resource.as_ref(), ss.scope.as_ref(), &mut cols.rejected);
+            for span in &ss.spans {
+                let status = span.status.as_ref();
+                let fields = SpanFields {
+                    start: span.start_time_unix_nano,
+                    end: span.end_time_unix_nano,
+                    trace_id: &span.trace_id,
+                    span_id: &span.span_id,
+                    parent_span_id: &span.parent_span_id,
+                    name: Cow::Borrowed(&span.name),
+                    kind: span.kind,
+                    status_code: status.map_or(0, |s| s.code),
+                    status_message: Cow::Borrowed(status.map_or("", |s| s.message.as_str())),
+                };
+                if !cols.admit(&fields) {
+                    continue;
+                }
+                for (k, v) in prost_attrs(&span.attributes) {
+                    cols.attr(k, v);
+                }
+                cols.end_row(&fields, &ctx);
+            }
+        }
+    }
+    cols.finish()
+}
+
+/// Rows of protobuf bytes, read without materialising prost structs.
+pub fn decode_wire(bytes: &[u8]) -> Result<Decoded, DecodeError> {
+    let mut cols = SpanColumns::new();
+    let mut scopes = Vec::new();
+    let mut spans = Vec::new();
+    let mut attrs = Vec::new();
+    for f in Msg::new(bytes).fields() {
+        let f = f?;
+        if f.num != 1 {
+            continue;
+        }
+        scopes.clear();
+        let resource = wire::split(f.msg()?, &mut scopes)?;
+        for &scope_spans in &scopes {
+            spans.clear();
+            let scope = wire::split(scope_spans, &mut spans)?;
+            let mut ctx = Context::default();
+            if let Some(r) = resource {
+                wire::resource(r, &mut ctx, &mut cols.rejected)?;
+            }
+            if let Some(s) = scope {
+                wire::scope(s, &mut ctx, &mut cols.rejected)?;
+            }
+            for &span in &spans {
+                attrs.clear();
+                let fields = span_fields(span, &mut attrs, &mut cols.rejected)?;
+                if !cols.admit(&fields) {
+                    continue;
+                }
+                for &kv in &attrs {
+                    let (k, v) = wire::key_value(kv, &mut cols.rejected)?;
+                    cols.attr(&k, v);
+                }
+                cols.end_row(&fields, &ctx);
+            }
+        }
+    }
+    cols.finish()
+}
+
+fn span_fields<'a>(
+    span: Msg<'a>,
+    attrs: &mut Vec<Msg<'a>>,
+    rejected: &mut Vec<Rejected>,
+) -> Result<SpanFields<'a>, DecodeError> {
+    let mut s = SpanFields::default();
+    for f in span.fields() {
+        let f = f?;
+        match f.num {
+            1 => s.trace_id = f.bytes()?,
+            2 => s.span_id = f.bytes()?,
+            4 => s.parent_span_id = f.bytes()?,
+            5 => s.name = wire::text(f.bytes()?, "span name", rejected),
+            6 => s.kind = f.int32()?,
+            7 => s.start = f.fixed64()?,
+            8 => s.end = f.fixed64()?,
+            9 => attrs.push(f.msg()?),
+            15 => {
+                for g in f.msg()?.fields() {
+                    let g = g?;
+                    match g.num {
+                        2 => s.status_message = wire::text(g.bytes()?, "status message", rejected),
+                        3 => s.status_code = g.int32()?,
+                        _ => {}
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    Ok(s)
+}
