@@ -169,10 +169,16 @@ impl Evaluator {
         let times = window::times(&batch)?;
         let (lo, hi) = times.iter().flatten().fold((i64::MAX, i64::MIN), |(lo, hi), v| (lo.min(v), hi.max(v)));
         *self.stats.rows.entry(table.name()).or_default() += batch.num_rows() as u64;
-        let late = self.buffer.push(table, batch, self.watermark.get())?;
+        // late: behind its own stream's watermark, or only in windows already evaluated
+        let evaluated_upto = self.sessions.iter().filter_map(|s| s.next_start).min();
+        let keep_from = match (self.watermark.of(table), evaluated_upto) {
+            (Some(a), Some(b)) => Some(a.max(b)),
+            (a, b) => a.or(b),
+        };
+        let late = self.buffer.push(table, batch, keep_from)?;
         self.stats.late_rows += late as u64;
         if hi >= lo {
-            self.watermark.observe(hi);
+            self.watermark.observe(table, hi);
             self.max_seen = Some(self.max_seen.map_or(hi, |m| m.max(hi)));
             self.min_seen = Some(self.min_seen.map_or(lo, |m| m.min(lo)));
         }

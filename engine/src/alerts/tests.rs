@@ -85,5 +85,5 @@ async fn trace_ids_are_sampled_sorted_and_at_most_five() {
     let mut sorted = ids.clone();
     sorted.sort();
     assert_eq!(&sorted, ids);
-    assert_eq!(ids[0], format!("{:032x}", 1));
+    assert_eq!(ids[0], format!("{:032x}", 1), "the first span of the burst, at 0 ms");
 }

@@ -4,9 +4,11 @@
 //! A window of spec (size, slide) starts at every multiple of `slide` (counted
 //! from the Unix epoch, so one-minute windows align to the minute) and covers
 //! `[start, start + size)`. The watermark is the largest event time seen minus
-//! the allowed lateness. A window is final once the watermark reaches its end;
-//! a row whose time is below the watermark when it arrives is late: it is
-//! counted, and not added to any window.
+//! the allowed lateness, taken over the streams (spans, logs, metrics) as the
+//! smallest of theirs. A window is final once the watermark reaches its end. A
+//! row is late when its time is below its own stream's watermark as it arrives,
+//! or when every window it belongs to was already evaluated (a stream that was
+//! idle and comes back): it is counted, and not added to any window.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -29,35 +31,62 @@ pub fn times(batch: &RecordBatch) -> Result<&TimestampNanosecondArray, ArrowErro
         .ok_or_else(|| ArrowError::SchemaError("the batch has no `time` timestamp column".into()))
 }
 
-/// Tracks the watermark: the largest event time seen, less the allowed lateness.
+/// Tracks the watermark. Each table is a stream of its own (the Collector
+/// exports spans, logs and metrics separately, each in its own batches), so the
+/// watermark is the smallest of the streams' newest event times, less the
+/// allowed lateness. A stream that has fallen more than `idle_ns` behind the
+/// newest one (metrics exported once a minute, or a signal that stopped) does
+/// not hold the others back.
 #[derive(Debug, Clone)]
 pub struct Watermark {
     lateness_ns: i64,
-    max_seen: Option<i64>,
+    idle_ns: i64,
+    newest: BTreeMap<Table, i64>,
+    finished: bool,
 }
+
+/// How far a stream may trail the newest one before it counts as idle.
+pub const IDLE_AFTER_NS: i64 = 60 * 1_000_000_000;
 
 impl Watermark {
     pub fn new(lateness_ns: i64) -> Self {
         Watermark {
             lateness_ns,
-            max_seen: None,
+            idle_ns: IDLE_AFTER_NS,
+            newest: BTreeMap::new(),
+            finished: false,
         }
     }
 
     /// The current watermark, or `None` before the first row.
     pub fn get(&self) -> Option<i64> {
-        self.max_seen.map(|m| m.saturating_sub(self.lateness_ns))
+        if self.finished {
+            return self.newest.values().max().map(|_| i64::MAX);
+        }
+        let newest = *self.newest.values().max()?;
+        let slowest = self
+            .newest
+            .values()
+            .copied()
+            .filter(|t| *t >= newest.saturating_sub(self.idle_ns))
+            .min()
+            .unwrap_or(newest);
+        Some(slowest.saturating_sub(self.lateness_ns))
     }
 
-    pub fn observe(&mut self, time: i64) {
-        self.max_seen = Some(self.max_seen.map_or(time, |m| m.max(time)));
+    /// The watermark of one stream alone: its newest time less the lateness.
+    pub fn of(&self, table: Table) -> Option<i64> {
+        self.newest.get(&table).map(|t| t.saturating_sub(self.lateness_ns))
+    }
+
+    pub fn observe(&mut self, table: Table, time: i64) {
+        let t = self.newest.entry(table).or_insert(time);
+        *t = (*t).max(time);
     }
 
     /// Closes every window: used at the end of a replay.
     pub fn finish(&mut self) {
-        if self.max_seen.is_some() {
-            self.max_seen = Some(i64::MAX);
-        }
+        self.finished = true;
     }
 }
 
@@ -77,13 +106,13 @@ pub struct Buffer {
 }
 
 impl Buffer {
-    /// Adds the on-time rows of `batch` (time >= `watermark`); returns how many
-    /// rows were late.
-    pub fn push(&mut self, table: Table, batch: RecordBatch, watermark: Option<i64>) -> Result<usize, ArrowError> {
+    /// Adds the on-time rows of `batch`, those at or after `keep_from`; returns
+    /// how many rows were late.
+    pub fn push(&mut self, table: Table, batch: RecordBatch, keep_from: Option<i64>) -> Result<usize, ArrowError> {
         if batch.num_rows() == 0 {
             return Ok(0);
         }
-        let (batch, late) = match watermark {
+        let (batch, late) = match keep_from {
             Some(w) => {
                 let t = times(&batch)?;
                 let keep: BooleanArray = t.iter().map(|v| Some(v.is_some_and(|v| v >= w))).collect();

@@ -87,3 +87,16 @@ async fn grouping_of_pushes_and_evaluations_does_not_change_the_output() {
     assert_eq!(outputs[0], outputs[1]);
     assert_eq!(outputs[0], outputs[2]);
 }
+
+#[tokio::test]
+async fn one_stream_running_ahead_does_not_make_another_late() {
+    let mut ev = Evaluator::new(rule_set(&[&count_kpi("1m", "1m")]).await, 5 * S);
+    ev.push(ingest::Table::Spans, spans(&[(0.0, "a"), (20.0, "a")])).unwrap();
+    // logs from before the spans' newest time are on time: the logs stream is behind
+    let logs = rows(ingest::Table::Logs, &[T0 + 2 * S, T0 + 3 * S], &[]);
+    ev.push(ingest::Table::Logs, logs).unwrap();
+    assert_eq!(ev.stats().late_rows, 0);
+    // a stream more than a minute behind the newest is idle and holds nothing back
+    ev.push(ingest::Table::Spans, spans(&[(100.0, "a")])).unwrap();
+    assert_eq!(ev.watermark(), Some(T0 + 95 * S));
+}
