@@ -98,3 +98,44 @@ fn logs_golden() {
 fn metrics_golden() {
     golden("metrics");
 }
+
+/// The examples in `docs/schema.md`: each ```json block is followed by a plain
+/// block of the row it becomes, printed as above.
+#[test]
+fn schema_doc_examples_are_true() {
+    let doc = std::fs::read_to_string(
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../docs/schema.md"),
+    )
+    .expect("docs/schema.md");
+    let blocks: Vec<(&str, String)> = doc
+        .split("```")
+        .enumerate()
+        .filter(|(i, _)| i % 2 == 1)
+        .map(|(_, b)| {
+            let (lang, body) = b.split_once('\n').unwrap_or((b, ""));
+            (lang.trim(), body.to_owned())
+        })
+        .collect();
+    let mut checked = 0;
+    for pair in blocks.windows(2) {
+        let [(lang, json), (next, rows)] = pair else {
+            continue;
+        };
+        if *lang != "json" || !next.is_empty() {
+            continue;
+        }
+        let d = decode_json(json.as_bytes()).expect("doc example decodes");
+        let printed = render(&d);
+        let printed: Vec<&str> = printed
+            .lines()
+            .filter(|l| !l.starts_with("table") && !l.starts_with("-- row"))
+            .collect();
+        assert_eq!(
+            printed,
+            rows.lines().collect::<Vec<_>>(),
+            "doc example differs"
+        );
+        checked += 1;
+    }
+    assert_eq!(checked, 3);
+}
