@@ -1,0 +1,169 @@
+//! The `engine` binary on small captures written here: replay determinism, the
+//! alert fields, and how broken rules are reported while the others run.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use serde_json::{Value, json};
+
+const T0_NS: i64 = 1_768_471_200_000_000_000; // 2026-01-15T10:00:00Z
+
+fn attr(k: &str, v: Value) -> Value {
+    json!({ "key": k, "value": v })
+}
+
+/// A capture with a flood (4000 requests in 40 s from one address) and a brute
+/// force (15 failures on one account), as OTLP/JSON lines in time order.
+fn write_capture(dir: &Path) -> PathBuf {
+    let mut lines = Vec::new();
+    for chunk in 0..40 {
+        let spans: Vec<Value> = (0..100)
+            .map(|i| {
+                let n = chunk * 100 + i;
+                let t = T0_NS + n * 10_000_000;
+                json!({
+                    "traceId": format!("{:032x}", n + 1), "spanId": format!("{:016x}", n + 1),
+                    "name": "GET /api/products/{id}", "kind": 2,
+                    "startTimeUnixNano": t.to_string(), "endTimeUnixNano": (t + 3_000_000).to_string(),
+                    "attributes": [
+                        attr("client.address", json!({"stringValue": "203.0.113.9"})),
+                        attr("http.route", json!({"stringValue": "/api/products/{id}"})),
+                        attr("http.response.status_code", json!({"intValue": "200"})),
+                    ],
+                })
+            })
+            .collect();
+        lines.push(json!({"resourceSpans": [{
+            "resource": {"attributes": [attr("service.name", json!({"stringValue": "shop-gateway"}))]},
+            "scopeSpans": [{"spans": spans}]}]}));
+        if chunk < 15 {
+            let t = T0_NS + chunk * 1_000_000_000;
+            lines.push(json!({"resourceLogs": [{
+                "resource": {"attributes": [attr("service.name", json!({"stringValue": "shop-auth"}))]},
+                "scopeLogs": [{"logRecords": [{
+                    "timeUnixNano": t.to_string(), "eventName": "shop.auth.login",
+                    "traceId": format!("{:032x}", 90_000 + chunk),
+                    "attributes": [
+                        attr("user.hash", json!({"stringValue": "hash-of-alice"})),
+                        attr("client.address", json!({"stringValue": "198.51.100.7"})),
+                        attr("shop.auth.outcome", json!({"stringValue": "failure"})),
+                        attr("shop.auth.failure_reason", json!({"stringValue": "bad_password"})),
+                    ]}]}]}]}));
+        }
+    }
+    let path = dir.join("attack.jsonl");
+    let text: String = lines.iter().map(|l| format!("{l}\n")).collect();
+    std::fs::write(&path, text).expect("write capture");
+    path
+}
+
+fn engine(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_engine")).args(args).output().expect("run engine")
+}
+
+fn rules_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../rules")
+}
+
+fn temp_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("otelguard-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    dir
+}
+
+#[test]
+fn replay_is_byte_identical_and_alerts_carry_the_contract_fields() {
+    let dir = temp_dir("replay");
+    let capture = write_capture(&dir);
+    let rules = rules_dir();
+    let args = ["replay", capture.to_str().unwrap(), "--rules", rules.to_str().unwrap(), "--format", "json"];
+    let first = engine(&args);
+    let second = engine(&args);
+    assert!(first.status.success(), "{}", String::from_utf8_lossy(&first.stderr));
+    assert_eq!(first.stdout, second.stdout, "two replays of one capture differ");
+    let alerts: Vec<Value> = String::from_utf8_lossy(&first.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("each line is JSON"))
+        .collect();
+    let flood = alerts
+        .iter()
+        .find(|a| a["rule_id"] == "dos.http_flood.single_source" && a["state"] == "firing")
+        .expect("the flood fires");
+    assert_eq!(flood["entity"], json!({"client.address": "203.0.113.9"}));
+    assert_eq!(flood["severity"], "high");
+    assert!(flood["value"].as_i64().unwrap_or(0) >= 3000, "{flood}");
+    assert_eq!(flood["trace_ids"].as_array().map(Vec::len), Some(5));
+    for field in ["window_start", "window_end", "tags", "summary"] {
+        assert!(!flood[field].is_null(), "{field} missing in {flood}");
+    }
+    let brute = alerts
+        .iter()
+        .find(|a| a["rule_id"] == "auth.brute_force.single_account" && a["state"] == "firing")
+        .expect("the brute force fires");
+    assert_eq!(brute["entity"], json!({"user.hash": "hash-of-alice"}));
+    assert_eq!(brute["value"], json!(15));
+    // nothing fires on the benign address of the login failures
+    assert!(alerts.iter().all(|a| a["entity"]["client.address"] != "198.51.100.7"));
+}
+
+#[test]
+fn a_broken_rule_is_reported_with_its_place_and_the_others_run() {
+    let dir = temp_dir("broken");
+    let capture = write_capture(&dir);
+    let rules = dir.join("rules");
+    std::fs::create_dir_all(&rules).unwrap();
+    let good = std::fs::read_to_string(rules_dir().join("auth/brute_force_single_account.sql")).unwrap();
+    std::fs::write(rules.join("good.sql"), &good).unwrap();
+    let broken = good
+        .replace("auth.brute_force.single_account", "broken.rule")
+        .replace("user_hash IS NOT NULL", "user_hashh IS NOT NULL");
+    std::fs::write(rules.join("broken.sql"), broken).unwrap();
+
+    let check = engine(&["rules", "check", "--rules", rules.to_str().unwrap()]);
+    assert!(!check.status.success());
+    let err = String::from_utf8_lossy(&check.stderr);
+    assert!(err.contains("broken.sql:"), "{err}");
+    assert!(err.contains("user_hashh"), "{err}");
+    assert!(err.contains("hint:"), "{err}");
+
+    let replay = engine(&["replay", capture.to_str().unwrap(), "--rules", rules.to_str().unwrap(), "--format", "json"]);
+    assert!(replay.status.success(), "{}", String::from_utf8_lossy(&replay.stderr));
+    assert!(String::from_utf8_lossy(&replay.stderr).contains("broken.sql"));
+    assert!(String::from_utf8_lossy(&replay.stdout).contains("auth.brute_force.single_account"));
+}
+
+#[test]
+fn bad_lines_in_a_capture_are_counted_and_the_rest_is_kept() {
+    let dir = temp_dir("badlines");
+    let capture = write_capture(&dir);
+    let mut text = std::fs::read_to_string(&capture).unwrap();
+    text.insert_str(0, "{not json\n\"resourceSpans\": 3\n");
+    std::fs::write(&capture, text).unwrap();
+    let rules = rules_dir();
+    let out = engine(&["replay", capture.to_str().unwrap(), "--rules", rules.to_str().unwrap(), "--format", "json"]);
+    assert!(out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("attack.jsonl:1"), "the first bad line is named: {err}");
+    assert!(err.contains("2 rejected"), "{err}");
+    assert!(String::from_utf8_lossy(&out.stdout).contains("dos.http_flood.single_source"));
+}
+
+#[test]
+fn kpis_come_out_per_window() {
+    let dir = temp_dir("kpis");
+    let capture = write_capture(&dir);
+    let rules = rules_dir();
+    let out = engine(&["replay", capture.to_str().unwrap(), "--rules", rules.to_str().unwrap(), "--kpis", "--format", "json"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let rows: Vec<Value> = String::from_utf8_lossy(&out.stdout).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let rate = rows
+        .iter()
+        .find(|r| r["kpi"] == "http.requests_per_s" && r["window_start"] == "2026-01-15T10:00:00Z")
+        .expect("a request-rate KPI for the first minute");
+    assert_eq!(rate["dimensions"], json!({"http.route": "/api/products/{id}"}));
+    // 4000 requests in the first minute
+    assert!((rate["value"].as_f64().unwrap() - 4000.0 / 60.0).abs() < 0.01, "{rate}");
+    let failures = rows.iter().find(|r| r["kpi"] == "login_failure_ratio").expect("login failure ratio");
+    assert_eq!(failures["value"], json!(1));
+}
