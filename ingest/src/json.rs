@@ -413,15 +413,12 @@ impl Parser {
     }
 
     fn span(&mut self, o: &Obj) -> Result<Span, DecodeError> {
-        let status = match self.object(o, "status", "status")? {
-            None => None,
-            Some(s) => Some(Status {
-                message: self.string(s, "message", "message"),
-                code: self.enumeration(s, "code", "code", "STATUS_CODE_", |n| {
-                    status::StatusCode::from_str_name(n).map(|c| c as i32)
-                }),
+        let status = self.object(o, "status", "status")?.map(|s| Status {
+            message: self.string(s, "message", "message"),
+            code: self.enumeration(s, "code", "code", "STATUS_CODE_", |n| {
+                status::StatusCode::from_str_name(n).map(|c| c as i32)
             }),
-        };
+        });
         Ok(Span {
             trace_id: self.id(o, "traceId", "trace_id"),
             span_id: self.id(o, "spanId", "span_id"),

@@ -166,7 +166,7 @@ pub static LOGS: LazyLock<SchemaRef> = LazyLock::new(|| {
         Field::new("span_id", DataType::Utf8, true),
         Field::new("severity_number", DataType::Int32, true),
         Field::new("severity_text", DataType::Utf8, true),
-        // a string body as is; any other body as its OTLP/JSON text
+        // a string body as is; any other body as text like an attribute value (kvlist: JSON object)
         Field::new("body", DataType::Utf8, true),
         Field::new("event_name", DataType::Utf8, true),
     ];

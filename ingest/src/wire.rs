@@ -106,7 +106,7 @@ impl<'a> Field<'a> {
         match self.value {
             Value::I64(v) => out.push(v),
             Value::Len(m) => {
-                if m.bytes.len() % 8 != 0 {
+                if !m.bytes.len().is_multiple_of(8) {
                     return Err(corrupt(
                         m.base,
                         "packed 64-bit values of a length not a multiple of 8",
