@@ -1,0 +1,83 @@
+//! The engine's Alertmanager sink against the real Alertmanager of the local
+//! stack (`compose/local/stack up`, 127.0.0.1:19093): a firing alert is listed,
+//! and once it is sent as resolved it is no longer active.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use engine::alerts::{Alert, State, rfc3339};
+use engine::sinks::alertmanager::Alertmanager;
+use serde_json::Value;
+
+const ALERTMANAGER: &str = "http://127.0.0.1:19093";
+
+fn alert(rule_id: &str, state: State) -> Alert {
+    let now = chrono::Utc::now().timestamp_nanos_opt().unwrap_or(0);
+    let (start, end) = match state {
+        State::Firing => (now - 60_000_000_000, now + 60_000_000_000),
+        State::Resolved => (now - 60_000_000_000, now - 1_000_000_000),
+    };
+    Alert {
+        rule_id: rule_id.to_string(),
+        severity: "high".into(),
+        state,
+        entity: BTreeMap::from([("client.address".to_string(), "203.0.113.9".to_string())]),
+        window_start: rfc3339(start),
+        window_end: rfc3339(end),
+        value: serde_json::json!(4000),
+        tags: vec!["T1498".into()],
+        summary: "4000 requests in one minute from 203.0.113.9".into(),
+        trace_ids: vec!["0af7651916cd43dd8448eb211c80319c".into()],
+        at_ns: end,
+    }
+}
+
+async fn active(rule_id: &str) -> Vec<Value> {
+    let url = format!("{ALERTMANAGER}/api/v2/alerts?active=true&filter=rule_id%3D%22{rule_id}%22");
+    let resp = reqwest::get(&url).await.unwrap_or_else(|e| {
+        panic!("Alertmanager does not answer at {ALERTMANAGER} ({e}); start it with `compose/local/stack up alertmanager`")
+    });
+    resp.json::<Vec<Value>>().await.expect("Alertmanager lists alerts as JSON")
+}
+
+#[tokio::test]
+async fn alertmanager_receives_firing_then_resolved() {
+    let rule_id = format!("e2e.flood.{}", std::process::id());
+    let sink = Alertmanager::new(ALERTMANAGER);
+
+    sink.send(&[alert(&rule_id, State::Firing)]).await.expect("Alertmanager takes a firing alert");
+    let mut listed = Vec::new();
+    for _ in 0..50 {
+        listed = active(&rule_id).await;
+        if !listed.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(listed.len(), 1, "the firing alert is listed: {listed:?}");
+    let a = &listed[0];
+    assert_eq!(a["labels"]["alertname"], Value::from(rule_id.clone()));
+    assert_eq!(a["labels"]["severity"], "high");
+    assert_eq!(a["labels"]["client_address"], "203.0.113.9");
+    assert_eq!(a["annotations"]["tags"], "T1498");
+
+    sink.send(&[alert(&rule_id, State::Resolved)]).await.expect("Alertmanager takes a resolved alert");
+    let mut still = listed;
+    for _ in 0..50 {
+        still = active(&rule_id).await;
+        if still.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(still.is_empty(), "the resolved alert is no longer active: {still:?}");
+}
+
+#[tokio::test]
+async fn an_unreachable_alertmanager_is_a_clear_error() {
+    let sink = Alertmanager::new("http://127.0.0.1:9");
+    let err = sink.send(&[alert("e2e.unreachable", State::Firing)]).await.expect_err("nothing listens on port 9");
+    let text = err.to_string();
+    assert!(text.contains("127.0.0.1:9"), "{text}");
+    assert!(text.contains("attempts"), "{text}");
+}
