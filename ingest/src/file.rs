@@ -64,7 +64,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use crate::decode::{decode_json, decode_proto};
+use crate::decode::{decode_json_as, decode_proto};
 use crate::{DecodeError, Decoded, Reason, Table};
 
 /// The first bytes of a zstd frame.
@@ -472,7 +472,7 @@ fn decode_record(
     max_bytes: usize,
 ) -> CaptureItem {
     let result = match framing {
-        Framing::JsonLines => decode_json(&bytes),
+        Framing::JsonLines => decode_json_as(hint, &bytes),
         Framing::LengthPrefixed => match decompress_record(&bytes, max_bytes) {
             Ok(Some(inner)) => decode_payload(&inner, hint),
             Ok(None) => decode_payload(&bytes, hint),
@@ -523,7 +523,7 @@ fn decompress_record(bytes: &[u8], max_bytes: usize) -> Result<Option<Vec<u8>>, 
 /// else OTLP protobuf of the table found as the module documentation says.
 pub fn decode_payload(bytes: &[u8], hint: Option<Table>) -> Result<Decoded, DecodeError> {
     if bytes.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{') {
-        return decode_json(bytes);
+        return decode_json_as(hint, bytes);
     }
     let mut order: Vec<Table> = hint.into_iter().collect();
     order.extend(Table::ALL.iter().copied().filter(|t| Some(*t) != hint));
