@@ -60,7 +60,10 @@ fn peak_rss_kib() -> u64 {
 }
 
 fn child(capture: &Path, count: usize) {
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("runtime");
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
     runtime.block_on(async {
         let set = rule_set(count).await;
         let mut ev = Evaluator::new(set, 5_000_000_000);
@@ -97,12 +100,19 @@ fn main() {
         eprintln!("usage: cargo bench -p engine --bench replay -- CAPTURE [RULE_COUNTS...]");
         std::process::exit(2);
     };
-    let counts: Vec<String> = if args.len() > 1 { args[1..].to_vec() } else { ["0", "1", "10", "50"].map(String::from).to_vec() };
+    let counts: Vec<String> = if args.len() > 1 {
+        args[1..].to_vec()
+    } else {
+        ["0", "1", "10", "50"].map(String::from).to_vec()
+    };
     let size = std::fs::metadata(capture).map(|m| m.len()).unwrap_or(0);
     println!("capture {capture} ({:.1} MB on disk)", size as f64 / 1e6);
     let exe = std::env::current_exe().expect("own path");
     for count in counts {
-        let status = Command::new(&exe).args(["--child", capture, &count]).status().expect("run a child");
+        let status = Command::new(&exe)
+            .args(["--child", capture, &count])
+            .status()
+            .expect("run a child");
         assert!(status.success(), "the run with {count} rules failed");
     }
 }

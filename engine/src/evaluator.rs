@@ -29,8 +29,18 @@ pub enum Output {
 impl Output {
     fn order_key(&self) -> (i64, u8, String, String) {
         match self {
-            Output::Alert(a) => (a.at_ns, 0, a.rule_id.clone(), serde_json::to_string(&a.entity).unwrap_or_default()),
-            Output::Kpi(k) => (k.at_ns, 1, k.kpi.clone(), serde_json::to_string(&k.dimensions).unwrap_or_default()),
+            Output::Alert(a) => (
+                a.at_ns,
+                0,
+                a.rule_id.clone(),
+                serde_json::to_string(&a.entity).unwrap_or_default(),
+            ),
+            Output::Kpi(k) => (
+                k.at_ns,
+                1,
+                k.kpi.clone(),
+                serde_json::to_string(&k.dimensions).unwrap_or_default(),
+            ),
         }
     }
 }
@@ -109,7 +119,10 @@ impl Evaluator {
         let mut sessions: Vec<SessionState> = rules
             .sessions
             .iter()
-            .map(|_| SessionState { next_start: None, tables: BTreeSet::new() })
+            .map(|_| SessionState {
+                next_start: None,
+                tables: BTreeSet::new(),
+            })
             .collect();
         for r in &rules.rules {
             sessions[r.session].tables.extend(tables_of(&r.plan));
@@ -157,7 +170,12 @@ impl Evaluator {
 
     /// Open incidents per rule id, for the API.
     pub fn incidents(&self) -> Vec<(String, &RuleAlerts)> {
-        self.rules.rules.iter().zip(&self.alerts).map(|(r, a)| (r.def.id.clone(), a)).collect()
+        self.rules
+            .rules
+            .iter()
+            .zip(&self.alerts)
+            .map(|(r, a)| (r.def.id.clone(), a))
+            .collect()
     }
 
     /// Adds rows of `table`. Rows older than the watermark are counted as late
@@ -167,7 +185,10 @@ impl Evaluator {
             return Ok(());
         }
         let times = window::times(&batch)?;
-        let (lo, hi) = times.iter().flatten().fold((i64::MAX, i64::MIN), |(lo, hi), v| (lo.min(v), hi.max(v)));
+        let (lo, hi) = times
+            .iter()
+            .flatten()
+            .fold((i64::MAX, i64::MIN), |(lo, hi), v| (lo.min(v), hi.max(v)));
         *self.stats.rows.entry(table.name()).or_default() += batch.num_rows() as u64;
         // late: behind its own stream's watermark, or only in windows already evaluated
         let evaluated_upto = self.sessions.iter().filter_map(|s| s.next_start).min();
@@ -185,6 +206,14 @@ impl Evaluator {
         Ok(())
     }
 
+    /// Moves every stream seen so far to at least `time`: in live evaluation,
+    /// when input goes quiet, the wall clock moves event time on so that windows
+    /// close and incidents resolve.
+    pub fn advance(&mut self, time: i64) {
+        self.watermark.advance(time);
+        self.max_seen = Some(self.max_seen.map_or(time, |m| m.max(time)));
+    }
+
     /// The current watermark (event time, ns).
     pub fn watermark(&self) -> Option<i64> {
         self.watermark.get()
@@ -192,7 +221,9 @@ impl Evaluator {
 
     /// Whether some window became final since the last evaluation.
     pub fn has_final_windows(&self) -> bool {
-        let Some(w) = self.watermark.get() else { return false };
+        let Some(w) = self.watermark.get() else {
+            return false;
+        };
         self.rules.sessions.iter().zip(&self.sessions).any(|(s, st)| {
             let last = window::last_final_start(s.spec, w);
             st.next_start.is_none_or(|n| n <= last)
@@ -201,19 +232,25 @@ impl Evaluator {
 
     /// Evaluates every window that is final at the current watermark.
     pub async fn evaluate(&mut self) -> Vec<Output> {
-        let Some(w) = self.watermark.get() else { return vec![] };
-        self.evaluate_until(|spec| window::last_final_start(spec, w)).await
+        let Some(w) = self.watermark.get() else {
+            return vec![];
+        };
+        self.evaluate_until(|spec| window::last_final_start(spec, w))
+            .await
     }
 
     /// Ends the input: every window that holds a row is evaluated.
     pub async fn finish(&mut self) -> Vec<Output> {
         let Some(max) = self.max_seen else { return vec![] };
         self.watermark.finish();
-        self.evaluate_until(|spec| max.div_euclid(spec.slide_ns) * spec.slide_ns).await
+        self.evaluate_until(|spec| max.div_euclid(spec.slide_ns) * spec.slide_ns)
+            .await
     }
 
     async fn evaluate_until(&mut self, last_start_of: impl Fn(WindowSpec) -> i64) -> Vec<Output> {
-        let Some(min_seen) = self.min_seen else { return vec![] };
+        let Some(min_seen) = self.min_seen else {
+            return vec![];
+        };
         let mut out = Vec::new();
         for si in 0..self.rules.sessions.len() {
             let spec = self.rules.sessions[si].spec;
@@ -322,7 +359,10 @@ impl Evaluator {
                 }
                 let found = by_window.get(&cursor).map(Vec::as_slice).unwrap_or(&[]);
                 let alerts = state.window(&rule.def, cursor, found);
-                self.health[ri].fired += alerts.iter().filter(|a| a.state == crate::alerts::State::Firing).count() as u64;
+                self.health[ri].fired += alerts
+                    .iter()
+                    .filter(|a| a.state == crate::alerts::State::Firing)
+                    .count() as u64;
                 self.stats.alerts += alerts.len() as u64;
                 out.extend(alerts.into_iter().map(Output::Alert));
                 cursor += spec.slide_ns;

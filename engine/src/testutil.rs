@@ -51,9 +51,16 @@ pub fn spans(at: &[(f64, &str)]) -> RecordBatch {
     let times: Vec<i64> = at.iter().map(|(s, _)| T0 + (s * 1e9) as i64).collect();
     let clients: Vec<&str> = at.iter().map(|(_, c)| *c).collect();
     // trace ids derive from the time, so that any grouping of rows gives the same ids
-    let ids: Vec<String> = times.iter().map(|t| format!("{:032x}", (t - T0) / 1_000_000 + 1)).collect();
+    let ids: Vec<String> = times
+        .iter()
+        .map(|t| format!("{:032x}", (t - T0) / 1_000_000 + 1))
+        .collect();
     let ids: Vec<&str> = ids.iter().map(String::as_str).collect();
-    rows(Table::Spans, &times, &[("client_address", text(&clients)), ("trace_id", text(&ids))])
+    rows(
+        Table::Spans,
+        &times,
+        &[("client_address", text(&clients)), ("trace_id", text(&ids))],
+    )
 }
 
 /// A rule set from rule file texts.

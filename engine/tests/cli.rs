@@ -39,16 +39,16 @@ fn write_capture(dir: &Path) -> PathBuf {
         if chunk < 15 {
             let t = T0_NS + chunk * 1_000_000_000;
             lines.push(json!({"resourceLogs": [{
-                "resource": {"attributes": [attr("service.name", json!({"stringValue": "shop-auth"}))]},
-                "scopeLogs": [{"logRecords": [{
-                    "timeUnixNano": t.to_string(), "eventName": "shop.auth.login",
-                    "traceId": format!("{:032x}", 90_000 + chunk),
-                    "attributes": [
-                        attr("user.hash", json!({"stringValue": "hash-of-alice"})),
-                        attr("client.address", json!({"stringValue": "198.51.100.7"})),
-                        attr("shop.auth.outcome", json!({"stringValue": "failure"})),
-                        attr("shop.auth.failure_reason", json!({"stringValue": "bad_password"})),
-                    ]}]}]}]}));
+            "resource": {"attributes": [attr("service.name", json!({"stringValue": "shop-auth"}))]},
+            "scopeLogs": [{"logRecords": [{
+                "timeUnixNano": t.to_string(), "eventName": "shop.auth.login",
+                "traceId": format!("{:032x}", 90_000 + chunk),
+                "attributes": [
+                    attr("user.hash", json!({"stringValue": "hash-of-alice"})),
+                    attr("client.address", json!({"stringValue": "198.51.100.7"})),
+                    attr("shop.auth.outcome", json!({"stringValue": "failure"})),
+                    attr("shop.auth.failure_reason", json!({"stringValue": "bad_password"})),
+                ]}]}]}]}));
         }
     }
     let path = dir.join("attack.jsonl");
@@ -58,7 +58,10 @@ fn write_capture(dir: &Path) -> PathBuf {
 }
 
 fn engine(args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_engine")).args(args).output().expect("run engine")
+    Command::new(env!("CARGO_BIN_EXE_engine"))
+        .args(args)
+        .output()
+        .expect("run engine")
 }
 
 fn rules_dir() -> PathBuf {
@@ -77,10 +80,21 @@ fn replay_is_byte_identical_and_alerts_carry_the_contract_fields() {
     let dir = temp_dir("replay");
     let capture = write_capture(&dir);
     let rules = rules_dir();
-    let args = ["replay", capture.to_str().unwrap(), "--rules", rules.to_str().unwrap(), "--format", "json"];
+    let args = [
+        "replay",
+        capture.to_str().unwrap(),
+        "--rules",
+        rules.to_str().unwrap(),
+        "--format",
+        "json",
+    ];
     let first = engine(&args);
     let second = engine(&args);
-    assert!(first.status.success(), "{}", String::from_utf8_lossy(&first.stderr));
+    assert!(
+        first.status.success(),
+        "{}",
+        String::from_utf8_lossy(&first.stderr)
+    );
     assert_eq!(first.stdout, second.stdout, "two replays of one capture differ");
     let alerts: Vec<Value> = String::from_utf8_lossy(&first.stdout)
         .lines()
@@ -104,7 +118,11 @@ fn replay_is_byte_identical_and_alerts_carry_the_contract_fields() {
     assert_eq!(brute["entity"], json!({"user.hash": "hash-of-alice"}));
     assert_eq!(brute["value"], json!(15));
     // nothing fires on the benign address of the login failures
-    assert!(alerts.iter().all(|a| a["entity"]["client.address"] != "198.51.100.7"));
+    assert!(
+        alerts
+            .iter()
+            .all(|a| a["entity"]["client.address"] != "198.51.100.7")
+    );
 }
 
 #[test]
@@ -127,8 +145,19 @@ fn a_broken_rule_is_reported_with_its_place_and_the_others_run() {
     assert!(err.contains("user_hashh"), "{err}");
     assert!(err.contains("hint:"), "{err}");
 
-    let replay = engine(&["replay", capture.to_str().unwrap(), "--rules", rules.to_str().unwrap(), "--format", "json"]);
-    assert!(replay.status.success(), "{}", String::from_utf8_lossy(&replay.stderr));
+    let replay = engine(&[
+        "replay",
+        capture.to_str().unwrap(),
+        "--rules",
+        rules.to_str().unwrap(),
+        "--format",
+        "json",
+    ]);
+    assert!(
+        replay.status.success(),
+        "{}",
+        String::from_utf8_lossy(&replay.stderr)
+    );
     assert!(String::from_utf8_lossy(&replay.stderr).contains("broken.sql"));
     assert!(String::from_utf8_lossy(&replay.stdout).contains("auth.brute_force.single_account"));
 }
@@ -141,10 +170,20 @@ fn bad_lines_in_a_capture_are_counted_and_the_rest_is_kept() {
     text.insert_str(0, "{not json\n\"resourceSpans\": 3\n");
     std::fs::write(&capture, text).unwrap();
     let rules = rules_dir();
-    let out = engine(&["replay", capture.to_str().unwrap(), "--rules", rules.to_str().unwrap(), "--format", "json"]);
+    let out = engine(&[
+        "replay",
+        capture.to_str().unwrap(),
+        "--rules",
+        rules.to_str().unwrap(),
+        "--format",
+        "json",
+    ]);
     assert!(out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("attack.jsonl:1"), "the first bad line is named: {err}");
+    assert!(
+        err.contains("attack.jsonl:1"),
+        "the first bad line is named: {err}"
+    );
     assert!(err.contains("2 rejected"), "{err}");
     assert!(String::from_utf8_lossy(&out.stdout).contains("dos.http_flood.single_source"));
 }
@@ -154,16 +193,33 @@ fn kpis_come_out_per_window() {
     let dir = temp_dir("kpis");
     let capture = write_capture(&dir);
     let rules = rules_dir();
-    let out = engine(&["replay", capture.to_str().unwrap(), "--rules", rules.to_str().unwrap(), "--kpis", "--format", "json"]);
+    let out = engine(&[
+        "replay",
+        capture.to_str().unwrap(),
+        "--rules",
+        rules.to_str().unwrap(),
+        "--kpis",
+        "--format",
+        "json",
+    ]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let rows: Vec<Value> = String::from_utf8_lossy(&out.stdout).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let rows: Vec<Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
     let rate = rows
         .iter()
         .find(|r| r["kpi"] == "http.requests_per_s" && r["window_start"] == "2026-01-15T10:00:00Z")
         .expect("a request-rate KPI for the first minute");
     assert_eq!(rate["dimensions"], json!({"http.route": "/api/products/{id}"}));
     // 4000 requests in the first minute
-    assert!((rate["value"].as_f64().unwrap() - 4000.0 / 60.0).abs() < 0.01, "{rate}");
-    let failures = rows.iter().find(|r| r["kpi"] == "login_failure_ratio").expect("login failure ratio");
+    assert!(
+        (rate["value"].as_f64().unwrap() - 4000.0 / 60.0).abs() < 0.01,
+        "{rate}"
+    );
+    let failures = rows
+        .iter()
+        .find(|r| r["kpi"] == "login_failure_ratio")
+        .expect("login failure ratio");
     assert_eq!(failures["value"], json!(1));
 }

@@ -93,7 +93,12 @@ impl RuleAlerts {
     /// Applies the findings of one closed window (all of this rule's findings
     /// whose `window_start` is `start`) and returns the alerts it causes.
     pub fn window(&mut self, def: &Definition, start: i64, findings: &[&Finding]) -> Vec<Alert> {
-        let Kind::Alert { for_windows, suppress_ns, .. } = &def.kind else {
+        let Kind::Alert {
+            for_windows,
+            suppress_ns,
+            ..
+        } = &def.kind
+        else {
             return vec![];
         };
         let slide = def.window.slide_ns;
@@ -114,7 +119,11 @@ impl RuleAlerts {
                 inc.value = inc.value.max(value);
                 continue;
             }
-            inc.streak = if inc.last_window_start == start - slide { inc.streak + 1 } else { 1 };
+            inc.streak = if inc.last_window_start == start - slide {
+                inc.streak + 1
+            } else {
+                1
+            };
             inc.last_window_start = start;
             inc.value = value;
             let mut traces = inc.trace_ids.clone();
@@ -154,8 +163,20 @@ impl RuleAlerts {
     }
 }
 
-fn alert(def: &Definition, state: State, entity: &BTreeMap<String, String>, inc: &Incident, start: i64) -> Alert {
-    let Kind::Alert { severity, tags, summary, .. } = &def.kind else {
+fn alert(
+    def: &Definition,
+    state: State,
+    entity: &BTreeMap<String, String>,
+    inc: &Incident,
+    start: i64,
+) -> Alert {
+    let Kind::Alert {
+        severity,
+        tags,
+        summary,
+        ..
+    } = &def.kind
+    else {
         unreachable!("alerts are made for alerting rules only")
     };
     let end = start + def.window.size_ns;
@@ -175,7 +196,13 @@ fn alert(def: &Definition, state: State, entity: &BTreeMap<String, String>, inc:
 }
 
 /// Fills a summary template: `{value}` and `{attribute.name}` are replaced.
-fn summarize(def: &Definition, template: Option<&str>, entity: &BTreeMap<String, String>, value: f64, state: State) -> String {
+fn summarize(
+    def: &Definition,
+    template: Option<&str>,
+    entity: &BTreeMap<String, String>,
+    value: f64,
+    state: State,
+) -> String {
     let value_text = match json_number(value) {
         serde_json::Value::Null => "n/a".to_string(),
         v => v.to_string(),
@@ -190,7 +217,13 @@ fn summarize(def: &Definition, template: Option<&str>, entity: &BTreeMap<String,
         }
         None => {
             let who: Vec<String> = entity.iter().map(|(k, v)| format!("{k}={v}")).collect();
-            format!("{}: {} = {} for {}", def.title, def.values.join(","), value_text, who.join(" "))
+            format!(
+                "{}: {} = {} for {}",
+                def.title,
+                def.values.join(","),
+                value_text,
+                who.join(" ")
+            )
         }
     };
     match state {

@@ -13,7 +13,9 @@ fn alerts(out: Vec<Output>) -> Vec<Alert> {
 
 /// `n` spans from `client` spread over the 10 s starting at `at` seconds.
 fn burst(at: f64, n: usize, client: &str) -> Vec<(f64, String)> {
-    (0..n).map(|i| (at + i as f64 * 10.0 / n as f64, client.to_string())).collect()
+    (0..n)
+        .map(|i| (at + i as f64 * 10.0 / n as f64, client.to_string()))
+        .collect()
 }
 
 async fn run(rule: &str, rows: Vec<(f64, String)>) -> Vec<Alert> {
@@ -29,8 +31,16 @@ async fn fires_once_then_resolves_when_the_condition_clears() {
     rows.extend(burst(10.0, 20, "a"));
     rows.extend(burst(50.0, 1, "quiet"));
     let got = run(&flood_rule("10s", "10s", 10, 1, "0s"), rows).await;
-    let states: Vec<(State, &str, &str)> =
-        got.iter().map(|a| (a.state, a.entity["client.address"].as_str(), a.window_start.as_str())).collect();
+    let states: Vec<(State, &str, &str)> = got
+        .iter()
+        .map(|a| {
+            (
+                a.state,
+                a.entity["client.address"].as_str(),
+                a.window_start.as_str(),
+            )
+        })
+        .collect();
     assert_eq!(
         states,
         vec![
@@ -52,7 +62,11 @@ async fn for_needs_consecutive_windows() {
     // two separate bursts never fire with for = 2; two adjacent ones do
     let mut apart = burst(0.0, 20, "a");
     apart.extend(burst(20.0, 20, "a"));
-    assert!(run(&flood_rule("10s", "10s", 10, 2, "0s"), apart).await.is_empty());
+    assert!(
+        run(&flood_rule("10s", "10s", 10, 2, "0s"), apart)
+            .await
+            .is_empty()
+    );
     let mut adjacent = burst(0.0, 20, "a");
     adjacent.extend(burst(10.0, 20, "a"));
     let got = run(&flood_rule("10s", "10s", 10, 2, "0s"), adjacent).await;
@@ -74,7 +88,10 @@ async fn one_incident_per_entity_and_repeats_are_suppressed() {
         .collect();
     assert_eq!(firing, vec!["a", "b"]);
     let resolved = got.iter().filter(|a| a.state == State::Resolved).count();
-    assert_eq!(resolved, 2, "the suppressed repeat is not resolved either: {got:?}");
+    assert_eq!(
+        resolved, 2,
+        "the suppressed repeat is not resolved either: {got:?}"
+    );
 }
 
 #[tokio::test]
@@ -85,5 +102,9 @@ async fn trace_ids_are_sampled_sorted_and_at_most_five() {
     let mut sorted = ids.clone();
     sorted.sort();
     assert_eq!(&sorted, ids);
-    assert_eq!(ids[0], format!("{:032x}", 1), "the first span of the burst, at 0 ms");
+    assert_eq!(
+        ids[0],
+        format!("{:032x}", 1),
+        "the first span of the burst, at 0 ms"
+    );
 }

@@ -150,7 +150,14 @@ pub async fn load_rules(dir: &Path, which: Which) -> anyhow::Result<RuleSet> {
 pub async fn main(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
     use std::process::ExitCode;
     match cli.command {
-        Command::Replay { paths, rules, speed, format, kpis, lateness } => {
+        Command::Replay {
+            paths,
+            rules,
+            speed,
+            format,
+            kpis,
+            lateness,
+        } => {
             let which = if kpis { Which::Kpis } else { Which::Alerts };
             let set = load_rules(&rules.dir(), which).await?;
             let mut ev = Evaluator::new(set, lateness.nanos()?);
@@ -159,20 +166,42 @@ pub async fn main(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
             eprintln!("{}", summary.line());
             Ok(ExitCode::SUCCESS)
         }
-        Command::Rules { command: RulesCommand::Check { rules } } => {
+        Command::Rules {
+            command: RulesCommand::Check { rules },
+        } => {
             let problems = rules::check(&rules.dir()).await?;
-            Ok(if problems == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+            Ok(if problems == 0 {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
         }
-        Command::Rules { command: RulesCommand::Test { rules, report, lateness } } => {
+        Command::Rules {
+            command:
+                RulesCommand::Test {
+                    rules,
+                    report,
+                    lateness,
+                },
+        } => {
             let failed = rules::test(&rules.dir(), report, lateness.nanos()?).await?;
-            Ok(if failed == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+            Ok(if failed == 0 {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
         }
         Command::Query { paths, sql, format } => {
             query::run(&paths, &sql, format).await?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Run(args) => run::run(args).await.map(|_| ExitCode::SUCCESS),
-        Command::Demo { capture, rules, listen, no_serve } => {
+        Command::Demo {
+            capture,
+            rules,
+            listen,
+            no_serve,
+        } => {
             let capture = capture.unwrap_or_else(|| bundled("rules/captures/demo.jsonl.zst"));
             let set = load_rules(&rules.dir(), Which::All).await?;
             let shared = Arc::new(Mutex::new(Board {
@@ -185,7 +214,11 @@ pub async fn main(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
             let board = shared.clone();
             let summary = replay::replay(&[capture.clone()], &mut ev, Speed::Max, |o| {
                 board.lock().unwrap_or_else(|e| e.into_inner()).record(o);
-                let alerts: Vec<Output> = o.iter().filter(|x| matches!(x, Output::Alert(_))).cloned().collect();
+                let alerts: Vec<Output> = o
+                    .iter()
+                    .filter(|x| matches!(x, Output::Alert(_)))
+                    .cloned()
+                    .collect();
                 Ok(printer.print(&alerts)?)
             })
             .await
@@ -195,7 +228,11 @@ pub async fn main(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
                 let mut b = shared.lock().unwrap_or_else(|e| e.into_inner());
                 b.rules = ev.health().to_vec();
                 b.stats = ev.stats();
-                b.rejected = summary.rejected.iter().map(|(r, n)| (r.to_string(), *n)).collect();
+                b.rejected = summary
+                    .rejected
+                    .iter()
+                    .map(|(r, n)| (r.to_string(), *n))
+                    .collect();
             }
             eprintln!("{}", summary.line());
             if !no_serve {

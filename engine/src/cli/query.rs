@@ -33,7 +33,9 @@ pub async fn load(paths: &[PathBuf]) -> anyhow::Result<SessionContext> {
                     tracing::warn!(at = %b.position, error = %b.error, "skipped a message that does not decode");
                 }
             }
-            CaptureItem::Unreadable { position, error } => tracing::error!(at = %position, %error, "cannot read further in this file"),
+            CaptureItem::Unreadable { position, error } => {
+                tracing::error!(at = %position, %error, "cannot read further in this file")
+            }
         }
     }
     if bad > 0 {
@@ -42,9 +44,13 @@ pub async fn load(paths: &[PathBuf]) -> anyhow::Result<SessionContext> {
     let ctx = SessionContext::new();
     for table in Table::ALL {
         let batches = tables.remove(&table).unwrap_or_default();
-        ctx.register_table(table.name(), Arc::new(MemTable::try_new(table.schema(), vec![batches])?))?;
+        ctx.register_table(
+            table.name(),
+            Arc::new(MemTable::try_new(table.schema(), vec![batches])?),
+        )?;
     }
-    ctx.sql("CREATE VIEW events AS SELECT * FROM logs WHERE event_name IS NOT NULL").await?;
+    ctx.sql("CREATE VIEW events AS SELECT * FROM logs WHERE event_name IS NOT NULL")
+        .await?;
     Ok(ctx)
 }
 

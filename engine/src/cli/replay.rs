@@ -30,7 +30,11 @@ impl std::str::FromStr for Speed {
             .strip_suffix('x')
             .and_then(|n| n.parse().ok())
             .ok_or_else(|| format!("`{s}` is not a speed: use max, 1x, 10x, 0.5x"))?;
-        if n > 0.0 { Ok(Speed::Times(n)) } else { Err("the speed must be above 0".into()) }
+        if n > 0.0 {
+            Ok(Speed::Times(n))
+        } else {
+            Err("the speed must be above 0".into())
+        }
     }
 }
 
@@ -57,7 +61,11 @@ impl Summary {
             self.rows as f64 / self.elapsed.as_secs_f64().max(1e-9),
             self.late_rows,
             self.rejected.values().sum::<u64>(),
-            if rejected.is_empty() { String::new() } else { format!(" ({})", rejected.join(", ")) },
+            if rejected.is_empty() {
+                String::new()
+            } else {
+                format!(" ({})", rejected.join(", "))
+            },
             self.outputs
         )
     }
@@ -163,5 +171,9 @@ pub async fn replay(
 }
 
 fn show(paths: &[PathBuf]) -> String {
-    paths.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", ")
+    paths
+        .iter()
+        .map(|p| p.display().to_string())
+        .collect::<Vec<_>>()
+        .join(", ")
 }

@@ -115,7 +115,9 @@ fn firing(out: &[Output], rule: &str) -> Vec<Alert> {
 }
 
 fn parse_time(s: &str) -> Option<chrono::DateTime<chrono::Utc>> {
-    chrono::DateTime::parse_from_rfc3339(s).ok().map(|t| t.with_timezone(&chrono::Utc))
+    chrono::DateTime::parse_from_rfc3339(s)
+        .ok()
+        .map(|t| t.with_timezone(&chrono::Utc))
 }
 
 fn judge(rule: &str, case: &Case, truth: Option<&Truth>, alerts: &[Alert]) -> Outcome {
@@ -141,13 +143,17 @@ fn judge(rule: &str, case: &Case, truth: Option<&Truth>, alerts: &[Alert]) -> Ou
         Expect::Silent => {
             o.false_incidents = alerts.len();
             for a in alerts {
-                o.problems.push(format!("expected silence, got: {}", serde_json::to_string(a).unwrap_or_default()));
+                o.problems.push(format!(
+                    "expected silence, got: {}",
+                    serde_json::to_string(a).unwrap_or_default()
+                ));
             }
         }
         Expect::Fire if attacks.is_empty() => {
             o.detected = Some(!alerts.is_empty());
             if alerts.is_empty() {
-                o.problems.push("expected at least one firing alert, got none".into());
+                o.problems
+                    .push("expected at least one firing alert, got none".into());
             }
         }
         Expect::Fire => {
@@ -190,7 +196,10 @@ fn judge(rule: &str, case: &Case, truth: Option<&Truth>, alerts: &[Alert]) -> Ou
             for (a, m) in alerts.iter().zip(&matched) {
                 if !m {
                     o.false_incidents += 1;
-                    o.problems.push(format!("false incident: {}", serde_json::to_string(a).unwrap_or_default()));
+                    o.problems.push(format!(
+                        "false incident: {}",
+                        serde_json::to_string(a).unwrap_or_default()
+                    ));
                 }
             }
         }
@@ -209,7 +218,11 @@ pub async fn test(dir: &Path, report: bool, lateness_ns: i64) -> anyhow::Result<
         }
         anyhow::bail!("{} rule files do not load; run `rules check`", set.errors.len());
     }
-    let ids: Vec<(String, PathBuf)> = set.rules.iter().map(|r| (r.def.id.clone(), r.def.path.clone())).collect();
+    let ids: Vec<(String, PathBuf)> = set
+        .rules
+        .iter()
+        .map(|r| (r.def.id.clone(), r.def.path.clone()))
+        .collect();
     // (rule id, case, resolved capture path, truth)
     let mut cases: Vec<(String, Case, PathBuf, Option<Truth>)> = Vec::new();
     for (id, path) in &ids {
@@ -217,16 +230,22 @@ pub async fn test(dir: &Path, report: bool, lateness_ns: i64) -> anyhow::Result<
         if !test_path.exists() {
             continue;
         }
-        let text = std::fs::read_to_string(&test_path).with_context(|| format!("cannot read {}", test_path.display()))?;
-        let file: TestFile = toml::from_str(&text).with_context(|| format!("{}: not a valid test file", test_path.display()))?;
+        let text = std::fs::read_to_string(&test_path)
+            .with_context(|| format!("cannot read {}", test_path.display()))?;
+        let file: TestFile = toml::from_str(&text)
+            .with_context(|| format!("{}: not a valid test file", test_path.display()))?;
         let base = test_path.parent().unwrap_or(Path::new("."));
         for case in file.cases {
             let capture = base.join(&case.capture);
             let truth = match &case.truth {
                 Some(t) => {
                     let p = base.join(t);
-                    let text = std::fs::read_to_string(&p).with_context(|| format!("cannot read the truth file {}", p.display()))?;
-                    Some(serde_json::from_str(&text).with_context(|| format!("{}: not a truth file", p.display()))?)
+                    let text = std::fs::read_to_string(&p)
+                        .with_context(|| format!("cannot read the truth file {}", p.display()))?;
+                    Some(
+                        serde_json::from_str(&text)
+                            .with_context(|| format!("{}: not a truth file", p.display()))?,
+                    )
                 }
                 None => None,
             };
@@ -270,13 +289,17 @@ pub async fn test(dir: &Path, report: bool, lateness_ns: i64) -> anyhow::Result<
     }
     if report {
         println!();
-        println!("{:<40} {:<45} {:>9} {:>8} {:>7}", "RULE", "CASE", "DETECTED", "DELAY s", "FALSE");
+        println!(
+            "{:<40} {:<45} {:>9} {:>8} {:>7}",
+            "RULE", "CASE", "DETECTED", "DELAY s", "FALSE"
+        );
         for o in &outcomes {
             println!(
                 "{:<40} {:<45} {:>9} {:>8} {:>7}",
                 o.rule,
                 o.case,
-                o.detected.map_or("-".to_string(), |d| if d { "yes".into() } else { "NO".into() }),
+                o.detected
+                    .map_or("-".to_string(), |d| if d { "yes".into() } else { "NO".into() }),
                 o.delay_s.map_or("-".to_string(), |d| format!("{d:.0}")),
                 o.false_incidents
             );

@@ -28,7 +28,11 @@ pub fn values(def: &Definition, f: &Finding) -> Vec<KpiValue> {
         .iter()
         .zip(&f.values)
         .map(|(column, v)| KpiValue {
-            kpi: if def.values.len() == 1 { def.id.clone() } else { format!("{}.{}", def.id, column) },
+            kpi: if def.values.len() == 1 {
+                def.id.clone()
+            } else {
+                format!("{}.{}", def.id, column)
+            },
             window_start: rfc3339(f.window_start),
             window_end: rfc3339(end),
             dimensions: f.keys.clone(),

@@ -287,7 +287,10 @@ pub fn parse_text(path: &Path, text: &str) -> Result<Definition, RuleError> {
             .with_hint("the header is TOML: key = \"value\", lists as [\"a\", \"b\"]")
     })?;
     if sql.is_empty() {
-        return Err(RuleError::new(at(sql_line, 1), "the file has a header but no SQL"));
+        return Err(RuleError::new(
+            at(sql_line, 1),
+            "the file has a header but no SQL",
+        ));
     }
     let header_at = at(header_line, 1);
     let window = window_spec(&header, &header_at)?;
@@ -298,8 +301,11 @@ pub fn parse_text(path: &Path, text: &str) -> Result<Definition, RuleError> {
                     .with_hint("one of info, low, medium, high, critical")
             })?;
             if header.entity.is_empty() {
-                return Err(RuleError::new(header_at.clone(), "a rule needs `entity`")
-                    .with_hint("the attributes that identify who or what, e.g. entity = [\"client.address\"]"));
+                return Err(
+                    RuleError::new(header_at.clone(), "a rule needs `entity`").with_hint(
+                        "the attributes that identify who or what, e.g. entity = [\"client.address\"]",
+                    ),
+                );
             }
             let value = header.value.clone().ok_or_else(|| {
                 RuleError::new(header_at.clone(), "a rule needs `value`")
@@ -309,9 +315,10 @@ pub fn parse_text(path: &Path, text: &str) -> Result<Definition, RuleError> {
                 return Err(RuleError::new(header_at.clone(), "`for` must be at least 1"));
             }
             let suppress_ns = match &header.suppress {
-                Some(s) => nanos(parse_duration(s).map_err(|e| {
-                    RuleError::new(header_at.clone(), format!("suppress: {e}"))
-                })?),
+                Some(s) => nanos(
+                    parse_duration(s)
+                        .map_err(|e| RuleError::new(header_at.clone(), format!("suppress: {e}")))?,
+                ),
                 None => 0,
             };
             let kind = Kind::Alert {
@@ -329,16 +336,25 @@ pub fn parse_text(path: &Path, text: &str) -> Result<Definition, RuleError> {
                 (None, false) => header.values.clone(),
                 (None, true) => vec!["value".to_string()],
                 (Some(_), false) => {
-                    return Err(RuleError::new(header_at.clone(), "give `value` or `values`, not both"));
+                    return Err(RuleError::new(
+                        header_at.clone(),
+                        "give `value` or `values`, not both",
+                    ));
                 }
             };
             (kpi.clone(), Kind::Kpi, header.dimensions.clone(), values)
         }
         (Some(_), Some(_)) => {
-            return Err(RuleError::new(header_at.clone(), "give `id` (a rule) or `kpi` (a KPI), not both"));
+            return Err(RuleError::new(
+                header_at.clone(),
+                "give `id` (a rule) or `kpi` (a KPI), not both",
+            ));
         }
         (None, None) => {
-            return Err(RuleError::new(header_at.clone(), "the header needs `id` (a rule) or `kpi` (a KPI)"));
+            return Err(RuleError::new(
+                header_at.clone(),
+                "the header needs `id` (a rule) or `kpi` (a KPI)",
+            ));
         }
     };
     let id_ok = !id.is_empty()
@@ -368,26 +384,35 @@ pub fn parse_text(path: &Path, text: &str) -> Result<Definition, RuleError> {
 }
 
 fn window_spec(header: &Header, at: &Location) -> Result<WindowSpec, RuleError> {
-    let size = parse_duration(&header.window)
-        .map_err(|e| RuleError::new(at.clone(), format!("window: {e}")))?;
+    let size =
+        parse_duration(&header.window).map_err(|e| RuleError::new(at.clone(), format!("window: {e}")))?;
     let slide = match &header.slide {
         Some(s) => parse_duration(s).map_err(|e| RuleError::new(at.clone(), format!("slide: {e}")))?,
         None => size,
     };
     let (size_ns, slide_ns) = (nanos(size), nanos(slide));
     if slide_ns <= 0 || size_ns <= 0 {
-        return Err(RuleError::new(at.clone(), "window and slide must be longer than zero"));
+        return Err(RuleError::new(
+            at.clone(),
+            "window and slide must be longer than zero",
+        ));
     }
     if size_ns % slide_ns != 0 {
         return Err(RuleError::new(
             at.clone(),
-            format!("window {} is not a whole number of slides {}", header.window, header.slide.as_deref().unwrap_or("")),
+            format!(
+                "window {} is not a whole number of slides {}",
+                header.window,
+                header.slide.as_deref().unwrap_or("")
+            ),
         )
         .with_hint("choose a slide that divides the window, e.g. window = \"5m\", slide = \"30s\""));
     }
     if size_ns / slide_ns > 120 {
-        return Err(RuleError::new(at.clone(), "a window may overlap at most 120 slides")
-            .with_hint("each event is counted in window/slide windows; use a longer slide"));
+        return Err(
+            RuleError::new(at.clone(), "a window may overlap at most 120 slides")
+                .with_hint("each event is counted in window/slide windows; use a longer slide"),
+        );
     }
     Ok(WindowSpec { size_ns, slide_ns })
 }
@@ -442,7 +467,13 @@ mod tests {
         let d = parse_text(Path::new("r.sql"), RULE).expect("parses");
         assert_eq!(d.id, "t.rule");
         assert_eq!(d.sql_line, 10);
-        assert_eq!(d.window, WindowSpec { size_ns: 60_000_000_000, slide_ns: 10_000_000_000 });
+        assert_eq!(
+            d.window,
+            WindowSpec {
+                size_ns: 60_000_000_000,
+                slide_ns: 10_000_000_000
+            }
+        );
         assert!(d.sql.starts_with("SELECT"));
         assert_eq!(d.sql_location(2, 3).line, 11);
     }

@@ -277,9 +277,12 @@ impl CompiledRule {
             let mut values = Vec::new();
             for v in &self.def.values {
                 let a = cast(col(v)?, &DataType::Float64)?;
-                values.push(a.as_any().downcast_ref::<Float64Array>().cloned().ok_or_else(|| {
-                    DataFusionError::Plan(format!("value column `{v}` is not numeric"))
-                })?);
+                values.push(
+                    a.as_any()
+                        .downcast_ref::<Float64Array>()
+                        .cloned()
+                        .ok_or_else(|| DataFusionError::Plan(format!("value column `{v}` is not numeric")))?,
+                );
             }
             let traces = batch.column_by_name("trace_ids");
             for row in 0..batch.num_rows() {
@@ -288,7 +291,11 @@ impl CompiledRule {
                 }
                 let mut key_values = BTreeMap::new();
                 for ((name, array), (_, fmt)) in keys.iter().zip(&formatters) {
-                    let text = if array.is_null(row) { String::new() } else { fmt.value(row).to_string() };
+                    let text = if array.is_null(row) {
+                        String::new()
+                    } else {
+                        fmt.value(row).to_string()
+                    };
                     key_values.insert(name.clone(), text);
                 }
                 out.push(Finding {
@@ -360,7 +367,11 @@ impl RuleSet {
     pub async fn load(dir: &Path, which: Which) -> Result<RuleSet, RuleError> {
         let files = definition::rule_files(dir).map_err(|e| {
             RuleError::new(
-                Location { file: dir.to_path_buf(), line: 1, column: 1 },
+                Location {
+                    file: dir.to_path_buf(),
+                    line: 1,
+                    column: 1,
+                },
                 format!("cannot read the rules folder: {e}"),
             )
             .with_hint("pass --rules DIR with the folder of .sql rule files")
@@ -382,7 +393,11 @@ impl RuleSet {
 
     /// Plans parsed definitions; duplicate ids and planning errors go to `errors`.
     pub async fn from_definitions(defs: Vec<Definition>) -> Result<RuleSet, RuleError> {
-        let mut set = RuleSet { sessions: vec![], rules: vec![], errors: vec![] };
+        let mut set = RuleSet {
+            sessions: vec![],
+            rules: vec![],
+            errors: vec![],
+        };
         let mut seen = BTreeMap::new();
         for def in defs {
             if let Some(first) = seen.get(&def.id) {

@@ -98,6 +98,10 @@ impl Alertmanager {
                 Err(e) => last = e.to_string(),
             }
         }
-        Err(SendError { url: self.url.clone(), message: last, attempts: self.attempts })
+        Err(SendError {
+            url: self.url.clone(),
+            message: last,
+            attempts: self.attempts,
+        })
     }
 }

@@ -24,7 +24,11 @@ pub struct Printer<W: Write> {
 
 impl<W: Write> Printer<W> {
     pub fn new(out: W, format: Format) -> Self {
-        Printer { out, format, header_done: false }
+        Printer {
+            out,
+            format,
+            header_done: false,
+        }
     }
 
     pub fn print(&mut self, outputs: &[Output]) -> std::io::Result<()> {
@@ -40,7 +44,11 @@ impl<W: Write> Printer<W> {
                 }
                 Format::Table => {
                     if !self.header_done {
-                        writeln!(self.out, "{:<9} {:<8} {:<20} {:<20} {:>10}  {:<40} WHO", "STATE", "SEVERITY", "WINDOW END", "RULE / KPI", "VALUE", "")?;
+                        writeln!(
+                            self.out,
+                            "{:<9} {:<8} {:<20} {:<20} {:>10}  {:<40} WHO",
+                            "STATE", "SEVERITY", "WINDOW END", "RULE / KPI", "VALUE", ""
+                        )?;
                         self.header_done = true;
                     }
                     match o {
@@ -62,7 +70,8 @@ impl<W: Write> Printer<W> {
                             )?;
                         }
                         Output::Kpi(k) => {
-                            let dims: Vec<String> = k.dimensions.iter().map(|(k, v)| format!("{k}={v}")).collect();
+                            let dims: Vec<String> =
+                                k.dimensions.iter().map(|(k, v)| format!("{k}={v}")).collect();
                             writeln!(
                                 self.out,
                                 "{:<9} {:<8} {:<20} {:<20} {:>10}  {}",

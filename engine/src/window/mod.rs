@@ -76,12 +76,21 @@ impl Watermark {
 
     /// The watermark of one stream alone: its newest time less the lateness.
     pub fn of(&self, table: Table) -> Option<i64> {
-        self.newest.get(&table).map(|t| t.saturating_sub(self.lateness_ns))
+        self.newest
+            .get(&table)
+            .map(|t| t.saturating_sub(self.lateness_ns))
     }
 
     pub fn observe(&mut self, table: Table, time: i64) {
         let t = self.newest.entry(table).or_insert(time);
         *t = (*t).max(time);
+    }
+
+    /// Moves every stream seen so far to at least `time`.
+    pub fn advance(&mut self, time: i64) {
+        for t in self.newest.values_mut() {
+            *t = (*t).max(time);
+        }
     }
 
     /// Closes every window: used at the end of a replay.
@@ -108,7 +117,12 @@ pub struct Buffer {
 impl Buffer {
     /// Adds the on-time rows of `batch`, those at or after `keep_from`; returns
     /// how many rows were late.
-    pub fn push(&mut self, table: Table, batch: RecordBatch, keep_from: Option<i64>) -> Result<usize, ArrowError> {
+    pub fn push(
+        &mut self,
+        table: Table,
+        batch: RecordBatch,
+        keep_from: Option<i64>,
+    ) -> Result<usize, ArrowError> {
         if batch.num_rows() == 0 {
             return Ok(0);
         }
@@ -127,9 +141,15 @@ impl Buffer {
         };
         if batch.num_rows() > 0 {
             let t = times(&batch)?;
-            let (min, max) = t.iter().flatten().fold((i64::MAX, i64::MIN), |(lo, hi), v| (lo.min(v), hi.max(v)));
+            let (min, max) = t
+                .iter()
+                .flatten()
+                .fold((i64::MAX, i64::MIN), |(lo, hi), v| (lo.min(v), hi.max(v)));
             self.rows += batch.num_rows();
-            self.tables.entry(table).or_default().push(Held { batch, min, max });
+            self.tables
+                .entry(table)
+                .or_default()
+                .push(Held { batch, min, max });
         }
         Ok(late)
     }

@@ -17,7 +17,11 @@ fn kpis(out: &[Output]) -> Vec<(String, String, i64)> {
 #[tokio::test]
 async fn tumbling_windows_split_at_the_boundary() {
     let mut ev = Evaluator::new(rule_set(&[&count_kpi("1m", "1m")]).await, 0);
-    ev.push(ingest::Table::Spans, spans(&[(0.0, "a"), (59.999, "a"), (60.0, "a")])).unwrap();
+    ev.push(
+        ingest::Table::Spans,
+        spans(&[(0.0, "a"), (59.999, "a"), (60.0, "a")]),
+    )
+    .unwrap();
     let out = ev.finish().await;
     assert_eq!(
         kpis(&out),
@@ -45,12 +49,17 @@ async fn hopping_windows_count_a_row_in_each_window_it_is_in() {
 #[tokio::test]
 async fn a_window_is_final_only_when_the_watermark_passes_its_end() {
     let mut ev = Evaluator::new(rule_set(&[&count_kpi("1m", "1m")]).await, 5 * S);
-    ev.push(ingest::Table::Spans, spans(&[(10.0, "a"), (64.0, "a")])).unwrap();
+    ev.push(ingest::Table::Spans, spans(&[(10.0, "a"), (64.0, "a")]))
+        .unwrap();
     // watermark 59 s: the first window [0, 60) is still open
     assert!(kpis(&ev.evaluate().await).is_empty());
-    ev.push(ingest::Table::Spans, spans(&[(59.5, "a"), (65.0, "a")])).unwrap();
+    ev.push(ingest::Table::Spans, spans(&[(59.5, "a"), (65.0, "a")]))
+        .unwrap();
     // watermark 60 s: the first window is final, with the row that came at 59.5 s
-    assert_eq!(kpis(&ev.evaluate().await), vec![("2026-01-15T10:00:00Z".into(), "a".into(), 2)]);
+    assert_eq!(
+        kpis(&ev.evaluate().await),
+        vec![("2026-01-15T10:00:00Z".into(), "a".into(), 2)]
+    );
 }
 
 #[tokio::test]
@@ -58,7 +67,8 @@ async fn rows_later_than_the_watermark_are_counted_not_windowed() {
     let mut ev = Evaluator::new(rule_set(&[&count_kpi("1m", "1m")]).await, 5 * S);
     ev.push(ingest::Table::Spans, spans(&[(100.0, "a")])).unwrap();
     // watermark is 95 s: 94 s is late, 96 s is not
-    ev.push(ingest::Table::Spans, spans(&[(94.0, "late"), (96.0, "b")])).unwrap();
+    ev.push(ingest::Table::Spans, spans(&[(94.0, "late"), (96.0, "b")]))
+        .unwrap();
     assert_eq!(ev.stats().late_rows, 1);
     let out = kpis(&ev.finish().await);
     assert!(out.iter().all(|(_, c, _)| c != "late"), "{out:?}");
@@ -67,7 +77,9 @@ async fn rows_later_than_the_watermark_are_counted_not_windowed() {
 
 #[tokio::test]
 async fn grouping_of_pushes_and_evaluations_does_not_change_the_output() {
-    let rows: Vec<(f64, &str)> = (0..600).map(|i| (i as f64 * 0.7, if i % 3 == 0 { "a" } else { "b" })).collect();
+    let rows: Vec<(f64, &str)> = (0..600)
+        .map(|i| (i as f64 * 0.7, if i % 3 == 0 { "a" } else { "b" }))
+        .collect();
     let rules = [count_kpi("1m", "20s"), flood_rule("1m", "20s", 50, 1, "0s")];
     let rules: Vec<&str> = rules.iter().map(String::as_str).collect();
     let mut outputs = Vec::new();
@@ -91,7 +103,8 @@ async fn grouping_of_pushes_and_evaluations_does_not_change_the_output() {
 #[tokio::test]
 async fn one_stream_running_ahead_does_not_make_another_late() {
     let mut ev = Evaluator::new(rule_set(&[&count_kpi("1m", "1m")]).await, 5 * S);
-    ev.push(ingest::Table::Spans, spans(&[(0.0, "a"), (20.0, "a")])).unwrap();
+    ev.push(ingest::Table::Spans, spans(&[(0.0, "a"), (20.0, "a")]))
+        .unwrap();
     // logs from before the spans' newest time are on time: the logs stream is behind
     let logs = rows(ingest::Table::Logs, &[T0 + 2 * S, T0 + 3 * S], &[]);
     ev.push(ingest::Table::Logs, logs).unwrap();

@@ -1,0 +1,160 @@
+//! `engine run` as the embedded default: the built-in OTLP receiver takes
+//! OTLP/HTTP, alerts come out on stdout as JSON lines and in the API.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+struct Engine(Child);
+
+impl Drop for Engine {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn spans(t0: i64, from: i64, to: i64, client: &str) -> Value {
+    let spans: Vec<Value> = (from..to)
+        .map(|n| {
+            let t = t0 + n * 10_000_000;
+            json!({
+                "traceId": format!("{:032x}", n + 1), "spanId": format!("{:016x}", n + 1),
+                "name": "GET /api/products/{id}", "kind": 2,
+                "startTimeUnixNano": t.to_string(), "endTimeUnixNano": (t + 2_000_000).to_string(),
+                "attributes": [
+                    {"key": "client.address", "value": {"stringValue": client}},
+                    {"key": "http.route", "value": {"stringValue": "/api/products/{id}"}},
+                    {"key": "http.response.status_code", "value": {"intValue": 200}},
+                ],
+            })
+        })
+        .collect();
+    json!({"resourceSpans": [{
+        "resource": {"attributes": [{"key": "service.name", "value": {"stringValue": "shop-gateway"}}]},
+        "scopeSpans": [{"spans": spans}]}]})
+}
+
+/// Reads stderr lines until one contains `marker`; returns the address after it.
+fn address_after(lines: &mpsc::Receiver<String>, marker: &str) -> String {
+    loop {
+        let line = lines
+            .recv_timeout(Duration::from_secs(120))
+            .expect("the engine says where it listens");
+        if let Some(at) = line.find(marker) {
+            let rest = &line[at + marker.len()..];
+            return rest
+                .split(|c: char| c.is_whitespace() || c == '/')
+                .next()
+                .unwrap_or("")
+                .to_string();
+        }
+    }
+}
+
+#[tokio::test]
+async fn run_receives_otlp_and_raises_alerts() {
+    let rules = concat!(env!("CARGO_MANIFEST_DIR"), "/../rules");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_engine"))
+        .args([
+            "run",
+            "--rules",
+            rules,
+            "--otlp-grpc",
+            "off",
+            "--otlp-http",
+            "127.0.0.1:0",
+            "--listen",
+            "127.0.0.1:0",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start engine run");
+    let stderr = child.stderr.take().expect("stderr");
+    let stdout = child.stdout.take().expect("stdout");
+    let _engine = Engine(child);
+    let (tx, err_lines) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let (otx, out_lines) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = otx.send(line);
+        }
+    });
+    let api = address_after(&err_lines, "viewer and API on http://");
+    let otlp = address_after(&err_lines, "HTTP ");
+
+    // event time: ten minutes ago, as a live shop's would be
+    let t0 = (chrono::Utc::now().timestamp() - 600) / 60 * 60 * 1_000_000_000;
+    let client = reqwest::Client::new();
+    for (from, to) in [(0, 2000), (2000, 4000)] {
+        let r = client
+            .post(format!("http://{otlp}/v1/traces"))
+            .json(&spans(t0, from, to, "203.0.113.50"))
+            .send()
+            .await
+            .expect("post spans");
+        assert!(r.status().is_success(), "{}", r.text().await.unwrap_or_default());
+    }
+    // a later span moves the watermark past the windows of the flood
+    client
+        .post(format!("http://{otlp}/v1/traces"))
+        .json(&spans(t0, 12_000, 12_001, "192.0.2.1"))
+        .send()
+        .await
+        .expect("post the late span");
+
+    let line = out_lines
+        .recv_timeout(Duration::from_secs(60))
+        .expect("an alert on stdout");
+    let alert: Value = serde_json::from_str(&line).expect("a JSON line");
+    assert_eq!(alert["rule_id"], "dos.http_flood.single_source");
+    assert_eq!(alert["state"], "firing");
+    assert_eq!(alert["entity"], json!({"client.address": "203.0.113.50"}));
+
+    let listed: Vec<Value> = client
+        .get(format!("http://{api}/api/alerts"))
+        .send()
+        .await
+        .expect("the API answers")
+        .json()
+        .await
+        .expect("alerts as JSON");
+    assert!(
+        listed
+            .iter()
+            .any(|a| a["rule_id"] == "dos.http_flood.single_source"),
+        "{listed:?}"
+    );
+    let mut metrics = String::new();
+    for _ in 0..50 {
+        metrics = client
+            .get(format!("http://{api}/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        if metrics.contains("otelguard_rows_total{table=\"spans\"} 4001") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        metrics.contains("otelguard_rows_total{table=\"spans\"} 4001"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("otelguard_alerts_fired_total{rule=\"dos.http_flood.single_source\"} 1"),
+        "{metrics}"
+    );
+}
