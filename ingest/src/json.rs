@@ -25,13 +25,10 @@ use opentelemetry_proto::tonic::logs::v1::{LogRecord, ResourceLogs, ScopeLogs, S
 use opentelemetry_proto::tonic::metrics::v1::{
     AggregationTemporality, ExponentialHistogram, ExponentialHistogramDataPoint, Gauge, Histogram,
     HistogramDataPoint, Metric, NumberDataPoint, ResourceMetrics, ScopeMetrics, Sum, Summary,
-    SummaryDataPoint, exponential_histogram_data_point, metric, number_data_point,
-    summary_data_point,
+    SummaryDataPoint, exponential_histogram_data_point, metric, number_data_point, summary_data_point,
 };
 use opentelemetry_proto::tonic::resource::v1::Resource;
-use opentelemetry_proto::tonic::trace::v1::{
-    ResourceSpans, ScopeSpans, Span, Status, span, status,
-};
+use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span, Status, span, status};
 use serde_json::{Map, Value};
 
 use crate::{DecodeError, Reason, Rejected, Table};
@@ -69,12 +66,7 @@ pub fn parse(bytes: &[u8], hint: Option<Table>) -> Result<(Request, Vec<Rejected
     };
     let req = match table {
         Table::Spans => Request::Traces(ExportTraceServiceRequest {
-            resource_spans: p.list(
-                &top,
-                "resourceSpans",
-                "resource_spans",
-                Parser::resource_spans,
-            )?,
+            resource_spans: p.list(&top, "resourceSpans", "resource_spans", Parser::resource_spans)?,
         }),
         Table::Logs => Request::Logs(ExportLogsServiceRequest {
             resource_logs: p.list(&top, "resourceLogs", "resource_logs", Parser::resource_logs)?,
@@ -92,9 +84,7 @@ pub fn parse(bytes: &[u8], hint: Option<Table>) -> Result<(Request, Vec<Rejected
 }
 
 fn get<'v>(o: &'v Obj, camel: &str, snake: &str) -> Option<&'v Value> {
-    o.get(camel)
-        .or_else(|| o.get(snake))
-        .filter(|v| !v.is_null())
+    o.get(camel).or_else(|| o.get(snake)).filter(|v| !v.is_null())
 }
 
 #[derive(Default)]
@@ -138,12 +128,7 @@ impl Parser {
         }
     }
 
-    fn object<'v>(
-        &mut self,
-        o: &'v Obj,
-        camel: &str,
-        snake: &str,
-    ) -> Result<Option<&'v Obj>, DecodeError> {
+    fn object<'v>(&mut self, o: &'v Obj, camel: &str, snake: &str) -> Result<Option<&'v Obj>, DecodeError> {
         match get(o, camel, snake) {
             None => Ok(None),
             Some(Value::Object(inner)) => Ok(Some(inner)),
@@ -541,12 +526,9 @@ impl Parser {
 
     fn number_point(&mut self, o: &Obj) -> Result<NumberDataPoint, DecodeError> {
         let value = if let Some(d) = get(o, "asDouble", "as_double") {
-            Some(number_data_point::Value::AsDouble(
-                self.f64_of("asDouble", d),
-            ))
+            Some(number_data_point::Value::AsDouble(self.f64_of("asDouble", d)))
         } else {
-            get(o, "asInt", "as_int")
-                .map(|i| number_data_point::Value::AsInt(self.i64_of("asInt", i)))
+            get(o, "asInt", "as_int").map(|i| number_data_point::Value::AsInt(self.i64_of("asInt", i)))
         };
         Ok(NumberDataPoint {
             attributes: self.attributes(o)?,
@@ -615,9 +597,7 @@ impl Parser {
             negative: self.buckets(o, "negative")?,
             min: self.f64(o, "min", "min"),
             max: self.f64(o, "max", "max"),
-            zero_threshold: self
-                .f64(o, "zeroThreshold", "zero_threshold")
-                .unwrap_or_default(),
+            zero_threshold: self.f64(o, "zeroThreshold", "zero_threshold").unwrap_or_default(),
             ..Default::default()
         })
     }

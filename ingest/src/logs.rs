@@ -14,8 +14,8 @@ use arrow::record_batch::RecordBatch;
 use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
 
 use crate::rows::{
-    Context, Tail, Val, absurd, append_id, arrow_error, capped, nanos, opt_nanos, prost_attrs,
-    time_builder, time_ok,
+    Context, Tail, Val, absurd, append_id, arrow_error, capped, nanos, opt_nanos, prost_attrs, time_builder,
+    time_ok,
 };
 use crate::schema::{LOG_PROMOTED, LOGS};
 use crate::wire::{self, Msg};
@@ -119,9 +119,7 @@ impl LogColumns {
             self.severity_text.append_value(&r.severity_text);
         }
         match r.body.as_ref().and_then(|b| b.text()) {
-            Some(t) => self
-                .body
-                .append_value(capped(t, "log body", &mut self.rejected)),
+            Some(t) => self.body.append_value(capped(t, "log body", &mut self.rejected)),
             None => self.body.append_null(),
         }
         if !r.event_name.is_empty() {

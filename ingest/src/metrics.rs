@@ -7,8 +7,8 @@ use std::borrow::Cow;
 use std::sync::Arc;
 
 use arrow::array::{
-    ArrayRef, BooleanBuilder, Float64Builder, Int32Builder, Int64Builder, ListBuilder,
-    StringBuilder, TimestampNanosecondBuilder,
+    ArrayRef, BooleanBuilder, Float64Builder, Int32Builder, Int64Builder, ListBuilder, StringBuilder,
+    TimestampNanosecondBuilder,
 };
 use arrow::record_batch::RecordBatch;
 use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
@@ -186,13 +186,7 @@ impl MetricColumns {
         self.tail.attr(key, val, &mut self.rejected);
     }
 
-    pub fn end_row(
-        &mut self,
-        ty: MetricType,
-        m: &MetricFields<'_>,
-        p: &PointFields<'_>,
-        ctx: &Context,
-    ) {
+    pub fn end_row(&mut self, ty: MetricType, m: &MetricFields<'_>, p: &PointFields<'_>, ctx: &Context) {
         use MetricType as T;
         self.time.append_value(nanos(p.time));
         self.start_time.append_option(opt_nanos(p.start));
@@ -203,17 +197,13 @@ impl MetricColumns {
             .append_option((!m.unit.is_empty()).then_some(&m.unit));
         self.metric_type.append_value(ty.name());
         let has_temporality = matches!(ty, T::Sum | T::Histogram | T::ExponentialHistogram);
-        self.temporality.append_option(
-            has_temporality
-                .then(|| temporality_name(m.temporality))
-                .flatten(),
-        );
+        self.temporality
+            .append_option(has_temporality.then(|| temporality_name(m.temporality)).flatten());
         self.is_monotonic
             .append_option((ty == T::Sum).then_some(m.is_monotonic));
         self.value.append_option(p.value);
         let distribution = matches!(ty, T::Histogram | T::ExponentialHistogram | T::Summary);
-        self.count
-            .append_option(distribution.then(|| count(p.count)));
+        self.count.append_option(distribution.then(|| count(p.count)));
         self.sum.append_option(p.sum);
         self.min.append_option(p.min);
         self.max.append_option(p.max);
@@ -226,22 +216,13 @@ impl MetricColumns {
             .append_option(exp.then(|| count(p.zero_count)));
         self.exp_positive_offset
             .append_option(exp.then_some(p.positive_offset));
-        append_counts(
-            &mut self.exp_positive_counts,
-            exp.then_some(p.positive_counts),
-        );
+        append_counts(&mut self.exp_positive_counts, exp.then_some(p.positive_counts));
         self.exp_negative_offset
             .append_option(exp.then_some(p.negative_offset));
-        append_counts(
-            &mut self.exp_negative_counts,
-            exp.then_some(p.negative_counts),
-        );
+        append_counts(&mut self.exp_negative_counts, exp.then_some(p.negative_counts));
         let summary = ty == T::Summary;
         append_floats(&mut self.quantiles, summary.then_some(p.quantiles));
-        append_floats(
-            &mut self.quantile_values,
-            summary.then_some(p.quantile_values),
-        );
+        append_floats(&mut self.quantile_values, summary.then_some(p.quantile_values));
         self.tail.end_row(ctx);
     }
 
@@ -327,14 +308,7 @@ pub fn from_request(req: &ExportMetricsServiceRequest) -> Result<Decoded, Decode
                                 bucket_counts: &p.bucket_counts,
                                 ..Default::default()
                             };
-                            row(
-                                &mut cols,
-                                MetricType::Histogram,
-                                &mf,
-                                &pf,
-                                &p.attributes,
-                                &ctx,
-                            );
+                            row(&mut cols, MetricType::Histogram, &mf, &pf, &p.attributes, &ctx);
                         }
                     }
                     Some(Data::ExponentialHistogram(h)) => {
@@ -384,14 +358,7 @@ pub fn from_request(req: &ExportMetricsServiceRequest) -> Result<Decoded, Decode
                                 quantile_values: &quantile_values,
                                 ..Default::default()
                             };
-                            row(
-                                &mut cols,
-                                MetricType::Summary,
-                                &mf,
-                                &pf,
-                                &p.attributes,
-                                &ctx,
-                            );
+                            row(&mut cols, MetricType::Summary, &mf, &pf, &p.attributes, &ctx);
                         }
                     }
                 }
@@ -401,9 +368,7 @@ pub fn from_request(req: &ExportMetricsServiceRequest) -> Result<Decoded, Decode
     cols.finish()
 }
 
-fn number_point(
-    p: &opentelemetry_proto::tonic::metrics::v1::NumberDataPoint,
-) -> PointFields<'static> {
+fn number_point(p: &opentelemetry_proto::tonic::metrics::v1::NumberDataPoint) -> PointFields<'static> {
     PointFields {
         time: p.time_unix_nano,
         start: p.start_time_unix_nano,
@@ -476,8 +441,7 @@ pub fn decode_wire(bytes: &[u8]) -> Result<Decoded, DecodeError> {
                     match g.num {
                         1 => mf.name = wire::text(g.bytes()?, "metric name", &mut cols.rejected),
                         2 => {
-                            mf.description =
-                                wire::text(g.bytes()?, "metric description", &mut cols.rejected)
+                            mf.description = wire::text(g.bytes()?, "metric description", &mut cols.rejected)
                         }
                         3 => mf.unit = wire::text(g.bytes()?, "metric unit", &mut cols.rejected),
                         5 => data = Some((MetricType::Gauge, g.msg()?)),
@@ -539,9 +503,9 @@ fn wire_point<'a>(
             (_, 3) => pf.time = f.fixed64()?,
             (T::Gauge | T::Sum, 4) => pf.value = Some(f.double()?),
             (T::Gauge | T::Sum, 6) => pf.value = Some(f.fixed64()? as i64 as f64),
-            (T::Gauge | T::Sum | T::Summary, 7)
-            | (T::Histogram, 9)
-            | (T::ExponentialHistogram, 1) => s.attrs.push(f.msg()?),
+            (T::Gauge | T::Sum | T::Summary, 7) | (T::Histogram, 9) | (T::ExponentialHistogram, 1) => {
+                s.attrs.push(f.msg()?)
+            }
             (T::Histogram | T::ExponentialHistogram | T::Summary, 4) => pf.count = f.fixed64()?,
             (T::Histogram | T::ExponentialHistogram | T::Summary, 5) => pf.sum = opt_double(&f)?,
             (T::Histogram, 6) => f.repeated_fixed64(&mut s.counts)?,
@@ -585,8 +549,7 @@ fn wire_point<'a>(
         pf.sum = Some(0.0);
     }
     s.bounds_f.clear();
-    s.bounds_f
-        .extend(s.bounds.iter().map(|&b| f64::from_bits(b)));
+    s.bounds_f.extend(s.bounds.iter().map(|&b| f64::from_bits(b)));
     pf.bounds = &s.bounds_f;
     pf.bucket_counts = &s.counts;
     pf.positive_offset = positive_offset;

@@ -150,9 +150,7 @@ pub(crate) fn render_json_value(v: Option<&any_value::Value>, out: &mut String) 
                 push_json_string(&double_text(*d), out);
             }
         }
-        Some(V::BytesValue(b)) => {
-            push_json_string(&base64::engine::general_purpose::STANDARD.encode(b), out)
-        }
+        Some(V::BytesValue(b)) => push_json_string(&base64::engine::general_purpose::STANDARD.encode(b), out),
         Some(V::ArrayValue(a)) => {
             out.push('[');
             for (i, item) in a.values.iter().enumerate() {
@@ -185,11 +183,7 @@ fn push_json_string(s: &str, out: &mut String) {
 
 /// Truncates `s` to at most [`MAX_ATTRIBUTE_BYTES`] on a char boundary,
 /// reporting it as `Oversized`.
-pub(crate) fn capped<'s>(
-    s: Cow<'s, str>,
-    what: &str,
-    rejected: &mut Vec<Rejected>,
-) -> Cow<'s, str> {
+pub(crate) fn capped<'s>(s: Cow<'s, str>, what: &str, rejected: &mut Vec<Rejected>) -> Cow<'s, str> {
     if s.len() <= MAX_ATTRIBUTE_BYTES {
         return s;
     }
@@ -303,10 +297,7 @@ impl Context {
         rejected: &mut Vec<Rejected>,
     ) -> Context {
         let mut ctx = Context::default();
-        for kv in resource
-            .map(|r| r.attributes.as_slice())
-            .unwrap_or_default()
-        {
+        for kv in resource.map(|r| r.attributes.as_slice()).unwrap_or_default() {
             ctx.resource_attr(&kv.key, &Val::of(kv.value.as_ref()), rejected);
         }
         if let Some(s) = scope {
@@ -451,9 +442,7 @@ impl Tail {
         self.scope_name.append_option(ctx.scope_name.as_deref());
         for (k, v) in &ctx.resource_attributes {
             self.resource_attributes.keys().append_value(k);
-            self.resource_attributes
-                .values()
-                .append_option(v.as_deref());
+            self.resource_attributes.values().append_option(v.as_deref());
         }
         self.resource_attributes
             .append(true)
@@ -496,6 +485,5 @@ fn float_of(v: &Val<'_>) -> Option<f64> {
 
 /// The key/value pairs of prost attributes.
 pub(crate) fn prost_attrs(kvs: &[KeyValue]) -> impl Iterator<Item = (&str, Val<'_>)> {
-    kvs.iter()
-        .map(|kv| (kv.key.as_str(), Val::of(kv.value.as_ref())))
+    kvs.iter().map(|kv| (kv.key.as_str(), Val::of(kv.value.as_ref())))
 }

@@ -98,11 +98,8 @@ impl SpanColumns {
             ));
             false
         } else if !time_ok(s.end) {
-            self.rejected.push(absurd(
-                &format!("span {:?}", s.name),
-                "end_time_unix_nano",
-                s.end,
-            ));
+            self.rejected
+                .push(absurd(&format!("span {:?}", s.name), "end_time_unix_nano", s.end));
             false
         } else {
             true

@@ -5,9 +5,7 @@
 
 use std::borrow::Cow;
 
-use opentelemetry_proto::tonic::common::v1::{
-    AnyValue, ArrayValue, KeyValue, KeyValueList, any_value,
-};
+use opentelemetry_proto::tonic::common::v1::{AnyValue, ArrayValue, KeyValue, KeyValueList, any_value};
 
 use crate::rows::Val;
 use crate::{DecodeError, Reason, Rejected};
@@ -113,9 +111,9 @@ impl<'a> Field<'a> {
                     ));
                 }
                 out.extend(
-                    m.bytes.chunks_exact(8).map(|c| {
-                        u64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]])
-                    }),
+                    m.bytes
+                        .chunks_exact(8)
+                        .map(|c| u64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]])),
                 );
             }
             _ => return Err(self.wrong("64-bit")),
@@ -212,9 +210,7 @@ impl<'a> Fields<'a> {
                     .ok_or_else(|| {
                         corrupt(
                             at,
-                            format_args!(
-                                "field {num} of {len} bytes runs past the end of its message"
-                            ),
+                            format_args!("field {num} of {len} bytes runs past the end of its message"),
                         )
                     })?;
                 self.pos = end;
@@ -231,10 +227,7 @@ impl<'a> Fields<'a> {
                 Value::I32
             }
             w => {
-                return Err(corrupt(
-                    at,
-                    format_args!("wire type {w} (groups are not OTLP)"),
-                ));
+                return Err(corrupt(at, format_args!("wire type {w} (groups are not OTLP)")));
             }
         };
         Ok(Field { num, value, at })
@@ -425,10 +418,7 @@ pub(crate) fn scope(
 
 /// The children of a `Resource{Spans,Logs,Metrics}` or `Scope*` message: the
 /// context message (field 1, last one wins) and the list items (field 2).
-pub(crate) fn split<'a>(
-    msg: Msg<'a>,
-    items: &mut Vec<Msg<'a>>,
-) -> Result<Option<Msg<'a>>, DecodeError> {
+pub(crate) fn split<'a>(msg: Msg<'a>, items: &mut Vec<Msg<'a>>) -> Result<Option<Msg<'a>>, DecodeError> {
     let mut head = None;
     for f in msg.fields() {
         let f = f?;
