@@ -158,3 +158,64 @@ async fn run_receives_otlp_and_raises_alerts() {
         "{metrics}"
     );
 }
+
+#[tokio::test]
+async fn record_writes_a_capture_that_replays_to_the_same_alert() {
+    let dir = std::env::temp_dir().join(format!("otelguard-record-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let out = dir.join("recorded.jsonl.zst");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_engine"))
+        .args([
+            "record",
+            out.to_str().unwrap(),
+            "--otlp-grpc",
+            "off",
+            "--otlp-http",
+            "127.0.0.1:0",
+            "--max-messages",
+            "3",
+        ])
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start engine record");
+    let stderr = child.stderr.take().expect("stderr");
+    let mut recorder = Engine(child);
+    let (tx, err_lines) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let otlp = address_after(&err_lines, "HTTP ");
+    let t0 = 1_768_471_200_000_000_000;
+    let client = reqwest::Client::new();
+    for (from, to) in [(0, 2000), (2000, 4000), (12_000, 12_001)] {
+        let r = client
+            .post(format!("http://{otlp}/v1/traces"))
+            .json(&spans(t0, from, to, "203.0.113.77"))
+            .send()
+            .await
+            .expect("post spans");
+        assert!(r.status().is_success());
+    }
+    let status = recorder.0.wait().expect("record exits after 3 messages");
+    assert!(status.success());
+    let rules = concat!(env!("CARGO_MANIFEST_DIR"), "/../rules");
+    let replay = Command::new(env!("CARGO_BIN_EXE_engine"))
+        .args([
+            "replay",
+            out.to_str().unwrap(),
+            "--rules",
+            rules,
+            "--format",
+            "json",
+        ])
+        .output()
+        .expect("replay the recording");
+    let text = String::from_utf8_lossy(&replay.stdout);
+    assert!(
+        text.contains("\"rule_id\":\"dos.http_flood.single_source\""),
+        "{text}"
+    );
+    assert!(text.contains("203.0.113.77"), "{text}");
+}

@@ -1,6 +1,7 @@
 //! The `engine` command line.
 
 pub mod query;
+pub mod record;
 pub mod replay;
 pub mod rules;
 pub mod run;
@@ -64,6 +65,8 @@ pub enum Command {
     },
     /// Evaluate live: as an OTLP receiver (the default) or from Kafka.
     Run(run::RunArgs),
+    /// Record what the built-in OTLP receiver takes to a capture file.
+    Record(record::RecordArgs),
     /// Replay the bundled demo recording through the rule pack and serve the viewer.
     Demo {
         /// the capture to replay
@@ -196,6 +199,7 @@ pub async fn main(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Run(args) => run::run(args).await.map(|_| ExitCode::SUCCESS),
+        Command::Record(args) => record::record(args).await.map(|_| ExitCode::SUCCESS),
         Command::Demo {
             capture,
             rules,

@@ -53,7 +53,7 @@ pub struct RunArgs {
     pub idle: String,
 }
 
-fn addr(flag: &str, text: &str) -> anyhow::Result<Option<SocketAddr>> {
+pub(crate) fn addr(flag: &str, text: &str) -> anyhow::Result<Option<SocketAddr>> {
     if text == "off" {
         return Ok(None);
     }

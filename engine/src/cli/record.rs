@@ -1,0 +1,99 @@
+//! `record`: write what arrives to a capture, so that a live attack can be
+//! replayed later. The built-in OTLP receiver takes the data; each message is
+//! written as it came (see `ingest::capture`), in the format the file name asks
+//! for (`.jsonl`, `.jsonl.zst`, else length-prefixed protobuf records).
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use ingest::RejectCounts;
+use ingest::capture::{CaptureOptions, CaptureWriter};
+use ingest::dead_letter::Rejections;
+use tokio::sync::mpsc;
+
+#[derive(Debug, clap::Args)]
+pub struct RecordArgs {
+    /// the capture file to write
+    pub out: PathBuf,
+    /// OTLP/gRPC address of the receiver ("off" to turn it off)
+    #[arg(long, default_value = ingest::otlp_receiver::DEFAULT_GRPC_ADDR)]
+    pub otlp_grpc: String,
+    /// OTLP/HTTP address of the receiver ("off" to turn it off)
+    #[arg(long, default_value = ingest::otlp_receiver::DEFAULT_HTTP_ADDR)]
+    pub otlp_http: String,
+    /// stop after this long (e.g. 10m); default: until Ctrl-C
+    #[arg(long)]
+    pub duration: Option<String>,
+    /// stop after this many messages
+    #[arg(long)]
+    pub max_messages: Option<u64>,
+}
+
+pub async fn record(args: RecordArgs) -> anyhow::Result<()> {
+    let limit = match &args.duration {
+        Some(d) => Some(
+            crate::rules::definition::parse_duration(d).map_err(|e| anyhow::anyhow!("--duration: {e}"))?,
+        ),
+        None => None,
+    };
+    let mut writer = CaptureWriter::create(&args.out, CaptureOptions::for_path(&args.out))
+        .with_context(|| format!("cannot create the capture {}", args.out.display()))?;
+    let config = ingest::otlp_receiver::ReceiverConfig {
+        grpc: super::run::addr("otlp-grpc", &args.otlp_grpc)?,
+        http: super::run::addr("otlp-http", &args.otlp_http)?,
+        keep_grpc_raw: true,
+        ..Default::default()
+    };
+    let (tx, mut rx) = mpsc::channel(64);
+    let counts = Arc::new(RejectCounts::default());
+    let handle = ingest::otlp_receiver::start(config, tx, Arc::new(Rejections::new(counts.clone())))
+        .await
+        .context("cannot start the OTLP receiver")?;
+    eprintln!(
+        "recording to {}: OTLP receiver: gRPC {} HTTP {}",
+        args.out.display(),
+        handle.grpc_addr().map_or("off".into(), |a| a.to_string()),
+        handle.http_addr().map_or("off".into(), |a| a.to_string())
+    );
+    let started = Instant::now();
+    let deadline = limit.map(|l| tokio::time::Instant::now() + l);
+    let mut messages = 0u64;
+    let mut last_progress = Instant::now();
+    loop {
+        let next = async {
+            match deadline {
+                Some(d) => tokio::time::timeout_at(d, rx.recv()).await.unwrap_or(None),
+                None => rx.recv().await,
+            }
+        };
+        tokio::select! {
+            item = next => {
+                let Some(r) = item else { break };
+                let r: ingest::otlp_receiver::Received = r;
+                writer.write(r.decoded.table, &r.raw).with_context(|| format!("writing {}", args.out.display()))?;
+                messages += 1;
+                if args.max_messages.is_some_and(|m| messages >= m) {
+                    break;
+                }
+                if last_progress.elapsed() > Duration::from_secs(5) {
+                    last_progress = Instant::now();
+                    writer.flush().ok();
+                    eprintln!("recorded {messages} messages in {:.0} s", started.elapsed().as_secs_f64());
+                }
+            }
+            _ = tokio::signal::ctrl_c() => break,
+        }
+    }
+    let _ = handle.shutdown().await;
+    let stats = writer
+        .finish()
+        .with_context(|| format!("finishing {}", args.out.display()))?;
+    let rejected: u64 = counts.snapshot().iter().map(|(_, n)| n).sum();
+    eprintln!(
+        "recorded {messages} messages to {} ({stats:?}); {rejected} rejected",
+        args.out.display()
+    );
+    Ok(())
+}
