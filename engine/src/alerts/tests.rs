@@ -108,3 +108,27 @@ async fn trace_ids_are_sampled_sorted_and_at_most_five() {
         "the first span of the burst, at 0 ms"
     );
 }
+
+#[tokio::test]
+async fn a_rule_failing_at_run_time_is_disabled_and_the_others_run() {
+    // plans fine, fails on every evaluation with rows: integer division by zero
+    let failing = "/*\nid = \"test.broken\"\nseverity = \"low\"\nwindow = \"10s\"\nentity = [\"client.address\"]\nvalue = \"v\"\n*/\nSELECT window_start, window_end, client_address, count(*) / (count(*) - count(*)) AS v FROM spans GROUP BY 1, 2, 3";
+    let good = flood_rule("10s", "10s", 10, 1, "0s");
+    let mut ev = Evaluator::new(rule_set(&[failing, &good]).await, 0);
+    let mut fired = Vec::new();
+    for i in 0..5 {
+        let rows = burst(i as f64 * 10.0, 20, &format!("c{i}"));
+        let rows: Vec<(f64, &str)> = rows.iter().map(|(t, c)| (*t, c.as_str())).collect();
+        ev.push(ingest::Table::Spans, spans(&rows)).unwrap();
+        fired.extend(alerts(ev.evaluate().await));
+    }
+    fired.extend(alerts(ev.finish().await));
+    let health = ev.health();
+    let broken = health.iter().find(|h| h.id == "test.broken").unwrap();
+    assert!(!broken.enabled, "disabled after repeated failures: {broken:?}");
+    assert_eq!(broken.failures, crate::evaluator::MAX_FAILURES);
+    assert!(broken.last_error.as_deref().unwrap_or("").contains("Divide by zero"), "{broken:?}");
+    let good_health = health.iter().find(|h| h.id == "test.flood").unwrap();
+    assert!(good_health.enabled);
+    assert!(fired.iter().filter(|a| a.state == State::Firing).count() >= 4, "the other rule keeps firing: {fired:?}");
+}
