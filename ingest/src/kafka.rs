@@ -1,1 +1,601 @@
-//! kafka (to be written)
+//! The Kafka source: a consumer group on the Collector's topics (`otlp_spans`,
+//! `otlp_logs`, `otlp_metrics` by default), each message decoded with
+//! [`decode_any`] as the table of its topic (`otlp_proto` or `otlp_json`).
+//!
+//! # Delivery: at-least-once, committed by the caller
+//!
+//! Auto-commit is off, and so is librdkafka's automatic offset store. Every
+//! [`KafkaItem`] carries its topic, partition and offset; the caller marks the
+//! items whose effects are durable in an [`OffsetsUpTo`] and hands it to
+//! [`KafkaSource::commit`], which commits `offset + 1` per partition. A message
+//! that does not decode is still an item (counted, logged once and dead-lettered
+//! through [`Rejections`], origin `topic/partition/offset`), so its offset is
+//! committed like the others and it is not read again.
+//!
+//! After a rebalance, a partition taken away may be read again by its new owner
+//! from the last commit: that is the at-least-once part, and why alert keys are
+//! idempotent. A commit of a partition no longer assigned fails and is reported.
+//!
+//! # A broker that is down
+//!
+//! [`KafkaSource::connect`] asks the brokers for metadata, retrying with
+//! exponential backoff, and fails with an error naming the brokers after
+//! [`KafkaConfig::connect_attempts`]. Once running, librdkafka reconnects by
+//! itself; broker errors are logged (the first, then every 100th) with the
+//! brokers' names, and [`KafkaSource::recv`] keeps waiting.
+//!
+//! ```no_run
+//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! use std::sync::Arc;
+//! use ingest::RejectCounts;
+//! use ingest::dead_letter::Rejections;
+//! use ingest::kafka::{KafkaConfig, KafkaSource, OffsetsUpTo};
+//!
+//! let rejections = Arc::new(Rejections::new(Arc::new(RejectCounts::default())));
+//! let source = KafkaSource::connect(KafkaConfig::new("127.0.0.1:19092", "otelguard"), rejections).await?;
+//! let mut done = OffsetsUpTo::default();
+//! loop {
+//!     let item = source.recv().await?;
+//!     if let Ok(decoded) = &item.decoded {
+//!         // ... evaluate, make the effects durable ...
+//!     }
+//!     done.mark(&item);
+//!     source.commit(&done, true)?;
+//! }
+//! # }
+//! ```
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use rdkafka::consumer::{CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer};
+use rdkafka::error::KafkaError;
+use rdkafka::message::{BorrowedMessage, Message as _};
+use rdkafka::types::RDKafkaErrorCode;
+use rdkafka::{ClientConfig, ClientContext, Offset, TopicPartitionList};
+
+use crate::dead_letter::{DeadLetter, Rejections};
+use crate::decode::decode_any;
+use crate::{DecodeError, Decoded, Reason, Table};
+
+/// The Collector kafka exporter's default topics and their tables.
+pub const DEFAULT_TOPICS: [(&str, Table); 3] = [
+    ("otlp_spans", Table::Spans),
+    ("otlp_logs", Table::Logs),
+    ("otlp_metrics", Table::Metrics),
+];
+
+/// How to consume.
+#[derive(Debug, Clone)]
+pub struct KafkaConfig {
+    /// `host:port,...`
+    pub brokers: String,
+    /// the consumer group
+    pub group_id: String,
+    /// each topic and the table its messages fill
+    pub topics: Vec<(String, Table)>,
+    /// where a group with no commit starts: `earliest` (default) or `latest`
+    pub auto_offset_reset: String,
+    /// metadata requests before [`KafkaSource::connect`] gives up (default 5)
+    pub connect_attempts: u32,
+    /// the first wait between them, doubled each time up to 10 s (default 500 ms)
+    pub connect_backoff: Duration,
+    /// how long one metadata request may take (default 5 s)
+    pub connect_timeout: Duration,
+    /// keep each message's payload in [`KafkaItem::raw`] (for captures)
+    pub keep_raw: bool,
+    /// more librdkafka consumer properties, set last
+    pub properties: Vec<(String, String)>,
+}
+
+impl KafkaConfig {
+    /// The defaults: the Collector's three topics, `earliest`, 5 attempts.
+    pub fn new(brokers: impl Into<String>, group_id: impl Into<String>) -> KafkaConfig {
+        KafkaConfig {
+            brokers: brokers.into(),
+            group_id: group_id.into(),
+            topics: DEFAULT_TOPICS
+                .iter()
+                .map(|(t, table)| (t.to_string(), *table))
+                .collect(),
+            auto_offset_reset: "earliest".into(),
+            connect_attempts: 5,
+            connect_backoff: Duration::from_millis(500),
+            connect_timeout: Duration::from_secs(5),
+            keep_raw: false,
+            properties: Vec::new(),
+        }
+    }
+}
+
+/// An error of the Kafka source, naming the brokers, topic, partition or offset.
+#[derive(Debug, thiserror::Error)]
+pub enum KafkaSourceError {
+    /// The consumer could not be created (a bad property).
+    #[error("Kafka consumer for {brokers} (group {group}): {source}")]
+    Create {
+        /// the brokers
+        brokers: String,
+        /// the group
+        group: String,
+        /// what librdkafka said
+        source: Box<KafkaError>,
+    },
+    /// The brokers did not answer.
+    #[error(
+        "cannot reach the Kafka brokers {brokers} after {attempts} attempts over {waited:?}: {source} (is Kafka running? try `compose/local/stack up kafka`)"
+    )]
+    Unreachable {
+        /// the brokers
+        brokers: String,
+        /// how many metadata requests were made
+        attempts: u32,
+        /// how long it took
+        waited: Duration,
+        /// the last error
+        source: Box<KafkaError>,
+    },
+    /// Subscribing failed.
+    #[error("Kafka: cannot subscribe to {topics:?} on {brokers}: {source}")]
+    Subscribe {
+        /// the topics
+        topics: Vec<String>,
+        /// the brokers
+        brokers: String,
+        /// what librdkafka said
+        source: Box<KafkaError>,
+    },
+    /// A message arrived from a topic that was not configured.
+    #[error("Kafka: message from unexpected topic {topic}/{partition}/{offset}")]
+    UnknownTopic {
+        /// the topic
+        topic: String,
+        /// the partition
+        partition: i32,
+        /// the offset
+        offset: i64,
+    },
+    /// Committing offsets failed.
+    #[error("Kafka: cannot commit offsets {offsets} of group {group} on {brokers}: {source}")]
+    Commit {
+        /// what was being committed
+        offsets: String,
+        /// the group
+        group: String,
+        /// the brokers
+        brokers: String,
+        /// what librdkafka said
+        source: Box<KafkaError>,
+    },
+    /// The consumer failed in a way it does not recover from.
+    #[error("Kafka consumer of group {group} on {brokers}: {source}")]
+    Fatal {
+        /// the group
+        group: String,
+        /// the brokers
+        brokers: String,
+        /// what librdkafka said
+        source: Box<KafkaError>,
+    },
+}
+
+/// One consumed message, decoded or not, and where it is.
+#[derive(Debug, Clone)]
+pub struct KafkaItem {
+    /// the topic
+    pub topic: Arc<str>,
+    /// the partition
+    pub partition: i32,
+    /// the offset
+    pub offset: i64,
+    /// the table of the topic
+    pub table: Table,
+    /// the message's timestamp (milliseconds since the epoch), when it has one
+    pub timestamp_ms: Option<i64>,
+    /// its rows, or why it was rejected (already counted, logged and
+    /// dead-lettered by the source)
+    pub decoded: Result<Decoded, DecodeError>,
+    /// the payload as received, if [`KafkaConfig::keep_raw`]
+    pub raw: Option<Vec<u8>>,
+}
+
+impl KafkaItem {
+    /// `topic/partition/offset`.
+    pub fn origin(&self) -> String {
+        format!("{}/{}/{}", self.topic, self.partition, self.offset)
+    }
+}
+
+/// The highest offset processed per (topic, partition), "up to and including".
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct OffsetsUpTo {
+    offsets: BTreeMap<(Arc<str>, i32), i64>,
+}
+
+impl OffsetsUpTo {
+    /// Records that everything up to `item`'s offset in its partition is done.
+    pub fn mark(&mut self, item: &KafkaItem) {
+        self.mark_at(item.topic.clone(), item.partition, item.offset);
+    }
+
+    /// Records that everything up to `offset` in (topic, partition) is done.
+    /// A lower offset than one already marked is ignored.
+    pub fn mark_at(&mut self, topic: Arc<str>, partition: i32, offset: i64) {
+        let entry = self.offsets.entry((topic, partition)).or_insert(offset);
+        *entry = (*entry).max(offset);
+    }
+
+    /// Takes in another set of marks (the highest wins).
+    pub fn merge(&mut self, other: &OffsetsUpTo) {
+        for ((topic, partition), offset) in &other.offsets {
+            self.mark_at(topic.clone(), *partition, *offset);
+        }
+    }
+
+    /// The marks: (topic, partition) and the last offset done.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, i32, i64)> {
+        self.offsets.iter().map(|((t, p), o)| (&**t, *p, *o))
+    }
+
+    /// The last offset done in (topic, partition).
+    pub fn get(&self, topic: &str, partition: i32) -> Option<i64> {
+        self.offsets
+            .iter()
+            .find(|((t, p), _)| &**t == topic && *p == partition)
+            .map(|(_, o)| *o)
+    }
+
+    /// No marks.
+    pub fn is_empty(&self) -> bool {
+        self.offsets.is_empty()
+    }
+
+    /// The list to commit: each partition's next offset to read (`offset + 1`).
+    pub fn to_commit_list(&self) -> Result<TopicPartitionList, KafkaError> {
+        let mut list = TopicPartitionList::new();
+        for ((topic, partition), offset) in &self.offsets {
+            list.add_partition_offset(topic, *partition, Offset::Offset(offset + 1))?;
+        }
+        Ok(list)
+    }
+}
+
+impl fmt::Display for OffsetsUpTo {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let parts: Vec<String> = self
+            .offsets
+            .iter()
+            .map(|((t, p), o)| format!("{t}/{p}@{}", o + 1))
+            .collect();
+        write!(f, "[{}]", parts.join(", "))
+    }
+}
+
+/// Logs broker errors with the brokers' names, and rebalances.
+struct Context {
+    brokers: String,
+    errors: AtomicU64,
+}
+
+impl ClientContext for Context {
+    fn error(&self, error: KafkaError, reason: &str) {
+        let n = self.errors.fetch_add(1, Ordering::Relaxed);
+        if n.is_multiple_of(100) {
+            tracing::warn!(brokers = %self.brokers, error = %error, reason, count = n + 1, "Kafka client error (librdkafka retries by itself)");
+        }
+    }
+}
+
+impl ConsumerContext for Context {
+    fn post_rebalance(&self, _: &rdkafka::consumer::BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        match rebalance {
+            Rebalance::Assign(list) => {
+                tracing::info!(partitions = ?partitions(list), "Kafka partitions assigned")
+            }
+            Rebalance::Revoke(list) => {
+                tracing::info!(partitions = ?partitions(list), "Kafka partitions revoked")
+            }
+            Rebalance::Error(e) => tracing::warn!(error = %e, "Kafka rebalance failed"),
+        }
+    }
+}
+
+fn partitions(list: &TopicPartitionList) -> Vec<String> {
+    list.elements()
+        .iter()
+        .map(|e| format!("{}/{}", e.topic(), e.partition()))
+        .collect()
+}
+
+/// A consumer group member reading OTLP from Kafka.
+pub struct KafkaSource {
+    consumer: Arc<StreamConsumer<Context>>,
+    config: KafkaConfig,
+    topics: Vec<(Arc<str>, Table)>,
+    rejections: Arc<Rejections>,
+}
+
+impl fmt::Debug for KafkaSource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("KafkaSource")
+            .field("brokers", &self.config.brokers)
+            .field("group", &self.config.group_id)
+            .field("topics", &self.config.topics)
+            .finish_non_exhaustive()
+    }
+}
+
+impl KafkaSource {
+    /// Creates the consumer, waits for the brokers (retrying with backoff) and
+    /// subscribes to the topics.
+    pub async fn connect(
+        config: KafkaConfig,
+        rejections: Arc<Rejections>,
+    ) -> Result<KafkaSource, KafkaSourceError> {
+        let mut client = ClientConfig::new();
+        client
+            .set("bootstrap.servers", &config.brokers)
+            .set("group.id", &config.group_id)
+            .set("enable.auto.commit", "false")
+            .set("enable.auto.offset.store", "false")
+            .set("enable.partition.eof", "false")
+            .set("auto.offset.reset", &config.auto_offset_reset)
+            .set("client.id", "otelguard-ingest");
+        for (k, v) in &config.properties {
+            client.set(k, v);
+        }
+        let context = Context {
+            brokers: config.brokers.clone(),
+            errors: AtomicU64::new(0),
+        };
+        let consumer: StreamConsumer<Context> =
+            client
+                .create_with_context(context)
+                .map_err(|e| KafkaSourceError::Create {
+                    brokers: config.brokers.clone(),
+                    group: config.group_id.clone(),
+                    source: Box::new(e),
+                })?;
+        let consumer = wait_for_brokers(Arc::new(consumer), &config).await?;
+        let names: Vec<&str> = config.topics.iter().map(|(t, _)| t.as_str()).collect();
+        consumer
+            .subscribe(&names)
+            .map_err(|e| KafkaSourceError::Subscribe {
+                topics: names.iter().map(|s| s.to_string()).collect(),
+                brokers: config.brokers.clone(),
+                source: Box::new(e),
+            })?;
+        tracing::info!(brokers = %config.brokers, group = %config.group_id, topics = ?names, "Kafka source subscribed");
+        let topics = config
+            .topics
+            .iter()
+            .map(|(t, table)| (Arc::from(t.as_str()), *table))
+            .collect();
+        Ok(KafkaSource {
+            consumer,
+            config,
+            topics,
+            rejections,
+        })
+    }
+
+    /// The configuration it runs with.
+    pub fn config(&self) -> &KafkaConfig {
+        &self.config
+    }
+
+    /// The next message, decoded. A message that does not decode is returned
+    /// too (with `decoded: Err`), after being counted and dead-lettered, so its
+    /// offset can be committed. Transient consumer errors (a topic not created
+    /// yet, a broker restarting) are logged and waited out.
+    pub async fn recv(&self) -> Result<KafkaItem, KafkaSourceError> {
+        let mut transient = 0u64;
+        loop {
+            match self.consumer.recv().await {
+                Ok(message) => return self.item(&message),
+                Err(e) if is_fatal(&e) => {
+                    return Err(KafkaSourceError::Fatal {
+                        group: self.config.group_id.clone(),
+                        brokers: self.config.brokers.clone(),
+                        source: Box::new(e),
+                    });
+                }
+                Err(e) => {
+                    if transient.is_multiple_of(100) {
+                        tracing::warn!(brokers = %self.config.brokers, error = %e, "Kafka consumer error, retrying");
+                    }
+                    transient += 1;
+                    let wait = Duration::from_millis(100 * transient.min(20));
+                    tokio::time::sleep(wait).await;
+                }
+            }
+        }
+    }
+
+    fn item(&self, message: &BorrowedMessage<'_>) -> Result<KafkaItem, KafkaSourceError> {
+        let (partition, offset) = (message.partition(), message.offset());
+        let Some((topic, table)) = self
+            .topics
+            .iter()
+            .find(|(t, _)| **t == *message.topic())
+            .map(|(t, table)| (t.clone(), *table))
+        else {
+            return Err(KafkaSourceError::UnknownTopic {
+                topic: message.topic().to_string(),
+                partition,
+                offset,
+            });
+        };
+        let payload = message.payload().unwrap_or_default();
+        let decoded = if payload.is_empty() && message.payload().is_none() {
+            Err(DecodeError::new(
+                Reason::UnknownEncoding,
+                "a message with no payload (a tombstone)",
+            ))
+        } else {
+            decode_any(table, payload)
+        };
+        let origin = format!("{topic}/{partition}/{offset}");
+        match &decoded {
+            Ok(d) => self.rejections.records("kafka", &origin, &d.rejected),
+            Err(error) => self
+                .rejections
+                .message(&DeadLetter::new("kafka", &origin, error, payload)),
+        }
+        Ok(KafkaItem {
+            topic,
+            partition,
+            offset,
+            table,
+            timestamp_ms: message.timestamp().to_millis(),
+            decoded,
+            raw: self.config.keep_raw.then(|| payload.to_vec()),
+        })
+    }
+
+    /// Commits `offset + 1` of every marked partition: synchronously (waits for
+    /// the broker's answer) when `sync`, else in the background.
+    pub fn commit(&self, offsets: &OffsetsUpTo, sync: bool) -> Result<(), KafkaSourceError> {
+        if offsets.is_empty() {
+            return Ok(());
+        }
+        let error = |e: KafkaError| KafkaSourceError::Commit {
+            offsets: offsets.to_string(),
+            group: self.config.group_id.clone(),
+            brokers: self.config.brokers.clone(),
+            source: Box::new(e),
+        };
+        let list = offsets.to_commit_list().map_err(error)?;
+        let mode = if sync { CommitMode::Sync } else { CommitMode::Async };
+        self.consumer.commit(&list, mode).map_err(error)
+    }
+
+    /// The group's committed offsets (next offset to read) of the assigned partitions.
+    pub fn committed(&self, timeout: Duration) -> Result<Vec<(String, i32, Option<i64>)>, KafkaSourceError> {
+        let list = self
+            .consumer
+            .committed(timeout)
+            .map_err(|e| KafkaSourceError::Fatal {
+                group: self.config.group_id.clone(),
+                brokers: self.config.brokers.clone(),
+                source: Box::new(e),
+            })?;
+        Ok(list
+            .elements()
+            .iter()
+            .map(|e| {
+                let offset = match e.offset() {
+                    Offset::Offset(o) => Some(o),
+                    _ => None,
+                };
+                (e.topic().to_string(), e.partition(), offset)
+            })
+            .collect())
+    }
+
+    /// The partitions assigned to this member now, as `topic/partition`.
+    pub fn assignment(&self) -> Vec<String> {
+        self.consumer
+            .assignment()
+            .map(|list| partitions(&list))
+            .unwrap_or_default()
+    }
+}
+
+/// Errors `recv` does not wait out.
+fn is_fatal(e: &KafkaError) -> bool {
+    match e.rdkafka_error_code() {
+        Some(code) => matches!(
+            code,
+            RDKafkaErrorCode::Fatal
+                | RDKafkaErrorCode::Authentication
+                | RDKafkaErrorCode::SaslAuthenticationFailed
+                | RDKafkaErrorCode::GroupAuthorizationFailed
+                | RDKafkaErrorCode::TopicAuthorizationFailed
+                | RDKafkaErrorCode::InvalidGroupId
+        ),
+        None => false,
+    }
+}
+
+/// Asks for metadata until the brokers answer, backing off between attempts.
+async fn wait_for_brokers(
+    consumer: Arc<StreamConsumer<Context>>,
+    config: &KafkaConfig,
+) -> Result<Arc<StreamConsumer<Context>>, KafkaSourceError> {
+    let started = std::time::Instant::now();
+    let mut backoff = config.connect_backoff;
+    let attempts = config.connect_attempts.max(1);
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let c = consumer.clone();
+        let timeout = config.connect_timeout;
+        let result = tokio::task::spawn_blocking(move || c.fetch_metadata(None, timeout).map(|_| ()))
+            .await
+            .unwrap_or(Err(KafkaError::MetadataFetch(RDKafkaErrorCode::Fail)));
+        match result {
+            Ok(()) => break,
+            Err(e) if attempt >= attempts => {
+                return Err(KafkaSourceError::Unreachable {
+                    brokers: config.brokers.clone(),
+                    attempts: attempt,
+                    waited: started.elapsed(),
+                    source: Box::new(e),
+                });
+            }
+            Err(e) => {
+                tracing::warn!(brokers = %config.brokers, attempt, error = %e, retry_in = ?backoff, "Kafka brokers not reachable yet");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(10));
+            }
+        }
+    }
+    Ok(consumer)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::RejectCounts;
+
+    #[test]
+    fn offsets_keep_the_highest_and_commit_the_next() {
+        let mut done = OffsetsUpTo::default();
+        let spans: Arc<str> = Arc::from("otlp_spans");
+        done.mark_at(spans.clone(), 0, 10);
+        done.mark_at(spans.clone(), 0, 7);
+        done.mark_at(spans.clone(), 2, 3);
+        let mut other = OffsetsUpTo::default();
+        other.mark_at(Arc::from("otlp_logs"), 1, 0);
+        other.mark_at(spans, 0, 12);
+        done.merge(&other);
+        assert_eq!(done.get("otlp_spans", 0), Some(12));
+        assert_eq!(
+            done.to_string(),
+            "[otlp_logs/1@1, otlp_spans/0@13, otlp_spans/2@4]"
+        );
+        let list = done.to_commit_list().expect("list");
+        assert_eq!(list.count(), 3);
+    }
+
+    #[tokio::test]
+    async fn a_dead_broker_is_a_clear_error_after_retries() {
+        let mut config = KafkaConfig::new("127.0.0.1:9", "test-dead-broker");
+        config.connect_attempts = 2;
+        config.connect_backoff = Duration::from_millis(50);
+        config.connect_timeout = Duration::from_millis(500);
+        let rejections = Arc::new(Rejections::new(Arc::new(RejectCounts::default())));
+        let err = KafkaSource::connect(config, rejections)
+            .await
+            .expect_err("nothing listens on port 9");
+        let text = err.to_string();
+        assert!(
+            text.contains("127.0.0.1:9") && text.contains("after 2 attempts"),
+            "{text}"
+        );
+    }
+}
