@@ -64,6 +64,20 @@ fn engine(args: &[&str]) -> std::process::Output {
         .expect("run engine")
 }
 
+/// `engine replay CAPTURE --rules RULES --format json [extra...]`.
+fn replay_json(capture: &Path, rules: &Path, extra: &[&str]) -> std::process::Output {
+    let mut args = vec![
+        "replay",
+        capture.to_str().expect("a UTF-8 path"),
+        "--rules",
+        rules.to_str().expect("a UTF-8 path"),
+        "--format",
+        "json",
+    ];
+    args.extend_from_slice(extra);
+    engine(&args)
+}
+
 fn rules_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../rules")
 }
@@ -79,17 +93,8 @@ fn temp_dir(name: &str) -> PathBuf {
 fn replay_is_byte_identical_and_alerts_carry_the_contract_fields() {
     let dir = temp_dir("replay");
     let capture = write_capture(&dir);
-    let rules = rules_dir();
-    let args = [
-        "replay",
-        capture.to_str().unwrap(),
-        "--rules",
-        rules.to_str().unwrap(),
-        "--format",
-        "json",
-    ];
-    let first = engine(&args);
-    let second = engine(&args);
+    let first = replay_json(&capture, &rules_dir(), &[]);
+    let second = replay_json(&capture, &rules_dir(), &[]);
     assert!(
         first.status.success(),
         "{}",
@@ -145,14 +150,7 @@ fn a_broken_rule_is_reported_with_its_place_and_the_others_run() {
     assert!(err.contains("user_hashh"), "{err}");
     assert!(err.contains("hint:"), "{err}");
 
-    let replay = engine(&[
-        "replay",
-        capture.to_str().unwrap(),
-        "--rules",
-        rules.to_str().unwrap(),
-        "--format",
-        "json",
-    ]);
+    let replay = replay_json(&capture, &rules, &[]);
     assert!(
         replay.status.success(),
         "{}",
@@ -169,15 +167,7 @@ fn bad_lines_in_a_capture_are_counted_and_the_rest_is_kept() {
     let mut text = std::fs::read_to_string(&capture).unwrap();
     text.insert_str(0, "{not json\n\"resourceSpans\": 3\n");
     std::fs::write(&capture, text).unwrap();
-    let rules = rules_dir();
-    let out = engine(&[
-        "replay",
-        capture.to_str().unwrap(),
-        "--rules",
-        rules.to_str().unwrap(),
-        "--format",
-        "json",
-    ]);
+    let out = replay_json(&capture, &rules_dir(), &[]);
     assert!(out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
@@ -192,16 +182,7 @@ fn bad_lines_in_a_capture_are_counted_and_the_rest_is_kept() {
 fn kpis_come_out_per_window() {
     let dir = temp_dir("kpis");
     let capture = write_capture(&dir);
-    let rules = rules_dir();
-    let out = engine(&[
-        "replay",
-        capture.to_str().unwrap(),
-        "--rules",
-        rules.to_str().unwrap(),
-        "--kpis",
-        "--format",
-        "json",
-    ]);
+    let out = replay_json(&capture, &rules_dir(), &["--kpis"]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let rows: Vec<Value> = String::from_utf8_lossy(&out.stdout)
         .lines()
