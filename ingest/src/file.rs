@@ -64,6 +64,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use crate::dead_letter::{DeadLetter, Rejections};
 use crate::decode::{decode_json_as, decode_proto};
 use crate::{DecodeError, Decoded, Reason, Table};
 
@@ -71,6 +72,9 @@ use crate::{DecodeError, Decoded, Reason, Table};
 pub const ZSTD_MAGIC: [u8; 4] = [0x28, 0xb5, 0x2f, 0xfd];
 /// The first bytes of a gzip member.
 pub const GZIP_MAGIC: [u8; 2] = [0x1f, 0x8b];
+
+/// The UTF-8 byte-order mark.
+const UTF8_BOM: &[u8] = b"\xef\xbb\xbf";
 
 /// The largest message read into memory by default: 64 MiB.
 pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 64 << 20;
@@ -164,6 +168,23 @@ pub struct BadMessage {
     pub error: DecodeError,
     /// the bytes as found in the file (the record or the line without its end)
     pub raw: Vec<u8>,
+}
+
+impl Message {
+    /// Counts the records skipped inside this message and logs the first of each
+    /// reason (source `file`), as [`Rejections::records`] does.
+    pub fn report(&self, rejections: &Rejections) {
+        rejections.records("file", &self.position, &self.decoded.rejected);
+    }
+}
+
+impl BadMessage {
+    /// Counts, logs once and dead-letters this message (source `file`, origin
+    /// its position), as [`Rejections::message`] does.
+    pub fn report(&self, rejections: &Rejections) {
+        let origin = self.position.to_string();
+        rejections.message(&DeadLetter::new("file", &origin, &self.error, &self.raw));
+    }
 }
 
 /// One step of reading a capture.
@@ -616,17 +637,25 @@ impl FileReader {
             }
         }
         let head = reader.fill_buf().map_err(read_err)?;
+        // A UTF-8 byte-order mark (files saved by some editors) starts JSON lines.
+        let bom = head.starts_with(UTF8_BOM);
         let framing = match head.iter().find(|b| !b.is_ascii_whitespace()) {
+            _ if bom => Framing::JsonLines,
             Some(b'{') | None => Framing::JsonLines,
             Some(_) => Framing::LengthPrefixed,
         };
+        let mut offset = 0;
+        if bom {
+            reader.consume(UTF8_BOM.len());
+            offset = UTF8_BOM.len() as u64;
+        }
         Ok(FileReader {
             path: Arc::from(path),
             hint: table_hint(path),
             reader,
             framing,
             count: 0,
-            offset: 0,
+            offset,
         })
     }
 
@@ -889,6 +918,17 @@ mod tests {
                 "capture.json:4 JsonLines None {\"b\":2}",
                 "capture.json:5 JsonLines None {\"c\":3}",
             ]
+        );
+    }
+
+    #[test]
+    fn a_byte_order_mark_starts_json_lines() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("bom.json");
+        std::fs::write(&path, b"\xef\xbb\xbf{\"a\":1}\n").expect("write");
+        assert_eq!(
+            raw_items(&[path], 100),
+            vec!["bom.json:1 JsonLines None {\"a\":1}"]
         );
     }
 

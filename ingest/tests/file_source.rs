@@ -163,3 +163,39 @@ fn a_large_capture_streams_with_progress() {
     assert_eq!(rows, 10_000);
     assert_eq!(progress.bytes_read(), total);
 }
+
+#[test]
+fn bad_lines_are_counted_and_dead_lettered_with_their_position() {
+    use std::sync::Arc;
+
+    use ingest::dead_letter::{DeadLetterFile, Rejections};
+    use ingest::{Reason, RejectCounts};
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let dead = dir.path().join("dead.jsonl");
+    let counts = Arc::new(RejectCounts::default());
+    let rejections = Rejections::new(counts.clone())
+        .with_sink(Box::new(DeadLetterFile::create(&dead).expect("create")));
+    for item in file::open(&[captures().join("mixed.jsonl")]).expect("open") {
+        match item {
+            CaptureItem::Message(m) => m.report(&rejections),
+            CaptureItem::Bad(b) => b.report(&rejections),
+            CaptureItem::Unreadable { position, error } => panic!("{position}: {error}"),
+        }
+    }
+    rejections.flush().expect("flush");
+    assert_eq!(
+        counts.snapshot(),
+        vec![(Reason::BadJson, 1), (Reason::AbsurdTimestamp, 1)]
+    );
+    let letters = std::fs::read_to_string(&dead).expect("read");
+    let letter: serde_json::Value = serde_json::from_str(letters.trim()).expect("one JSON line");
+    assert!(
+        letter["origin"]
+            .as_str()
+            .is_some_and(|o| o.ends_with("mixed.jsonl:5")),
+        "{letter}"
+    );
+    assert_eq!(letter["source"], "file");
+    assert_eq!(letter["reason"], "bad_json");
+}
