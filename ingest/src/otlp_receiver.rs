@@ -53,7 +53,9 @@ use axum::extract::{ConnectInfo, DefaultBodyLimit, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
-use opentelemetry_proto::tonic::collector::logs::v1::logs_service_server::{LogsService, LogsServiceServer};
+use opentelemetry_proto::tonic::collector::logs::v1::logs_service_server::{
+    LogsService, LogsServiceServer,
+};
 use opentelemetry_proto::tonic::collector::logs::v1::{
     ExportLogsPartialSuccess, ExportLogsServiceRequest, ExportLogsServiceResponse,
 };
@@ -284,7 +286,10 @@ pub async fn start(
     Ok(handle)
 }
 
-async fn bind(protocol: &'static str, addr: SocketAddr) -> Result<tokio::net::TcpListener, ReceiverError> {
+async fn bind(
+    protocol: &'static str,
+    addr: SocketAddr,
+) -> Result<tokio::net::TcpListener, ReceiverError> {
     tokio::net::TcpListener::bind(addr)
         .await
         .map_err(|source| ReceiverError::Bind {
@@ -472,32 +477,39 @@ impl Grpc {
         }
     }
 
-    fn export<R: prost::Message>(
+    /// Decodes a request on a blocking thread (decoding is CPU work) and hands it on.
+    async fn export<R: prost::Message + 'static>(
         &self,
         request: tonic::Request<R>,
-        path: &str,
-        from_request: impl FnOnce(&R) -> Result<Decoded, DecodeError>,
+        path: &'static str,
+        from_request: fn(&R) -> Result<Decoded, DecodeError>,
     ) -> Result<Decoded, tonic::Status> {
         let peer = request.remote_addr();
         let message = request.into_inner();
-        let raw = if self.0.config.keep_grpc_raw {
-            Bytes::from(message.encode_to_vec())
-        } else {
-            Bytes::new()
-        };
-        let from = Origin {
-            protocol: Protocol::Grpc,
-            peer,
-            path,
-            encoding: Encoding::Proto,
-        };
-        let result = self.0.accept(
-            from,
-            raw,
-            |_| from_request(&message),
-            || Bytes::from(message.encode_to_vec()),
-        );
-        result.map_err(|r| self.status(r))
+        let shared = self.0.clone();
+        let task = tokio::task::spawn_blocking(move || {
+            let raw = if shared.config.keep_grpc_raw {
+                Bytes::from(message.encode_to_vec())
+            } else {
+                Bytes::new()
+            };
+            let from = Origin {
+                protocol: Protocol::Grpc,
+                peer,
+                path,
+                encoding: Encoding::Proto,
+            };
+            shared.accept(
+                from,
+                raw,
+                |_| from_request(&message),
+                || Bytes::from(message.encode_to_vec()),
+            )
+        });
+        match task.await {
+            Ok(result) => result.map_err(|r| self.status(r)),
+            Err(e) => Err(tonic::Status::internal(format!("decoding failed: {e}"))),
+        }
     }
 }
 
@@ -507,7 +519,7 @@ impl TraceService for Grpc {
         &self,
         request: tonic::Request<ExportTraceServiceRequest>,
     ) -> Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status> {
-        let decoded = Grpc::export(self, request, "/v1/traces", crate::spans::from_request)?;
+        let decoded = Grpc::export(self, request, "/v1/traces", crate::spans::from_request).await?;
         Ok(tonic::Response::new(ExportTraceServiceResponse {
             partial_success: partial(&decoded).map(|(n, m)| ExportTracePartialSuccess {
                 rejected_spans: n,
@@ -523,7 +535,7 @@ impl LogsService for Grpc {
         &self,
         request: tonic::Request<ExportLogsServiceRequest>,
     ) -> Result<tonic::Response<ExportLogsServiceResponse>, tonic::Status> {
-        let decoded = Grpc::export(self, request, "/v1/logs", crate::logs::from_request)?;
+        let decoded = Grpc::export(self, request, "/v1/logs", crate::logs::from_request).await?;
         Ok(tonic::Response::new(ExportLogsServiceResponse {
             partial_success: partial(&decoded).map(|(n, m)| ExportLogsPartialSuccess {
                 rejected_log_records: n,
@@ -539,7 +551,8 @@ impl MetricsService for Grpc {
         &self,
         request: tonic::Request<ExportMetricsServiceRequest>,
     ) -> Result<tonic::Response<ExportMetricsServiceResponse>, tonic::Status> {
-        let decoded = Grpc::export(self, request, "/v1/metrics", crate::metrics::from_request)?;
+        let decoded =
+            Grpc::export(self, request, "/v1/metrics", crate::metrics::from_request).await?;
         Ok(tonic::Response::new(ExportMetricsServiceResponse {
             partial_success: partial(&decoded).map(|(n, m)| ExportMetricsPartialSuccess {
                 rejected_data_points: n,
@@ -608,7 +621,11 @@ fn http_refusal(refusal: Refusal, wire: Wire, retry_after: u32) -> Response {
             "the engine is not taking telemetry (shutting down)".to_string(),
         ),
         Refusal::Invalid(m) => (StatusCode::BAD_REQUEST, tonic::Code::InvalidArgument, m),
-        Refusal::TooLarge(m) => (StatusCode::PAYLOAD_TOO_LARGE, tonic::Code::InvalidArgument, m),
+        Refusal::TooLarge(m) => (
+            StatusCode::PAYLOAD_TOO_LARGE,
+            tonic::Code::InvalidArgument,
+            m,
+        ),
         Refusal::Unsupported(m) => (
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             tonic::Code::InvalidArgument,
@@ -681,7 +698,12 @@ fn content_wire(headers: &HeaderMap) -> Result<Wire, Refusal> {
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .unwrap_or("");
-    let essence = ty.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+    let essence = ty
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
     match essence.as_str() {
         "application/x-protobuf" | "application/protobuf" => Ok(Wire::Proto),
         "application/json" => Ok(Wire::Json),
@@ -707,7 +729,11 @@ fn http_success(table: Table, decoded: &Decoded, wire: Wire) -> Response {
                     serde_json::json!({ "partialSuccess": { key: n.to_string(), "errorMessage": m } })
                 }
             };
-            ([(header::CONTENT_TYPE, "application/json")], body.to_string()).into_response()
+            (
+                [(header::CONTENT_TYPE, "application/json")],
+                body.to_string(),
+            )
+                .into_response()
         }
         Wire::Proto => {
             let bytes = match (table, partial) {
@@ -800,7 +826,11 @@ async fn http_export(
     match task.await {
         Ok(Ok(decoded)) => http_success(table, &decoded, wire),
         Ok(Err(refusal)) => http_refusal(refusal, wire, retry_after),
-        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, format!("decoding failed: {e}")).into_response(),
+        Err(e) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("decoding failed: {e}"),
+        )
+            .into_response(),
     }
 }
 
