@@ -31,7 +31,7 @@
 //! use ingest::dead_letter::Rejections;
 //! use ingest::otlp_receiver::{self, ReceiverConfig};
 //!
-//! let (tx, mut rx) = tokio::sync::mpsc::channel(ReceiverConfig::default().channel_capacity);
+//! let (tx, mut rx) = tokio::sync::mpsc::channel(64);
 //! let rejections = Arc::new(Rejections::new(Arc::new(RejectCounts::default())));
 //! let receiver = otlp_receiver::start(ReceiverConfig::default(), tx, rejections).await?;
 //! while let Some(received) = rx.recv().await {
@@ -95,8 +95,6 @@ pub struct ReceiverConfig {
     pub http: Option<SocketAddr>,
     /// The largest request body, compressed or not (default 16 MiB).
     pub max_body_bytes: usize,
-    /// The capacity the caller gave its channel; only used as a default here.
-    pub channel_capacity: usize,
     /// Seconds a client is told to wait when the channel is full (default 1).
     pub retry_after_secs: u32,
     /// Keep each gRPC request's protobuf bytes in [`Received::raw`] (re-encoded,
@@ -110,7 +108,6 @@ impl Default for ReceiverConfig {
             grpc: DEFAULT_GRPC_ADDR.parse().ok(),
             http: DEFAULT_HTTP_ADDR.parse().ok(),
             max_body_bytes: 16 << 20,
-            channel_capacity: 64,
             retry_after_secs: 1,
             keep_grpc_raw: false,
         }
