@@ -469,12 +469,19 @@ impl KafkaSource {
             source: Box::new(e),
         };
         let list = offsets.to_commit_list().map_err(error)?;
-        let mode = if sync { CommitMode::Sync } else { CommitMode::Async };
+        let mode = if sync {
+            CommitMode::Sync
+        } else {
+            CommitMode::Async
+        };
         self.consumer.commit(&list, mode).map_err(error)
     }
 
     /// The group's committed offsets (next offset to read) of the assigned partitions.
-    pub fn committed(&self, timeout: Duration) -> Result<Vec<(String, i32, Option<i64>)>, KafkaSourceError> {
+    pub fn committed(
+        &self,
+        timeout: Duration,
+    ) -> Result<Vec<(String, i32, Option<i64>)>, KafkaSourceError> {
         let list = self
             .consumer
             .committed(timeout)
@@ -534,9 +541,10 @@ async fn wait_for_brokers(
         attempt += 1;
         let c = consumer.clone();
         let timeout = config.connect_timeout;
-        let result = tokio::task::spawn_blocking(move || c.fetch_metadata(None, timeout).map(|_| ()))
-            .await
-            .unwrap_or(Err(KafkaError::MetadataFetch(RDKafkaErrorCode::Fail)));
+        let result =
+            tokio::task::spawn_blocking(move || c.fetch_metadata(None, timeout).map(|_| ()))
+                .await
+                .unwrap_or(Err(KafkaError::MetadataFetch(RDKafkaErrorCode::Fail)));
         match result {
             Ok(()) => break,
             Err(e) if attempt >= attempts => {

@@ -52,7 +52,12 @@ async fn start(capacity: usize, max_body_bytes: usize) -> Running {
     }
 }
 
-async fn post(url: &str, content_type: &str, encoding: Option<&str>, body: Vec<u8>) -> reqwest::Response {
+async fn post(
+    url: &str,
+    content_type: &str,
+    encoding: Option<&str>,
+    body: Vec<u8>,
+) -> reqwest::Response {
     let mut request = reqwest::Client::new()
         .post(url)
         .header("content-type", content_type)
@@ -91,14 +96,19 @@ async fn http_protobuf_traces_are_decoded_and_handed_on() {
     .await;
     assert_eq!(response.status(), 200);
     assert_eq!(response.headers()["content-type"], "application/x-protobuf");
-    let answer = ExportTraceServiceResponse::decode(response.bytes().await.expect("body")).expect("response");
+    let answer = ExportTraceServiceResponse::decode(response.bytes().await.expect("body"))
+        .expect("response");
     assert_eq!(answer.partial_success, None);
     let received = r.rx.recv().await.expect("a batch");
     assert_eq!(received.protocol, Protocol::Http);
     assert_eq!(received.encoding, Encoding::Proto);
     assert_eq!(received.decoded.table, Table::Spans);
     assert_eq!(received.decoded.batch.num_rows(), 2);
-    assert_eq!(&received.raw[..], &body[..], "the raw body is kept for captures");
+    assert_eq!(
+        &received.raw[..],
+        &body[..],
+        "the raw body is kept for captures"
+    );
     r.handle.shutdown().await.expect("shutdown");
 }
 
@@ -117,7 +127,10 @@ async fn http_gzip_json_logs_with_a_skipped_record_answer_partial_success() {
     .await;
     assert_eq!(response.status(), 200);
     let answer: serde_json::Value = response.json().await.expect("json");
-    assert_eq!(answer["partialSuccess"]["rejectedLogRecords"], "1", "{answer}");
+    assert_eq!(
+        answer["partialSuccess"]["rejectedLogRecords"], "1",
+        "{answer}"
+    );
     assert!(
         answer["partialSuccess"]["errorMessage"]
             .as_str()
@@ -143,9 +156,14 @@ async fn http_bad_bodies_are_400_with_a_message() {
     )
     .await;
     assert_eq!(response.status(), 400);
-    let status = RpcStatus::decode(response.bytes().await.expect("body")).expect("google.rpc.Status");
+    let status =
+        RpcStatus::decode(response.bytes().await.expect("body")).expect("google.rpc.Status");
     assert_eq!(status.code, 3);
-    assert!(status.message.contains("corrupt_protobuf"), "{}", status.message);
+    assert!(
+        status.message.contains("corrupt_protobuf"),
+        "{}",
+        status.message
+    );
 
     let response = post(
         &traces,
@@ -158,7 +176,9 @@ async fn http_bad_bodies_are_400_with_a_message() {
     let status: serde_json::Value = response.json().await.expect("json");
     assert_eq!(status["code"], 3);
     assert!(
-        status["message"].as_str().is_some_and(|m| m.contains("bad_json")),
+        status["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("bad_json")),
         "{status}"
     );
 
@@ -239,8 +259,8 @@ async fn grpc_exports_of_the_three_signals_with_gzip() {
         .connect()
         .await
         .expect("connect");
-    let mut traces_client =
-        TraceServiceClient::new(channel.clone()).send_compressed(tonic::codec::CompressionEncoding::Gzip);
+    let mut traces_client = TraceServiceClient::new(channel.clone())
+        .send_compressed(tonic::codec::CompressionEncoding::Gzip);
     let answer = traces_client
         .export(traces(3))
         .await

@@ -159,7 +159,9 @@ async fn produce(topic: &str, payload: &[u8]) -> Result<(i32, i64)> {
         .context("producer")?;
     producer
         .send(
-            FutureRecord::<(), [u8]>::to(topic).partition(0).payload(payload),
+            FutureRecord::<(), [u8]>::to(topic)
+                .partition(0)
+                .payload(payload),
             Duration::from_secs(20),
         )
         .await
@@ -232,7 +234,11 @@ async fn kafka_source_decodes_dead_letters_and_commits() -> Result<()> {
             "spans/0/1 rejected corrupt_protobuf",
         ]
     );
-    assert_eq!(items[3].raw.as_deref(), Some(&spans[..]), "raw payload kept");
+    assert_eq!(
+        items[3].raw.as_deref(),
+        Some(&spans[..]),
+        "raw payload kept"
+    );
     assert_eq!(
         counts.snapshot(),
         vec![
