@@ -26,7 +26,6 @@
 //! assert_eq!(counts.snapshot(), vec![(Reason::BadJson, 1)]);
 //! ```
 
-use std::collections::HashSet;
 use std::fmt;
 use std::fs::{File, OpenOptions};
 use std::io::{self, BufWriter, Write};
@@ -320,7 +319,7 @@ impl Drop for DeadLetterTopic {
 /// Shared by the sources of a process (`Arc<Rejections>`).
 pub struct Rejections {
     counts: Arc<RejectCounts>,
-    seen: Mutex<HashSet<(String, Reason)>>,
+    seen: Mutex<Vec<(String, Reason)>>,
     sink: Option<Mutex<Box<dyn DeadLetterSink>>>,
     sink_failures: AtomicU64,
 }
@@ -340,7 +339,7 @@ impl Rejections {
     pub fn new(counts: Arc<RejectCounts>) -> Rejections {
         Rejections {
             counts,
-            seen: Mutex::new(HashSet::new()),
+            seen: Mutex::new(Vec::new()),
             sink: None,
             sink_failures: AtomicU64::new(0),
         }
@@ -366,10 +365,11 @@ impl Rejections {
     /// True the first time (source, reason) is seen.
     fn first(&self, source: &str, reason: Reason) -> bool {
         let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
-        if seen.contains(&(source.to_string(), reason)) {
+        // A handful of entries at most: a scan, no allocation on the hot path.
+        if seen.iter().any(|(s, r)| s == source && *r == reason) {
             return false;
         }
-        seen.insert((source.to_string(), reason));
+        seen.push((source.to_string(), reason));
         true
     }
 

@@ -158,6 +158,18 @@ pub enum KafkaSourceError {
         /// the offset
         offset: i64,
     },
+    /// The decoding task failed (a panic in a decoder).
+    #[error("Kafka: decoding {topic}/{partition}/{offset} failed: {detail}")]
+    Decode {
+        /// the topic
+        topic: String,
+        /// the partition
+        partition: i32,
+        /// the offset
+        offset: i64,
+        /// what happened
+        detail: String,
+    },
     /// Committing offsets failed.
     #[error("Kafka: cannot commit offsets {offsets} of group {group} on {brokers}: {source}")]
     Commit {
@@ -395,7 +407,7 @@ impl KafkaSource {
         let mut transient = 0u64;
         loop {
             match self.consumer.recv().await {
-                Ok(message) => return self.item(&message),
+                Ok(message) => return self.item(&message).await,
                 Err(e) if is_fatal(&e) => {
                     return Err(KafkaSourceError::Fatal {
                         group: self.config.group_id.clone(),
@@ -415,7 +427,9 @@ impl KafkaSource {
         }
     }
 
-    fn item(&self, message: &BorrowedMessage<'_>) -> Result<KafkaItem, KafkaSourceError> {
+    /// Copies the message out of librdkafka's buffer and decodes it on a blocking
+    /// thread (decoding is CPU work; the copy costs a small part of it).
+    async fn item(&self, message: &BorrowedMessage<'_>) -> Result<KafkaItem, KafkaSourceError> {
         let (partition, offset) = (message.partition(), message.offset());
         let Some((topic, table)) = self
             .topics
@@ -429,30 +443,43 @@ impl KafkaSource {
                 offset,
             });
         };
-        let payload = message.payload().unwrap_or_default();
-        let decoded = if payload.is_empty() && message.payload().is_none() {
-            Err(DecodeError::new(
-                Reason::UnknownEncoding,
-                "a message with no payload (a tombstone)",
-            ))
-        } else {
-            decode_any(table, payload)
-        };
+        let timestamp_ms = message.timestamp().to_millis();
+        let payload = message.payload().map(<[u8]>::to_vec);
+        let rejections = self.rejections.clone();
+        let keep_raw = self.config.keep_raw;
         let origin = format!("{topic}/{partition}/{offset}");
-        match &decoded {
-            Ok(d) => self.rejections.records("kafka", &origin, &d.rejected),
-            Err(error) => self
-                .rejections
-                .message(&DeadLetter::new("kafka", &origin, error, payload)),
-        }
+        let work = move || {
+            let decoded = match &payload {
+                None => Err(DecodeError::new(
+                    Reason::UnknownEncoding,
+                    "a message with no payload (a tombstone)",
+                )),
+                Some(bytes) => decode_any(table, bytes),
+            };
+            let bytes = payload.unwrap_or_default();
+            match &decoded {
+                Ok(d) => rejections.records("kafka", &origin, &d.rejected),
+                Err(error) => rejections.message(&DeadLetter::new("kafka", &origin, error, &bytes)),
+            }
+            (decoded, keep_raw.then_some(bytes))
+        };
+        let (decoded, raw) =
+            tokio::task::spawn_blocking(work)
+                .await
+                .map_err(|e| KafkaSourceError::Decode {
+                    topic: topic.to_string(),
+                    partition,
+                    offset,
+                    detail: e.to_string(),
+                })?;
         Ok(KafkaItem {
             topic,
             partition,
             offset,
             table,
-            timestamp_ms: message.timestamp().to_millis(),
+            timestamp_ms,
             decoded,
-            raw: self.config.keep_raw.then(|| payload.to_vec()),
+            raw,
         })
     }
 
