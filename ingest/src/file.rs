@@ -392,7 +392,7 @@ impl CaptureReader {
     }
 
     /// The next raw message, without decoding it: what [`Iterator::next`] decodes.
-    /// `Ok(None)` at the end of all files.
+    /// `None` at the end of all files.
     pub fn next_raw(&mut self) -> Option<RawItem> {
         loop {
             if self.current.is_none() {
