@@ -1,1 +1,3 @@
 //! shop
+pub mod services;
+pub mod telemetry;

@@ -1,0 +1,253 @@
+//! The shop's services, one module each, each its own process (`shop <service>`).
+//!
+//! | service | default address | owns |
+//! | --- | --- | --- |
+//! | [`gateway`] | 127.0.0.1:18080 | edge routing, sessions, rate limiting, load shedding, OpenAPI |
+//! | [`auth`] | 127.0.0.1:18081 | accounts, argon2 hashes, lockout, login rate limit |
+//! | [`catalog`] | 127.0.0.1:18082 | products, categories, search (PostgreSQL) |
+//! | [`cart`] | 127.0.0.1:18083 | carts (Redis) |
+//! | [`checkout`] | 127.0.0.1:18084 | orders (PostgreSQL), calls cart and payments |
+//! | [`payments`] | 127.0.0.1:18085 | a simulated card processor |
+//!
+//! Every service shares [`http`] (JSON errors, SERVER spans, RED metrics,
+//! backpressure, the instrumented client), [`store`] (instrumented SQLx and
+//! Redis), [`events`] (the contract's domain events) and [`security`].
+
+pub mod auth;
+pub mod cart;
+pub mod catalog;
+pub mod checkout;
+pub mod events;
+pub mod gateway;
+pub mod http;
+pub mod openapi;
+pub mod payments;
+pub mod security;
+pub mod store;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::middleware::{from_fn, from_fn_with_state};
+use tower_http::catch_panic::CatchPanicLayer;
+
+use self::http::HttpMetrics;
+
+/// One of the shop's services.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Service {
+    Gateway,
+    Auth,
+    Catalog,
+    Cart,
+    Checkout,
+    Payments,
+}
+
+impl Service {
+    pub const ALL: [Service; 6] = [
+        Service::Gateway,
+        Service::Auth,
+        Service::Catalog,
+        Service::Cart,
+        Service::Checkout,
+        Service::Payments,
+    ];
+
+    /// The short name: `gateway`, `auth`, ...
+    pub fn name(self) -> &'static str {
+        match self {
+            Service::Gateway => "gateway",
+            Service::Auth => "auth",
+            Service::Catalog => "catalog",
+            Service::Cart => "cart",
+            Service::Checkout => "checkout",
+            Service::Payments => "payments",
+        }
+    }
+
+    /// The OpenTelemetry `service.name`: `shop-gateway`, ...
+    pub fn service_name(self) -> &'static str {
+        match self {
+            Service::Gateway => "shop-gateway",
+            Service::Auth => "shop-auth",
+            Service::Catalog => "shop-catalog",
+            Service::Cart => "shop-cart",
+            Service::Checkout => "shop-checkout",
+            Service::Payments => "shop-payments",
+        }
+    }
+
+    pub fn default_port(self) -> u16 {
+        match self {
+            Service::Gateway => 18080,
+            Service::Auth => 18081,
+            Service::Catalog => 18082,
+            Service::Cart => 18083,
+            Service::Checkout => 18084,
+            Service::Payments => 18085,
+        }
+    }
+
+    /// The variable holding this service's listen address (`SHOP_GATEWAY_ADDR`, ...).
+    pub fn addr_var(self) -> String {
+        format!("SHOP_{}_ADDR", self.name().to_uppercase())
+    }
+
+    /// The variable holding this service's base URL for its callers (`SHOP_CATALOG_URL`, ...).
+    pub fn url_var(self) -> String {
+        format!("SHOP_{}_URL", self.name().to_uppercase())
+    }
+}
+
+/// Where things are, from the environment (see shop/README.md).
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub database_url: String,
+    pub redis_url: String,
+    /// Base URL of each service, for its callers.
+    pub urls: Vec<(Service, String)>,
+    /// Timeout of calls between services.
+    pub upstream_timeout: Duration,
+}
+
+impl Config {
+    pub fn from_env() -> Config {
+        let var = |name: &str, default: &str| std::env::var(name).unwrap_or_else(|_| default.to_owned());
+        Config {
+            database_url: var(
+                "DATABASE_URL",
+                "postgres://otelguard:otelguard@127.0.0.1:55432/otelguard",
+            ),
+            redis_url: var("REDIS_URL", "redis://127.0.0.1:56379"),
+            urls: Service::ALL
+                .iter()
+                .map(|s| {
+                    let default = format!("http://127.0.0.1:{}", s.default_port());
+                    (*s, var(&s.url_var(), &default))
+                })
+                .collect(),
+            upstream_timeout: Duration::from_millis(
+                var("SHOP_UPSTREAM_TIMEOUT_MS", "5000").parse().unwrap_or(5000),
+            ),
+        }
+    }
+
+    pub fn url(&self, service: Service) -> String {
+        self.urls
+            .iter()
+            .find(|(s, _)| *s == service)
+            .map(|(_, u)| u.clone())
+            .unwrap_or_else(|| format!("http://127.0.0.1:{}", service.default_port()))
+    }
+
+    pub fn upstream(&self, service: Service) -> anyhow::Result<http::Upstream> {
+        http::Upstream::new(service.service_name(), self.url(service), self.upstream_timeout)
+    }
+
+    /// The listen address of `service`: `SHOP_<SERVICE>_ADDR` or 127.0.0.1 and its default port.
+    pub fn listen_addr(service: Service) -> anyhow::Result<SocketAddr> {
+        match std::env::var(service.addr_var()) {
+            Ok(v) => v
+                .parse()
+                .with_context(|| format!("{}={v:?} is not an address", service.addr_var())),
+            Err(_) => Ok(SocketAddr::from(([127, 0, 0, 1], service.default_port()))),
+        }
+    }
+}
+
+/// Wraps a service's routes with what every service has: route naming, JSON
+/// errors, the body limit, SERVER spans and metrics, panic catching.
+pub fn finish(routes: Router, metrics: &HttpMetrics) -> Router {
+    routes
+        .route_layer(from_fn(http::record_route))
+        .fallback(|| async { http::ApiError::not_found("not_found", "no such route") })
+        .layer(DefaultBodyLimit::max(http::MAX_BODY_BYTES))
+        .layer(from_fn(http::json_errors))
+        .layer(from_fn_with_state(metrics.clone(), http::observe))
+        .layer(CatchPanicLayer::custom(http::panic_response))
+}
+
+/// Builds the router of `service` (connecting to what it needs; database
+/// services run the migrations first).
+pub async fn router(service: Service, config: &Config) -> anyhow::Result<Router> {
+    let metrics = HttpMetrics::new();
+    let routes = match service {
+        Service::Gateway => gateway::router(config, &metrics).await?,
+        Service::Auth => auth::router(config, &metrics).await?,
+        Service::Catalog => catalog::router(config, &metrics).await?,
+        Service::Cart => cart::router(config, &metrics).await?,
+        Service::Checkout => checkout::router(config, &metrics).await?,
+        Service::Payments => payments::router(config, &metrics)?,
+    };
+    Ok(finish(routes, &metrics))
+}
+
+/// Runs `service` on `listener` until `shutdown` completes, then drains
+/// in-flight requests and flushes telemetry. Prints `shop-<service> listening
+/// on http://ADDR` on stdout once it accepts connections.
+pub async fn run(
+    service: Service,
+    config: Config,
+    listener: tokio::net::TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let telemetry = crate::telemetry::init(service.service_name())?;
+    let result = serve(service, &config, listener, shutdown).await;
+    if let Err(e) = &result {
+        tracing::error!(error = format!("{e:#}"), "service failed");
+    }
+    telemetry.shutdown();
+    result
+}
+
+async fn serve(
+    service: Service,
+    config: &Config,
+    listener: tokio::net::TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let app = router(service, config).await?;
+    let addr = listener.local_addr()?;
+    println!("{} listening on http://{addr}", service.service_name());
+    tracing::info!(%addr, "{} listening", service.service_name());
+    axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
+        .with_graceful_shutdown(shutdown)
+        .await?;
+    tracing::info!("{} stopped", service.service_name());
+    Ok(())
+}
+
+/// Completes on SIGINT or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = term => {},
+    }
+}
+
+/// Runs the migrations (and seeds the accounts) without starting a service.
+pub async fn migrate(config: &Config) -> anyhow::Result<()> {
+    let db = store::Db::connect(&config.database_url, "migrate").await?;
+    let seeded = auth::seed_accounts(&db).await?;
+    println!("migrations applied; {seeded} accounts seeded");
+    Ok(())
+}
