@@ -44,7 +44,9 @@ async fn rule_set(count: usize) -> RuleSet {
             d
         })
         .collect();
-    RuleSet::from_definitions(defs).await.expect("the pack plans")
+    RuleSet::from_definitions(defs)
+        .await
+        .expect("the pack plans")
 }
 
 fn peak_rss_kib() -> u64 {
@@ -89,7 +91,10 @@ fn child(capture: &Path, count: usize) {
 }
 
 fn main() {
-    let args: Vec<String> = std::env::args().skip(1).filter(|a| a != "--bench").collect();
+    let args: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| a != "--bench")
+        .collect();
     if args.first().map(String::as_str) == Some("--child") {
         let capture = PathBuf::from(&args[1]);
         let count: usize = args[2].parse().expect("a rule count");

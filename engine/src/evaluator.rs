@@ -178,9 +178,37 @@ impl Evaluator {
             .collect()
     }
 
-    /// Adds rows of `table`. Rows older than the watermark are counted as late
-    /// and dropped; the watermark then advances past the batch's rows.
-    pub fn push(&mut self, table: Table, batch: RecordBatch) -> Result<(), arrow::error::ArrowError> {
+    /// Judges streams idle by wall-clock quiet instead of event-time lag (live input).
+    pub fn with_idleness(mut self, idleness: window::Idleness) -> Self {
+        self.watermark = self.watermark.with_idleness(idleness);
+        self
+    }
+
+    /// Declares a stream that will come (a Kafka partition just assigned), so
+    /// that it holds the watermark until it delivers rows or goes idle.
+    pub fn expect_stream(&mut self, stream: window::Stream) {
+        self.watermark.expect(stream);
+    }
+
+    /// Adds rows of `table` from a source with one stream per table (a capture,
+    /// the OTLP receiver).
+    pub fn push(
+        &mut self,
+        table: Table,
+        batch: RecordBatch,
+    ) -> Result<(), arrow::error::ArrowError> {
+        self.push_from(table.into(), batch)
+    }
+
+    /// Adds rows of one stream. Rows older than the stream's watermark, or only
+    /// in windows already evaluated, are counted as late and dropped; the
+    /// watermark then advances past the batch's rows.
+    pub fn push_from(
+        &mut self,
+        stream: window::Stream,
+        batch: RecordBatch,
+    ) -> Result<(), arrow::error::ArrowError> {
+        let table = stream.table;
         if batch.num_rows() == 0 {
             return Ok(());
         }
@@ -192,14 +220,14 @@ impl Evaluator {
         *self.stats.rows.entry(table.name()).or_default() += batch.num_rows() as u64;
         // late: behind its own stream's watermark, or only in windows already evaluated
         let evaluated_upto = self.sessions.iter().filter_map(|s| s.next_start).min();
-        let keep_from = match (self.watermark.of(table), evaluated_upto) {
+        let keep_from = match (self.watermark.of(stream), evaluated_upto) {
             (Some(a), Some(b)) => Some(a.max(b)),
             (a, b) => a.or(b),
         };
         let late = self.buffer.push(table, batch, keep_from)?;
         self.stats.late_rows += late as u64;
         if hi >= lo {
-            self.watermark.observe(table, hi);
+            self.watermark.observe(stream, hi);
             self.max_seen = Some(self.max_seen.map_or(hi, |m| m.max(hi)));
             self.min_seen = Some(self.min_seen.map_or(lo, |m| m.min(lo)));
         }
@@ -214,6 +242,15 @@ impl Evaluator {
         self.max_seen = Some(self.max_seen.map_or(time, |m| m.max(time)));
     }
 
+    /// Event time before which every window of every rule has been evaluated:
+    /// a row older than this has had all its effects.
+    pub fn evaluated_upto(&self) -> Option<i64> {
+        if self.sessions.is_empty() {
+            return self.watermark.get();
+        }
+        self.sessions.iter().map(|s| s.next_start).min().flatten()
+    }
+
     /// The current watermark (event time, ns).
     pub fn watermark(&self) -> Option<i64> {
         self.watermark.get()
@@ -224,10 +261,14 @@ impl Evaluator {
         let Some(w) = self.watermark.get() else {
             return false;
         };
-        self.rules.sessions.iter().zip(&self.sessions).any(|(s, st)| {
-            let last = window::last_final_start(s.spec, w);
-            st.next_start.is_none_or(|n| n <= last)
-        })
+        self.rules
+            .sessions
+            .iter()
+            .zip(&self.sessions)
+            .any(|(s, st)| {
+                let last = window::last_final_start(s.spec, w);
+                st.next_start.is_none_or(|n| n <= last)
+            })
     }
 
     /// Evaluates every window that is final at the current watermark.
@@ -241,7 +282,9 @@ impl Evaluator {
 
     /// Ends the input: every window that holds a row is evaluated.
     pub async fn finish(&mut self) -> Vec<Output> {
-        let Some(max) = self.max_seen else { return vec![] };
+        let Some(max) = self.max_seen else {
+            return vec![];
+        };
         self.watermark.finish();
         self.evaluate_until(|spec| max.div_euclid(spec.slide_ns) * spec.slide_ns)
             .await
@@ -257,7 +300,8 @@ impl Evaluator {
             let last = last_start_of(spec);
             let first = self.sessions[si].next_start.unwrap_or_else(|| {
                 // the first window that holds the earliest row
-                min_seen.div_euclid(spec.slide_ns) * spec.slide_ns - (spec.overlap() - 1) * spec.slide_ns
+                min_seen.div_euclid(spec.slide_ns) * spec.slide_ns
+                    - (spec.overlap() - 1) * spec.slide_ns
             });
             if first > last {
                 self.sessions[si].next_start = Some(first);

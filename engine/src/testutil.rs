@@ -34,7 +34,8 @@ pub fn rows(table: Table, times: &[i64], columns: &[(&str, ArrayRef)]) -> Record
             }
             match (f.name().as_str(), f.data_type()) {
                 ("time" | "end_time", _) => {
-                    Arc::new(TimestampNanosecondArray::from(times.to_vec()).with_timezone("UTC")) as ArrayRef
+                    Arc::new(TimestampNanosecondArray::from(times.to_vec()).with_timezone("UTC"))
+                        as ArrayRef
                 }
                 (_, _) if f.is_nullable() => new_null_array(f.data_type(), n),
                 (_, DataType::Utf8) => Arc::new(StringArray::from(vec![""; n])),
@@ -68,7 +69,9 @@ pub async fn rule_set(files: &[&str]) -> RuleSet {
     let defs = files
         .iter()
         .enumerate()
-        .map(|(i, t)| parse_text(std::path::Path::new(&format!("rule{i}.sql")), t).expect("test rule parses"))
+        .map(|(i, t)| {
+            parse_text(std::path::Path::new(&format!("rule{i}.sql")), t).expect("test rule parses")
+        })
         .collect();
     RuleSet::from_definitions(defs).await.expect("rule set")
 }

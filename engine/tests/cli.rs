@@ -100,7 +100,10 @@ fn replay_is_byte_identical_and_alerts_carry_the_contract_fields() {
         "{}",
         String::from_utf8_lossy(&first.stderr)
     );
-    assert_eq!(first.stdout, second.stdout, "two replays of one capture differ");
+    assert_eq!(
+        first.stdout, second.stdout,
+        "two replays of one capture differ"
+    );
     let alerts: Vec<Value> = String::from_utf8_lossy(&first.stdout)
         .lines()
         .map(|l| serde_json::from_str(l).expect("each line is JSON"))
@@ -136,7 +139,8 @@ fn a_broken_rule_is_reported_with_its_place_and_the_others_run() {
     let capture = write_capture(&dir);
     let rules = dir.join("rules");
     std::fs::create_dir_all(&rules).unwrap();
-    let good = std::fs::read_to_string(rules_dir().join("auth/brute_force_single_account.sql")).unwrap();
+    let good =
+        std::fs::read_to_string(rules_dir().join("auth/brute_force_single_account.sql")).unwrap();
     std::fs::write(rules.join("good.sql"), &good).unwrap();
     let broken = good
         .replace("auth.brute_force.single_account", "broken.rule")
@@ -183,7 +187,11 @@ fn kpis_come_out_per_window() {
     let dir = temp_dir("kpis");
     let capture = write_capture(&dir);
     let out = replay_json(&capture, &rules_dir(), &["--kpis"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let rows: Vec<Value> = String::from_utf8_lossy(&out.stdout)
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
@@ -192,7 +200,10 @@ fn kpis_come_out_per_window() {
         .iter()
         .find(|r| r["kpi"] == "http.requests_per_s" && r["window_start"] == "2026-01-15T10:00:00Z")
         .expect("a request-rate KPI for the first minute");
-    assert_eq!(rate["dimensions"], json!({"http.route": "/api/products/{id}"}));
+    assert_eq!(
+        rate["dimensions"],
+        json!({"http.route": "/api/products/{id}"})
+    );
     // 4000 requests in the first minute
     assert!(
         (rate["value"].as_f64().unwrap() - 4000.0 / 60.0).abs() < 0.01,

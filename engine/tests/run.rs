@@ -102,7 +102,11 @@ async fn run_receives_otlp_and_raises_alerts() {
             .send()
             .await
             .expect("post spans");
-        assert!(r.status().is_success(), "{}", r.text().await.unwrap_or_default());
+        assert!(
+            r.status().is_success(),
+            "{}",
+            r.text().await.unwrap_or_default()
+        );
     }
     // a later span moves the watermark past the windows of the flood
     client

@@ -125,10 +125,23 @@ async fn a_rule_failing_at_run_time_is_disabled_and_the_others_run() {
     fired.extend(alerts(ev.finish().await));
     let health = ev.health();
     let broken = health.iter().find(|h| h.id == "test.broken").unwrap();
-    assert!(!broken.enabled, "disabled after repeated failures: {broken:?}");
+    assert!(
+        !broken.enabled,
+        "disabled after repeated failures: {broken:?}"
+    );
     assert_eq!(broken.failures, crate::evaluator::MAX_FAILURES);
-    assert!(broken.last_error.as_deref().unwrap_or("").contains("Divide by zero"), "{broken:?}");
+    assert!(
+        broken
+            .last_error
+            .as_deref()
+            .unwrap_or("")
+            .contains("Divide by zero"),
+        "{broken:?}"
+    );
     let good_health = health.iter().find(|h| h.id == "test.flood").unwrap();
     assert!(good_health.enabled);
-    assert!(fired.iter().filter(|a| a.state == State::Firing).count() >= 4, "the other rule keeps firing: {fired:?}");
+    assert!(
+        fired.iter().filter(|a| a.state == State::Firing).count() >= 4,
+        "the other rule keeps firing: {fired:?}"
+    );
 }

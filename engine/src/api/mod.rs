@@ -153,14 +153,22 @@ pub fn render_metrics(b: &Board) -> String {
         "# HELP otelguard_alerts_fired_total Firing alerts, by rule.\n# TYPE otelguard_alerts_fired_total counter"
     );
     for r in b.rules.iter().filter(|r| r.kind == "alert") {
-        let _ = writeln!(m, "otelguard_alerts_fired_total{{rule=\"{}\"}} {}", r.id, r.fired);
+        let _ = writeln!(
+            m,
+            "otelguard_alerts_fired_total{{rule=\"{}\"}} {}",
+            r.id, r.fired
+        );
     }
     let _ = writeln!(
         m,
         "# HELP otelguard_rule_failures Consecutive failed evaluations, by rule.\n# TYPE otelguard_rule_failures gauge"
     );
     for r in &b.rules {
-        let _ = writeln!(m, "otelguard_rule_failures{{rule=\"{}\"}} {}", r.id, r.failures);
+        let _ = writeln!(
+            m,
+            "otelguard_rule_failures{{rule=\"{}\"}} {}",
+            r.id, r.failures
+        );
     }
     m
 }

@@ -26,7 +26,10 @@ pub async fn load(paths: &[PathBuf]) -> anyhow::Result<SessionContext> {
     let mut bad = 0u64;
     for item in reader {
         match item {
-            CaptureItem::Message(m) => tables.entry(m.decoded.table).or_default().push(m.decoded.batch),
+            CaptureItem::Message(m) => tables
+                .entry(m.decoded.table)
+                .or_default()
+                .push(m.decoded.batch),
             CaptureItem::Bad(b) => {
                 bad += 1;
                 if bad == 1 {
@@ -61,7 +64,9 @@ pub async fn run(paths: &[PathBuf], sql: &str, format: QueryFormat) -> anyhow::R
         .sql(sql)
         .await
         .map_err(|e| anyhow::anyhow!("{}", e.to_string().lines().next().unwrap_or_default()))
-        .context("the query does not plan (tables: spans, logs, events, metrics; see docs/schema.md)")?
+        .context(
+            "the query does not plan (tables: spans, logs, events, metrics; see docs/schema.md)",
+        )?
         .collect()
         .await?;
     let stdout = std::io::stdout();

@@ -34,7 +34,8 @@ pub struct RecordArgs {
 pub async fn record(args: RecordArgs) -> anyhow::Result<()> {
     let limit = match &args.duration {
         Some(d) => Some(
-            crate::rules::definition::parse_duration(d).map_err(|e| anyhow::anyhow!("--duration: {e}"))?,
+            crate::rules::definition::parse_duration(d)
+                .map_err(|e| anyhow::anyhow!("--duration: {e}"))?,
         ),
         None => None,
     };
@@ -48,9 +49,10 @@ pub async fn record(args: RecordArgs) -> anyhow::Result<()> {
     };
     let (tx, mut rx) = mpsc::channel(64);
     let counts = Arc::new(RejectCounts::default());
-    let handle = ingest::otlp_receiver::start(config, tx, Arc::new(Rejections::new(counts.clone())))
-        .await
-        .context("cannot start the OTLP receiver")?;
+    let handle =
+        ingest::otlp_receiver::start(config, tx, Arc::new(Rejections::new(counts.clone())))
+            .await
+            .context("cannot start the OTLP receiver")?;
     eprintln!(
         "recording to {}: OTLP receiver: gRPC {} HTTP {}",
         args.out.display(),

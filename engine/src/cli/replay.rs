@@ -52,7 +52,11 @@ pub struct Summary {
 impl Summary {
     /// One line for stderr.
     pub fn line(&self) -> String {
-        let rejected: Vec<String> = self.rejected.iter().map(|(r, n)| format!("{r}: {n}")).collect();
+        let rejected: Vec<String> = self
+            .rejected
+            .iter()
+            .map(|(r, n)| format!("{r}: {n}"))
+            .collect();
         format!(
             "replayed {} messages, {} rows in {:.2} s ({:.0} rows/s); {} late rows; {} rejected{}; {} outputs",
             self.messages,
@@ -84,7 +88,8 @@ pub async fn replay(
     speed: Speed,
     mut emit: impl FnMut(&[Output]) -> anyhow::Result<()>,
 ) -> anyhow::Result<Summary> {
-    let reader = file::open(paths).with_context(|| format!("cannot open the capture {}", show(paths)))?;
+    let reader =
+        file::open(paths).with_context(|| format!("cannot open the capture {}", show(paths)))?;
     let progress = reader.progress();
     let (tx, mut rx) = tokio::sync::mpsc::channel::<CaptureItem>(64);
     // reading and decoding run on a thread of their own, beside evaluation
@@ -106,7 +111,10 @@ pub async fn replay(
         let message = match item {
             CaptureItem::Message(m) => m,
             CaptureItem::Bad(bad) => {
-                *summary.rejected.entry(bad.error.reason.as_str()).or_default() += 1;
+                *summary
+                    .rejected
+                    .entry(bad.error.reason.as_str())
+                    .or_default() += 1;
                 if logged.insert((bad.position.file.clone(), bad.error.reason)) {
                     tracing::warn!(at = %bad.position, error = %bad.error, "skipped a message that does not decode (further ones of this kind in this file are only counted)");
                 }

@@ -216,7 +216,10 @@ pub async fn test(dir: &Path, report: bool, lateness_ns: i64) -> anyhow::Result<
         for e in &set.errors {
             eprintln!("error: {e}");
         }
-        anyhow::bail!("{} rule files do not load; run `rules check`", set.errors.len());
+        anyhow::bail!(
+            "{} rule files do not load; run `rules check`",
+            set.errors.len()
+        );
     }
     let ids: Vec<(String, PathBuf)> = set
         .rules
@@ -298,8 +301,11 @@ pub async fn test(dir: &Path, report: bool, lateness_ns: i64) -> anyhow::Result<
                 "{:<40} {:<45} {:>9} {:>8} {:>7}",
                 o.rule,
                 o.case,
-                o.detected
-                    .map_or("-".to_string(), |d| if d { "yes".into() } else { "NO".into() }),
+                o.detected.map_or("-".to_string(), |d| if d {
+                    "yes".into()
+                } else {
+                    "NO".into()
+                }),
                 o.delay_s.map_or("-".to_string(), |d| format!("{d:.0}")),
                 o.false_incidents
             );

@@ -40,6 +40,13 @@ pub struct RunArgs {
     /// Kafka consumer group
     #[arg(long, default_value = "otelguard-engine")]
     pub group: String,
+    /// the topics of spans, logs and metrics (the Collector's defaults)
+    #[arg(long, default_value = "otlp_spans")]
+    pub spans_topic: String,
+    #[arg(long, default_value = "otlp_logs")]
+    pub logs_topic: String,
+    #[arg(long, default_value = "otlp_metrics")]
+    pub metrics_topic: String,
     /// send alerts to this Alertmanager, e.g. http://127.0.0.1:19093
     #[arg(long)]
     pub alertmanager: Option<String>,
@@ -65,7 +72,42 @@ pub(crate) fn addr(flag: &str, text: &str) -> anyhow::Result<Option<SocketAddr>>
 /// One batch of rows from a live source.
 pub struct Incoming {
     pub table: Table,
-    pub batch: RecordBatch,
+    /// no rows for a message that did not decode (still to be committed)
+    pub batch: Option<RecordBatch>,
+    /// where it came from in Kafka, so its offset is committed once its effects are durable
+    pub kafka: Option<(Arc<str>, i32, i64)>,
+}
+
+/// Kafka offsets waiting for their rows' windows to be evaluated and the
+/// resulting alerts delivered: per partition, in order, (offset, newest row time).
+#[derive(Default)]
+struct Uncommitted {
+    partitions: std::collections::BTreeMap<(Arc<str>, i32), std::collections::VecDeque<(i64, i64)>>,
+}
+
+impl Uncommitted {
+    fn add(&mut self, topic: Arc<str>, partition: i32, offset: i64, newest: i64) {
+        self.partitions
+            .entry((topic, partition))
+            .or_default()
+            .push_back((offset, newest));
+    }
+
+    /// Takes the offsets, from the front of each partition, whose rows are all
+    /// older than `done` (every window they are in was evaluated).
+    fn take_done(&mut self, done: i64) -> ingest::kafka::OffsetsUpTo {
+        let mut out = ingest::kafka::OffsetsUpTo::default();
+        for ((topic, partition), queue) in &mut self.partitions {
+            while let Some(&(offset, newest)) = queue.front() {
+                if newest >= done {
+                    break;
+                }
+                out.mark_at(topic.clone(), *partition, offset);
+                queue.pop_front();
+            }
+        }
+        out
+    }
 }
 
 /// Everything outputs go to.
@@ -73,38 +115,110 @@ struct Delivery {
     printer: Printer<std::io::Stdout>,
     alertmanager: Option<Alertmanager>,
     board: Arc<Mutex<Board>>,
+    /// alerts Alertmanager has not taken yet, retried on every delivery and tick
+    unsent: Vec<Alert>,
 }
 
 impl Delivery {
-    /// Delivers outputs; returns once every sink that must have them has them.
+    /// Delivers outputs, and retries what an earlier delivery could not send.
     async fn deliver(&mut self, outputs: &[Output]) {
-        if outputs.is_empty() {
-            return;
-        }
-        self.board
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .record(outputs);
-        let alerts: Vec<Output> = outputs
-            .iter()
-            .filter(|o| matches!(o, Output::Alert(_)))
-            .cloned()
-            .collect();
-        if let Err(e) = self.printer.print(&alerts) {
-            tracing::error!(error = %e, "cannot write alerts to stdout");
-        }
-        if let Some(am) = &self.alertmanager {
-            let alerts: Vec<Alert> = outputs
+        if !outputs.is_empty() {
+            self.board
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .record(outputs);
+            let alerts: Vec<Output> = outputs
                 .iter()
-                .filter_map(|o| match o {
+                .filter(|o| matches!(o, Output::Alert(_)))
+                .cloned()
+                .collect();
+            if let Err(e) = self.printer.print(&alerts) {
+                tracing::error!(error = %e, "cannot write alerts to stdout");
+            }
+            if self.alertmanager.is_some() {
+                self.unsent.extend(outputs.iter().filter_map(|o| match o {
                     Output::Alert(a) => Some(a.clone()),
                     Output::Kpi(_) => None,
-                })
-                .collect();
-            if let Err(e) = am.send(&alerts).await {
-                tracing::error!(error = %e, "alerts not delivered to Alertmanager; they stay in the API");
+                }));
             }
         }
+        if let Some(am) = &self.alertmanager
+            && !self.unsent.is_empty()
+        {
+            match am.send(&self.unsent).await {
+                Ok(()) => self.unsent.clear(),
+                Err(e) => tracing::error!(
+                    error = %e,
+                    waiting = self.unsent.len(),
+                    "alerts not delivered to Alertmanager yet; retrying, and Kafka offsets wait"
+                ),
+            }
+        }
+    }
+
+    /// Whether every alert so far reached every sink that must have it.
+    fn is_clear(&self) -> bool {
+        self.unsent.is_empty()
+    }
+}
+
+/// Declares every partition assigned to the consumer as a stream of its table.
+fn expect_assigned(ev: &mut Evaluator, source: &ingest::kafka::KafkaSource, args: &RunArgs) {
+    for assigned in source.assignment() {
+        let Some((topic, partition)) = assigned.rsplit_once('/') else {
+            continue;
+        };
+        let Ok(partition) = partition.parse() else {
+            continue;
+        };
+        let table = if topic == args.spans_topic {
+            Table::Spans
+        } else if topic == args.logs_topic {
+            Table::Logs
+        } else if topic == args.metrics_topic {
+            Table::Metrics
+        } else {
+            continue;
+        };
+        ev.expect_stream(crate::window::Stream { table, partition });
+    }
+}
+
+/// The newest event time in a batch.
+fn newest_time(batch: &RecordBatch) -> Option<i64> {
+    crate::window::times(batch).ok()?.iter().flatten().max()
+}
+
+/// Commits the Kafka offsets whose effects are durable: all their rows are in
+/// evaluated windows, and every alert so far was delivered.
+fn commit(
+    kafka: &Option<Arc<ingest::kafka::KafkaSource>>,
+    uncommitted: &mut Uncommitted,
+    ev: &Evaluator,
+    delivery: &Delivery,
+) {
+    let (Some(source), Some(done)) = (kafka, ev.evaluated_upto()) else {
+        return;
+    };
+    tracing::trace!(
+        done,
+        waiting = uncommitted
+            .partitions
+            .values()
+            .map(|q| q.len())
+            .sum::<usize>(),
+        "commit check"
+    );
+    if !delivery.is_clear() {
+        return;
+    }
+    let offsets = uncommitted.take_done(done);
+    if offsets.is_empty() {
+        return;
+    }
+    tracing::debug!(offsets = ?offsets, "committing Kafka offsets");
+    if let Err(e) = source.commit(&offsets, false) {
+        tracing::error!(error = %e, "cannot commit Kafka offsets; they will be read again after a restart");
     }
 }
 
@@ -124,24 +238,66 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let set = load_rules(&args.rules.dir(), Which::All).await?;
     // bind the API first: a taken port is an error at once, before any input is read
     let listener = api::bind(&args.listen).await?;
-    let idle =
-        crate::rules::definition::parse_duration(&args.idle).map_err(|e| anyhow::anyhow!("--idle: {e}"))?;
+    let idle = crate::rules::definition::parse_duration(&args.idle)
+        .map_err(|e| anyhow::anyhow!("--idle: {e}"))?;
     let board = Arc::new(Mutex::new(Board {
         rule_errors: set.errors.iter().map(|e| e.to_string()).collect(),
         ..Board::default()
     }));
-    let mut ev = Evaluator::new(set, args.lateness.nanos()?);
+    let mut ev = Evaluator::new(set, args.lateness.nanos()?)
+        .with_idleness(crate::window::Idleness::WallClock(idle));
     let counts = Arc::new(RejectCounts::default());
     let (tx, mut rx) = mpsc::channel::<Incoming>(64);
+    let mut kafka: Option<Arc<ingest::kafka::KafkaSource>> = None;
+    let mut uncommitted = Uncommitted::default();
 
     // the source
-    let _receiver = match &args.kafka {
+    let _receiver: Option<ingest::otlp_receiver::ReceiverHandle> = match &args.kafka {
         Some(brokers) => {
-            board.lock().unwrap_or_else(|e| e.into_inner()).source =
-                format!("Kafka {brokers}, group {}", args.group);
-            anyhow::bail!(
-                "consuming Kafka from `run` is not wired yet; use the built-in OTLP receiver (the default)"
-            );
+            let source_name = format!("Kafka {brokers}, group {}", args.group);
+            let mut config = ingest::kafka::KafkaConfig::new(brokers.clone(), args.group.clone());
+            config.topics = vec![
+                (args.spans_topic.clone(), Table::Spans),
+                (args.logs_topic.clone(), Table::Logs),
+                (args.metrics_topic.clone(), Table::Metrics),
+            ];
+            let source = ingest::kafka::KafkaSource::connect(
+                config,
+                Arc::new(Rejections::new(counts.clone())),
+            )
+            .await
+            .with_context(|| format!("cannot consume from Kafka at {brokers}"))?;
+            let source = Arc::new(source);
+            eprintln!("{source_name}");
+            board.lock().unwrap_or_else(|e| e.into_inner()).source = source_name;
+            kafka = Some(source.clone());
+            let tx = tx.clone();
+            tokio::spawn(async move {
+                loop {
+                    match source.recv().await {
+                        Ok(item) => {
+                            let origin = Some((item.topic.clone(), item.partition, item.offset));
+                            let batch = item.decoded.ok().map(|d| d.batch);
+                            if tx
+                                .send(Incoming {
+                                    table: item.table,
+                                    batch,
+                                    kafka: origin,
+                                })
+                                .await
+                                .is_err()
+                            {
+                                break;
+                            }
+                        }
+                        Err(e) => {
+                            tracing::error!(error = %e, "the Kafka source stopped");
+                            break;
+                        }
+                    }
+                }
+            });
+            None
         }
         None => {
             let config = ingest::otlp_receiver::ReceiverConfig {
@@ -150,9 +306,13 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
                 ..Default::default()
             };
             let (rtx, mut rrx) = mpsc::channel(64);
-            let handle = ingest::otlp_receiver::start(config, rtx, Arc::new(Rejections::new(counts.clone())))
-                .await
-                .context("cannot start the OTLP receiver")?;
+            let handle = ingest::otlp_receiver::start(
+                config,
+                rtx,
+                Arc::new(Rejections::new(counts.clone())),
+            )
+            .await
+            .context("cannot start the OTLP receiver")?;
             let source = format!(
                 "OTLP receiver: gRPC {} HTTP {}",
                 handle.grpc_addr().map_or("off".into(), |a| a.to_string()),
@@ -164,19 +324,17 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
             tokio::spawn(async move {
                 while let Some(r) = rrx.recv().await {
                     let r: ingest::otlp_receiver::Received = r;
-                    if tx
-                        .send(Incoming {
-                            table: r.decoded.table,
-                            batch: r.decoded.batch,
-                        })
-                        .await
-                        .is_err()
-                    {
+                    let incoming = Incoming {
+                        table: r.decoded.table,
+                        batch: Some(r.decoded.batch),
+                        kafka: None,
+                    };
+                    if tx.send(incoming).await.is_err() {
                         break;
                     }
                 }
             });
-            handle
+            Some(handle)
         }
     };
     drop(tx);
@@ -192,6 +350,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         printer: Printer::new(std::io::stdout(), Format::Json),
         alertmanager: args.alertmanager.as_deref().map(Alertmanager::new),
         board: board.clone(),
+        unsent: Vec::new(),
     };
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     let mut last_row = Instant::now();
@@ -200,13 +359,31 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
             item = rx.recv() => {
                 let Some(item) = item else { break };
                 last_row = Instant::now();
-                if let Err(e) = ev.push(item.table, item.batch) {
+                let newest = item.batch.as_ref().and_then(|b| newest_time(b)).unwrap_or(i64::MIN);
+                if let (Some((topic, partition, _)), Some(source)) = (&item.kafka, &kafka)
+                    && !uncommitted.partitions.contains_key(&(topic.clone(), *partition))
+                {
+                    // a partition heard from for the first time: before its rows
+                    // count, every assigned partition holds the watermark until it speaks
+                    expect_assigned(&mut ev, source, &args);
+                }
+                let stream = crate::window::Stream {
+                    table: item.table,
+                    partition: item.kafka.as_ref().map_or(0, |(_, p, _)| *p),
+                };
+                if let Some(batch) = item.batch
+                    && let Err(e) = ev.push_from(stream, batch)
+                {
                     tracing::error!(error = %e, "rows skipped");
+                }
+                if let Some((topic, partition, offset)) = item.kafka {
+                    uncommitted.add(topic, partition, offset, newest);
                 }
                 if ev.has_final_windows() {
                     let out = ev.evaluate().await;
                     delivery.deliver(&out).await;
                 }
+                commit(&kafka, &mut uncommitted, &ev, &delivery);
                 refresh(&board, &ev, &counts);
             }
             _ = tick.tick() => {
@@ -218,6 +395,10 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
                         delivery.deliver(&out).await;
                     }
                 }
+                if !delivery.is_clear() {
+                    delivery.deliver(&[]).await;
+                }
+                commit(&kafka, &mut uncommitted, &ev, &delivery);
                 refresh(&board, &ev, &counts);
             }
             _ = tokio::signal::ctrl_c() => {

@@ -228,7 +228,11 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         "m" => n * 60,
         "h" => n * 3600,
         "d" => n * 86_400,
-        _ => return Err(format!("unknown unit `{unit}` in `{text}`; use ms, s, m, h or d")),
+        _ => {
+            return Err(format!(
+                "unknown unit `{unit}` in `{text}`; use ms, s, m, h or d"
+            ));
+        }
     };
     Ok(Duration::from_secs(secs))
 }
@@ -283,8 +287,11 @@ pub fn parse_text(path: &Path, text: &str) -> Result<Definition, RuleError> {
             .map(|span| line_col(header_text, span.start))
             .unwrap_or((1, 1));
         let message = e.message().to_string();
-        RuleError::new(at(header_line + line - 1, column), format!("header: {message}"))
-            .with_hint("the header is TOML: key = \"value\", lists as [\"a\", \"b\"]")
+        RuleError::new(
+            at(header_line + line - 1, column),
+            format!("header: {message}"),
+        )
+        .with_hint("the header is TOML: key = \"value\", lists as [\"a\", \"b\"]")
     })?;
     if sql.is_empty() {
         return Err(RuleError::new(
@@ -312,7 +319,10 @@ pub fn parse_text(path: &Path, text: &str) -> Result<Definition, RuleError> {
                     .with_hint("the name of the output column holding the measured figure")
             })?;
             if header.for_windows == 0 {
-                return Err(RuleError::new(header_at.clone(), "`for` must be at least 1"));
+                return Err(RuleError::new(
+                    header_at.clone(),
+                    "`for` must be at least 1",
+                ));
             }
             let suppress_ns = match &header.suppress {
                 Some(s) => nanos(
@@ -362,8 +372,11 @@ pub fn parse_text(path: &Path, text: &str) -> Result<Definition, RuleError> {
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
     if !id_ok {
-        return Err(RuleError::new(header_at, format!("`{id}` is not a valid id"))
-            .with_hint("use letters, digits, '.', '_' and '-', e.g. auth.brute_force.single_account"));
+        return Err(
+            RuleError::new(header_at, format!("`{id}` is not a valid id")).with_hint(
+                "use letters, digits, '.', '_' and '-', e.g. auth.brute_force.single_account",
+            ),
+        );
     }
     Ok(Definition {
         title: header.title.clone().unwrap_or_else(|| id.clone()),
@@ -384,10 +397,12 @@ pub fn parse_text(path: &Path, text: &str) -> Result<Definition, RuleError> {
 }
 
 fn window_spec(header: &Header, at: &Location) -> Result<WindowSpec, RuleError> {
-    let size =
-        parse_duration(&header.window).map_err(|e| RuleError::new(at.clone(), format!("window: {e}")))?;
+    let size = parse_duration(&header.window)
+        .map_err(|e| RuleError::new(at.clone(), format!("window: {e}")))?;
     let slide = match &header.slide {
-        Some(s) => parse_duration(s).map_err(|e| RuleError::new(at.clone(), format!("slide: {e}")))?,
+        Some(s) => {
+            parse_duration(s).map_err(|e| RuleError::new(at.clone(), format!("slide: {e}")))?
+        }
         None => size,
     };
     let (size_ns, slide_ns) = (nanos(size), nanos(slide));
@@ -406,7 +421,9 @@ fn window_spec(header: &Header, at: &Location) -> Result<WindowSpec, RuleError> 
                 header.slide.as_deref().unwrap_or("")
             ),
         )
-        .with_hint("choose a slide that divides the window, e.g. window = \"5m\", slide = \"30s\""));
+        .with_hint(
+            "choose a slide that divides the window, e.g. window = \"5m\", slide = \"30s\"",
+        ));
     }
     if size_ns / slide_ns > 120 {
         return Err(

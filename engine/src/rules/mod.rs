@@ -114,7 +114,10 @@ impl WindowSession {
     /// Runs a plan made by [`WindowSession::plan`] over the current rows.
     pub async fn execute(&self, plan: &LogicalPlan) -> DfResult<Vec<RecordBatch>> {
         let state = self.ctx.state();
-        let physical = state.query_planner().create_physical_plan(plan, &state).await?;
+        let physical = state
+            .query_planner()
+            .create_physical_plan(plan, &state)
+            .await?;
         datafusion::physical_plan::collect(physical, state.task_ctx()).await
     }
 }
@@ -172,7 +175,11 @@ fn error_position(err: &DataFusionError, message: &str) -> Option<(usize, usize)
     }
     let at = message.find("Line: ")?;
     let rest = &message[at + 6..];
-    let line: usize = rest.split(|c: char| !c.is_ascii_digit()).next()?.parse().ok()?;
+    let line: usize = rest
+        .split(|c: char| !c.is_ascii_digit())
+        .next()?
+        .parse()
+        .ok()?;
     let col_at = rest.find("Column: ")?;
     let column: usize = rest[col_at + 8..]
         .split(|c: char| !c.is_ascii_digit())
@@ -253,7 +260,10 @@ impl CompiledRule {
             }
             let col = |name: &str| {
                 batch.column_by_name(name).ok_or_else(|| {
-                    DataFusionError::Plan(format!("rule {}: output column `{name}` is missing", self.def.id))
+                    DataFusionError::Plan(format!(
+                        "rule {}: output column `{name}` is missing",
+                        self.def.id
+                    ))
                 })
             };
             let starts = cast(
@@ -281,7 +291,9 @@ impl CompiledRule {
                     a.as_any()
                         .downcast_ref::<Float64Array>()
                         .cloned()
-                        .ok_or_else(|| DataFusionError::Plan(format!("value column `{v}` is not numeric")))?,
+                        .ok_or_else(|| {
+                            DataFusionError::Plan(format!("value column `{v}` is not numeric"))
+                        })?,
                 );
             }
             let traces = batch.column_by_name("trace_ids");
@@ -303,9 +315,17 @@ impl CompiledRule {
                     keys: key_values,
                     values: values
                         .iter()
-                        .map(|a| if a.is_null(row) { f64::NAN } else { a.value(row) })
+                        .map(|a| {
+                            if a.is_null(row) {
+                                f64::NAN
+                            } else {
+                                a.value(row)
+                            }
+                        })
                         .collect(),
-                    trace_ids: traces.map(|t| sample_traces(t.as_ref(), row)).unwrap_or_default(),
+                    trace_ids: traces
+                        .map(|t| sample_traces(t.as_ref(), row))
+                        .unwrap_or_default(),
                 });
             }
         }
@@ -322,8 +342,14 @@ fn sample_traces(array: &dyn Array, row: usize) -> Vec<String> {
         DataType::List(_) => {
             let list = array.as_list::<i32>().value(row);
             let text = cast(&list, &DataType::Utf8).ok();
-            text.map(|t| t.as_string::<i32>().iter().flatten().map(String::from).collect())
-                .unwrap_or_default()
+            text.map(|t| {
+                t.as_string::<i32>()
+                    .iter()
+                    .flatten()
+                    .map(String::from)
+                    .collect()
+            })
+            .unwrap_or_default()
         }
         DataType::Utf8 => vec![array.as_string::<i32>().value(row).to_string()],
         _ => vec![],

@@ -53,7 +53,8 @@ impl<W: Write> Printer<W> {
                     }
                     match o {
                         Output::Alert(a) => {
-                            let who: Vec<String> = a.entity.iter().map(|(k, v)| format!("{k}={v}")).collect();
+                            let who: Vec<String> =
+                                a.entity.iter().map(|(k, v)| format!("{k}={v}")).collect();
                             let state = match a.state {
                                 State::Firing => "FIRING",
                                 State::Resolved => "resolved",
@@ -70,8 +71,11 @@ impl<W: Write> Printer<W> {
                             )?;
                         }
                         Output::Kpi(k) => {
-                            let dims: Vec<String> =
-                                k.dimensions.iter().map(|(k, v)| format!("{k}={v}")).collect();
+                            let dims: Vec<String> = k
+                                .dimensions
+                                .iter()
+                                .map(|(k, v)| format!("{k}={v}"))
+                                .collect();
                             writeln!(
                                 self.out,
                                 "{:<9} {:<8} {:<20} {:<20} {:>10}  {}",

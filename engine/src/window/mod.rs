@@ -31,66 +31,139 @@ pub fn times(batch: &RecordBatch) -> Result<&TimestampNanosecondArray, ArrowErro
         .ok_or_else(|| ArrowError::SchemaError("the batch has no `time` timestamp column".into()))
 }
 
-/// Tracks the watermark. Each table is a stream of its own (the Collector
-/// exports spans, logs and metrics separately, each in its own batches), so the
-/// watermark is the smallest of the streams' newest event times, less the
-/// allowed lateness. A stream that has fallen more than `idle_ns` behind the
-/// newest one (metrics exported once a minute, or a signal that stopped) does
-/// not hold the others back.
+/// One input stream: a table, from one partition of its source (a Kafka
+/// partition; 0 for a capture file or the OTLP receiver). Each stream arrives
+/// in order of its own; streams interleave arbitrarily.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Stream {
+    pub table: Table,
+    pub partition: i32,
+}
+
+impl From<Table> for Stream {
+    fn from(table: Table) -> Self {
+        Stream {
+            table,
+            partition: 0,
+        }
+    }
+}
+
+/// When a stream stops holding the watermark back.
+#[derive(Debug, Clone, Copy)]
+pub enum Idleness {
+    /// when it trails the newest stream by more than this much event time
+    /// (replay: deterministic, whatever the machine's speed)
+    EventTime(i64),
+    /// when nothing arrived on it for this long (live: a caught-up Kafka
+    /// partition or a quiet signal must not stop the others)
+    WallClock(std::time::Duration),
+}
+
+#[derive(Debug, Clone)]
+struct StreamState {
+    /// `None` for a stream expected but not heard from yet (an assigned partition)
+    newest: Option<i64>,
+    arrived: std::time::Instant,
+}
+
+/// Tracks the watermark: the smallest of the active streams' newest event
+/// times, less the allowed lateness. Spans, logs and metrics are exported
+/// separately, and Kafka partitions are read in no set order, so each is a
+/// stream of its own; an idle stream does not hold the others back.
 #[derive(Debug, Clone)]
 pub struct Watermark {
     lateness_ns: i64,
-    idle_ns: i64,
-    newest: BTreeMap<Table, i64>,
+    idleness: Idleness,
+    streams: BTreeMap<Stream, StreamState>,
+    /// the watermark never goes back
+    floor: Option<i64>,
     finished: bool,
 }
 
-/// How far a stream may trail the newest one before it counts as idle.
+/// Replay's idleness: a stream a minute of event time behind the newest.
 pub const IDLE_AFTER_NS: i64 = 60 * 1_000_000_000;
 
 impl Watermark {
     pub fn new(lateness_ns: i64) -> Self {
         Watermark {
             lateness_ns,
-            idle_ns: IDLE_AFTER_NS,
-            newest: BTreeMap::new(),
+            idleness: Idleness::EventTime(IDLE_AFTER_NS),
+            streams: BTreeMap::new(),
+            floor: None,
             finished: false,
         }
+    }
+
+    pub fn with_idleness(mut self, idleness: Idleness) -> Self {
+        self.idleness = idleness;
+        self
     }
 
     /// The current watermark, or `None` before the first row.
     pub fn get(&self) -> Option<i64> {
         if self.finished {
-            return self.newest.values().max().map(|_| i64::MAX);
+            return self
+                .streams
+                .values()
+                .find(|s| s.newest.is_some())
+                .map(|_| i64::MAX);
         }
-        let newest = *self.newest.values().max()?;
-        let slowest = self
-            .newest
+        let newest = self.streams.values().filter_map(|s| s.newest).max()?;
+        let active = |s: &&StreamState| match (self.idleness, s.newest) {
+            (Idleness::WallClock(quiet), _) => s.arrived.elapsed() < quiet,
+            (Idleness::EventTime(gap), Some(t)) => t >= newest.saturating_sub(gap),
+            (Idleness::EventTime(_), None) => false,
+        };
+        let active: Vec<Option<i64>> = self
+            .streams
             .values()
-            .copied()
-            .filter(|t| *t >= newest.saturating_sub(self.idle_ns))
-            .min()
-            .unwrap_or(newest);
-        Some(slowest.saturating_sub(self.lateness_ns))
+            .filter(active)
+            .map(|s| s.newest)
+            .collect();
+        if active.contains(&None) {
+            // an expected stream has not spoken yet: hold where we are
+            return self.floor;
+        }
+        let slowest = active.into_iter().flatten().min().unwrap_or(newest);
+        let w = slowest.saturating_sub(self.lateness_ns);
+        Some(self.floor.map_or(w, |f| f.max(w)))
     }
 
     /// The watermark of one stream alone: its newest time less the lateness.
-    pub fn of(&self, table: Table) -> Option<i64> {
-        self.newest
-            .get(&table)
+    pub fn of(&self, stream: Stream) -> Option<i64> {
+        self.streams
+            .get(&stream)
+            .and_then(|s| s.newest)
             .map(|t| t.saturating_sub(self.lateness_ns))
     }
 
-    pub fn observe(&mut self, table: Table, time: i64) {
-        let t = self.newest.entry(table).or_insert(time);
-        *t = (*t).max(time);
+    /// Declares a stream that will come (a Kafka partition just assigned): it
+    /// holds the watermark back until it delivers rows or goes idle.
+    pub fn expect(&mut self, stream: Stream) {
+        self.streams.entry(stream).or_insert(StreamState {
+            newest: None,
+            arrived: std::time::Instant::now(),
+        });
+    }
+
+    pub fn observe(&mut self, stream: Stream, time: i64) {
+        let now = std::time::Instant::now();
+        let s = self.streams.entry(stream).or_insert(StreamState {
+            newest: None,
+            arrived: now,
+        });
+        s.newest = Some(s.newest.map_or(time, |t| t.max(time)));
+        s.arrived = now;
+        self.floor = self.get();
     }
 
     /// Moves every stream seen so far to at least `time`.
     pub fn advance(&mut self, time: i64) {
-        for t in self.newest.values_mut() {
-            *t = (*t).max(time);
+        for s in self.streams.values_mut() {
+            s.newest = Some(s.newest.map_or(time, |t| t.max(time)));
         }
+        self.floor = self.get();
     }
 
     /// Closes every window: used at the end of a replay.
@@ -129,7 +202,8 @@ impl Buffer {
         let (batch, late) = match keep_from {
             Some(w) => {
                 let t = times(&batch)?;
-                let keep: BooleanArray = t.iter().map(|v| Some(v.is_some_and(|v| v >= w))).collect();
+                let keep: BooleanArray =
+                    t.iter().map(|v| Some(v.is_some_and(|v| v >= w))).collect();
                 let kept = keep.true_count();
                 if kept == batch.num_rows() {
                     (batch, 0)
@@ -211,7 +285,8 @@ pub fn assign(
             let mut starts = Vec::with_capacity(t.len());
             let mut keep = Vec::with_capacity(t.len());
             for v in t.iter() {
-                let start = v.map(|v| v.div_euclid(spec.slide_ns) * spec.slide_ns - j * spec.slide_ns);
+                let start =
+                    v.map(|v| v.div_euclid(spec.slide_ns) * spec.slide_ns - j * spec.slide_ns);
                 match start {
                     Some(s) if s >= first_start && s <= last_start => {
                         keep.push(true);

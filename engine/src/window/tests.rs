@@ -6,7 +6,10 @@ fn kpis(out: &[Output]) -> Vec<(String, String, i64)> {
         .filter_map(|o| match o {
             Output::Kpi(k) => Some((
                 k.window_start.clone(),
-                k.dimensions.get("client.address").cloned().unwrap_or_default(),
+                k.dimensions
+                    .get("client.address")
+                    .cloned()
+                    .unwrap_or_default(),
                 k.value.as_i64().unwrap_or(-1),
             )),
             Output::Alert(_) => None,
@@ -35,7 +38,8 @@ async fn tumbling_windows_split_at_the_boundary() {
 #[tokio::test]
 async fn hopping_windows_count_a_row_in_each_window_it_is_in() {
     let mut ev = Evaluator::new(rule_set(&[&count_kpi("1m", "30s")]).await, 0);
-    ev.push(ingest::Table::Spans, spans(&[(45.0, "a")])).unwrap();
+    ev.push(ingest::Table::Spans, spans(&[(45.0, "a")]))
+        .unwrap();
     let out = ev.finish().await;
     assert_eq!(
         kpis(&out),
@@ -65,7 +69,8 @@ async fn a_window_is_final_only_when_the_watermark_passes_its_end() {
 #[tokio::test]
 async fn rows_later_than_the_watermark_are_counted_not_windowed() {
     let mut ev = Evaluator::new(rule_set(&[&count_kpi("1m", "1m")]).await, 5 * S);
-    ev.push(ingest::Table::Spans, spans(&[(100.0, "a")])).unwrap();
+    ev.push(ingest::Table::Spans, spans(&[(100.0, "a")]))
+        .unwrap();
     // watermark is 95 s: 94 s is late, 96 s is not
     ev.push(ingest::Table::Spans, spans(&[(94.0, "late"), (96.0, "b")]))
         .unwrap();
@@ -110,6 +115,34 @@ async fn one_stream_running_ahead_does_not_make_another_late() {
     ev.push(ingest::Table::Logs, logs).unwrap();
     assert_eq!(ev.stats().late_rows, 0);
     // a stream more than a minute behind the newest is idle and holds nothing back
-    ev.push(ingest::Table::Spans, spans(&[(100.0, "a")])).unwrap();
+    ev.push(ingest::Table::Spans, spans(&[(100.0, "a")]))
+        .unwrap();
     assert_eq!(ev.watermark(), Some(T0 + 95 * S));
+}
+
+#[tokio::test]
+async fn an_assigned_partition_holds_the_watermark_until_it_speaks() {
+    use crate::window::{Idleness, Stream};
+    let spans_p = |partition| Stream {
+        table: ingest::Table::Spans,
+        partition,
+    };
+    let mut ev = Evaluator::new(rule_set(&[&count_kpi("1m", "1m")]).await, 5 * S)
+        .with_idleness(Idleness::WallClock(std::time::Duration::from_secs(3600)));
+    ev.expect_stream(spans_p(0));
+    ev.expect_stream(spans_p(1));
+    // partition 1 is read first, far ahead of partition 0
+    ev.push_from(spans_p(1), spans(&[(300.0, "b")])).unwrap();
+    assert!(
+        ev.evaluate().await.is_empty(),
+        "nothing is final while partition 0 is silent"
+    );
+    ev.push_from(spans_p(0), spans(&[(10.0, "a"), (20.0, "a")]))
+        .unwrap();
+    assert_eq!(ev.stats().late_rows, 0);
+    let out = kpis(&ev.finish().await);
+    assert!(
+        out.contains(&("2026-01-15T10:00:00Z".into(), "a".into(), 2)),
+        "{out:?}"
+    );
 }

@@ -1,0 +1,198 @@
+//! `engine run --kafka` against the real Kafka of the local stack: OTLP/JSON
+//! messages on `otlp_spans` raise an alert, and the consumer group's offsets are
+//! committed once the windows they fed were evaluated and the alert delivered.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use rdkafka::ClientConfig;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use serde_json::{Value, json};
+
+const BROKERS: &str = "127.0.0.1:19092";
+
+struct Engine(Child);
+
+impl Drop for Engine {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn spans(t0: i64, from: i64, to: i64, client: &str) -> Value {
+    let spans: Vec<Value> = (from..to)
+        .map(|n| {
+            let t = t0 + n * 10_000_000;
+            json!({
+                "traceId": format!("{:032x}", n + 1), "spanId": format!("{:016x}", n + 1),
+                "name": "GET /api/products/{id}", "kind": 2,
+                "startTimeUnixNano": t.to_string(), "endTimeUnixNano": (t + 2_000_000).to_string(),
+                "attributes": [
+                    {"key": "client.address", "value": {"stringValue": client}},
+                    {"key": "http.route", "value": {"stringValue": "/api/products/{id}"}},
+                    {"key": "http.response.status_code", "value": {"intValue": 200}},
+                ],
+            })
+        })
+        .collect();
+    json!({"resourceSpans": [{
+        "resource": {"attributes": [{"key": "service.name", "value": {"stringValue": "shop-gateway"}}]},
+        "scopeSpans": [{"spans": spans}]}]})
+}
+
+/// Creates a topic of its own for this run, with `partitions` partitions.
+async fn create_topic(name: &str, partitions: i32) {
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", BROKERS)
+        .create()
+        .expect("a Kafka admin client");
+    let topic = NewTopic::new(name, partitions, TopicReplication::Fixed(1));
+    let results = admin
+        .create_topics([&topic], &AdminOptions::new().operation_timeout(Some(Duration::from_secs(10))))
+        .await
+        .unwrap_or_else(|e| panic!("cannot reach Kafka at {BROKERS} ({e}); is the stack up? `compose/local/stack up kafka`"));
+    for r in results {
+        r.unwrap_or_else(|(t, e)| panic!("cannot create topic {t}: {e}"));
+    }
+}
+
+#[tokio::test]
+async fn engine_consumes_kafka_alerts_and_commits() {
+    let pid = std::process::id();
+    let client_address = format!("203.0.113.{}", pid % 200 + 1);
+    let group = format!("e2e-engine-{pid}");
+    let topic = format!("e2e_engine_spans_{pid}");
+    // three partitions, as the Collector's topics have: the flood's two halves
+    // and the span that moves time on each land in a partition of their own, and
+    // the engine must wait for the slowest partition before closing a window
+    create_topic(&topic, 3).await;
+    // logs and metrics topics of its own too: the shared ones carry other data,
+    // whose event times would pace the watermark
+    let logs_topic = format!("e2e_engine_logs_{pid}");
+    let metrics_topic = format!("e2e_engine_metrics_{pid}");
+    create_topic(&logs_topic, 1).await;
+    create_topic(&metrics_topic, 1).await;
+    let producer: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", BROKERS)
+        .set("message.timeout.ms", "10000")
+        .create()
+        .expect("a Kafka producer");
+    let t0 = chrono::Utc::now().timestamp_nanos_opt().unwrap_or(0);
+    for (partition, (from, to)) in [(2, (12_000, 12_001)), (0, (0, 2000)), (1, (2000, 4000))] {
+        let payload = spans(t0, from, to, &client_address).to_string();
+        producer
+            .send(
+                FutureRecord::<(), _>::to(&topic)
+                    .partition(partition)
+                    .payload(&payload),
+                Duration::from_secs(10),
+            )
+            .await
+            .unwrap_or_else(|(e, _)| panic!("cannot produce to Kafka at {BROKERS} ({e})"));
+    }
+
+    // only the flood rule: offsets are committed once the longest window that
+    // holds a message's rows is evaluated, and the pack's KPIs span 15 minutes
+    let rules = std::env::temp_dir().join(format!("otelguard-kafka-rules-{pid}"));
+    std::fs::create_dir_all(&rules).expect("a rules folder");
+    std::fs::copy(
+        concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../rules/dos/http_flood_single_source.sql"
+        ),
+        rules.join("flood.sql"),
+    )
+    .expect("copy the flood rule");
+    let rules = rules.to_str().expect("a UTF-8 path");
+    let mut child = Command::new(e2e::workspace_binary("engine"))
+        .args([
+            "run",
+            "--rules",
+            rules,
+            "--kafka",
+            BROKERS,
+            "--group",
+            &group,
+            "--spans-topic",
+            &topic,
+        ])
+        .args([
+            "--logs-topic",
+            &logs_topic,
+            "--metrics-topic",
+            &metrics_topic,
+        ])
+        .args([
+            "--otlp-grpc",
+            "off",
+            "--otlp-http",
+            "off",
+            "--listen",
+            "127.0.0.1:0",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start engine run --kafka");
+    let stdout = child.stdout.take().expect("stdout");
+    let _engine = Engine(child);
+    let (tx, lines) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let alert = loop {
+        let line = lines
+            .recv_timeout(Duration::from_secs(120))
+            .expect("an alert for the flood on stdout");
+        let alert: Value = serde_json::from_str(&line).expect("a JSON line");
+        if alert["entity"]["client.address"] == client_address.as_str() {
+            break alert;
+        }
+    };
+    assert_eq!(alert["rule_id"], "dos.http_flood.single_source");
+    assert_eq!(alert["state"], "firing");
+
+    // the group's offsets on otlp_spans are committed, up to our messages
+    let watcher: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", BROKERS)
+        .set("group.id", &group)
+        .create()
+        .expect("a consumer to read the group's offsets");
+    let mut committed = 0i64;
+    for _ in 0..100 {
+        let metadata = watcher
+            .fetch_metadata(Some(&topic), Duration::from_secs(5))
+            .expect("topic metadata");
+        let mut tpl = rdkafka::TopicPartitionList::new();
+        for p in metadata.topics()[0].partitions() {
+            tpl.add_partition(&topic, p.id());
+        }
+        let offsets = watcher
+            .committed_offsets(tpl, Duration::from_secs(5))
+            .expect("committed offsets");
+        committed = offsets
+            .elements()
+            .iter()
+            .filter_map(|e| e.offset().to_raw())
+            .filter(|o| *o > 0)
+            .sum();
+        if committed > 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // the flood's two messages (offsets 0 in partitions 0 and 1) are committed:
+    // each partition's committed offset is the next to read, 1
+    assert!(
+        committed >= 2,
+        "the engine committed the offsets of what it evaluated ({committed})"
+    );
+}
