@@ -37,7 +37,9 @@ async fn active(rule_id: &str) -> Vec<Value> {
     let resp = reqwest::get(&url).await.unwrap_or_else(|e| {
         panic!("Alertmanager does not answer at {ALERTMANAGER} ({e}); start it with `compose/local/stack up alertmanager`")
     });
-    resp.json::<Vec<Value>>().await.expect("Alertmanager lists alerts as JSON")
+    resp.json::<Vec<Value>>()
+        .await
+        .expect("Alertmanager lists alerts as JSON")
 }
 
 #[tokio::test]
@@ -45,7 +47,9 @@ async fn alertmanager_receives_firing_then_resolved() {
     let rule_id = format!("e2e.flood.{}", std::process::id());
     let sink = Alertmanager::new(ALERTMANAGER);
 
-    sink.send(&[alert(&rule_id, State::Firing)]).await.expect("Alertmanager takes a firing alert");
+    sink.send(&[alert(&rule_id, State::Firing)])
+        .await
+        .expect("Alertmanager takes a firing alert");
     let mut listed = Vec::new();
     for _ in 0..50 {
         listed = active(&rule_id).await;
@@ -61,7 +65,9 @@ async fn alertmanager_receives_firing_then_resolved() {
     assert_eq!(a["labels"]["client_address"], "203.0.113.9");
     assert_eq!(a["annotations"]["tags"], "T1498");
 
-    sink.send(&[alert(&rule_id, State::Resolved)]).await.expect("Alertmanager takes a resolved alert");
+    sink.send(&[alert(&rule_id, State::Resolved)])
+        .await
+        .expect("Alertmanager takes a resolved alert");
     let mut still = listed;
     for _ in 0..50 {
         still = active(&rule_id).await;
@@ -70,13 +76,19 @@ async fn alertmanager_receives_firing_then_resolved() {
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    assert!(still.is_empty(), "the resolved alert is no longer active: {still:?}");
+    assert!(
+        still.is_empty(),
+        "the resolved alert is no longer active: {still:?}"
+    );
 }
 
 #[tokio::test]
 async fn an_unreachable_alertmanager_is_a_clear_error() {
     let sink = Alertmanager::new("http://127.0.0.1:9");
-    let err = sink.send(&[alert("e2e.unreachable", State::Firing)]).await.expect_err("nothing listens on port 9");
+    let err = sink
+        .send(&[alert("e2e.unreachable", State::Firing)])
+        .await
+        .expect_err("nothing listens on port 9");
     let text = err.to_string();
     assert!(text.contains("127.0.0.1:9"), "{text}");
     assert!(text.contains("attempts"), "{text}");

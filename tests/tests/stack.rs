@@ -23,7 +23,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result, anyhow, bail, ensure};
 use opentelemetry::KeyValue;
-use opentelemetry::logs::{AnyValue as LogValue, LogRecord as _, Logger as _, LoggerProvider as _, Severity};
+use opentelemetry::logs::{
+    AnyValue as LogValue, LogRecord as _, Logger as _, LoggerProvider as _, Severity,
+};
 use opentelemetry::metrics::MeterProvider as _;
 use opentelemetry::trace::{Span as _, SpanKind, Status, Tracer as _, TracerProvider as _};
 use opentelemetry_otlp::{LogExporter, MetricExporter, SpanExporter, WithExportConfig};
@@ -70,7 +72,8 @@ fn read(path: &Path) -> Result<String> {
 }
 
 fn read_yaml(path: &Path) -> Result<serde_yaml::Value> {
-    serde_yaml::from_str(&read(path)?).with_context(|| format!("parsing {} as YAML", path.display()))
+    serde_yaml::from_str(&read(path)?)
+        .with_context(|| format!("parsing {} as YAML", path.display()))
 }
 
 /// The `PORTS` table of compose/local/stack: component name -> its ports, first the main one.
@@ -229,13 +232,12 @@ async fn send_telemetry(endpoint: &str, marker: &str) -> Result<()> {
 // Reading back from Kafka
 
 fn string_attr<'a>(attributes: &'a [ProtoKeyValue], key: &str) -> Option<&'a str> {
-    attributes
-        .iter()
-        .find(|kv| kv.key == key)
-        .and_then(|kv| match kv.value.as_ref()?.value.as_ref()? {
+    attributes.iter().find(|kv| kv.key == key).and_then(|kv| {
+        match kv.value.as_ref()?.value.as_ref()? {
             any_value::Value::StringValue(s) => Some(s.as_str()),
             _ => None,
-        })
+        }
+    })
 }
 
 /// The attributes of the record carrying `marker` in one Kafka message, if any.
@@ -276,7 +278,10 @@ fn find_marked(topic: &str, payload: &[u8], marker: &str) -> Result<Option<Vec<P
 
 /// Reads the three OTLP topics from the beginning with a fresh consumer group
 /// until each yielded the record carrying `marker`; returns its attributes by topic.
-async fn read_back_from_kafka(brokers: &str, marker: &str) -> Result<BTreeMap<String, Vec<ProtoKeyValue>>> {
+async fn read_back_from_kafka(
+    brokers: &str,
+    marker: &str,
+) -> Result<BTreeMap<String, Vec<ProtoKeyValue>>> {
     const TOPICS: [&str; 3] = ["otlp_spans", "otlp_logs", "otlp_metrics"];
     let consumer: StreamConsumer = ClientConfig::new()
         .set("bootstrap.servers", brokers)
@@ -338,7 +343,9 @@ fn capture_file() -> PathBuf {
             std::env::var_os("OTELGUARD_STACK_STATE")
                 .map(PathBuf::from)
                 .unwrap_or_else(|| {
-                    let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_default();
+                    let home = std::env::var_os("HOME")
+                        .map(PathBuf::from)
+                        .unwrap_or_default();
                     home.join(".cache/otelguard/stack-state")
                 })
                 .join("captures")
@@ -412,7 +419,11 @@ async fn wait_scraped(client: &reqwest::Client, prometheus: &str, job: &str) -> 
 }
 
 /// Polls the Collector's Prometheus exporter until the marked metric shows.
-async fn wait_exported_to_prometheus(client: &reqwest::Client, url: &str, marker: &str) -> Result<()> {
+async fn wait_exported_to_prometheus(
+    client: &reqwest::Client,
+    url: &str,
+    marker: &str,
+) -> Result<()> {
     for _ in 0..HTTP_POLLS {
         let body = client
             .get(url)
@@ -435,7 +446,11 @@ async fn wait_exported_to_prometheus(client: &reqwest::Client, url: &str, marker
 }
 
 /// Posts an alert to Alertmanager's v2 API and finds it in the list.
-async fn alert_round_trip(client: &reqwest::Client, alertmanager: &str, marker: &str) -> Result<()> {
+async fn alert_round_trip(
+    client: &reqwest::Client,
+    alertmanager: &str,
+    marker: &str,
+) -> Result<()> {
     let url = format!("{alertmanager}/api/v2/alerts");
     let alert = json!([{
         "labels": {"alertname": "OtelguardE2E", "severity": "info", "marker": marker},
@@ -532,7 +547,9 @@ const WRITTEN_BY_OTHER_CRATES: [&str; 1] = ["../dashboards/provisioning"];
 fn yaml_str<'a>(value: &'a serde_yaml::Value, path: &[&str]) -> Result<&'a str> {
     let mut v = value;
     for key in path {
-        v = v.get(*key).ok_or_else(|| anyhow!("no {}", path.join(".")))?;
+        v = v
+            .get(*key)
+            .ok_or_else(|| anyhow!("no {}", path.join(".")))?;
     }
     v.as_str()
         .ok_or_else(|| anyhow!("{} is not a string", path.join(".")))
@@ -542,7 +559,8 @@ fn yaml_str<'a>(value: &'a serde_yaml::Value, path: &[&str]) -> Result<&'a str> 
 fn port_in(address: &str) -> Result<u16> {
     let address = address.trim_end_matches('}');
     let port = address.rsplit(':').next().unwrap_or_default();
-    port.parse().with_context(|| format!("no port in {address:?}"))
+    port.parse()
+        .with_context(|| format!("no port in {address:?}"))
 }
 
 #[test]
@@ -609,7 +627,10 @@ fn compose_and_local_stack_agree() -> Result<()> {
         );
     }
     for dockerfile in ["engine.Dockerfile", "shop.Dockerfile"] {
-        ensure!(dir.join(dockerfile).exists(), "compose/{dockerfile} is missing");
+        ensure!(
+            dir.join(dockerfile).exists(),
+            "compose/{dockerfile} is missing"
+        );
     }
 
     // The ports compose passes on its command lines and environment are the stack's.
@@ -629,7 +650,12 @@ fn compose_and_local_stack_agree() -> Result<()> {
     let kafka_port = port_of(&ports, "kafka")?;
     let brokers = yaml_str(
         &compose,
-        &["services", "otelcol", "environment", "OTELGUARD_KAFKA_BROKERS"],
+        &[
+            "services",
+            "otelcol",
+            "environment",
+            "OTELGUARD_KAFKA_BROKERS",
+        ],
     )?;
     ensure!(
         port_in(brokers)? == kafka_port,
@@ -642,7 +668,10 @@ fn compose_and_local_stack_agree() -> Result<()> {
         .lines()
         .find_map(|l| l.strip_prefix("listeners="))
         .ok_or_else(|| anyhow!("kafka/server.properties: no listeners"))?;
-    let listener_ports = listeners.split(',').map(port_in).collect::<Result<Vec<_>>>()?;
+    let listener_ports = listeners
+        .split(',')
+        .map(port_in)
+        .collect::<Result<Vec<_>>>()?;
     ensure!(
         listener_ports == ports["kafka"],
         "kafka/server.properties listens on {listener_ports:?}, the stack on {:?}",
@@ -651,8 +680,8 @@ fn compose_and_local_stack_agree() -> Result<()> {
 
     // The Collector: every endpoint in config.yaml is one the stack declares, and all of them are used.
     let collector = read_yaml(&dir.join("otelcol/config.yaml"))?;
-    let telemetry =
-        &collector["service"]["telemetry"]["metrics"]["readers"][0]["pull"]["exporter"]["prometheus"];
+    let telemetry = &collector["service"]["telemetry"]["metrics"]["readers"][0]["pull"]["exporter"]
+        ["prometheus"];
     let collector_ports = [
         port_in(yaml_str(
             &collector,
@@ -663,8 +692,14 @@ fn compose_and_local_stack_agree() -> Result<()> {
             &["receivers", "otlp", "protocols", "http", "endpoint"],
         )?)?,
         u16::try_from(telemetry["port"].as_u64().unwrap_or_default())?,
-        port_in(yaml_str(&collector, &["exporters", "prometheus", "endpoint"])?)?,
-        port_in(yaml_str(&collector, &["extensions", "health_check", "endpoint"])?)?,
+        port_in(yaml_str(
+            &collector,
+            &["exporters", "prometheus", "endpoint"],
+        )?)?,
+        port_in(yaml_str(
+            &collector,
+            &["extensions", "health_check", "endpoint"],
+        )?)?,
     ];
     ensure!(
         collector_ports.as_slice() == ports["otelcol"],
@@ -686,7 +721,12 @@ fn compose_and_local_stack_agree() -> Result<()> {
             .as_sequence()
             .into_iter()
             .flatten()
-            .flat_map(|job| job["static_configs"].as_sequence().cloned().unwrap_or_default())
+            .flat_map(|job| {
+                job["static_configs"]
+                    .as_sequence()
+                    .cloned()
+                    .unwrap_or_default()
+            })
             .flat_map(|sc| sc["targets"].as_sequence().cloned().unwrap_or_default())
             .filter_map(|t| port_in(t.as_str()?).ok())
             .collect()
