@@ -101,7 +101,9 @@ fn sampler() -> Option<Sampler> {
         .and_then(|v| v.trim().parse::<f64>().ok())
         .filter(|r| (0.0..=1.0).contains(r))
         .unwrap_or(1.0);
-    Some(Sampler::ParentBased(Box::new(Sampler::TraceIdRatioBased(ratio))))
+    Some(Sampler::ParentBased(Box::new(Sampler::TraceIdRatioBased(
+        ratio,
+    ))))
 }
 
 fn resource(service_name: &str) -> Resource {
@@ -158,7 +160,10 @@ pub fn init(service_name: &str) -> Result<Telemetry, TelemetryError> {
                     .with_tonic()
                     .build()
                     .map_err(err("trace"))?,
-                LogExporter::builder().with_tonic().build().map_err(err("log"))?,
+                LogExporter::builder()
+                    .with_tonic()
+                    .build()
+                    .map_err(err("log"))?,
                 MetricExporter::builder()
                     .with_tonic()
                     .build()

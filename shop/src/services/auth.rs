@@ -55,7 +55,9 @@ pub fn validate_registration(c: &Credentials) -> Result<(), ApiError> {
         && email.split_once('@').is_some_and(|(local, domain)| {
             !local.is_empty() && domain.contains('.') && !domain.starts_with('.')
         })
-        && !email.chars().any(|ch| ch.is_whitespace() || ch.is_control());
+        && !email
+            .chars()
+            .any(|ch| ch.is_whitespace() || ch.is_control());
     if !valid_email {
         return Err(ApiError::invalid("email must be an e-mail address"));
     }
@@ -118,12 +120,11 @@ pub async fn router(config: &Config, metrics: &HttpMetrics) -> anyhow::Result<Ro
 
 const SQL_COUNT: &str = "SELECT count(*) FROM accounts";
 const SQL_SEED: &str = "INSERT INTO accounts (email, password_hash) SELECT * FROM UNNEST($1::text[], $2::text[]) ON CONFLICT (email) DO NOTHING";
-const SQL_INSERT: &str =
-    "INSERT INTO accounts (email, password_hash) VALUES ($1, $2) ON CONFLICT (email) DO NOTHING RETURNING id";
-const SQL_FIND: &str =
-    "SELECT id, password_hash, failed_logins, locked_until > now() AS locked FROM accounts WHERE email = $1";
+const SQL_INSERT: &str = "INSERT INTO accounts (email, password_hash) VALUES ($1, $2) ON CONFLICT (email) DO NOTHING RETURNING id";
+const SQL_FIND: &str = "SELECT id, password_hash, failed_logins, locked_until > now() AS locked FROM accounts WHERE email = $1";
 const SQL_FAILED: &str = "UPDATE accounts SET failed_logins = failed_logins + 1, locked_until = CASE WHEN failed_logins + 1 >= $2 THEN now() + make_interval(secs => $3) ELSE locked_until END WHERE id = $1";
-const SQL_SUCCEEDED: &str = "UPDATE accounts SET failed_logins = 0, locked_until = NULL WHERE id = $1";
+const SQL_SUCCEEDED: &str =
+    "UPDATE accounts SET failed_logins = 0, locked_until = NULL WHERE id = $1";
 
 /// Seeds [`SEED_ACCOUNTS`] accounts when the table is empty; returns how many were added.
 pub async fn seed_accounts(db: &Db) -> anyhow::Result<u64> {
@@ -237,7 +238,9 @@ async fn login(
             "SELECT",
             "accounts",
             SQL_FIND,
-            sqlx::query_as(SQL_FIND).bind(&email).fetch_optional(&mut *conn),
+            sqlx::query_as(SQL_FIND)
+                .bind(&email)
+                .fetch_optional(&mut *conn),
         )
         .await?;
     let (hash, known) = match &row {
@@ -308,7 +311,9 @@ mod tests {
         assert!(validate_registration(&creds("not-an-email", "longenough")).is_err());
         assert!(validate_registration(&creds("a@example.com", "short")).is_err());
         assert!(validate_registration(&creds("a@example.com", &"x".repeat(129))).is_err());
-        assert!(validate_registration(&creds("'; DROP TABLE accounts;--@x.io", "longenough")).is_err());
+        assert!(
+            validate_registration(&creds("'; DROP TABLE accounts;--@x.io", "longenough")).is_err()
+        );
     }
 
     #[test]

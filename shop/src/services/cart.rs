@@ -84,14 +84,21 @@ fn key(session: &str) -> String {
 
 async fn load(kv: &Kv, session: &str) -> Result<CartView, ApiError> {
     let fields: Vec<String> = kv
-        .run("HVALS", "HVALS cart:?", redis::cmd("HVALS").arg(key(session)))
+        .run(
+            "HVALS",
+            "HVALS cart:?",
+            redis::cmd("HVALS").arg(key(session)),
+        )
         .await?;
     let mut items: Vec<Item> = fields
         .iter()
         .filter_map(|f| serde_json::from_str(f).ok())
         .collect();
     items.sort_by_key(|i| i.product_id);
-    let value = items.iter().map(|i| i.price * i.quantity as f64).sum::<f64>();
+    let value = items
+        .iter()
+        .map(|i| i.price * i.quantity as f64)
+        .sum::<f64>();
     let currency = items
         .first()
         .map_or_else(|| "EUR".to_owned(), |i| i.currency.clone());
@@ -192,7 +199,10 @@ async fn add(
         product.price,
         req.quantity,
     );
-    Ok((StatusCode::CREATED, axum::Json(load(&cart.kv, &session).await?)))
+    Ok((
+        StatusCode::CREATED,
+        axum::Json(load(&cart.kv, &session).await?),
+    ))
 }
 
 #[cfg(test)]

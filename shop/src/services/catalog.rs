@@ -57,7 +57,8 @@ struct SearchParams {
     q: Option<String>,
 }
 
-const COLUMNS: &str = "id, sku, name, description, category_id AS category, price_cents, currency, stock";
+const COLUMNS: &str =
+    "id, sku, name, description, category_id AS category, price_cents, currency, stock";
 const SQL_CATEGORIES: &str = "SELECT id, name FROM categories ORDER BY id";
 const SQL_PRODUCT: &str = "SELECT id, sku, name, description, category_id AS category, price_cents, currency, stock FROM products WHERE id = $1";
 const SQL_LIST: &str = "SELECT id, sku, name, description, category_id AS category, price_cents, currency, stock FROM products WHERE ($1::text IS NULL OR category_id = $1) ORDER BY id LIMIT $2 OFFSET $3";
@@ -69,7 +70,10 @@ pub async fn router(config: &Config, metrics: &HttpMetrics) -> anyhow::Result<Ro
     let (max, timeout) = route_limits();
     let lim = |route| from_fn_with_state(Limit::new(route, max, timeout, metrics), limit);
     Ok(Router::new()
-        .route("/api/categories", get(categories).layer(lim("/api/categories")))
+        .route(
+            "/api/categories",
+            get(categories).layer(lim("/api/categories")),
+        )
         .route("/api/products", get(list).layer(lim("/api/products")))
         .route(
             "/api/products/{id}",
@@ -94,10 +98,12 @@ async fn categories(State(db): State<Db>) -> Result<axum::Json<serde_json::Value
 
 /// Parses a product id from the path: a positive integer, else 400 (not 500, not 404).
 pub fn parse_product_id(raw: &str) -> Result<i64, ApiError> {
-    raw.parse::<i64>()
-        .ok()
-        .filter(|id| *id > 0)
-        .ok_or_else(|| ApiError::bad_request("invalid_product_id", "product id must be a positive integer"))
+    raw.parse::<i64>().ok().filter(|id| *id > 0).ok_or_else(|| {
+        ApiError::bad_request(
+            "invalid_product_id",
+            "product id must be a positive integer",
+        )
+    })
 }
 
 #[derive(Debug, Deserialize)]
@@ -119,7 +125,9 @@ async fn product(
             "SELECT",
             "products",
             SQL_PRODUCT,
-            sqlx::query_as(SQL_PRODUCT).bind(id).fetch_optional(&mut *conn),
+            sqlx::query_as(SQL_PRODUCT)
+                .bind(id)
+                .fetch_optional(&mut *conn),
         )
         .await?;
     let product = found
@@ -192,7 +200,9 @@ async fn search(
             "SELECT",
             "products",
             SQL_SEARCH,
-            sqlx::query_as(SQL_SEARCH).bind(pattern).fetch_all(&mut *conn),
+            sqlx::query_as(SQL_SEARCH)
+                .bind(pattern)
+                .fetch_all(&mut *conn),
         )
         .await?;
     events::search_performed(&caller, rows.len() as i64);

@@ -12,7 +12,13 @@ use super::http::Caller;
 pub const TARGET: &str = "shop.events";
 
 /// `shop.auth.login`. `reason` only for failures.
-pub fn login(caller: &Caller, user_hash: &str, success: bool, reason: Option<&str>, user_id: Option<&str>) {
+pub fn login(
+    caller: &Caller,
+    user_hash: &str,
+    success: bool,
+    reason: Option<&str>,
+    user_id: Option<&str>,
+) {
     tracing::event!(
         name: "shop.auth.login",
         target: TARGET,
@@ -71,7 +77,13 @@ pub fn search_performed(caller: &Caller, results: i64) {
 }
 
 /// `shop.cart.item_added`.
-pub fn cart_item_added(caller: &Caller, product_id: i64, category: &str, price: f64, quantity: i64) {
+pub fn cart_item_added(
+    caller: &Caller,
+    product_id: i64,
+    category: &str,
+    price: f64,
+    quantity: i64,
+) {
     tracing::event!(
         name: "shop.cart.item_added",
         target: TARGET,

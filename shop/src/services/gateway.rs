@@ -65,7 +65,12 @@ fn env_num<T: std::str::FromStr>(name: &str, default: T) -> T {
 
 pub async fn router(config: &Config, metrics: &HttpMetrics) -> anyhow::Result<Router> {
     let mut upstreams = HashMap::new();
-    for s in [Service::Auth, Service::Catalog, Service::Cart, Service::Checkout] {
+    for s in [
+        Service::Auth,
+        Service::Catalog,
+        Service::Cart,
+        Service::Checkout,
+    ] {
         upstreams.insert(s.name(), config.upstream(s)?);
     }
     let gw = Gateway {
@@ -100,15 +105,25 @@ pub async fn router(config: &Config, metrics: &HttpMetrics) -> anyhow::Result<Ro
             "/api/categories",
             get(to!(Service::Catalog, "/api/categories", false)),
         )
-        .route("/api/products", get(to!(Service::Catalog, "/api/products", true)))
+        .route(
+            "/api/products",
+            get(to!(Service::Catalog, "/api/products", true)),
+        )
         .route(
             "/api/products/{id}",
             get(to!(Service::Catalog, "/api/products/{id}", false)),
         )
-        .route("/api/search", get(to!(Service::Catalog, "/api/search", true)))
+        .route(
+            "/api/search",
+            get(to!(Service::Catalog, "/api/search", true)),
+        )
         .route(
             "/api/cart",
-            get(to!(Service::Cart, "/api/cart", false)).delete(to!(Service::Cart, "/api/cart", false)),
+            get(to!(Service::Cart, "/api/cart", false)).delete(to!(
+                Service::Cart,
+                "/api/cart",
+                false
+            )),
         )
         .route(
             "/api/cart/items",
@@ -142,7 +157,9 @@ pub struct TrustedProxies {
 
 impl TrustedProxies {
     pub fn from_env() -> Self {
-        Self::parse(&std::env::var("SHOP_TRUSTED_PROXIES").unwrap_or_else(|_| "loopback".to_owned()))
+        Self::parse(
+            &std::env::var("SHOP_TRUSTED_PROXIES").unwrap_or_else(|_| "loopback".to_owned()),
+        )
     }
 
     /// `loopback` and/or IP addresses, comma-separated; `none` trusts nobody.
@@ -248,7 +265,8 @@ impl Gateway {
         };
         let now = Instant::now();
         if buckets.len() > 100_000 {
-            buckets.retain(|_, (_, at)| now.duration_since(*at).as_secs_f64() * self.rps < self.burst);
+            buckets
+                .retain(|_, (_, at)| now.duration_since(*at).as_secs_f64() * self.rps < self.burst);
         }
         let (tokens, at) = buckets.entry(ip).or_insert((self.burst, now));
         *tokens = (*tokens + now.duration_since(*at).as_secs_f64() * self.rps).min(self.burst);
@@ -282,17 +300,25 @@ fn session_key(token: &str) -> String {
 }
 
 fn set_cookie(token: &str) -> HeaderValue {
-    let value = format!("{COOKIE}={token}; Path=/; HttpOnly; SameSite=Lax; Max-Age={SESSION_TTL_SECONDS}");
+    let value =
+        format!("{COOKIE}={token}; Path=/; HttpOnly; SameSite=Lax; Max-Age={SESSION_TTL_SECONDS}");
     HeaderValue::from_str(&value).unwrap_or_else(|_| HeaderValue::from_static(""))
 }
 
 impl Gateway {
     /// The request's session; a new one (and its cookie) when it has none.
-    async fn session(&self, headers: &HeaderMap) -> Result<(Session, Option<HeaderValue>), ApiError> {
+    async fn session(
+        &self,
+        headers: &HeaderMap,
+    ) -> Result<(Session, Option<HeaderValue>), ApiError> {
         if let Some(token) = cookie_token(headers) {
             let found: Option<String> = self
                 .kv
-                .run("GET", "GET session:?", redis::cmd("GET").arg(session_key(&token)))
+                .run(
+                    "GET",
+                    "GET session:?",
+                    redis::cmd("GET").arg(session_key(&token)),
+                )
                 .await?;
             if let Some(session) = found.and_then(|s| serde_json::from_str::<Session>(&s).ok()) {
                 return Ok((session, None));
@@ -329,7 +355,11 @@ impl Gateway {
         if let Some(token) = cookie_token(headers) {
             let _: i64 = self
                 .kv
-                .run("DEL", "DEL session:?", redis::cmd("DEL").arg(session_key(&token)))
+                .run(
+                    "DEL",
+                    "DEL session:?",
+                    redis::cmd("DEL").arg(session_key(&token)),
+                )
                 .await?;
         }
         Ok(())
@@ -368,17 +398,25 @@ async fn forward_inner(
     let body: Option<Bytes> = if parts.method == Method::GET || parts.method == Method::DELETE {
         None
     } else {
-        Some(axum::body::to_bytes(body, MAX_BODY_BYTES).await.map_err(|_| {
-            ApiError::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "body_too_large",
-                format!("request bodies are limited to {MAX_BODY_BYTES} bytes"),
-            )
-        })?)
+        Some(
+            axum::body::to_bytes(body, MAX_BODY_BYTES)
+                .await
+                .map_err(|_| {
+                    ApiError::new(
+                        StatusCode::PAYLOAD_TOO_LARGE,
+                        "body_too_large",
+                        format!("request bodies are limited to {MAX_BODY_BYTES} bytes"),
+                    )
+                })?,
+        )
     };
     let (session, new_cookie) = gw.session(&parts.headers).await?;
     http::record_identity(Some(&session.id), session.user_id.as_deref());
-    let mut caller = parts.extensions.get::<Caller>().cloned().unwrap_or_default();
+    let mut caller = parts
+        .extensions
+        .get::<Caller>()
+        .cloned()
+        .unwrap_or_default();
     caller.session_id = Some(session.id.clone());
     caller.user_id = session.user_id.clone();
 
@@ -433,7 +471,10 @@ mod tests {
     fn client_is_first_untrusted_hop_from_the_right() {
         let t = TrustedProxies::parse("loopback,10.0.0.2");
         // Direct client: XFF is ignored.
-        assert_eq!(t.client(ip("198.51.100.7"), Some("1.2.3.4")), ip("198.51.100.7"));
+        assert_eq!(
+            t.client(ip("198.51.100.7"), Some("1.2.3.4")),
+            ip("198.51.100.7")
+        );
         // Through trusted proxies: the spoofed left-most entry is not believed.
         assert_eq!(
             t.client(ip("127.0.0.1"), Some("6.6.6.6, 203.0.113.9, 10.0.0.2")),
@@ -442,7 +483,10 @@ mod tests {
         assert_eq!(t.client(ip("127.0.0.1"), None), ip("127.0.0.1"));
         assert_eq!(t.client(ip("127.0.0.1"), Some("garbage")), ip("127.0.0.1"));
         let none = TrustedProxies::parse("none");
-        assert_eq!(none.client(ip("127.0.0.1"), Some("203.0.113.9")), ip("127.0.0.1"));
+        assert_eq!(
+            none.client(ip("127.0.0.1"), Some("203.0.113.9")),
+            ip("127.0.0.1")
+        );
     }
 
     #[test]

@@ -88,7 +88,11 @@ impl ApiError {
     /// A server-side failure: the cause is logged, the client gets no detail.
     pub fn internal(cause: impl std::fmt::Display) -> Self {
         tracing::error!(error = %cause, "internal error");
-        Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "internal error")
+        Self::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "internal error",
+        )
     }
     pub fn retry_after(mut self, seconds: u64) -> Self {
         self.retry_after = Some(seconds);
@@ -195,7 +199,12 @@ pub async fn json_errors(req: Request, next: Next) -> Response {
 /// The handler of panics (tower-http `CatchPanicLayer`): a JSON 500, never a dropped connection.
 pub fn panic_response(_: Box<dyn std::any::Any + Send + 'static>) -> Response {
     tracing::error!("handler panicked");
-    ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "internal error").into_response()
+    ApiError::new(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "internal",
+        "internal error",
+    )
+    .into_response()
 }
 
 // ---------------------------------------------------------------------------
@@ -267,7 +276,10 @@ impl<S: Send + Sync> FromRequestParts<S> for Caller {
         if let Some(caller) = parts.extensions.get::<Caller>() {
             return Ok(caller.clone());
         }
-        let peer = parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|c| c.0);
+        let peer = parts
+            .extensions
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|c| c.0);
         Ok(Caller::from_headers(&parts.headers, peer))
     }
 }
@@ -333,7 +345,10 @@ struct RouteTemplate(String);
 /// attributes, ERROR status on 5xx, and the request duration histogram.
 pub async fn observe(State(metrics): State<HttpMetrics>, mut req: Request, next: Next) -> Response {
     let method = req.method().clone();
-    let peer = req.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0);
+    let peer = req
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0);
     let caller = req
         .extensions()
         .get::<Caller>()
@@ -366,7 +381,10 @@ pub async fn observe(State(metrics): State<HttpMetrics>, mut req: Request, next:
     metrics.active.add(-1, std::slice::from_ref(&attrs_method));
 
     let status = response.status();
-    let route = response.extensions().get::<RouteTemplate>().map(|r| r.0.clone());
+    let route = response
+        .extensions()
+        .get::<RouteTemplate>()
+        .map(|r| r.0.clone());
     span.record("http.response.status_code", status.as_u16());
     if status.is_server_error() {
         span.record("otel.status_code", "ERROR");
@@ -436,7 +454,12 @@ pub struct Limit {
 }
 
 impl Limit {
-    pub fn new(route: &'static str, max_in_flight: usize, timeout: Duration, metrics: &HttpMetrics) -> Self {
+    pub fn new(
+        route: &'static str,
+        max_in_flight: usize,
+        timeout: Duration,
+        metrics: &HttpMetrics,
+    ) -> Self {
         Limit {
             route,
             permits: Arc::new(Semaphore::new(max_in_flight.max(1))),
@@ -514,7 +537,11 @@ impl Answer {
 }
 
 impl Upstream {
-    pub fn new(name: &'static str, base: impl Into<String>, timeout: Duration) -> anyhow::Result<Self> {
+    pub fn new(
+        name: &'static str,
+        base: impl Into<String>,
+        timeout: Duration,
+    ) -> anyhow::Result<Self> {
         let client = reqwest::Client::builder()
             .timeout(timeout)
             .pool_max_idle_per_host(32)
@@ -565,7 +592,10 @@ impl Upstream {
                 Ok(r) => r,
                 Err(e) => {
                     span.record("otel.status_code", "ERROR");
-                    span.record("error.type", if e.is_timeout() { "timeout" } else { "connect" });
+                    span.record(
+                        "error.type",
+                        if e.is_timeout() { "timeout" } else { "connect" },
+                    );
                     tracing::warn!(upstream = self.name, error = %e, "upstream call failed");
                     return Err(ApiError::overloaded("upstream_unavailable", 2));
                 }
@@ -667,7 +697,9 @@ mod tests {
         let response = ApiError::too_many(3).into_response();
         assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
         assert_eq!(response.headers()[header::RETRY_AFTER], "3");
-        let body = axum::body::to_bytes(response.into_body(), 1024).await.unwrap();
+        let body = axum::body::to_bytes(response.into_body(), 1024)
+            .await
+            .unwrap();
         let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
         assert_eq!(v["error"]["code"], "rate_limited");
     }

@@ -117,7 +117,8 @@ pub struct Config {
 
 impl Config {
     pub fn from_env() -> Config {
-        let var = |name: &str, default: &str| std::env::var(name).unwrap_or_else(|_| default.to_owned());
+        let var =
+            |name: &str, default: &str| std::env::var(name).unwrap_or_else(|_| default.to_owned());
         Config {
             database_url: var(
                 "DATABASE_URL",
@@ -132,7 +133,9 @@ impl Config {
                 })
                 .collect(),
             upstream_timeout: Duration::from_millis(
-                var("SHOP_UPSTREAM_TIMEOUT_MS", "5000").parse().unwrap_or(5000),
+                var("SHOP_UPSTREAM_TIMEOUT_MS", "5000")
+                    .parse()
+                    .unwrap_or(5000),
             ),
         }
     }
@@ -146,7 +149,11 @@ impl Config {
     }
 
     pub fn upstream(&self, service: Service) -> anyhow::Result<http::Upstream> {
-        http::Upstream::new(service.service_name(), self.url(service), self.upstream_timeout)
+        http::Upstream::new(
+            service.service_name(),
+            self.url(service),
+            self.upstream_timeout,
+        )
     }
 
     /// The listen address of `service`: `SHOP_<SERVICE>_ADDR` or 127.0.0.1 and its default port.
@@ -215,9 +222,12 @@ async fn serve(
     let addr = listener.local_addr()?;
     println!("{} listening on http://{addr}", service.service_name());
     tracing::info!(%addr, "{} listening", service.service_name());
-    axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
-        .with_graceful_shutdown(shutdown)
-        .await?;
+    axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown)
+    .await?;
     tracing::info!("{} stopped", service.service_name());
     Ok(())
 }

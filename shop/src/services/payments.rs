@@ -87,9 +87,12 @@ pub fn validate(req: &PaymentRequest) -> Result<(), ApiError> {
         return Err(ApiError::invalid("amount must be positive"));
     }
     if !is_currency(&req.currency) {
-        return Err(ApiError::invalid("currency must be a three-letter ISO 4217 code"));
+        return Err(ApiError::invalid(
+            "currency must be a three-letter ISO 4217 code",
+        ));
     }
-    let cvv_ok = (3..=4).contains(&req.card.cvv.len()) && req.card.cvv.chars().all(|c| c.is_ascii_digit());
+    let cvv_ok =
+        (3..=4).contains(&req.card.cvv.len()) && req.card.cvv.chars().all(|c| c.is_ascii_digit());
     if !cvv_ok {
         return Err(ApiError::invalid("cvv must be 3 or 4 digits"));
     }
@@ -172,7 +175,14 @@ async fn pay(
         Decision::Declined(code) => ("declined", Some(code)),
         Decision::ProcessorError => ("error", None),
     };
-    events::payment_attempt(&caller, outcome, req.amount, &req.currency, &fingerprint, code);
+    events::payment_attempt(
+        &caller,
+        outcome,
+        req.amount,
+        &req.currency,
+        &fingerprint,
+        code,
+    );
     state.counter.add(
         1,
         &[

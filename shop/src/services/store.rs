@@ -74,9 +74,15 @@ impl Db {
                 let name = KeyValue::new("db.client.connection.pool.name", pool_name);
                 o.observe(
                     size - idle,
-                    &[name.clone(), KeyValue::new("db.client.connection.state", "used")],
+                    &[
+                        name.clone(),
+                        KeyValue::new("db.client.connection.state", "used"),
+                    ],
                 );
-                o.observe(idle, &[name, KeyValue::new("db.client.connection.state", "idle")]);
+                o.observe(
+                    idle,
+                    &[name, KeyValue::new("db.client.connection.state", "idle")],
+                );
             })
             .build();
         meter
@@ -147,7 +153,8 @@ impl Db {
             span.record("error.type", kind);
             attrs.push(KeyValue::new("error.type", kind));
         }
-        self.duration.record(started.elapsed().as_secs_f64(), &attrs);
+        self.duration
+            .record(started.elapsed().as_secs_f64(), &attrs);
         result
     }
 }
@@ -215,7 +222,8 @@ impl Kv {
             span.record("error.type", "redis");
             attrs.push(KeyValue::new("error.type", "redis"));
         }
-        self.duration.record(started.elapsed().as_secs_f64(), &attrs);
+        self.duration
+            .record(started.elapsed().as_secs_f64(), &attrs);
         result
     }
 }

@@ -1,0 +1,242 @@
+//! Scenarios: attack traffic, or benign traffic that looks like an attack,
+//! injected into the baseline at an offset, with the ground truth that tells a
+//! rule test what it should (and should not) find.
+//!
+//! Each scenario draws from its own random stream, so adding one to a capture
+//! leaves the baseline and the other scenarios unchanged.
+
+mod attacks;
+mod lookalikes;
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use super::model::Model;
+use super::request::{Nanos, Request, SECOND, Value};
+use super::rng::Rng;
+
+/// Whether a scenario is an attack (a rule should fire) or a look-alike (rules
+/// should stay quiet).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Class {
+    Attack,
+    Benign,
+}
+
+impl Class {
+    /// `attack` or `benign`, as in the truth file.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Class::Attack => "attack",
+            Class::Benign => "benign",
+        }
+    }
+}
+
+/// What a scenario needs to build its traffic.
+pub struct Ctx<'a> {
+    pub rng: Rng,
+    pub model: &'a Model,
+    /// When the scenario starts.
+    pub t0: Nanos,
+}
+
+/// The traffic a scenario adds.
+#[derive(Debug, Default)]
+pub struct Injected {
+    /// The scenario's own requests: they make its truth window and indicators.
+    pub requests: Vec<Request>,
+    /// Genuine traffic the scenario needs around it (a victim's usual login
+    /// before a takeover); outside the truth window and indicators.
+    pub context: Vec<Request>,
+    /// Indicators beyond those collected from the requests (e.g. `http.route`).
+    pub extra: BTreeMap<&'static str, BTreeSet<String>>,
+}
+
+impl Injected {
+    fn extra(&mut self, key: &'static str, value: &str) {
+        self.extra.entry(key).or_default().insert(value.to_string());
+    }
+
+    /// The indicators: every client address, session, user hash and card
+    /// fingerprint in the scenario's requests, plus the extras.
+    pub fn indicators(&self) -> BTreeMap<String, Vec<String>> {
+        let mut m: BTreeMap<&'static str, BTreeSet<String>> = BTreeMap::new();
+        for k in INDICATOR_KEYS {
+            m.insert(k, BTreeSet::new());
+        }
+        for r in &self.requests {
+            m.entry("client.address")
+                .or_default()
+                .insert(r.client.address.clone());
+            if let Some(s) = &r.client.session {
+                m.entry("session.id").or_default().insert(s.clone());
+            }
+            for e in &r.events {
+                for (k, v) in &e.attrs {
+                    if let ("user.hash" | "shop.payment.card.fingerprint", Value::Str(s)) = (*k, v)
+                    {
+                        m.entry(k).or_default().insert(s.clone());
+                    }
+                }
+            }
+        }
+        for (k, v) in &self.extra {
+            m.entry(k).or_default().extend(v.iter().cloned());
+        }
+        m.into_iter()
+            .map(|(k, v)| (k.to_string(), v.into_iter().collect()))
+            .collect()
+    }
+}
+
+/// Indicator kinds every truth entry lists (possibly empty).
+pub const INDICATOR_KEYS: [&str; 4] = [
+    "client.address",
+    "user.hash",
+    "session.id",
+    "shop.payment.card.fingerprint",
+];
+
+/// A scenario the simulator can inject.
+pub struct Scenario {
+    pub name: &'static str,
+    pub class: Class,
+    /// One line: what it does, with its figures.
+    pub about: &'static str,
+    /// Default start, seconds after the capture's start.
+    pub offset_s: i64,
+    pub build: fn(&mut Ctx<'_>) -> Injected,
+}
+
+/// Every scenario, attacks first.
+pub const SCENARIOS: &[Scenario] = &[
+    Scenario {
+        name: "http_flood",
+        class: Class::Attack,
+        about: "one address, ~220 req/s for 80 s on GET /api/products/{id}, no session; the gateway rate limiter answers 429 to ~85% after 20 s",
+        offset_s: 180,
+        build: attacks::http_flood,
+    },
+    Scenario {
+        name: "distributed_flood",
+        class: Class::Attack,
+        about: "200 botnet addresses each sending GET /api/products/{id} every ~2.2 s (27/min) for 120 s: ~90 req/s on one route",
+        offset_s: 180,
+        build: attacks::distributed_flood,
+    },
+    Scenario {
+        name: "search_abuse",
+        class: Class::Attack,
+        about: "2 addresses, ~1.4 searches/s each for 4 min with long queries: latency 1.2 s rising to 6 s, 5xx rising from 0 to 45%",
+        offset_s: 180,
+        build: attacks::search_abuse,
+    },
+    Scenario {
+        name: "scraping",
+        class: Class::Attack,
+        about: "one address and session walking /api/products/{id} sequentially, one every ~1.3 s for 6 min (~270 products), no cart",
+        offset_s: 180,
+        build: attacks::scraping,
+    },
+    Scenario {
+        name: "brute_force",
+        class: Class::Attack,
+        about: "one account, one address: a login every ~4 s for 4 min; 10 bad_password, then locked",
+        offset_s: 180,
+        build: attacks::brute_force,
+    },
+    Scenario {
+        name: "brute_force_distributed",
+        class: Class::Attack,
+        about: "one account from 45 rotating botnet addresses (1-2 attempts each), a login every ~5 s for 4 min; 10 bad_password, then locked",
+        offset_s: 180,
+        build: attacks::brute_force_distributed,
+    },
+    Scenario {
+        name: "password_spraying",
+        class: Class::Attack,
+        about: "3 addresses, 60 accounts (12 unknown), 1-2 common passwords each, one attempt every ~8 s over 12 min; 1 success",
+        offset_s: 60,
+        build: attacks::password_spraying,
+    },
+    Scenario {
+        name: "credential_stuffing",
+        class: Class::Attack,
+        about: "6 addresses replay 420 leaked pairs in 3 min (~2.3/s): 55% unknown_user, the rest bad_password but ~6% success",
+        offset_s: 180,
+        build: attacks::credential_stuffing,
+    },
+    Scenario {
+        name: "account_takeover",
+        class: Class::Attack,
+        about: "the victim shops from home; 2.5 min later a new address fails 6 times on the account in ~90 s, succeeds, and orders with a new card",
+        offset_s: 240,
+        build: attacks::account_takeover,
+    },
+    Scenario {
+        name: "card_testing",
+        class: Class::Attack,
+        about: "one guest session and address: 1 cheap cart, then 45 payments of 1-3 EUR every ~6 s with ~38 distinct cards, 85% declined",
+        offset_s: 180,
+        build: attacks::card_testing,
+    },
+    Scenario {
+        name: "flash_sale",
+        class: Class::Benign,
+        about: "a 5 min surge of ~750 extra genuine sessions (~2.5/s, ~20 req/s more) from many addresses, focused on one product, many real orders",
+        offset_s: 180,
+        build: lookalikes::flash_sale,
+    },
+    Scenario {
+        name: "nat_office",
+        class: Class::Benign,
+        about: "40 employees behind one address arrive over 5 min, each logs in to their own account (8% typo) and shops for up to 10 min",
+        offset_s: 60,
+        build: lookalikes::nat_office,
+    },
+    Scenario {
+        name: "password_typos",
+        class: Class::Benign,
+        about: "8 customers over 6 min, each from their own address, mistype their password 1-2 times, then log in and shop",
+        offset_s: 120,
+        build: lookalikes::password_typos,
+    },
+    Scenario {
+        name: "power_user",
+        class: Class::Benign,
+        about: "one logged-in customer browsing fast (~1 req/s) for 8 min, with several carts and orders",
+        offset_s: 120,
+        build: lookalikes::power_user,
+    },
+];
+
+/// A scenario by name.
+pub fn find(name: &str) -> Option<&'static Scenario> {
+    SCENARIOS.iter().find(|s| s.name == name)
+}
+
+/// Builds a scenario's traffic starting at `t0`, from the seed's stream for it
+/// (`index` tells apart two runs of the same scenario in one capture).
+pub fn build(s: &Scenario, seed: u64, index: usize, model: &Model, t0: Nanos) -> Injected {
+    let mut ctx = Ctx {
+        rng: Rng::stream(seed, &format!("scenario/{}/{index}", s.name)),
+        model,
+        t0,
+    };
+    let mut inj = (s.build)(&mut ctx);
+    inj.requests.sort_by_key(|r| (r.start, r.ids));
+    inj
+}
+
+/// Seconds to nanoseconds.
+pub(crate) fn at(s: f64) -> Nanos {
+    super::request::secs(s)
+}
+
+/// One second, for scenario arithmetic.
+pub(crate) const S: Nanos = SECOND;
+
+/// Passwords the attack scenarios try (never emitted), for leak tests.
+pub fn attacks_passwords() -> &'static [&'static str] {
+    &attacks::SPRAYED_PASSWORDS
+}
