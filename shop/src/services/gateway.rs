@@ -82,7 +82,6 @@ pub async fn router(config: &Config, metrics: &HttpMetrics) -> anyhow::Result<Ro
         in_flight: Arc::new(Semaphore::new(env_num("SHOP_GATEWAY_MAX_IN_FLIGHT", 256))),
         metrics: metrics.clone(),
     };
-    let trusted = Arc::new(TrustedProxies::from_env());
 
     macro_rules! to {
         ($service:expr, $route:literal, $query:expr) => {
@@ -143,7 +142,14 @@ pub async fn router(config: &Config, metrics: &HttpMetrics) -> anyhow::Result<Ro
             get(|| async { axum::Json(super::openapi::document()) }),
         )
         .with_state(gw);
-    Ok(api.layer(from_fn(move |req, next| edge(trusted.clone(), req, next))))
+    Ok(api)
+}
+
+/// Wraps the finished gateway router (outside its SERVER span layer) with
+/// [`edge`], so that the span starts knowing who the client is.
+pub fn with_edge(app: Router) -> Router {
+    let trusted = Arc::new(TrustedProxies::from_env());
+    app.layer(from_fn(move |req, next| edge(trusted.clone(), req, next)))
 }
 
 // ---------------------------------------------------------------------------

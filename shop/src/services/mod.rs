@@ -191,7 +191,11 @@ pub async fn router(service: Service, config: &Config) -> anyhow::Result<Router>
         Service::Checkout => checkout::router(config, &metrics).await?,
         Service::Payments => payments::router(config, &metrics)?,
     };
-    Ok(finish(routes, &metrics))
+    let app = finish(routes, &metrics);
+    Ok(match service {
+        Service::Gateway => gateway::with_edge(app),
+        _ => app,
+    })
 }
 
 /// Runs `service` on `listener` until `shutdown` completes, then drains

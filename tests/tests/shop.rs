@@ -1,0 +1,1099 @@
+//! End-to-end tests of the shop's services against the local stack
+//! (`compose/local/stack up`: PostgreSQL, Redis, Kafka, the Collector).
+//!
+//! Each test starts the six services as child processes: this test binary
+//! re-executes itself running the ignored test `shop_service_child`, with
+//! `SHOP_E2E_CHILD=<service>`, so every service is its own process with its
+//! own `service.name` and telemetry pipeline, on an ephemeral port. A child
+//! stops (gracefully, flushing its telemetry) on SIGTERM or when its stdin
+//! closes, so a crashed test leaves no service behind.
+//!
+//! - `checkout_is_one_connected_trace_with_the_contract_events`: register, log
+//!   in (once with a wrong password), browse, search, add to cart, check out and
+//!   pay through the gateway; then reads `otlp_spans` and `otlp_logs` from Kafka
+//!   and checks that the checkout is one trace across gateway, checkout, cart
+//!   and payments, with the contract's events on it; then scans the Collector's
+//!   file-exporter capture for the raw e-mail, passwords and card number used.
+//! - `bad_input_is_answered_with_4xx_json`: malformed JSON, unknown products,
+//!   negative quantities, oversized bodies, SQL-injection strings.
+//! - `overload_is_answered_with_429_and_retry_after`: the gateway's rate limit.
+//!
+//! The checkout trace must survive the Collector's tail sampler, which keeps
+//! errors, slow traces and a percentage of the rest chosen by a hash of the
+//! trace id (FNV-1a with the processor's default salt). A successful checkout
+//! is neither an error nor slow, so the test starts the trace itself (a W3C
+//! `traceparent` on the checkout request, as any instrumented client does) with
+//! a trace id that hash keeps at any configured percentage of 1 or more.
+//!
+//! Run: `cargo test -p e2e --test shop`.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::{BufRead as _, BufReader};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context, Result, anyhow, bail, ensure};
+use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
+use prost::Message as _;
+use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::{ClientConfig, Message as _, Offset, TopicPartitionList};
+use serde_json::{Value, json};
+use shop::services::{Config, Service};
+
+const CHILD_ENV: &str = "SHOP_E2E_CHILD";
+const KAFKA: &str = "127.0.0.1:19092";
+/// One-second waits for the next Kafka record before giving up (the tail sampler waits 5 s).
+const KAFKA_IDLE_POLLS: u32 = 60;
+const KAFKA_MAX_RECORDS: u32 = 200_000;
+/// One-second polls of the capture file (the file exporter flushes every second).
+const CAPTURE_POLLS: u32 = 60;
+
+// ---------------------------------------------------------------------------
+// The services as child processes
+
+/// Not a test: the entry point of a child process running one service.
+#[test]
+#[ignore = "the child-process entry point of the shop tests; they run it"]
+fn shop_service_child() {
+    let Ok(name) = std::env::var(CHILD_ENV) else {
+        return;
+    };
+    let service = Service::ALL
+        .into_iter()
+        .find(|s| s.name() == name)
+        .unwrap_or_else(|| panic!("{CHILD_ENV}={name}: no such service"));
+    let runtime = tokio::runtime::Runtime::new().expect("a tokio runtime");
+    let result = runtime.block_on(async move {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let shutdown = async {
+            let stdin_closed = async {
+                use tokio::io::AsyncReadExt as _;
+                let mut stdin = tokio::io::stdin();
+                let mut buf = [0u8; 64];
+                while matches!(stdin.read(&mut buf).await, Ok(n) if n > 0) {}
+            };
+            tokio::select! {
+                () = stdin_closed => {},
+                () = shop::services::shutdown_signal() => {},
+            }
+        };
+        shop::services::run(service, Config::from_env(), listener, shutdown).await
+    });
+    if let Err(e) = result {
+        panic!("{}: {e:#}", service.service_name());
+    }
+}
+
+/// The six services, started in dependency order; stopped (SIGTERM, then
+/// waited for) when dropped.
+struct Shop {
+    children: Vec<(Service, Child, PathBuf)>,
+    urls: BTreeMap<&'static str, String>,
+}
+
+impl Shop {
+    fn start(test: &str, extra_env: &[(&str, &str)]) -> Result<Shop> {
+        require_up("postgres", 55432)?;
+        require_up("redis", 56379)?;
+        let exe = std::env::current_exe()?;
+        let mut shop = Shop {
+            children: Vec::new(),
+            urls: BTreeMap::new(),
+        };
+        for service in [
+            Service::Payments,
+            Service::Catalog,
+            Service::Auth,
+            Service::Cart,
+            Service::Checkout,
+            Service::Gateway,
+        ] {
+            let log = std::env::temp_dir().join(format!(
+                "shop-e2e-{test}-{}-{}.log",
+                service.name(),
+                std::process::id()
+            ));
+            let mut cmd = Command::new(&exe);
+            cmd.args([
+                "--exact",
+                "shop_service_child",
+                "--ignored",
+                "--nocapture",
+                "--test-threads=1",
+            ])
+            .env(CHILD_ENV, service.name())
+            .env("OTEL_TRACES_SAMPLER_ARG", "1.0")
+            .env("OTEL_BSP_SCHEDULE_DELAY", "200")
+            .env("OTEL_BLRP_SCHEDULE_DELAY", "200")
+            .env("OTEL_METRIC_EXPORT_INTERVAL", "2000")
+            .env("SHOP_ENVIRONMENT", "e2e")
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(std::fs::File::create(&log)?);
+            for (k, v) in extra_env {
+                cmd.env(k, v);
+            }
+            for (name, url) in &shop.urls {
+                cmd.env(format!("SHOP_{}_URL", name.to_uppercase()), url);
+            }
+            let mut child = cmd.spawn().context("starting a service child process")?;
+            let stdout = child.stdout.take().context("child stdout")?;
+            shop.children.push((service, child, log.clone()));
+            let needle = format!("{} listening on ", service.service_name());
+            let url = BufReader::new(stdout)
+                .lines()
+                .take(50)
+                .map_while(|l| l.ok())
+                .find_map(|l| l.split_once(&needle).map(|(_, url)| url.trim().to_owned()))
+                .ok_or_else(|| {
+                    let tail = std::fs::read_to_string(&log).unwrap_or_default();
+                    let tail: Vec<&str> = tail.lines().rev().take(15).collect();
+                    anyhow!(
+                        "{} did not start (log {}):\n{}",
+                        service.service_name(),
+                        log.display(),
+                        tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+                    )
+                })?;
+            shop.urls.insert(service.name(), url);
+        }
+        Ok(shop)
+    }
+
+    fn gateway(&self) -> &str {
+        &self.urls["gateway"]
+    }
+
+    /// Stops every service gracefully (their telemetry is flushed on the way out).
+    fn stop(&mut self) {
+        for (_, child, _) in self.children.iter_mut().rev() {
+            let _ = Command::new("kill")
+                .arg("-TERM")
+                .arg(child.id().to_string())
+                .status();
+        }
+        for (_, child, _) in &mut self.children {
+            let mut exited = false;
+            for _ in 0..150 {
+                if matches!(child.try_wait(), Ok(Some(_))) {
+                    exited = true;
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            if !exited {
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+        }
+        self.children.clear();
+    }
+}
+
+impl Drop for Shop {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn require_up(component: &str, port: u16) -> Result<()> {
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2))
+        .map(drop)
+        .map_err(|e| {
+            anyhow!(
+                "{component} is not answering on {addr} ({e}): start the stack with `compose/local/stack up`"
+            )
+        })
+}
+
+// ---------------------------------------------------------------------------
+// A shopper
+
+struct Shopper {
+    http: reqwest::Client,
+    base: String,
+    cookie: Option<String>,
+    forwarded_for: String,
+}
+
+struct Answer {
+    status: u16,
+    body: Value,
+    retry_after: Option<String>,
+}
+
+impl Shopper {
+    fn new(base: &str, forwarded_for: &str) -> Result<Shopper> {
+        Ok(Shopper {
+            http: reqwest::Client::builder()
+                .timeout(Duration::from_secs(30))
+                .build()?,
+            base: base.to_owned(),
+            cookie: None,
+            forwarded_for: forwarded_for.to_owned(),
+        })
+    }
+
+    async fn send(
+        &mut self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Vec<u8>>,
+        traceparent: Option<&str>,
+    ) -> Result<Answer> {
+        let mut req = self
+            .http
+            .request(method.clone(), format!("{}{path}", self.base))
+            .header("user-agent", "shop-e2e/1.0")
+            .header("x-forwarded-for", &self.forwarded_for);
+        if let Some(c) = &self.cookie {
+            req = req.header("cookie", c);
+        }
+        if let Some(tp) = traceparent {
+            req = req.header("traceparent", tp);
+        }
+        if let Some(b) = body {
+            req = req.header("content-type", "application/json").body(b);
+        }
+        let resp = req
+            .send()
+            .await
+            .with_context(|| format!("{method} {path}"))?;
+        let status = resp.status().as_u16();
+        if let Some(set) = resp
+            .headers()
+            .get("set-cookie")
+            .and_then(|v| v.to_str().ok())
+        {
+            self.cookie = set.split(';').next().map(str::to_owned);
+        }
+        let retry_after = resp
+            .headers()
+            .get("retry-after")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        let text = resp.text().await?;
+        let body = if text.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_str(&text).with_context(|| {
+                format!("{method} {path} answered {status} with non-JSON {text:?}")
+            })?
+        };
+        Ok(Answer {
+            status,
+            body,
+            retry_after,
+        })
+    }
+
+    async fn get(&mut self, path: &str) -> Result<Answer> {
+        self.send(reqwest::Method::GET, path, None, None).await
+    }
+
+    async fn expect(
+        &mut self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+        status: u16,
+    ) -> Result<Value> {
+        let body = body.map(|b| serde_json::to_vec(&b)).transpose()?;
+        let a = self.send(method.clone(), path, body, None).await?;
+        ensure!(
+            a.status == status,
+            "{method} {path}: expected {status}, got {} {}",
+            a.status,
+            a.body
+        );
+        Ok(a.body)
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Unique secrets for this run
+
+fn nonce() -> u64 {
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or_default();
+    (nanos as u64) ^ (u64::from(std::process::id()) << 32)
+}
+
+/// A Luhn-valid card number starting 4242 (the simulated processor approves those), unique to the run.
+fn unique_card(seed: u64) -> String {
+    let mut digits: Vec<u32> = "4242".chars().filter_map(|c| c.to_digit(10)).collect();
+    let mut s = seed;
+    while digits.len() < 15 {
+        digits.push((s % 10) as u32);
+        s = s / 10 + 7;
+    }
+    let sum: u32 = digits
+        .iter()
+        .rev()
+        .enumerate()
+        .map(|(i, d)| {
+            if i % 2 == 0 {
+                let dd = d * 2;
+                if dd > 9 { dd - 9 } else { dd }
+            } else {
+                *d
+            }
+        })
+        .sum();
+    digits.push((10 - sum % 10) % 10);
+    digits
+        .iter()
+        .map(|d| char::from_digit(*d, 10).unwrap_or('0'))
+        .collect()
+}
+
+/// FNV-1a 64 of the tail sampler's default salt and the trace id.
+fn tail_hash(trace_id: &[u8; 16]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in b"default-hash-seed".iter().chain(trace_id.iter()) {
+        h ^= u64::from(*b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    h
+}
+
+/// A trace id that the Collector's probabilistic tail policy keeps at 1 % or more.
+fn kept_trace_id(seed: u64) -> [u8; 16] {
+    let threshold = u64::MAX / 100;
+    let mut x = seed | 1;
+    for _ in 0..1_000_000 {
+        // xorshift
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        let y = x.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        let mut id = [0u8; 16];
+        id[..8].copy_from_slice(&x.to_be_bytes());
+        id[8..].copy_from_slice(&y.to_be_bytes());
+        if tail_hash(&id) <= threshold {
+            return id;
+        }
+    }
+    [0x11; 16]
+}
+
+// ---------------------------------------------------------------------------
+// Reading back from Kafka
+
+fn attr<'a>(attributes: &'a [KeyValue], key: &str) -> Option<&'a any_value::Value> {
+    attributes
+        .iter()
+        .find(|kv| kv.key == key)
+        .and_then(|kv| kv.value.as_ref())
+        .and_then(|v: &AnyValue| v.value.as_ref())
+}
+
+fn attr_str<'a>(attributes: &'a [KeyValue], key: &str) -> Option<&'a str> {
+    match attr(attributes, key) {
+        Some(any_value::Value::StringValue(s)) => Some(s),
+        _ => None,
+    }
+}
+
+#[derive(Debug, Clone)]
+struct SpanSeen {
+    service: String,
+    name: String,
+    kind: i32,
+    span_id: String,
+    parent: String,
+    attributes: Vec<KeyValue>,
+}
+
+#[derive(Debug, Clone)]
+struct EventSeen {
+    service: String,
+    name: String,
+    span_id: String,
+    attributes: Vec<KeyValue>,
+}
+
+#[derive(Default)]
+struct TraceSeen {
+    spans: Vec<SpanSeen>,
+    events: Vec<EventSeen>,
+}
+
+impl TraceSeen {
+    fn services(&self) -> BTreeSet<&str> {
+        self.spans.iter().map(|s| s.service.as_str()).collect()
+    }
+    fn event_names(&self) -> BTreeSet<&str> {
+        self.events.iter().map(|e| e.name.as_str()).collect()
+    }
+    fn complete(&self) -> bool {
+        let services = self.services();
+        let events = self.event_names();
+        [
+            "shop-gateway",
+            "shop-checkout",
+            "shop-cart",
+            "shop-payments",
+        ]
+        .iter()
+        .all(|s| services.contains(s))
+            && [
+                "shop.checkout.started",
+                "shop.payment.attempt",
+                "shop.order.placed",
+            ]
+            .iter()
+            .all(|e| events.contains(e))
+    }
+}
+
+fn service_of(resource: Option<&opentelemetry_proto::tonic::resource::v1::Resource>) -> String {
+    resource
+        .and_then(|r| attr_str(&r.attributes, "service.name"))
+        .unwrap_or_default()
+        .to_owned()
+}
+
+/// Reads `otlp_spans` and `otlp_logs` from `since_ms` on until the trace is complete.
+async fn read_trace(trace_id: &[u8; 16], since_ms: i64) -> Result<TraceSeen> {
+    let consumer: StreamConsumer = ClientConfig::new()
+        .set("bootstrap.servers", KAFKA)
+        .set("group.id", format!("shop-e2e-{}", hex(trace_id)))
+        .set("enable.auto.commit", "false")
+        .create()
+        .context("creating the Kafka consumer")?;
+    let mut wanted = TopicPartitionList::new();
+    for topic in ["otlp_spans", "otlp_logs"] {
+        let metadata = consumer
+            .fetch_metadata(Some(topic), Duration::from_secs(10))
+            .with_context(|| format!("kafka at {KAFKA}: metadata of {topic}"))?;
+        for t in metadata.topics() {
+            for p in t.partitions() {
+                wanted.add_partition_offset(topic, p.id(), Offset::Offset(since_ms))?;
+            }
+        }
+    }
+    let start = consumer
+        .offsets_for_times(wanted, Duration::from_secs(10))
+        .context("kafka: offsets for the test's start time")?;
+    consumer
+        .assign(&start)
+        .context("kafka: assigning partitions")?;
+
+    let mut seen = TraceSeen::default();
+    let (mut idle, mut records, mut settled) = (0u32, 0u32, 0u32);
+    // Once the trace looks complete, a few more quiet seconds for stragglers.
+    while !(seen.complete() && settled >= 3) {
+        ensure!(
+            idle < KAFKA_IDLE_POLLS && records < KAFKA_MAX_RECORDS,
+            "kafka: the checkout trace {} never arrived complete (read {records} records, idle {idle} s): \
+             services {:?}, events {:?}",
+            hex(trace_id),
+            seen.services(),
+            seen.event_names()
+        );
+        let message = match tokio::time::timeout(Duration::from_secs(1), consumer.recv()).await {
+            Err(_) => {
+                idle += 1;
+                if seen.complete() {
+                    settled += 1;
+                }
+                continue;
+            }
+            Ok(m) => m.context("kafka: reading")?,
+        };
+        records += 1;
+        let payload = message.payload().unwrap_or_default();
+        if message.topic() == "otlp_spans" {
+            let Ok(req) = ExportTraceServiceRequest::decode(payload) else {
+                continue;
+            };
+            for rs in req.resource_spans {
+                let service = service_of(rs.resource.as_ref());
+                for ss in rs.scope_spans {
+                    for s in ss.spans.into_iter().filter(|s| s.trace_id == trace_id) {
+                        seen.spans.push(SpanSeen {
+                            service: service.clone(),
+                            name: s.name,
+                            kind: s.kind,
+                            span_id: hex(&s.span_id),
+                            parent: hex(&s.parent_span_id),
+                            attributes: s.attributes,
+                        });
+                    }
+                }
+            }
+        } else {
+            let Ok(req) = ExportLogsServiceRequest::decode(payload) else {
+                continue;
+            };
+            for rl in req.resource_logs {
+                let service = service_of(rl.resource.as_ref());
+                for sl in rl.scope_logs {
+                    for r in sl
+                        .log_records
+                        .into_iter()
+                        .filter(|r| r.trace_id == trace_id)
+                    {
+                        if r.event_name.is_empty() {
+                            continue;
+                        }
+                        seen.events.push(EventSeen {
+                            service: service.clone(),
+                            name: r.event_name,
+                            span_id: hex(&r.span_id),
+                            attributes: r.attributes,
+                        });
+                    }
+                }
+            }
+        }
+    }
+    Ok(seen)
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Where the local stack's Collector writes its file-exporter capture.
+fn capture_file() -> PathBuf {
+    let dir = std::env::var_os("OTELGUARD_CAPTURE_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            std::env::var_os("OTELGUARD_STACK_STATE")
+                .map(PathBuf::from)
+                .unwrap_or_else(|| {
+                    std::env::var_os("HOME")
+                        .map(PathBuf::from)
+                        .unwrap_or_default()
+                        .join(".cache/otelguard/stack-state")
+                })
+                .join("captures")
+        });
+    dir.join("captures.jsonl")
+}
+
+// ---------------------------------------------------------------------------
+// The tests
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn checkout_is_one_connected_trace_with_the_contract_events() -> Result<()> {
+    require_up("kafka", 19092)?;
+    require_up("otelcol", 4317)?;
+    let since_ms = SystemTime::now().duration_since(UNIX_EPOCH)?.as_millis() as i64 - 10_000;
+    let mut shop = Shop::start("journey", &[])?;
+    let n = nonce();
+    let email = format!("e2e.shopper.{n:x}@example.org");
+    let password = format!("pw-{n:x}-Secret!");
+    let wrong_password = format!("wrong-{n:x}-Guess!");
+    let card = unique_card(n);
+    let client = "203.0.113.77";
+    let mut shopper = Shopper::new(shop.gateway(), client)?;
+
+    // Register; a failed login; the real login.
+    let created = shopper
+        .expect(
+            reqwest::Method::POST,
+            "/api/auth/register",
+            Some(json!({"email": email, "password": password})),
+            201,
+        )
+        .await?;
+    let user_id = created["user_id"].as_str().context("user_id")?.to_owned();
+    shopper
+        .expect(
+            reqwest::Method::POST,
+            "/api/auth/login",
+            Some(json!({"email": email, "password": wrong_password})),
+            401,
+        )
+        .await?;
+    let logged = shopper
+        .expect(
+            reqwest::Method::POST,
+            "/api/auth/login",
+            Some(json!({"email": email, "password": password})),
+            200,
+        )
+        .await?;
+    ensure!(
+        logged["user_id"] == user_id.as_str(),
+        "login answered {logged}"
+    );
+    // A seeded account with its known password works too.
+    let mut other = Shopper::new(shop.gateway(), "198.51.100.23")?;
+    other
+        .expect(
+            reqwest::Method::POST,
+            "/api/auth/login",
+            Some(json!({"email": "shopper0042@example.com", "password": "shopper-0042-pass"})),
+            200,
+        )
+        .await?;
+
+    // Browse, search, add to the cart.
+    let categories = shopper
+        .expect(reqwest::Method::GET, "/api/categories", None, 200)
+        .await?;
+    ensure!(
+        categories["categories"]
+            .as_array()
+            .is_some_and(|c| c.len() >= 8),
+        "{categories}"
+    );
+    let listed = shopper
+        .expect(
+            reqwest::Method::GET,
+            "/api/products?category=books&per_page=5",
+            None,
+            200,
+        )
+        .await?;
+    ensure!(
+        listed["products"].as_array().is_some_and(|p| p.len() == 5),
+        "{listed}"
+    );
+    let product = shopper
+        .expect(reqwest::Method::GET, "/api/products/123", None, 200)
+        .await?;
+    ensure!(product["id"] == 123, "{product}");
+    let found = shopper
+        .expect(reqwest::Method::GET, "/api/search?q=lamp", None, 200)
+        .await?;
+    ensure!(found["results"].as_i64().is_some_and(|r| r > 0), "{found}");
+    let cart = shopper
+        .expect(
+            reqwest::Method::POST,
+            "/api/cart/items",
+            Some(json!({"product_id": 123, "quantity": 2})),
+            201,
+        )
+        .await?;
+    shopper
+        .expect(
+            reqwest::Method::POST,
+            "/api/cart/items",
+            Some(json!({"product_id": 7, "quantity": 1})),
+            201,
+        )
+        .await?;
+    ensure!(cart["items"][0]["quantity"] == 2, "{cart}");
+
+    // Check out and pay, in a trace this test starts.
+    let trace_id = kept_trace_id(n);
+    let traceparent = format!("00-{}-{:016x}-01", hex(&trace_id), n | 1);
+    let body = json!({"card": {"number": card, "expiry": "12/39", "cvv": "737"}});
+    let placed = shopper
+        .send(
+            reqwest::Method::POST,
+            "/api/checkout",
+            Some(serde_json::to_vec(&body)?),
+            Some(&traceparent),
+        )
+        .await?;
+    ensure!(
+        placed.status == 201,
+        "checkout answered {} {}",
+        placed.status,
+        placed.body
+    );
+    ensure!(placed.body["items"] == 3, "{}", placed.body);
+    let empty = shopper
+        .expect(reqwest::Method::GET, "/api/cart", None, 200)
+        .await?;
+    ensure!(
+        empty["items"].as_array().is_some_and(|i| i.is_empty()),
+        "the cart was not emptied: {empty}"
+    );
+    // A declined card: a 402 with the decline code.
+    shopper
+        .expect(
+            reqwest::Method::POST,
+            "/api/cart/items",
+            Some(json!({"product_id": 5, "quantity": 1})),
+            201,
+        )
+        .await?;
+    let declined = shopper
+        .expect(
+            reqwest::Method::POST,
+            "/api/checkout",
+            Some(
+                json!({"card": {"number": "4000 0000 0000 9995", "expiry": "12/39", "cvv": "737"}}),
+            ),
+            402,
+        )
+        .await?;
+    ensure!(
+        declined["error"]["details"]["decline_code"] == "insufficient_funds",
+        "{declined}"
+    );
+
+    // Graceful shutdown flushes every service's telemetry.
+    shop.stop();
+
+    let seen = read_trace(&trace_id, since_ms).await?;
+    // One connected trace: every span's parent is in the trace, except the
+    // gateway's SERVER span, whose parent is this test's traceparent.
+    let ids: BTreeSet<&str> = seen.spans.iter().map(|s| s.span_id.as_str()).collect();
+    let roots: Vec<&SpanSeen> = seen
+        .spans
+        .iter()
+        .filter(|s| !ids.contains(s.parent.as_str()))
+        .collect();
+    ensure!(
+        roots.len() == 1,
+        "the trace has {} roots: {roots:#?}",
+        roots.len()
+    );
+    let root = roots[0];
+    ensure!(
+        root.service == "shop-gateway" && root.name == "POST /api/checkout" && root.kind == 2,
+        "the root is not the gateway's SERVER span: {root:#?}"
+    );
+    ensure!(
+        attr_str(&root.attributes, "client.address") == Some(client),
+        "client.address: {root:#?}"
+    );
+    ensure!(
+        attr_str(&root.attributes, "user.id") == Some(user_id.as_str()),
+        "user.id: {root:#?}"
+    );
+    ensure!(
+        attr_str(&root.attributes, "http.route") == Some("/api/checkout"),
+        "http.route: {root:#?}"
+    );
+    ensure!(
+        attr_str(&root.attributes, "session.id").is_some(),
+        "session.id: {root:#?}"
+    );
+    // CLIENT/SERVER pairs across every hop.
+    for (client_service, server_service) in [
+        ("shop-gateway", "shop-checkout"),
+        ("shop-checkout", "shop-cart"),
+        ("shop-checkout", "shop-payments"),
+    ] {
+        let paired = seen.spans.iter().any(|server| {
+            server.service == server_service
+                && server.kind == 2
+                && seen.spans.iter().any(|c| {
+                    c.service == client_service && c.kind == 3 && c.span_id == server.parent
+                })
+        });
+        ensure!(
+            paired,
+            "no CLIENT span of {client_service} parents a SERVER span of {server_service}"
+        );
+    }
+    // Database spans, parameterised.
+    let inserts: Vec<&SpanSeen> = seen
+        .spans
+        .iter()
+        .filter(|s| attr_str(&s.attributes, "db.system.name") == Some("postgresql"))
+        .collect();
+    ensure!(
+        !inserts.is_empty(),
+        "no PostgreSQL span in the checkout trace"
+    );
+    for s in &inserts {
+        let text = attr_str(&s.attributes, "db.query.text").unwrap_or_default();
+        ensure!(
+            text.contains("$1") && !text.contains(&user_id),
+            "db.query.text not parameterised: {text}"
+        );
+    }
+    ensure!(
+        seen.spans
+            .iter()
+            .any(|s| attr_str(&s.attributes, "db.system.name") == Some("redis")),
+        "no Redis span in the checkout trace"
+    );
+    // The contract's events, each inside a span of the trace, with the caller.
+    for e in &seen.events {
+        ensure!(
+            ids.contains(e.span_id.as_str()),
+            "event {} is outside the trace's spans",
+            e.name
+        );
+        ensure!(
+            attr_str(&e.attributes, "client.address") == Some(client),
+            "{}: client.address",
+            e.name
+        );
+        ensure!(
+            attr_str(&e.attributes, "user.id") == Some(user_id.as_str()),
+            "{}: user.id",
+            e.name
+        );
+        ensure!(
+            attr_str(&e.attributes, "session.id").is_some(),
+            "{}: session.id",
+            e.name
+        );
+    }
+    let payment = seen
+        .events
+        .iter()
+        .find(|e| e.name == "shop.payment.attempt")
+        .context("no payment event")?;
+    ensure!(payment.service == "shop-payments", "{payment:?}");
+    ensure!(
+        attr_str(&payment.attributes, "shop.payment.outcome") == Some("approved"),
+        "{payment:?}"
+    );
+    let fingerprint =
+        attr_str(&payment.attributes, "shop.payment.card.fingerprint").unwrap_or_default();
+    ensure!(
+        fingerprint.len() == 16 && fingerprint.chars().all(|c| c.is_ascii_hexdigit()),
+        "fingerprint {fingerprint:?}"
+    );
+    let order = seen
+        .events
+        .iter()
+        .find(|e| e.name == "shop.order.placed")
+        .context("no order event")?;
+    ensure!(
+        attr_str(&order.attributes, "shop.order.id") == placed.body["order_id"].as_str(),
+        "{order:?} vs {}",
+        placed.body
+    );
+    match attr(&order.attributes, "shop.order.items") {
+        Some(any_value::Value::IntValue(3)) => {}
+        other => bail!("shop.order.items = {other:?}"),
+    }
+    match attr(&order.attributes, "shop.order.amount") {
+        Some(any_value::Value::DoubleValue(v)) if Some(*v) == placed.body["amount"].as_f64() => {}
+        other => bail!("shop.order.amount = {other:?}"),
+    }
+    // The service redacted by itself: the Collector found nothing to mask in this trace.
+    for s in &seen.spans {
+        ensure!(
+            !s.attributes
+                .iter()
+                .any(|kv| kv.key.starts_with("redaction.masked")),
+            "the Collector had to mask something in span {s:?}"
+        );
+    }
+
+    // The redaction scan over everything the Collector wrote to its capture.
+    let path = capture_file();
+    let trace_hex = hex(&trace_id);
+    let mut captured = String::new();
+    for _ in 0..CAPTURE_POLLS {
+        captured = std::fs::read_to_string(&path)
+            .with_context(|| format!("reading the capture {}", path.display()))?;
+        if captured.contains(&trace_hex) && captured.contains("shop.order.placed") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    ensure!(
+        captured.contains(&trace_hex),
+        "the capture {} never held the checkout trace",
+        path.display()
+    );
+    let card_grouped: String = card
+        .chars()
+        .collect::<Vec<_>>()
+        .chunks(4)
+        .map(|c| c.iter().collect::<String>())
+        .collect::<Vec<_>>()
+        .join(" ");
+    for (what, secret) in [
+        ("e-mail address", email.as_str()),
+        (
+            "e-mail local part",
+            email.split('@').next().unwrap_or_default(),
+        ),
+        ("password", password.as_str()),
+        ("wrong password", wrong_password.as_str()),
+        ("card number", card.as_str()),
+        ("grouped card number", card_grouped.as_str()),
+        ("seeded account's e-mail", "shopper0042@example.com"),
+        ("seeded account's password", "shopper-0042-pass"),
+    ] {
+        ensure!(
+            !captured.contains(secret),
+            "the capture {} contains the raw {what}",
+            path.display()
+        );
+    }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_input_is_answered_with_4xx_json() -> Result<()> {
+    let shop = Shop::start("badinput", &[])?;
+    let mut s = Shopper::new(shop.gateway(), "192.0.2.44")?;
+    let raw = |b: &str| Some(b.as_bytes().to_vec());
+    let big = format!(
+        "{{\"email\":\"{}\",\"password\":\"x\"}}",
+        "a".repeat(64 * 1024)
+    );
+    let cases: Vec<(reqwest::Method, String, Option<Vec<u8>>, u16)> = vec![
+        (
+            reqwest::Method::POST,
+            "/api/auth/login".into(),
+            raw("{\"email\": \"a@b.c\", "),
+            400,
+        ),
+        (
+            reqwest::Method::POST,
+            "/api/auth/login".into(),
+            raw("[1, 2, 3]"),
+            422,
+        ),
+        (
+            reqwest::Method::POST,
+            "/api/auth/register".into(),
+            raw("{\"email\": \"x\", \"password\": \"longenough\"}"),
+            422,
+        ),
+        (
+            reqwest::Method::POST,
+            "/api/auth/register".into(),
+            Some(big.into_bytes()),
+            413,
+        ),
+        (
+            reqwest::Method::GET,
+            "/api/products/999999".into(),
+            None,
+            404,
+        ),
+        (reqwest::Method::GET, "/api/products/-4".into(), None, 400),
+        (
+            reqwest::Method::GET,
+            "/api/products/1%27%20OR%20%271%27=%271".into(),
+            None,
+            400,
+        ),
+        (
+            reqwest::Method::GET,
+            "/api/search?q=%27%3B%20DROP%20TABLE%20products%3B--".into(),
+            None,
+            200,
+        ),
+        (
+            reqwest::Method::GET,
+            "/api/products?category=%27%20OR%201=1--".into(),
+            None,
+            422,
+        ),
+        (
+            reqwest::Method::GET,
+            "/api/products?page=-1".into(),
+            None,
+            422,
+        ),
+        (
+            reqwest::Method::POST,
+            "/api/cart/items".into(),
+            raw("{\"product_id\": 12, \"quantity\": -3}"),
+            422,
+        ),
+        (
+            reqwest::Method::POST,
+            "/api/cart/items".into(),
+            raw("{\"product_id\": 999999, \"quantity\": 1}"),
+            404,
+        ),
+        (
+            reqwest::Method::POST,
+            "/api/cart/items".into(),
+            raw("{\"product_id\": \"12; DROP TABLE\", \"quantity\": 1}"),
+            422,
+        ),
+        (
+            reqwest::Method::POST,
+            "/api/cart/items".into(),
+            raw("{\"product_id\": 12, \"quantity\": 1e99}"),
+            422,
+        ),
+        (
+            reqwest::Method::POST,
+            "/api/checkout".into(),
+            raw("{\"card\": {}}"),
+            422,
+        ),
+        (
+            reqwest::Method::POST,
+            "/api/checkout".into(),
+            raw(
+                "{\"card\": {\"number\": \"4242424242424242\", \"expiry\": \"12/39\", \"cvv\": \"123\"}}",
+            ),
+            401,
+        ),
+        (
+            reqwest::Method::POST,
+            "/api/auth/login".into(),
+            raw("{\"email\": \"' OR 1=1 --\", \"password\": \"' OR '1'='1\"}"),
+            401,
+        ),
+        (reqwest::Method::DELETE, "/api/checkout".into(), None, 405),
+        (reqwest::Method::GET, "/api/nothing/here".into(), None, 404),
+    ];
+    for (method, path, body, expected) in cases {
+        let a = s.send(method.clone(), &path, body, None).await?;
+        ensure!(
+            a.status == expected,
+            "{method} {path}: expected {expected}, got {} {}",
+            a.status,
+            a.body
+        );
+        if expected >= 400 {
+            ensure!(
+                a.body["error"]["code"].is_string() && a.body["error"]["message"].is_string(),
+                "{method} {path}: no JSON error body: {}",
+                a.body
+            );
+        }
+    }
+    // Still serving after all that.
+    s.expect(reqwest::Method::GET, "/api/products/1", None, 200)
+        .await?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn overload_is_answered_with_429_and_retry_after() -> Result<()> {
+    let shop = Shop::start(
+        "overload",
+        &[
+            ("SHOP_RATE_LIMIT_RPS", "0.5"),
+            ("SHOP_RATE_LIMIT_BURST", "3"),
+        ],
+    )?;
+    let mut noisy = Shopper::new(shop.gateway(), "203.0.113.200")?;
+    let mut statuses = Vec::new();
+    let mut retry_after = None;
+    for _ in 0..10 {
+        let a = noisy.get("/api/categories").await?;
+        if a.status == 429 {
+            ensure!(a.body["error"]["code"] == "rate_limited", "{}", a.body);
+            retry_after = a.retry_after.clone();
+        }
+        statuses.push(a.status);
+    }
+    ensure!(
+        statuses.iter().filter(|s| **s == 200).count() >= 1,
+        "{statuses:?}"
+    );
+    ensure!(statuses.contains(&429), "no 429 among {statuses:?}");
+    let seconds: u64 = retry_after.context("429 without Retry-After")?.parse()?;
+    ensure!(seconds >= 1, "Retry-After {seconds}");
+    // Another client is not affected.
+    let mut quiet = Shopper::new(shop.gateway(), "203.0.113.201")?;
+    quiet
+        .expect(reqwest::Method::GET, "/api/categories", None, 200)
+        .await?;
+    Ok(())
+}
