@@ -5,7 +5,9 @@
 
 use std::borrow::Cow;
 
-use opentelemetry_proto::tonic::common::v1::{AnyValue, ArrayValue, KeyValue, KeyValueList, any_value};
+use opentelemetry_proto::tonic::common::v1::{
+    AnyValue, ArrayValue, KeyValue, KeyValueList, any_value,
+};
 
 use crate::rows::Val;
 use crate::{DecodeError, Reason, Rejected};
@@ -47,15 +49,18 @@ pub(crate) struct Field<'a> {
     pub at: usize,
 }
 
+#[cold]
 fn corrupt(at: usize, what: impl std::fmt::Display) -> DecodeError {
     DecodeError::new(Reason::CorruptProtobuf, format!("{what} at byte {at}"))
 }
 
 impl<'a> Field<'a> {
+    #[cold]
     fn wrong(&self, want: &str) -> DecodeError {
         corrupt(self.at, format_args!("field {} is not {want}", self.num))
     }
 
+    #[inline]
     pub fn msg(&self) -> Result<Msg<'a>, DecodeError> {
         match self.value {
             Value::Len(m) => Ok(m),
@@ -63,10 +68,12 @@ impl<'a> Field<'a> {
         }
     }
 
+    #[inline]
     pub fn bytes(&self) -> Result<&'a [u8], DecodeError> {
         self.msg().map(|m| m.bytes)
     }
 
+    #[inline]
     pub fn varint(&self) -> Result<u64, DecodeError> {
         match self.value {
             Value::Varint(v) => Ok(v),
@@ -75,6 +82,7 @@ impl<'a> Field<'a> {
     }
 
     /// An `int32` or enum: the varint truncated, as protobuf does.
+    #[inline]
     pub fn int32(&self) -> Result<i32, DecodeError> {
         self.varint().map(|v| v as i32)
     }
@@ -88,6 +96,7 @@ impl<'a> Field<'a> {
         self.varint().map(|v| v != 0)
     }
 
+    #[inline]
     pub fn fixed64(&self) -> Result<u64, DecodeError> {
         match self.value {
             Value::I64(v) => Ok(v),
@@ -95,6 +104,7 @@ impl<'a> Field<'a> {
         }
     }
 
+    #[inline]
     pub fn double(&self) -> Result<f64, DecodeError> {
         self.fixed64().map(f64::from_bits)
     }
@@ -111,9 +121,9 @@ impl<'a> Field<'a> {
                     ));
                 }
                 out.extend(
-                    m.bytes
-                        .chunks_exact(8)
-                        .map(|c| u64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]])),
+                    m.bytes.chunks_exact(8).map(|c| {
+                        u64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]])
+                    }),
                 );
             }
             _ => return Err(self.wrong("64-bit")),
@@ -137,8 +147,20 @@ impl<'a> Field<'a> {
     }
 }
 
-#[inline]
+#[inline(always)]
 fn read_varint(buf: &[u8], pos: &mut usize, base: usize) -> Result<u64, DecodeError> {
+    // Tags and lengths of OTLP are nearly always one byte.
+    if let Some(&b) = buf.get(*pos)
+        && b < 0x80
+    {
+        *pos += 1;
+        return Ok(u64::from(b));
+    }
+    read_varint_slow(buf, pos, base)
+}
+
+#[inline(never)]
+fn read_varint_slow(buf: &[u8], pos: &mut usize, base: usize) -> Result<u64, DecodeError> {
     let start = *pos;
     let mut value: u64 = 0;
     for i in 0..10 {
@@ -166,6 +188,7 @@ pub(crate) struct Fields<'a> {
 impl<'a> Iterator for Fields<'a> {
     type Item = Result<Field<'a>, DecodeError>;
 
+    #[inline(always)]
     fn next(&mut self) -> Option<Self::Item> {
         if self.pos >= self.msg.bytes.len() {
             return None;
@@ -180,6 +203,7 @@ impl<'a> Iterator for Fields<'a> {
 }
 
 impl<'a> Fields<'a> {
+    #[inline(always)]
     fn read(&mut self) -> Result<Field<'a>, DecodeError> {
         let buf = self.msg.bytes;
         let base = self.msg.base;
@@ -210,7 +234,9 @@ impl<'a> Fields<'a> {
                     .ok_or_else(|| {
                         corrupt(
                             at,
-                            format_args!("field {num} of {len} bytes runs past the end of its message"),
+                            format_args!(
+                                "field {num} of {len} bytes runs past the end of its message"
+                            ),
                         )
                     })?;
                 self.pos = end;
@@ -227,7 +253,10 @@ impl<'a> Fields<'a> {
                 Value::I32
             }
             w => {
-                return Err(corrupt(at, format_args!("wire type {w} (groups are not OTLP)")));
+                return Err(corrupt(
+                    at,
+                    format_args!("wire type {w} (groups are not OTLP)"),
+                ));
             }
         };
         Ok(Field { num, value, at })
@@ -236,6 +265,7 @@ impl<'a> Fields<'a> {
 
 /// Text of a string field: borrowed when it is UTF-8; else replaced lossily and
 /// reported `InvalidUtf8` (the row is kept).
+#[inline]
 pub(crate) fn text<'a>(bytes: &'a [u8], what: &str, rejected: &mut Vec<Rejected>) -> Cow<'a, str> {
     match std::str::from_utf8(bytes) {
         Ok(s) => Cow::Borrowed(s),
@@ -250,6 +280,7 @@ pub(crate) fn text<'a>(bytes: &'a [u8], what: &str, rejected: &mut Vec<Rejected>
 }
 
 /// A `KeyValue` message: its key and value.
+#[inline]
 pub(crate) fn key_value<'a>(
     msg: Msg<'a>,
     rejected: &mut Vec<Rejected>,
@@ -273,6 +304,7 @@ pub(crate) fn key_value<'a>(
 }
 
 /// An `AnyValue` message. Arrays and kvlists are rendered as compact JSON.
+#[inline]
 pub(crate) fn any_value<'a>(
     msg: Msg<'a>,
     key: &str,
@@ -418,7 +450,10 @@ pub(crate) fn scope(
 
 /// The children of a `Resource{Spans,Logs,Metrics}` or `Scope*` message: the
 /// context message (field 1, last one wins) and the list items (field 2).
-pub(crate) fn split<'a>(msg: Msg<'a>, items: &mut Vec<Msg<'a>>) -> Result<Option<Msg<'a>>, DecodeError> {
+pub(crate) fn split<'a>(
+    msg: Msg<'a>,
+    items: &mut Vec<Msg<'a>>,
+) -> Result<Option<Msg<'a>>, DecodeError> {
     let mut head = None;
     for f in msg.fields() {
         let f = f?;
