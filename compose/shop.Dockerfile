@@ -16,4 +16,5 @@ FROM debian:bookworm-slim
 RUN apt-get update && apt-get install -y --no-install-recommends ca-certificates && rm -rf /var/lib/apt/lists/*
 COPY --from=build /out/ /usr/local/bin/
 ENV SHOP_BIN=shop
+# `shop serve <service>` or `shop migrate` (docker-compose.yml sets the command per container).
 ENTRYPOINT ["/bin/sh", "-c", "exec \"$SHOP_BIN\" \"$@\"", "--"]
