@@ -718,6 +718,58 @@ mod tests {
         assert!(back.user_id.is_none());
     }
 
+    /// A route limited to one request in flight and a short deadline: the
+    /// second concurrent request is refused at once, a slow one times out,
+    /// both with 503 + Retry-After and a JSON body.
+    #[tokio::test]
+    async fn limit_sheds_without_queueing_and_times_out() {
+        use axum::routing::get;
+        use tower::ServiceExt as _;
+
+        let gate = Arc::new(tokio::sync::Notify::new());
+        let g = gate.clone();
+        let metrics = HttpMetrics::new();
+        let app = axum::Router::new().route(
+            "/slow",
+            get(move || {
+                let g = g.clone();
+                async move {
+                    g.notified().await;
+                    "done"
+                }
+            })
+            .layer(axum::middleware::from_fn_with_state(
+                Limit::new("/slow", 1, Duration::from_millis(300), &metrics),
+                limit,
+            )),
+        );
+        let request = || Request::builder().uri("/slow").body(Body::empty()).unwrap();
+        let first = tokio::spawn(app.clone().oneshot(request()));
+        tokio::task::yield_now().await;
+        // The first holds the only permit until the gate opens or its deadline passes.
+        let mut second = None;
+        for _ in 0..100 {
+            let r = app.clone().oneshot(request()).await.unwrap();
+            if r.status() == StatusCode::SERVICE_UNAVAILABLE {
+                second = Some(r);
+                break;
+            }
+            tokio::task::yield_now().await;
+        }
+        let second = second.expect("a concurrent request was not shed");
+        assert!(second.headers().contains_key(header::RETRY_AFTER));
+        let first = first.await.unwrap().unwrap();
+        assert_eq!(
+            first.status(),
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the slow request timed out"
+        );
+        let body = axum::body::to_bytes(first.into_body(), 1024).await.unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(v["error"]["code"], "timeout");
+        gate.notify_waiters();
+    }
+
     #[test]
     fn host_and_port_of_a_base_url() {
         assert_eq!(

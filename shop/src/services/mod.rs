@@ -212,7 +212,11 @@ pub async fn run(
     if let Err(e) = &result {
         tracing::error!(error = format!("{e:#}"), "service failed");
     }
-    telemetry.shutdown();
+    // The exporters need the runtime to send their last batches: flush from a
+    // blocking thread, never from a runtime worker (that would deadlock).
+    if let Err(e) = tokio::task::spawn_blocking(move || telemetry.shutdown()).await {
+        eprintln!("telemetry: shutdown task failed: {e}");
+    }
     result
 }
 
