@@ -16,7 +16,10 @@
 //!   file-exporter capture for the raw e-mail, passwords and card number used.
 //! - `bad_input_is_answered_with_4xx_json`: malformed JSON, unknown products,
 //!   negative quantities, oversized bodies, SQL-injection strings.
-//! - `overload_is_answered_with_429_and_retry_after`: the gateway's rate limit.
+//! - `overload_is_answered_with_429_and_retry_after`: the gateway's rate limit,
+//!   and the refusals counted in `shop.http.shed` on the Collector's Prometheus exporter.
+//! - `unsampled_requests_still_emit_their_events`: head sampling at 0 with an
+//!   unsampled caller: the domain event still reaches Kafka, no span does.
 //!
 //! The checkout trace must survive the Collector's tail sampler, which keeps
 //! errors, slow traces and a percentage of the rest chosen by a hash of the
@@ -469,8 +472,13 @@ fn service_of(resource: Option<&opentelemetry_proto::tonic::resource::v1::Resour
         .to_owned()
 }
 
-/// Reads `otlp_spans` and `otlp_logs` from `since_ms` on until the trace is complete.
-async fn read_trace(trace_id: &[u8; 16], since_ms: i64) -> Result<TraceSeen> {
+/// Reads `otlp_spans` and `otlp_logs` from `since_ms` on until `done` holds
+/// for what was seen of the trace (then a few quiet seconds for stragglers).
+async fn read_trace(
+    trace_id: &[u8; 16],
+    since_ms: i64,
+    done: impl Fn(&TraceSeen) -> bool,
+) -> Result<TraceSeen> {
     let consumer: StreamConsumer = ClientConfig::new()
         .set("bootstrap.servers", KAFKA)
         .set("group.id", format!("shop-e2e-{}", hex(trace_id)))
@@ -498,10 +506,10 @@ async fn read_trace(trace_id: &[u8; 16], since_ms: i64) -> Result<TraceSeen> {
     let mut seen = TraceSeen::default();
     let (mut idle, mut records, mut settled) = (0u32, 0u32, 0u32);
     // Once the trace looks complete, a few more quiet seconds for stragglers.
-    while !(seen.complete() && settled >= 3) {
+    while !(done(&seen) && settled >= 3) {
         ensure!(
             idle < KAFKA_IDLE_POLLS && records < KAFKA_MAX_RECORDS,
-            "kafka: the checkout trace {} never arrived complete (read {records} records, idle {idle} s): \
+            "kafka: the trace {} never arrived complete (read {records} records, idle {idle} s): \
              services {:?}, events {:?}",
             hex(trace_id),
             seen.services(),
@@ -510,7 +518,7 @@ async fn read_trace(trace_id: &[u8; 16], since_ms: i64) -> Result<TraceSeen> {
         let message = match tokio::time::timeout(Duration::from_secs(1), consumer.recv()).await {
             Err(_) => {
                 idle += 1;
-                if seen.complete() {
+                if done(&seen) {
                     settled += 1;
                 }
                 continue;
@@ -748,7 +756,7 @@ async fn checkout_is_one_connected_trace_with_the_contract_events() -> Result<()
     // Graceful shutdown flushes every service's telemetry.
     shop.stop();
 
-    let seen = read_trace(&trace_id, since_ms).await?;
+    let seen = read_trace(&trace_id, since_ms, TraceSeen::complete).await?;
     // One connected trace: every span's parent is in the trace, except the
     // gateway's SERVER span, whose parent is this test's traceparent.
     let ids: BTreeSet<&str> = seen.spans.iter().map(|s| s.span_id.as_str()).collect();
@@ -1145,4 +1153,60 @@ async fn overload_is_answered_with_429_and_retry_after() -> Result<()> {
             .take(10)
             .collect::<Vec<_>>()
     )
+}
+
+/// Head sampling drops spans, never events: a request whose caller did not
+/// sample it (`traceparent` flags 00) still emits its domain event, with the
+/// request's trace id, and no span of that trace is exported.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unsampled_requests_still_emit_their_events() -> Result<()> {
+    require_up("kafka", 19092)?;
+    require_up("otelcol", 4317)?;
+    let since_ms = SystemTime::now().duration_since(UNIX_EPOCH)?.as_millis() as i64 - 10_000;
+    let mut shop = Shop::start("unsampled", &[("OTEL_TRACES_SAMPLER_ARG", "0")])?;
+    let n = nonce() ^ 0x5a5a;
+    let trace_id = kept_trace_id(n);
+    let traceparent = format!("00-{}-{:016x}-00", hex(&trace_id), n | 1);
+    let mut s = Shopper::new(shop.gateway(), "198.51.100.99")?;
+    let body = json!({"email": format!("unsampled.{n:x}@example.org"), "password": format!("pw-{n:x}-unsampled")});
+    let created = s
+        .send(
+            reqwest::Method::POST,
+            "/api/auth/register",
+            Some(serde_json::to_vec(&body)?),
+            Some(&traceparent),
+        )
+        .await?;
+    ensure!(
+        created.status == 201,
+        "register: {} {}",
+        created.status,
+        created.body
+    );
+    let user_id = created.body["user_id"]
+        .as_str()
+        .context("user_id")?
+        .to_owned();
+    shop.stop();
+
+    let seen = read_trace(&trace_id, since_ms, |seen| {
+        seen.event_names().contains("shop.account.created")
+    })
+    .await?;
+    let event = seen
+        .events
+        .iter()
+        .find(|e| e.name == "shop.account.created")
+        .context("no event")?;
+    ensure!(event.service == "shop-auth", "{event:?}");
+    ensure!(
+        attr_str(&event.attributes, "user.id") == Some(user_id.as_str()),
+        "{event:?}"
+    );
+    ensure!(
+        seen.spans.is_empty(),
+        "spans of an unsampled trace were exported: {:#?}",
+        seen.spans
+    );
+    Ok(())
 }
