@@ -434,25 +434,35 @@ fn no_secrets_leak() {
     if let Some(m) = finder.find(text) {
         panic!("a secret leaked: {}", secrets[m.pattern().as_usize()]);
     }
-    // No card-number-like numbers: the only long standalone digit runs are
-    // 19-digit timestamps (digits inside hex ids are part of a longer token).
-    let mut run = 0;
-    let mut standalone = true;
-    for c in text.chars().chain(std::iter::once(' ')) {
+    // No card-number-like numbers (13 to 18 digits that pass the Luhn check; 19
+    // digits are nanosecond timestamps). Digits inside a longer token (a hex id, a decimal
+    // fraction) and the values of the id fields (hex that may happen to be all
+    // digits) do not count.
+    let bytes = text.as_bytes();
+    let mut start = None;
+    for (i, &c) in bytes.iter().chain(std::iter::once(&b' ')).enumerate() {
         if c.is_ascii_digit() {
-            run += 1;
-        } else {
-            let bounded = standalone && !c.is_ascii_alphanumeric();
-            assert!(
-                !bounded || run < 12 || run == 19,
-                "a number of {run} digits"
-            );
-            standalone = !c.is_ascii_alphanumeric();
-            run = 0;
+            start.get_or_insert(i);
+            continue;
         }
+        let Some(from) = start.take() else { continue };
+        let run = i - from;
+        let before = if from == 0 { b' ' } else { bytes[from - 1] };
+        let standalone =
+            !before.is_ascii_alphanumeric() && before != b'.' && !c.is_ascii_alphanumeric();
+        let id_value = text[..from].ends_with("Id\":\"");
+        let card_like = (13..=19).contains(&run)
+            && run != 19
+            && crate::services::security::luhn_valid(&text[from..i]);
+        assert!(
+            !standalone || id_value || !card_like,
+            "a card-like number of {run} digits at byte {from}: {}",
+            &text[from.saturating_sub(80)..(i + 20).min(text.len())]
+        );
     }
+    // an attribute key is followed by its value: `{"key":"...password","value":...}`
     assert!(
-        !text.contains("password\""),
+        !text.contains("password\",\"value\""),
         "no attribute may be named password"
     );
 }
