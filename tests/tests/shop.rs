@@ -1,12 +1,11 @@
 //! End-to-end tests of the shop's services against the local stack
 //! (`compose/local/stack up`: PostgreSQL, Redis, Kafka, the Collector).
 //!
-//! Each test starts the six services as child processes: this test binary
-//! re-executes itself running the ignored test `shop_service_child`, with
-//! `SHOP_E2E_CHILD=<service>`, so every service is its own process with its
-//! own `service.name` and telemetry pipeline, on an ephemeral port. A child
-//! stops (gracefully, flushing its telemetry) on SIGTERM or when its stdin
-//! closes, so a crashed test leaves no service behind.
+//! Each test starts the six services as child processes of the real `shop`
+//! binary (`shop serve <service>`, built by `bash tests/run`), so every service
+//! is its own process with its own `service.name` and telemetry pipeline, on an
+//! ephemeral port (`SHOP_<SERVICE>_ADDR=127.0.0.1:0`). A child stops
+//! gracefully, flushing its telemetry, on the SIGTERM the test sends when done.
 //!
 //! - `checkout_is_one_connected_trace_with_the_contract_events`: register, log
 //!   in (once with a wrong password), browse, search, add to cart, check out and
@@ -44,9 +43,8 @@ use prost::Message as _;
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::{ClientConfig, Message as _, Offset, TopicPartitionList};
 use serde_json::{Value, json};
-use shop::services::{Config, Service};
+use shop::services::Service;
 
-const CHILD_ENV: &str = "SHOP_E2E_CHILD";
 const KAFKA: &str = "127.0.0.1:19092";
 /// One-second waits for the next Kafka record before giving up (the tail sampler waits 5 s).
 const KAFKA_IDLE_POLLS: u32 = 60;
@@ -59,41 +57,6 @@ const PROMETHEUS_POLLS: u32 = 30;
 // ---------------------------------------------------------------------------
 // The services as child processes
 
-/// Not a test: the entry point of a child process running one service.
-#[test]
-#[ignore = "the child-process entry point of the shop tests; they run it"]
-fn shop_service_child() {
-    let Ok(name) = std::env::var(CHILD_ENV) else {
-        return;
-    };
-    let service = Service::ALL
-        .into_iter()
-        .find(|s| s.name() == name)
-        .unwrap_or_else(|| panic!("{CHILD_ENV}={name}: no such service"));
-    let runtime = tokio::runtime::Runtime::new().expect("a tokio runtime");
-    let result = runtime.block_on(async move {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-        let shutdown = async {
-            let stdin_closed = async {
-                use tokio::io::AsyncReadExt as _;
-                let mut stdin = tokio::io::stdin();
-                let mut buf = [0u8; 64];
-                while matches!(stdin.read(&mut buf).await, Ok(n) if n > 0) {}
-            };
-            tokio::select! {
-                () = stdin_closed => {},
-                () = shop::services::shutdown_signal() => {},
-            }
-        };
-        shop::services::run(service, Config::from_env(), listener, shutdown).await
-    });
-    // The stdin reader sits in a blocking read: do not wait for it.
-    runtime.shutdown_background();
-    if let Err(e) = result {
-        panic!("{}: {e:#}", service.service_name());
-    }
-}
-
 /// The six services, started in dependency order; stopped (SIGTERM, then
 /// waited for) when dropped.
 struct Shop {
@@ -105,7 +68,7 @@ impl Shop {
     fn start(test: &str, extra_env: &[(&str, &str)]) -> Result<Shop> {
         require_up("postgres", 55432)?;
         require_up("redis", 56379)?;
-        let exe = std::env::current_exe()?;
+        let exe = e2e::workspace_binary("shop");
         let mut shop = Shop {
             children: Vec::new(),
             urls: BTreeMap::new(),
@@ -124,14 +87,8 @@ impl Shop {
                 std::process::id()
             ));
             let mut cmd = Command::new(&exe);
-            cmd.args([
-                "--exact",
-                "shop_service_child",
-                "--ignored",
-                "--nocapture",
-                "--test-threads=1",
-            ])
-            .env(CHILD_ENV, service.name())
+            cmd.args(["serve", service.name()])
+                .env(format!("SHOP_{}_ADDR", service.name().to_uppercase()), "127.0.0.1:0")
             .env("OTEL_TRACES_SAMPLER_ARG", "1.0")
             .env("OTEL_BSP_SCHEDULE_DELAY", "200")
             .env("OTEL_BLRP_SCHEDULE_DELAY", "200")
@@ -167,8 +124,7 @@ impl Shop {
                         tail.into_iter().rev().collect::<Vec<_>>().join("\n")
                     )
                 })?;
-            // Keep draining the child's stdout: a closed pipe would fail its
-            // test harness's next write.
+            // Keep draining the child's stdout: a closed pipe would fail its next write.
             std::thread::spawn(move || lines.for_each(drop));
             shop.urls.insert(service.name(), url);
         }
