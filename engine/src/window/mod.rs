@@ -23,10 +23,19 @@ use ingest::schema::time_type;
 
 pub use crate::rules::definition::WindowSpec;
 
-/// The event-time column of `batch` (every table has `time` first).
+/// The column windows and watermarks use: `end_time` for spans, `time` for
+/// logs and metrics. A span is exported when it ends, so its end is what keeps
+/// the order of arrival; windowed by its start, every request slower than the
+/// allowed lateness would arrive late, and latency rules would lose exactly
+/// the slow requests they look for.
+pub const SPAN_EVENT_TIME: &str = "end_time";
+
+/// The event-time column of `batch`: [`SPAN_EVENT_TIME`] where the table has
+/// it (spans), else `time`.
 pub fn times(batch: &RecordBatch) -> Result<&TimestampNanosecondArray, ArrowError> {
     batch
-        .column_by_name("time")
+        .column_by_name(SPAN_EVENT_TIME)
+        .or_else(|| batch.column_by_name("time"))
         .and_then(|c| c.as_any().downcast_ref::<TimestampNanosecondArray>())
         .ok_or_else(|| ArrowError::SchemaError("the batch has no `time` timestamp column".into()))
 }

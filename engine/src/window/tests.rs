@@ -146,3 +146,32 @@ async fn an_assigned_partition_holds_the_watermark_until_it_speaks() {
         "{out:?}"
     );
 }
+
+#[tokio::test]
+async fn spans_are_windowed_by_their_end_so_slow_requests_are_not_late() {
+    let mut ev = Evaluator::new(rule_set(&[&count_kpi("1m", "1m")]).await, 5 * S);
+    ev.push(ingest::Table::Spans, spans(&[(30.0, "fast")]))
+        .unwrap();
+    // a request that started at 20 s and took 12 s is exported after the one above
+    let slow = rows(
+        ingest::Table::Spans,
+        &[T0 + 20 * S],
+        &[
+            (
+                "end_time",
+                std::sync::Arc::new(
+                    arrow::array::TimestampNanosecondArray::from(vec![T0 + 32 * S])
+                        .with_timezone("UTC"),
+                ),
+            ),
+            ("client_address", text(&["slow"])),
+        ],
+    );
+    ev.push(ingest::Table::Spans, slow).unwrap();
+    assert_eq!(ev.stats().late_rows, 0);
+    let out = kpis(&ev.finish().await);
+    assert!(
+        out.contains(&("2026-01-15T10:00:00Z".into(), "slow".into(), 1)),
+        "{out:?}"
+    );
+}
