@@ -171,8 +171,27 @@ fn bad_lines_in_a_capture_are_counted_and_the_rest_is_kept() {
     let mut text = std::fs::read_to_string(&capture).unwrap();
     text.insert_str(0, "{not json\n\"resourceSpans\": 3\n");
     std::fs::write(&capture, text).unwrap();
-    let out = replay_json(&capture, &rules_dir(), &[]);
+    let dead = dir.join("dead.jsonl");
+    let out = replay_json(
+        &capture,
+        &rules_dir(),
+        &["--dead-letter", dead.to_str().unwrap()],
+    );
     assert!(out.status.success());
+    let letters: Vec<Value> = std::fs::read_to_string(&dead)
+        .expect("a dead-letter file")
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("a JSON line"))
+        .collect();
+    assert_eq!(letters.len(), 2, "{letters:?}");
+    assert!(
+        letters[0]["origin"]
+            .as_str()
+            .unwrap_or("")
+            .ends_with("attack.jsonl:1"),
+        "{letters:?}"
+    );
+    assert_eq!(letters[0]["reason"], "bad_json");
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
         err.contains("attack.jsonl:1"),

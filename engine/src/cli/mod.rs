@@ -46,6 +46,9 @@ pub enum Command {
         kpis: bool,
         #[command(flatten)]
         lateness: LatenessArg,
+        /// write messages that do not decode here (JSON lines with the raw bytes)
+        #[arg(long)]
+        dead_letter: Option<PathBuf>,
     },
     /// Check or test the rule pack.
     Rules {
@@ -138,6 +141,21 @@ pub fn bundled(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(name)
 }
 
+/// Bad input's accounting, with a dead-letter file when one is asked for.
+pub fn dead_letters(
+    path: Option<&Path>,
+    counts: Arc<ingest::RejectCounts>,
+) -> anyhow::Result<ingest::dead_letter::Rejections> {
+    let rejections = ingest::dead_letter::Rejections::new(counts);
+    Ok(match path {
+        Some(p) => rejections.with_sink(Box::new(
+            ingest::dead_letter::DeadLetterFile::create(p)
+                .with_context(|| format!("cannot create the dead-letter file {}", p.display()))?,
+        )),
+        None => rejections,
+    })
+}
+
 /// Loads a rule set, reporting every broken file on stderr; the others run.
 pub async fn load_rules(dir: &Path, which: Which) -> anyhow::Result<RuleSet> {
     let set = RuleSet::load(dir, which).await?;
@@ -160,12 +178,20 @@ pub async fn main(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
             format,
             kpis,
             lateness,
+            dead_letter,
         } => {
             let which = if kpis { Which::Kpis } else { Which::Alerts };
             let set = load_rules(&rules.dir(), which).await?;
             let mut ev = Evaluator::new(set, lateness.nanos()?);
             let mut printer = Printer::new(std::io::stdout().lock(), format);
-            let summary = replay::replay(&paths, &mut ev, speed, |o| Ok(printer.print(o)?)).await?;
+            let rejections = dead_letters(
+                dead_letter.as_deref(),
+                Arc::new(ingest::RejectCounts::default()),
+            )?;
+            let summary = replay::replay_with(&paths, &mut ev, speed, &rejections, |o| {
+                Ok(printer.print(o)?)
+            })
+            .await?;
             eprintln!("{}", summary.line());
             Ok(ExitCode::SUCCESS)
         }

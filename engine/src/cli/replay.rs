@@ -7,7 +7,10 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
+use ingest::RejectCounts;
+use ingest::dead_letter::Rejections;
 use ingest::file::{self, CaptureItem};
+use std::sync::Arc;
 
 use crate::evaluator::{Evaluator, Output};
 
@@ -80,12 +83,24 @@ impl Summary {
 const REPLAY_EVAL_EVERY_NS: i64 = 60 * 1_000_000_000;
 
 /// Replays `paths` through `evaluator`, handing every output to `emit` as soon
-/// as its window is final. Bad messages are counted, logged once per file and
-/// reason, and skipped.
+/// as its window is final. Bad messages are counted, logged once per reason,
+/// and skipped.
 pub async fn replay(
     paths: &[PathBuf],
     evaluator: &mut Evaluator,
     speed: Speed,
+    emit: impl FnMut(&[Output]) -> anyhow::Result<()>,
+) -> anyhow::Result<Summary> {
+    let rejections = Rejections::new(Arc::new(RejectCounts::default()));
+    replay_with(paths, evaluator, speed, &rejections, emit).await
+}
+
+/// [`replay`], with bad input reported to `rejections` (which may dead-letter it).
+pub async fn replay_with(
+    paths: &[PathBuf],
+    evaluator: &mut Evaluator,
+    speed: Speed,
+    rejections: &Rejections,
     mut emit: impl FnMut(&[Output]) -> anyhow::Result<()>,
 ) -> anyhow::Result<Summary> {
     let reader =
@@ -102,7 +117,6 @@ pub async fn replay(
     });
     let started = Instant::now();
     let mut summary = Summary::default();
-    let mut logged = std::collections::BTreeSet::new();
     let mut last_eval: Option<i64> = None;
     let mut first_event: Option<i64> = None;
     let mut last_progress = Instant::now();
@@ -111,13 +125,8 @@ pub async fn replay(
         let message = match item {
             CaptureItem::Message(m) => m,
             CaptureItem::Bad(bad) => {
-                *summary
-                    .rejected
-                    .entry(bad.error.reason.as_str())
-                    .or_default() += 1;
-                if logged.insert((bad.position.file.clone(), bad.error.reason)) {
-                    tracing::warn!(at = %bad.position, error = %bad.error, "skipped a message that does not decode (further ones of this kind in this file are only counted)");
-                }
+                // counted, logged once per reason, dead-lettered when asked
+                bad.report(rejections);
                 continue;
             }
             CaptureItem::Unreadable { position, error } => {
@@ -127,12 +136,7 @@ pub async fn replay(
             }
         };
         summary.messages += 1;
-        for r in &message.decoded.rejected {
-            *summary.rejected.entry(r.reason.as_str()).or_default() += 1;
-            if logged.insert((message.position.file.clone(), r.reason)) {
-                tracing::warn!(at = %message.position, reason = r.reason.as_str(), detail = %r.detail, "skipped a record (further ones of this kind in this file are only counted)");
-            }
-        }
+        message.report(rejections);
         let batch = message.decoded.batch;
         summary.rows += batch.num_rows() as u64;
         if let Speed::Times(n) = speed
@@ -174,6 +178,12 @@ pub async fn replay(
     summary.outputs += out.len() as u64;
     emit(&out)?;
     summary.late_rows = evaluator.stats().late_rows;
+    for (reason, n) in rejections.counts().snapshot() {
+        *summary.rejected.entry(reason.as_str()).or_default() += n;
+    }
+    if let Err(e) = rejections.flush() {
+        tracing::error!(error = %e, "cannot flush the dead letters");
+    }
     summary.elapsed = started.elapsed();
     Ok(summary)
 }

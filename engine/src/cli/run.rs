@@ -12,7 +12,6 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use arrow::record_batch::RecordBatch;
-use ingest::dead_letter::Rejections;
 use ingest::{RejectCounts, Table};
 use tokio::sync::mpsc;
 
@@ -55,6 +54,9 @@ pub struct RunArgs {
     pub listen: String,
     #[command(flatten)]
     pub lateness: LatenessArg,
+    /// write messages that do not decode here (JSON lines with the raw bytes)
+    #[arg(long)]
+    pub dead_letter: Option<std::path::PathBuf>,
     /// after this long with no row, the wall clock moves event time on
     #[arg(long, default_value = "10s")]
     pub idle: String,
@@ -247,6 +249,10 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let mut ev = Evaluator::new(set, args.lateness.nanos()?)
         .with_idleness(crate::window::Idleness::WallClock(idle));
     let counts = Arc::new(RejectCounts::default());
+    let rejections = Arc::new(super::dead_letters(
+        args.dead_letter.as_deref(),
+        counts.clone(),
+    )?);
     let (tx, mut rx) = mpsc::channel::<Incoming>(64);
     let mut kafka: Option<Arc<ingest::kafka::KafkaSource>> = None;
     let mut uncommitted = Uncommitted::default();
@@ -261,12 +267,9 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
                 (args.logs_topic.clone(), Table::Logs),
                 (args.metrics_topic.clone(), Table::Metrics),
             ];
-            let source = ingest::kafka::KafkaSource::connect(
-                config,
-                Arc::new(Rejections::new(counts.clone())),
-            )
-            .await
-            .with_context(|| format!("cannot consume from Kafka at {brokers}"))?;
+            let source = ingest::kafka::KafkaSource::connect(config, rejections.clone())
+                .await
+                .with_context(|| format!("cannot consume from Kafka at {brokers}"))?;
             let source = Arc::new(source);
             eprintln!("{source_name}");
             board.lock().unwrap_or_else(|e| e.into_inner()).source = source_name;
@@ -306,13 +309,9 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
                 ..Default::default()
             };
             let (rtx, mut rrx) = mpsc::channel(64);
-            let handle = ingest::otlp_receiver::start(
-                config,
-                rtx,
-                Arc::new(Rejections::new(counts.clone())),
-            )
-            .await
-            .context("cannot start the OTLP receiver")?;
+            let handle = ingest::otlp_receiver::start(config, rtx, rejections.clone())
+                .await
+                .context("cannot start the OTLP receiver")?;
             let source = format!(
                 "OTLP receiver: gRPC {} HTTP {}",
                 handle.grpc_addr().map_or("off".into(), |a| a.to_string()),
