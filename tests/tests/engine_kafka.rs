@@ -196,3 +196,56 @@ async fn engine_consumes_kafka_alerts_and_commits() {
         "the engine committed the offsets of what it evaluated ({committed})"
     );
 }
+
+#[tokio::test]
+async fn engine_records_the_kafka_topics_to_a_capture() {
+    let pid = std::process::id();
+    let marker = format!("198.51.100.{}", pid % 200 + 1);
+    let producer: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", BROKERS)
+        .set("message.timeout.ms", "10000")
+        .create()
+        .expect("a Kafka producer");
+    let t0 = chrono::Utc::now().timestamp_nanos_opt().unwrap_or(0);
+    let payload = spans(t0, 0, 7, &marker).to_string();
+    producer
+        .send(
+            FutureRecord::<(), _>::to("otlp_spans").payload(&payload),
+            Duration::from_secs(10),
+        )
+        .await
+        .unwrap_or_else(|(e, _)| panic!("cannot produce to Kafka at {BROKERS} ({e})"));
+
+    let out = std::env::temp_dir().join(format!("otelguard-record-kafka-{pid}.jsonl.zst"));
+    let group = format!("e2e-record-{pid}");
+    let status = Command::new(e2e::workspace_binary("engine"))
+        .args([
+            "record",
+            out.to_str().unwrap(),
+            "--kafka",
+            BROKERS,
+            "--group",
+            &group,
+            "--duration",
+            "15s",
+        ])
+        .stderr(Stdio::null())
+        .status()
+        .expect("run engine record");
+    assert!(status.success());
+    let query = Command::new(e2e::workspace_binary("engine"))
+        .args(["query", out.to_str().unwrap(), "--format", "csv"])
+        .args([
+            "--sql",
+            &format!("SELECT count(*) AS n FROM spans WHERE client_address = '{marker}'"),
+        ])
+        .output()
+        .expect("query the recording");
+    let text = String::from_utf8_lossy(&query.stdout);
+    assert_eq!(
+        text.lines().nth(1),
+        Some("7"),
+        "{text}{}",
+        String::from_utf8_lossy(&query.stderr)
+    );
+}

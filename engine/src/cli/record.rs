@@ -23,6 +23,12 @@ pub struct RecordArgs {
     /// OTLP/HTTP address of the receiver ("off" to turn it off)
     #[arg(long, default_value = ingest::otlp_receiver::DEFAULT_HTTP_ADDR)]
     pub otlp_http: String,
+    /// record the Collector's Kafka topics from these brokers instead of receiving OTLP
+    #[arg(long)]
+    pub kafka: Option<String>,
+    /// Kafka consumer group (a group of its own, so the engine's offsets are untouched)
+    #[arg(long, default_value = "otelguard-record")]
+    pub group: String,
     /// stop after this long (e.g. 10m); default: until Ctrl-C
     #[arg(long)]
     pub duration: Option<String>,
@@ -41,24 +47,60 @@ pub async fn record(args: RecordArgs) -> anyhow::Result<()> {
     };
     let mut writer = CaptureWriter::create(&args.out, CaptureOptions::for_path(&args.out))
         .with_context(|| format!("cannot create the capture {}", args.out.display()))?;
-    let config = ingest::otlp_receiver::ReceiverConfig {
-        grpc: super::run::addr("otlp-grpc", &args.otlp_grpc)?,
-        http: super::run::addr("otlp-http", &args.otlp_http)?,
-        keep_grpc_raw: true,
-        ..Default::default()
-    };
-    let (tx, mut rx) = mpsc::channel(64);
+    let (tx, mut rx) = mpsc::channel::<(ingest::Table, Vec<u8>)>(64);
     let counts = Arc::new(RejectCounts::default());
-    let handle =
-        ingest::otlp_receiver::start(config, tx, Arc::new(Rejections::new(counts.clone())))
-            .await
-            .context("cannot start the OTLP receiver")?;
-    eprintln!(
-        "recording to {}: OTLP receiver: gRPC {} HTTP {}",
-        args.out.display(),
-        handle.grpc_addr().map_or("off".into(), |a| a.to_string()),
-        handle.http_addr().map_or("off".into(), |a| a.to_string())
-    );
+    let rejections = Arc::new(Rejections::new(counts.clone()));
+    let mut receiver = None;
+    match &args.kafka {
+        Some(brokers) => {
+            let mut config = ingest::kafka::KafkaConfig::new(brokers.clone(), args.group.clone());
+            config.keep_raw = true;
+            let source = ingest::kafka::KafkaSource::connect(config, rejections)
+                .await
+                .with_context(|| format!("cannot consume from Kafka at {brokers}"))?;
+            eprintln!(
+                "recording to {}: Kafka {brokers}, group {}",
+                args.out.display(),
+                args.group
+            );
+            tokio::spawn(async move {
+                while let Ok(item) = source.recv().await {
+                    // every message as it came, the undecodable ones too
+                    let raw = item.raw.unwrap_or_default();
+                    if tx.send((item.table, raw)).await.is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+        None => {
+            let config = ingest::otlp_receiver::ReceiverConfig {
+                grpc: super::run::addr("otlp-grpc", &args.otlp_grpc)?,
+                http: super::run::addr("otlp-http", &args.otlp_http)?,
+                keep_grpc_raw: true,
+                ..Default::default()
+            };
+            let (rtx, mut rrx) = mpsc::channel(64);
+            let handle = ingest::otlp_receiver::start(config, rtx, rejections)
+                .await
+                .context("cannot start the OTLP receiver")?;
+            eprintln!(
+                "recording to {}: OTLP receiver: gRPC {} HTTP {}",
+                args.out.display(),
+                handle.grpc_addr().map_or("off".into(), |a| a.to_string()),
+                handle.http_addr().map_or("off".into(), |a| a.to_string())
+            );
+            tokio::spawn(async move {
+                while let Some(r) = rrx.recv().await {
+                    let r: ingest::otlp_receiver::Received = r;
+                    if tx.send((r.decoded.table, r.raw.to_vec())).await.is_err() {
+                        break;
+                    }
+                }
+            });
+            receiver = Some(handle);
+        }
+    }
     let started = Instant::now();
     let deadline = limit.map(|l| tokio::time::Instant::now() + l);
     let mut messages = 0u64;
@@ -72,9 +114,8 @@ pub async fn record(args: RecordArgs) -> anyhow::Result<()> {
         };
         tokio::select! {
             item = next => {
-                let Some(r) = item else { break };
-                let r: ingest::otlp_receiver::Received = r;
-                writer.write(r.decoded.table, &r.raw).with_context(|| format!("writing {}", args.out.display()))?;
+                let Some((table, raw)) = item else { break };
+                writer.write(table, &raw).with_context(|| format!("writing {}", args.out.display()))?;
                 messages += 1;
                 if args.max_messages.is_some_and(|m| messages >= m) {
                     break;
@@ -88,7 +129,9 @@ pub async fn record(args: RecordArgs) -> anyhow::Result<()> {
             _ = tokio::signal::ctrl_c() => break,
         }
     }
-    let _ = handle.shutdown().await;
+    if let Some(handle) = receiver {
+        let _ = handle.shutdown().await;
+    }
     let stats = writer
         .finish()
         .with_context(|| format!("finishing {}", args.out.display()))?;
