@@ -242,17 +242,18 @@ pub async fn main(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
             let mut ev = Evaluator::new(set, 5_000_000_000);
             let mut printer = Printer::new(std::io::stdout().lock(), Format::Table);
             let board = shared.clone();
-            let summary = replay::replay(&[capture.clone()], &mut ev, Speed::Max, |o| {
-                board.lock().unwrap_or_else(|e| e.into_inner()).record(o);
-                let alerts: Vec<Output> = o
-                    .iter()
-                    .filter(|x| matches!(x, Output::Alert(_)))
-                    .cloned()
-                    .collect();
-                Ok(printer.print(&alerts)?)
-            })
-            .await
-            .with_context(|| format!("replaying the demo capture {}", capture.display()))?;
+            let summary =
+                replay::replay(std::slice::from_ref(&capture), &mut ev, Speed::Max, |o| {
+                    board.lock().unwrap_or_else(|e| e.into_inner()).record(o);
+                    let alerts: Vec<Output> = o
+                        .iter()
+                        .filter(|x| matches!(x, Output::Alert(_)))
+                        .cloned()
+                        .collect();
+                    Ok(printer.print(&alerts)?)
+                })
+                .await
+                .with_context(|| format!("replaying the demo capture {}", capture.display()))?;
             drop(printer);
             {
                 let mut b = shared.lock().unwrap_or_else(|e| e.into_inner());

@@ -80,11 +80,14 @@ pub struct Incoming {
     pub kafka: Option<(Arc<str>, i32, i64)>,
 }
 
+/// A Kafka topic and partition.
+type Partition = (Arc<str>, i32);
+
 /// Kafka offsets waiting for their rows' windows to be evaluated and the
 /// resulting alerts delivered: per partition, in order, (offset, newest row time).
 #[derive(Default)]
 struct Uncommitted {
-    partitions: std::collections::BTreeMap<(Arc<str>, i32), std::collections::VecDeque<(i64, i64)>>,
+    partitions: std::collections::BTreeMap<Partition, std::collections::VecDeque<(i64, i64)>>,
 }
 
 impl Uncommitted {
@@ -358,7 +361,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
             item = rx.recv() => {
                 let Some(item) = item else { break };
                 last_row = Instant::now();
-                let newest = item.batch.as_ref().and_then(|b| newest_time(b)).unwrap_or(i64::MIN);
+                let newest = item.batch.as_ref().and_then(newest_time).unwrap_or(i64::MIN);
                 if let (Some((topic, partition, _)), Some(source)) = (&item.kafka, &kafka)
                     && !uncommitted.partitions.contains_key(&(topic.clone(), *partition))
                 {
