@@ -251,10 +251,9 @@ impl<W: Write> Renderer<W> {
                 continue;
             };
             let t = se - round_us((se - ss) / 10);
-            let legacy = ((r.ids.rotate_right(11) ^ n as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15)
-                >> 32)
-                % LEGACY_EVENT_EVERY
-                == 0;
+            let mixed =
+                (r.ids.rotate_right(11) ^ n as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 32;
+            let legacy = mixed.is_multiple_of(LEGACY_EVENT_EVERY);
             let rec = log_json(r, e, &trace, span_id, t, legacy);
             self.log_batch_start.get_or_insert(r.start);
             self.logs.entry(*at).or_default().push(rec);
@@ -419,11 +418,11 @@ impl<W: Write> Renderer<W> {
             let dp = format!(
                 "{{\"attributes\":[{a}],\"startTimeUnixNano\":{start},\"timeUnixNano\":{end},\"count\":\"{}\",\"sum\":{},\"bucketCounts\":[{}],\"explicitBounds\":[{}],\"min\":{},\"max\":{}}}",
                 h.count,
-                fmt_f64(h.sum),
+                fmt_f64(micros(h.sum)),
                 buckets.join(","),
                 bounds.join(","),
-                fmt_f64(h.min),
-                fmt_f64(h.max)
+                fmt_f64(micros(h.min)),
+                fmt_f64(micros(h.max))
             );
             per.entry((Service::Gateway, *inst))
                 .or_default()
@@ -504,6 +503,11 @@ fn describe(metric: &str) -> (&'static str, &'static str) {
         "shop.payments" => ("{payment}", "Payment attempts."),
         _ => ("1", ""),
     }
+}
+
+/// Seconds rounded to the microsecond, the precision of the recorded times.
+fn micros(s: f64) -> f64 {
+    (s * 1e6).round() / 1e6
 }
 
 fn round_us(n: Nanos) -> Nanos {

@@ -184,6 +184,7 @@ fn hop(
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 fn request(
     rng: &mut Rng,
     start: Nanos,

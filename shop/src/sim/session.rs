@@ -82,6 +82,9 @@ impl<'a> Shopper<'a> {
 /// request rate by it to get the session arrival rate.
 pub const MEAN_REQUESTS_PER_SESSION: f64 = 7.9;
 
+/// Orders one visit places at most (a power user keeps browsing after).
+const MAX_ORDERS: usize = 3;
+
 /// The requests of one visit starting at `t`.
 pub fn visit(rng: &mut Rng, model: &Model, start: Nanos, mut s: Shopper<'_>) -> Vec<Request> {
     let mut out: Vec<Request> = Vec::new();
@@ -91,11 +94,9 @@ pub fn visit(rng: &mut Rng, model: &Model, start: Nanos, mut s: Shopper<'_>) -> 
     let mut orders = 0;
     let think = |rng: &mut Rng, median: f64| secs(rng.lognormal(median, 0.8).clamp(0.4, 240.0));
 
-    if s.login_first {
-        if let Some(u) = s.user {
-            t = log_in(rng, t, &mut s.client, u, s.typo, &mut out);
-            t += think(rng, s.think * 0.5);
-        }
+    if let (true, Some(u)) = (s.login_first, s.user) {
+        t = log_in(rng, t, &mut s.client, u, s.typo, &mut out);
+        t += think(rng, s.think * 0.5);
     }
     // Landing page.
     match rng.weighted(&[0.5, 0.3, 0.2]) {
@@ -127,7 +128,11 @@ pub fn visit(rng: &mut Rng, model: &Model, start: Nanos, mut s: Shopper<'_>) -> 
                 0.0
             }, // add to cart
             if has_cart { 0.04 } else { 0.0 }, // view the cart
-            if has_cart { 0.07 * s.intent } else { 0.0 }, // check out
+            if has_cart && orders < MAX_ORDERS {
+                0.07 * s.intent
+            } else {
+                0.0
+            }, // check out
             if s.repeat { 0.0 } else { 0.1 }, // leave
         ];
         match rng.weighted(&weights) {
@@ -166,7 +171,7 @@ pub fn visit(rng: &mut Rng, model: &Model, start: Nanos, mut s: Shopper<'_>) -> 
                     orders += 1;
                     cart.clear();
                 }
-                if !s.repeat || orders >= 6 {
+                if !s.repeat {
                     break;
                 }
             }

@@ -136,7 +136,7 @@ pub fn scraping(ctx: &mut Ctx<'_>) -> Injected {
     let mut t = ctx.t0;
     let mut id = first;
     while t < ctx.t0 + 360 * S {
-        if (id - first) % 24 == 0 {
+        if (id - first).is_multiple_of(24) {
             inj.requests.push(shop::listing(&mut ctx.rng, t, &client));
             t += at(ctx.rng.lognormal(0.8, 0.2));
         }

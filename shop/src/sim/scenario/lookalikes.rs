@@ -76,17 +76,17 @@ pub fn password_typos(ctx: &mut Ctx<'_>) -> Injected {
     inj
 }
 
-/// One logged-in customer browsing fast (median 0.8 s between requests, about
-/// one a second) for 8 min, with several carts and orders.
+/// One logged-in customer browsing fast (median 0.5 s between requests, about
+/// 0.9 a second) for 8 min, with three orders.
 pub fn power_user(ctx: &mut Ctx<'_>) -> Injected {
     let model = ctx.model;
     let user = ctx.rng.pick(&model.users);
     let mut r = ctx.rng.fork();
     let mut s = Shopper::customer(&mut r, user, &user.home);
     s.typo = 0.0;
-    s.think = 0.8;
+    s.think = 0.5;
     s.repeat = true;
-    s.intent = 3.0;
+    s.intent = 0.5;
     s.max_requests = 2000;
     s.until = ctx.t0 + 480 * S;
     Injected {
