@@ -14,10 +14,10 @@ SEED=1
 RATE=6          # benign requests per second in every fixture
 DURATION=12m
 
-declare -A extra=(
-  # scenario -> extra arguments (duration, offset) where the default does not fit
-  [password_spraying]="--duration 15m"
-  [nat_office]="--duration 13m"
+declare -A duration=(
+  # scenarios that need more event time than the default
+  [password_spraying]=15m
+  [nat_office]=13m
 )
 
 run() { # name args...
@@ -34,8 +34,7 @@ if selected baseline; then
 fi
 for s in $("$sim" --list-scenarios | awk 'NR>1 {print $1}'); do
   selected "$s" || continue
-  # shellcheck disable=SC2086
-  run "$s" --seed $SEED --rate $RATE --duration $DURATION ${extra[$s]:-} --scenario "$s"
+  run "$s" --seed $SEED --rate $RATE --duration "${duration[$s]:-$DURATION}" --scenario "$s"
 done
 if selected demo; then
   run demo --seed 2 --rate 5 --duration 15m \
