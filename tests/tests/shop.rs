@@ -88,16 +88,19 @@ impl Shop {
             ));
             let mut cmd = Command::new(&exe);
             cmd.args(["serve", service.name()])
-                .env(format!("SHOP_{}_ADDR", service.name().to_uppercase()), "127.0.0.1:0")
-            .env("OTEL_TRACES_SAMPLER_ARG", "1.0")
-            .env("OTEL_BSP_SCHEDULE_DELAY", "200")
-            .env("OTEL_BLRP_SCHEDULE_DELAY", "200")
-            .env("OTEL_METRIC_EXPORT_INTERVAL", "2000")
-            .env("SHOP_ENVIRONMENT", "e2e")
-            .env("RUST_LOG", "info")
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(std::fs::File::create(&log)?);
+                .env(
+                    format!("SHOP_{}_ADDR", service.name().to_uppercase()),
+                    "127.0.0.1:0",
+                )
+                .env("OTEL_TRACES_SAMPLER_ARG", "1.0")
+                .env("OTEL_BSP_SCHEDULE_DELAY", "200")
+                .env("OTEL_BLRP_SCHEDULE_DELAY", "200")
+                .env("OTEL_METRIC_EXPORT_INTERVAL", "2000")
+                .env("SHOP_ENVIRONMENT", "e2e")
+                .env("RUST_LOG", "info")
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .stderr(std::fs::File::create(&log)?);
             for (k, v) in extra_env {
                 cmd.env(k, v);
             }
