@@ -224,7 +224,13 @@ impl Evaluator {
             (Some(a), Some(b)) => Some(a.max(b)),
             (a, b) => a.or(b),
         };
-        let late = self.buffer.push(table, batch, keep_from)?;
+        // a table no rule reads is not held: it only moves the watermark
+        let read = self.sessions.iter().any(|st| st.tables.contains(&table));
+        let late = if read {
+            self.buffer.push(table, batch, keep_from)?
+        } else {
+            0
+        };
         self.stats.late_rows += late as u64;
         if hi >= lo {
             self.watermark.observe(stream, hi);

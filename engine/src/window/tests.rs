@@ -175,3 +175,20 @@ async fn spans_are_windowed_by_their_end_so_slow_requests_are_not_late() {
         "{out:?}"
     );
 }
+
+#[tokio::test]
+async fn rows_of_a_table_no_rule_reads_are_not_held() {
+    let mut ev = Evaluator::new(rule_set(&[&count_kpi("1m", "1m")]).await, 5 * S);
+    ev.push(
+        ingest::Table::Logs,
+        rows(ingest::Table::Logs, &[T0, T0 + S], &[]),
+    )
+    .unwrap();
+    ev.push(ingest::Table::Spans, spans(&[(1.0, "a")])).unwrap();
+    assert_eq!(ev.stats().buffered_rows, 1, "only the span is held");
+    assert_eq!(
+        ev.stats().rows.get("logs"),
+        Some(&2),
+        "the logs are still counted"
+    );
+}
