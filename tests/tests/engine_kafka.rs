@@ -46,6 +46,14 @@ fn spans(t0: i64, from: i64, to: i64, client: &str) -> Value {
         "scopeSpans": [{"spans": spans}]}]})
 }
 
+fn producer() -> FutureProducer {
+    ClientConfig::new()
+        .set("bootstrap.servers", BROKERS)
+        .set("message.timeout.ms", "10000")
+        .create()
+        .expect("a Kafka producer")
+}
+
 /// Creates a topic of its own for this run, with `partitions` partitions.
 async fn create_topic(name: &str, partitions: i32) {
     let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
@@ -78,11 +86,7 @@ async fn engine_consumes_kafka_alerts_and_commits() {
     let metrics_topic = format!("e2e_engine_metrics_{pid}");
     create_topic(&logs_topic, 1).await;
     create_topic(&metrics_topic, 1).await;
-    let producer: FutureProducer = ClientConfig::new()
-        .set("bootstrap.servers", BROKERS)
-        .set("message.timeout.ms", "10000")
-        .create()
-        .expect("a Kafka producer");
+    let producer = producer();
     let t0 = chrono::Utc::now().timestamp_nanos_opt().unwrap_or(0);
     for (partition, (from, to)) in [(2, (12_000, 12_001)), (0, (0, 2000)), (1, (2000, 4000))] {
         let payload = spans(t0, from, to, &client_address).to_string();
@@ -201,11 +205,7 @@ async fn engine_consumes_kafka_alerts_and_commits() {
 async fn engine_records_the_kafka_topics_to_a_capture() {
     let pid = std::process::id();
     let marker = format!("198.51.100.{}", pid % 200 + 1);
-    let producer: FutureProducer = ClientConfig::new()
-        .set("bootstrap.servers", BROKERS)
-        .set("message.timeout.ms", "10000")
-        .create()
-        .expect("a Kafka producer");
+    let producer = producer();
     let t0 = chrono::Utc::now().timestamp_nanos_opt().unwrap_or(0);
     let payload = spans(t0, 0, 7, &marker).to_string();
     producer

@@ -17,12 +17,8 @@ use tokio::sync::mpsc;
 pub struct RecordArgs {
     /// the capture file to write
     pub out: PathBuf,
-    /// OTLP/gRPC address of the receiver ("off" to turn it off)
-    #[arg(long, default_value = ingest::otlp_receiver::DEFAULT_GRPC_ADDR)]
-    pub otlp_grpc: String,
-    /// OTLP/HTTP address of the receiver ("off" to turn it off)
-    #[arg(long, default_value = ingest::otlp_receiver::DEFAULT_HTTP_ADDR)]
-    pub otlp_http: String,
+    #[command(flatten)]
+    pub receiver: super::run::ReceiverArgs,
     /// record the Collector's Kafka topics from these brokers instead of receiving OTLP
     #[arg(long)]
     pub kafka: Option<String>,
@@ -75,10 +71,8 @@ pub async fn record(args: RecordArgs) -> anyhow::Result<()> {
         }
         None => {
             let config = ingest::otlp_receiver::ReceiverConfig {
-                grpc: super::run::addr("otlp-grpc", &args.otlp_grpc)?,
-                http: super::run::addr("otlp-http", &args.otlp_http)?,
                 keep_grpc_raw: true,
-                ..Default::default()
+                ..args.receiver.config()?
             };
             let (rtx, mut rrx) = mpsc::channel(64);
             let handle = ingest::otlp_receiver::start(config, rtx, rejections)

@@ -27,12 +27,8 @@ use crate::sinks::stdout::{Format, Printer};
 pub struct RunArgs {
     #[command(flatten)]
     pub rules: RulesArg,
-    /// OTLP/gRPC address of the built-in receiver ("off" to turn it off)
-    #[arg(long, default_value = ingest::otlp_receiver::DEFAULT_GRPC_ADDR)]
-    pub otlp_grpc: String,
-    /// OTLP/HTTP address of the built-in receiver ("off" to turn it off)
-    #[arg(long, default_value = ingest::otlp_receiver::DEFAULT_HTTP_ADDR)]
-    pub otlp_http: String,
+    #[command(flatten)]
+    pub receiver: ReceiverArgs,
     /// consume the Collector's Kafka topics from these brokers instead of receiving OTLP
     #[arg(long)]
     pub kafka: Option<String>,
@@ -62,7 +58,29 @@ pub struct RunArgs {
     pub idle: String,
 }
 
-pub(crate) fn addr(flag: &str, text: &str) -> anyhow::Result<Option<SocketAddr>> {
+/// Where the built-in OTLP receiver listens.
+#[derive(Debug, clap::Args)]
+pub struct ReceiverArgs {
+    /// OTLP/gRPC address of the built-in receiver ("off" to turn it off)
+    #[arg(long, default_value = ingest::otlp_receiver::DEFAULT_GRPC_ADDR)]
+    pub otlp_grpc: String,
+    /// OTLP/HTTP address of the built-in receiver ("off" to turn it off)
+    #[arg(long, default_value = ingest::otlp_receiver::DEFAULT_HTTP_ADDR)]
+    pub otlp_http: String,
+}
+
+impl ReceiverArgs {
+    /// The receiver's configuration, with both addresses checked.
+    pub fn config(&self) -> anyhow::Result<ingest::otlp_receiver::ReceiverConfig> {
+        Ok(ingest::otlp_receiver::ReceiverConfig {
+            grpc: addr("otlp-grpc", &self.otlp_grpc)?,
+            http: addr("otlp-http", &self.otlp_http)?,
+            ..Default::default()
+        })
+    }
+}
+
+fn addr(flag: &str, text: &str) -> anyhow::Result<Option<SocketAddr>> {
     if text == "off" {
         return Ok(None);
     }
@@ -306,11 +324,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
             None
         }
         None => {
-            let config = ingest::otlp_receiver::ReceiverConfig {
-                grpc: addr("otlp-grpc", &args.otlp_grpc)?,
-                http: addr("otlp-http", &args.otlp_http)?,
-                ..Default::default()
-            };
+            let config = args.receiver.config()?;
             let (rtx, mut rrx) = mpsc::channel(64);
             let handle = ingest::otlp_receiver::start(config, rtx, rejections.clone())
                 .await
