@@ -38,7 +38,7 @@ use tower_http::catch_panic::CatchPanicLayer;
 use self::http::HttpMetrics;
 
 /// One of the shop's services.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, clap::ValueEnum)]
 pub enum Service {
     Gateway,
     Auth,

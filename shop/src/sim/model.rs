@@ -8,42 +8,21 @@
 use super::hash::{card_fingerprint, user_hash};
 use super::rng::Rng;
 
-/// A shop service: one `service.name` in the telemetry.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub enum Service {
-    Gateway,
-    Auth,
-    Catalog,
-    Cart,
-    Checkout,
-    Payments,
+pub use crate::services::Service;
+
+/// What the simulator invents about each real service: its version, its
+/// replicas and the host name others call it by.
+pub trait Simulated {
+    /// `service.version`.
+    fn version(self) -> &'static str;
+    /// `service.instance.id` of each of the service's two replicas.
+    fn instances(self) -> [&'static str; 2];
+    /// Host name other services call it by.
+    fn host(self) -> &'static str;
 }
 
-impl Service {
-    /// Every service, in resource order.
-    pub const ALL: [Service; 6] = [
-        Service::Gateway,
-        Service::Auth,
-        Service::Catalog,
-        Service::Cart,
-        Service::Checkout,
-        Service::Payments,
-    ];
-
-    /// `service.name`.
-    pub fn name(self) -> &'static str {
-        match self {
-            Service::Gateway => "shop-gateway",
-            Service::Auth => "shop-auth",
-            Service::Catalog => "shop-catalog",
-            Service::Cart => "shop-cart",
-            Service::Checkout => "shop-checkout",
-            Service::Payments => "shop-payments",
-        }
-    }
-
-    /// `service.version`.
-    pub fn version(self) -> &'static str {
+impl Simulated for Service {
+    fn version(self) -> &'static str {
         match self {
             Service::Gateway => "1.8.2",
             Service::Auth => "2.3.0",
@@ -54,8 +33,7 @@ impl Service {
         }
     }
 
-    /// `service.instance.id` of each of the service's two replicas.
-    pub fn instances(self) -> [&'static str; 2] {
+    fn instances(self) -> [&'static str; 2] {
         match self {
             Service::Gateway => [
                 "shop-gateway-7d9f8c6b5-4xkqp",
@@ -78,9 +56,8 @@ impl Service {
         }
     }
 
-    /// Host name other services call it by.
-    pub fn host(self) -> &'static str {
-        self.name()
+    fn host(self) -> &'static str {
+        self.service_name()
     }
 }
 

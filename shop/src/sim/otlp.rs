@@ -9,7 +9,7 @@
 use std::collections::BTreeMap;
 use std::io::{self, Write};
 
-use super::model::{ENVIRONMENT, Service};
+use super::model::{ENVIRONMENT, Service, Simulated};
 use super::request::{Event, Nanos, Request, SECOND, Value};
 use super::rng::Rng;
 
@@ -582,7 +582,7 @@ fn attr(out: &mut String, key: &str, v: &Value) {
 
 fn resource_json(service: Service, instance: usize) -> String {
     let mut a = String::new();
-    attr_str(&mut a, "service.name", service.name());
+    attr_str(&mut a, "service.name", service.service_name());
     attr_str(&mut a, "service.namespace", "shop");
     attr_str(&mut a, "service.version", service.version());
     attr_str(
@@ -600,7 +600,7 @@ fn resource_json(service: Service, instance: usize) -> String {
 fn scope_json(service: Service) -> String {
     format!(
         "{{\"name\":\"{}\",\"version\":\"{}\"}}",
-        service.name(),
+        service.service_name(),
         service.version()
     )
 }
