@@ -19,3 +19,23 @@ pub fn workspace_binary(name: &str) -> PathBuf {
     );
     path
 }
+
+/// Where the local stack's Collector writes its file-exporter capture
+/// (compose/local/stack: `OTELGUARD_CAPTURE_DIR`, else `captures/` in the
+/// stack's state dir, `OTELGUARD_STACK_STATE` or `~/.cache/otelguard/stack-state`).
+pub fn collector_capture_file() -> PathBuf {
+    let state = || {
+        std::env::var_os("OTELGUARD_STACK_STATE")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| {
+                std::env::var_os("HOME")
+                    .map(PathBuf::from)
+                    .unwrap_or_default()
+                    .join(".cache/otelguard/stack-state")
+            })
+    };
+    let dir = std::env::var_os("OTELGUARD_CAPTURE_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| state().join("captures"));
+    dir.join("captures.jsonl")
+}

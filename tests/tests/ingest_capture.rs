@@ -31,24 +31,6 @@ use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span, Sta
 
 const COLLECTOR: &str = "http://127.0.0.1:4317";
 
-/// Where the local stack's Collector writes captures (as in `stack.rs`).
-fn capture_file() -> PathBuf {
-    let dir = std::env::var_os("OTELGUARD_CAPTURE_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            std::env::var_os("OTELGUARD_STACK_STATE")
-                .map(PathBuf::from)
-                .unwrap_or_else(|| {
-                    let home = std::env::var_os("HOME")
-                        .map(PathBuf::from)
-                        .unwrap_or_default();
-                    home.join(".cache/otelguard/stack-state")
-                })
-                .join("captures")
-        });
-    dir.join("captures.jsonl")
-}
-
 fn resource() -> Option<Resource> {
     Some(Resource {
         attributes: vec![KeyValue {
@@ -176,7 +158,7 @@ async fn the_collector_file_exporter_capture_reads_back() -> Result<()> {
         .collect();
     let marker = format!("e2e-ingest-capture-{letters}");
     export(&marker, now).await?;
-    let path = capture_file();
+    let path = e2e::collector_capture_file();
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let (found, bad) = if path.exists() {

@@ -538,24 +538,6 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// Where the local stack's Collector writes its file-exporter capture.
-fn capture_file() -> PathBuf {
-    let dir = std::env::var_os("OTELGUARD_CAPTURE_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            std::env::var_os("OTELGUARD_STACK_STATE")
-                .map(PathBuf::from)
-                .unwrap_or_else(|| {
-                    std::env::var_os("HOME")
-                        .map(PathBuf::from)
-                        .unwrap_or_default()
-                        .join(".cache/otelguard/stack-state")
-                })
-                .join("captures")
-        });
-    dir.join("captures.jsonl")
-}
-
 // ---------------------------------------------------------------------------
 // The tests
 
@@ -859,7 +841,7 @@ async fn checkout_is_one_connected_trace_with_the_contract_events() -> Result<()
     }
 
     // The redaction scan over everything the Collector wrote to its capture.
-    let path = capture_file();
+    let path = e2e::collector_capture_file();
     let trace_hex = hex(&trace_id);
     let mut captured = String::new();
     for _ in 0..CAPTURE_POLLS {

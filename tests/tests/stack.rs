@@ -334,25 +334,6 @@ async fn read_back_from_kafka(
 // ---------------------------------------------------------------------------
 // The capture file
 
-/// Where the local stack's Collector writes captures (compose/local/stack:
-/// `OTELGUARD_CAPTURE_DIR`, else `captures/` in the state dir).
-fn capture_file() -> PathBuf {
-    let dir = std::env::var_os("OTELGUARD_CAPTURE_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            std::env::var_os("OTELGUARD_STACK_STATE")
-                .map(PathBuf::from)
-                .unwrap_or_else(|| {
-                    let home = std::env::var_os("HOME")
-                        .map(PathBuf::from)
-                        .unwrap_or_default();
-                    home.join(".cache/otelguard/stack-state")
-                })
-                .join("captures")
-        });
-    dir.join("captures.jsonl")
-}
-
 /// Polls the end of the capture file until a line carries `marker` (in every signal).
 async fn wait_captured(path: &Path, marker: &str) -> Result<()> {
     use std::io::{Read, Seek, SeekFrom};
@@ -520,7 +501,7 @@ async fn telemetry_flows_through_the_stack() -> Result<()> {
         "otelcol: the span's user.email attribute was dropped, not masked (allow_all_keys should keep it)"
     );
 
-    wait_captured(&capture_file(), &marker).await?;
+    wait_captured(&e2e::collector_capture_file(), &marker).await?;
 
     let client = reqwest::Client::builder()
         .timeout(Duration::from_secs(5))
