@@ -5,6 +5,7 @@
 //! contract) describes it, so the rule pack has realistic recorded traffic to
 //! be tested against. The `shop-sim` binary writes those recordings.
 
+pub mod load;
 pub mod services;
 pub mod sim;
 pub mod telemetry;
