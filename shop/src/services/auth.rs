@@ -89,7 +89,7 @@ fn env_num<T: std::str::FromStr>(name: &str, default: T) -> T {
 }
 
 pub async fn router(config: &Config, metrics: &HttpMetrics) -> anyhow::Result<Router> {
-    let db = Db::connect(&config.database_url, "auth").await?;
+    let db = Db::connect(&config.database_url, "auth", config.chaos.clone()).await?;
     let seeded = seed_accounts(&db).await?;
     if seeded > 0 {
         tracing::info!(seeded, "seeded test accounts");

@@ -67,7 +67,7 @@ struct Cart {
 
 pub async fn router(config: &Config, metrics: &HttpMetrics) -> anyhow::Result<Router> {
     let state = Cart {
-        kv: Kv::connect(&config.redis_url).await?,
+        kv: Kv::connect(&config.redis_url, config.chaos.clone()).await?,
         catalog: config.upstream(Service::Catalog)?,
     };
     let (max, timeout) = route_limits();

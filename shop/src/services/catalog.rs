@@ -4,6 +4,7 @@
 //! `GET /api/products/{id}` (`shop.product.viewed`),
 //! `GET /api/search?q=` (`shop.search.performed`, the query text is bound as a
 //! parameter and never recorded). Every query runs in a `db` CLIENT span.
+//! Failure injection: `catalog_cpu_ms` burns CPU before every request ([`super::chaos`]).
 
 use axum::Router;
 use axum::extract::{Path, Query, State};
@@ -11,6 +12,7 @@ use axum::middleware::from_fn_with_state;
 use axum::routing::get;
 use serde::{Deserialize, Serialize};
 
+use super::chaos;
 use super::http::{ApiError, Caller, HttpMetrics, Limit, limit, route_limits};
 use super::store::Db;
 use super::{Config, events};
@@ -66,7 +68,7 @@ const SQL_SEARCH: &str = "SELECT id, sku, name, description, category_id AS cate
 
 pub async fn router(config: &Config, metrics: &HttpMetrics) -> anyhow::Result<Router> {
     debug_assert!(SQL_PRODUCT.contains(COLUMNS));
-    let db = Db::connect(&config.database_url, "catalog").await?;
+    let db = Db::connect(&config.database_url, "catalog", config.chaos.clone()).await?;
     let (max, timeout) = route_limits();
     let lim = |route| from_fn_with_state(Limit::new(route, max, timeout, metrics), limit);
     Ok(Router::new()
@@ -80,6 +82,7 @@ pub async fn router(config: &Config, metrics: &HttpMetrics) -> anyhow::Result<Ro
             get(product).layer(lim("/api/products/{id}")),
         )
         .route("/api/search", get(search).layer(lim("/api/search")))
+        .route_layer(from_fn_with_state(config.chaos.clone(), chaos::burn_cpu))
         .with_state(db))
 }
 

@@ -49,7 +49,7 @@ struct Checkout {
 pub async fn router(config: &Config, metrics: &HttpMetrics) -> anyhow::Result<Router> {
     let meter = opentelemetry::global::meter("shop.checkout");
     let state = Checkout {
-        db: Db::connect(&config.database_url, "checkout").await?,
+        db: Db::connect(&config.database_url, "checkout", config.chaos.clone()).await?,
         cart: config.upstream(Service::Cart)?,
         payments: config.upstream(Service::Payments)?,
         orders: meter

@@ -74,7 +74,7 @@ pub async fn router(config: &Config, metrics: &HttpMetrics) -> anyhow::Result<Ro
         upstreams.insert(s.name(), config.upstream(s)?);
     }
     let gw = Gateway {
-        kv: Kv::connect(&config.redis_url).await?,
+        kv: Kv::connect(&config.redis_url, config.chaos.clone()).await?,
         upstreams: Arc::new(upstreams),
         buckets: Arc::default(),
         rps: env_num("SHOP_RATE_LIMIT_RPS", 20.0),

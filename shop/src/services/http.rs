@@ -24,6 +24,8 @@ use tracing::Instrument as _;
 use tracing::field::Empty;
 use tracing_opentelemetry::OpenTelemetrySpanExt as _;
 
+use super::chaos::Chaos;
+
 /// Largest request body any route accepts.
 pub const MAX_BODY_BYTES: usize = 16 * 1024;
 
@@ -130,7 +132,21 @@ impl From<sqlx::Error> for ApiError {
 }
 
 impl From<redis::RedisError> for ApiError {
+    /// Redis out of reach is an outage the client may retry (503); anything else is a 500.
     fn from(e: redis::RedisError) -> Self {
+        if e.is_io_error()
+            || e.is_connection_refusal()
+            || e.is_connection_dropped()
+            || e.is_timeout()
+        {
+            tracing::warn!(error = %e, "redis unreachable");
+            return Self::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "store_unavailable",
+                "a store this service needs is unreachable, retry later",
+            )
+            .retry_after(2);
+        }
         Self::internal(format_args!("redis: {e}"))
     }
 }
@@ -507,6 +523,7 @@ pub struct Upstream {
     pub name: &'static str,
     base: String,
     client: reqwest::Client,
+    chaos: Arc<Chaos>,
 }
 
 /// What an upstream answered.
@@ -541,6 +558,7 @@ impl Upstream {
         name: &'static str,
         base: impl Into<String>,
         timeout: Duration,
+        chaos: Arc<Chaos>,
     ) -> anyhow::Result<Self> {
         let client = reqwest::Client::builder()
             .timeout(timeout)
@@ -550,6 +568,7 @@ impl Upstream {
             name,
             base: base.into().trim_end_matches('/').to_owned(),
             client,
+            chaos,
         })
     }
 
@@ -588,15 +607,19 @@ impl Upstream {
                     .body(body);
             }
             let span = tracing::Span::current();
-            let response = match request.send().await {
-                Ok(r) => r,
-                Err(e) => {
-                    span.record("otel.status_code", "ERROR");
-                    span.record(
-                        "error.type",
-                        if e.is_timeout() { "timeout" } else { "connect" },
-                    );
+            let sent = if self.chaos.drop_call(self.name, &span) {
+                Err("connect")
+            } else {
+                request.send().await.map_err(|e| {
                     tracing::warn!(upstream = self.name, error = %e, "upstream call failed");
+                    if e.is_timeout() { "timeout" } else { "connect" }
+                })
+            };
+            let response = match sent {
+                Ok(r) => r,
+                Err(kind) => {
+                    span.record("otel.status_code", "ERROR");
+                    span.record("error.type", kind);
                     return Err(ApiError::overloaded("upstream_unavailable", 2));
                 }
             };

@@ -11,11 +11,13 @@
 //!
 //! Every service shares [`http`] (JSON errors, SERVER spans, RED metrics,
 //! backpressure, the instrumented client), [`store`] (instrumented SQLx and
-//! Redis), [`events`] (the contract's domain events) and [`security`].
+//! Redis), [`events`] (the contract's domain events), [`security`] and
+//! [`chaos`] (failure injection, `/admin/chaos`).
 
 pub mod auth;
 pub mod cart;
 pub mod catalog;
+pub mod chaos;
 pub mod checkout;
 pub mod events;
 pub mod gateway;
@@ -27,6 +29,7 @@ pub mod store;
 
 use std::future::Future;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
@@ -35,6 +38,7 @@ use axum::extract::DefaultBodyLimit;
 use axum::middleware::{from_fn, from_fn_with_state};
 use tower_http::catch_panic::CatchPanicLayer;
 
+use self::chaos::Chaos;
 use self::http::HttpMetrics;
 
 /// One of the shop's services.
@@ -113,6 +117,9 @@ pub struct Config {
     pub urls: Vec<(Service, String)>,
     /// Timeout of calls between services.
     pub upstream_timeout: Duration,
+    /// The service's failure injection: none here; [`router`] reads the
+    /// service's `SHOP_CHAOS_*` variables into it.
+    pub chaos: Arc<Chaos>,
 }
 
 impl Config {
@@ -137,6 +144,7 @@ impl Config {
                     .parse()
                     .unwrap_or(5000),
             ),
+            chaos: Arc::default(),
         }
     }
 
@@ -153,6 +161,7 @@ impl Config {
             service.service_name(),
             self.url(service),
             self.upstream_timeout,
+            self.chaos.clone(),
         )
     }
 
@@ -180,8 +189,14 @@ pub fn finish(routes: Router, metrics: &HttpMetrics) -> Router {
 }
 
 /// Builds the router of `service` (connecting to what it needs; database
-/// services run the migrations first).
+/// services run the migrations first), with its failure injection from the
+/// `SHOP_CHAOS_*` variables and `/admin/chaos`.
 pub async fn router(service: Service, config: &Config) -> anyhow::Result<Router> {
+    let chaos = Arc::new(Chaos::from_env(service)?);
+    let config = &Config {
+        chaos: chaos.clone(),
+        ..config.clone()
+    };
     let metrics = HttpMetrics::new();
     let routes = match service {
         Service::Gateway => gateway::router(config, &metrics).await?,
@@ -191,6 +206,9 @@ pub async fn router(service: Service, config: &Config) -> anyhow::Result<Router>
         Service::Checkout => checkout::router(config, &metrics).await?,
         Service::Payments => payments::router(config, &metrics)?,
     };
+    let routes = routes
+        .route_layer(from_fn_with_state(chaos.clone(), chaos::grow_memory))
+        .merge(chaos::admin(chaos));
     let app = finish(routes, &metrics);
     Ok(match service {
         Service::Gateway => gateway::with_edge(app),
@@ -264,7 +282,7 @@ pub async fn shutdown_signal() {
 
 /// Runs the migrations (and seeds the accounts) without starting a service.
 pub async fn migrate(config: &Config) -> anyhow::Result<()> {
-    let db = store::Db::connect(&config.database_url, "migrate").await?;
+    let db = store::Db::connect(&config.database_url, "migrate", config.chaos.clone()).await?;
     let seeded = auth::seed_accounts(&db).await?;
     println!("migrations applied; {seeded} accounts seeded");
     Ok(())

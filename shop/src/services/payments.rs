@@ -11,6 +11,11 @@
 //!
 //! Telemetry: `shop.payment.attempt` (fingerprint = keyed hash of the number)
 //! and the `shop.payments` counter by outcome. The card never leaves the handler.
+//!
+//! Failure injection ([`super::chaos`]): `payment_latency_ms` delays every
+//! answer, `payment_error_ratio` turns that share of payments into processor errors.
+
+use std::sync::Arc;
 
 use axum::Router;
 use axum::extract::State;
@@ -22,6 +27,7 @@ use opentelemetry::KeyValue;
 use opentelemetry::metrics::Counter;
 use serde::{Deserialize, Serialize};
 
+use super::chaos::Chaos;
 use super::http::{ApiError, ApiJson, Caller, HttpMetrics, Limit, limit, route_limits};
 use super::security::{Keys, card_digits, luhn_valid};
 use super::{Config, events};
@@ -59,9 +65,10 @@ pub struct PaymentAnswer {
 struct Payments {
     keys: Keys,
     counter: Counter<u64>,
+    chaos: Arc<Chaos>,
 }
 
-pub fn router(_config: &Config, metrics: &HttpMetrics) -> anyhow::Result<Router> {
+pub fn router(config: &Config, metrics: &HttpMetrics) -> anyhow::Result<Router> {
     let (max, timeout) = route_limits();
     let state = Payments {
         keys: Keys::from_env(),
@@ -69,6 +76,7 @@ pub fn router(_config: &Config, metrics: &HttpMetrics) -> anyhow::Result<Router>
             .u64_counter("shop.payments")
             .with_description("Payment attempts by outcome")
             .build(),
+        chaos: config.chaos.clone(),
     };
     Ok(Router::new()
         .route(
@@ -167,8 +175,13 @@ async fn pay(
 ) -> Result<(StatusCode, axum::Json<PaymentAnswer>), ApiError> {
     validate(&req)?;
     let fingerprint = state.keys.card_fingerprint(&req.card.number);
+    state.chaos.payment_latency().await;
     let now = chrono::Utc::now();
-    let decision = decide(&req, (now.year(), now.month()));
+    let decision = if state.chaos.payment_error() {
+        Decision::ProcessorError
+    } else {
+        decide(&req, (now.year(), now.month()))
+    };
     let payment_id = format!("pay_{:016x}", rand::random::<u64>());
     let (outcome, code) = match decision {
         Decision::Approved => ("approved", None),

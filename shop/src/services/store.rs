@@ -7,6 +7,7 @@
 
 use std::future::Future;
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use opentelemetry::KeyValue;
@@ -16,6 +17,8 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{PgPool, Postgres};
 use tracing::Instrument as _;
 use tracing::field::Empty;
+
+use super::chaos::{self, Chaos};
 
 /// The schema that holds the shop's tables (the database is shared with the engine).
 pub const SCHEMA: &str = "shop";
@@ -37,11 +40,17 @@ pub struct Db {
     duration: Histogram<f64>,
     address: String,
     port: u16,
+    chaos: Arc<Chaos>,
 }
 
 impl Db {
-    /// Connects (`DATABASE_URL`), creates the `shop` schema and runs the migrations.
-    pub async fn connect(url: &str, pool_name: &'static str) -> anyhow::Result<Db> {
+    /// Connects (`DATABASE_URL`), creates the `shop` schema and runs the
+    /// migrations; `chaos` may slow its queries and hold its connections.
+    pub async fn connect(
+        url: &str,
+        pool_name: &'static str,
+        chaos: Arc<Chaos>,
+    ) -> anyhow::Result<Db> {
         let max: u32 = std::env::var("SHOP_DB_POOL_MAX")
             .ok()
             .and_then(|v| v.parse().ok())
@@ -101,12 +110,14 @@ impl Db {
             .with_description("Time waited for a pooled connection")
             .with_boundaries(vec![0.0001, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 3.0])
             .build();
+        chaos::spawn_pool_holder(chaos.clone(), pool.clone(), max);
         Ok(Db {
             pool,
             wait,
             duration: operation_duration(),
             address,
             port,
+            chaos,
         })
     }
 
@@ -115,6 +126,10 @@ impl Db {
         let started = Instant::now();
         let conn = self.pool.acquire().await;
         self.wait.record(started.elapsed().as_secs_f64(), &[]);
+        if let Err(e @ sqlx::Error::PoolTimedOut) = &conn {
+            tracing::warn!(error.type = error_kind(e), "no pooled connection in time");
+            self.chaos.pool_timed_out();
+        }
         conn
     }
 
@@ -141,6 +156,13 @@ impl Db {
             error.type = Empty,
         );
         let started = Instant::now();
+        let slow = self.chaos.slow_query(&span);
+        let query = async {
+            if let Some(delay) = slow {
+                tokio::time::sleep(delay).await;
+            }
+            query.await
+        };
         let result = query.instrument(span.clone()).await;
         let mut attrs = vec![
             KeyValue::new("db.system.name", "postgresql"),
@@ -175,11 +197,12 @@ pub struct Kv {
     conn: redis::aio::ConnectionManager,
     duration: Histogram<f64>,
     address: String,
+    chaos: Arc<Chaos>,
 }
 
 impl Kv {
-    /// Connects to `REDIS_URL`.
-    pub async fn connect(url: &str) -> anyhow::Result<Kv> {
+    /// Connects to `REDIS_URL`; `chaos` may take Redis out of reach.
+    pub async fn connect(url: &str, chaos: Arc<Chaos>) -> anyhow::Result<Kv> {
         let client = redis::Client::open(url)?;
         let address = client.get_connection_info().addr.to_string();
         let conn = redis::aio::ConnectionManager::new(client)
@@ -189,6 +212,7 @@ impl Kv {
             conn,
             duration: operation_duration(),
             address,
+            chaos,
         })
     }
 
@@ -212,7 +236,11 @@ impl Kv {
         );
         let started = Instant::now();
         let mut conn = self.conn.clone();
-        let result: Result<T, _> = cmd.query_async(&mut conn).instrument(span.clone()).await;
+        let result: Result<T, _> = if self.chaos.redis_down(&span) {
+            Err(chaos::redis_unreachable())
+        } else {
+            cmd.query_async(&mut conn).instrument(span.clone()).await
+        };
         let mut attrs = vec![
             KeyValue::new("db.system.name", "redis"),
             KeyValue::new("db.operation.name", operation),
