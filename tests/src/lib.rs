@@ -39,3 +39,6 @@ pub fn collector_capture_file() -> PathBuf {
         .unwrap_or_else(|| state().join("captures"));
     dir.join("captures.jsonl")
 }
+
+pub mod otlp;
+pub mod shop;

@@ -29,23 +29,18 @@
 //!
 //! Run: `cargo test -p e2e --test shop`.
 
-use std::collections::{BTreeMap, BTreeSet};
-use std::io::{BufRead as _, BufReader};
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::collections::BTreeSet;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use anyhow::{Context, Result, anyhow, bail, ensure};
+use anyhow::{Context, Result, bail, ensure};
+use e2e::otlp::{attr, attr_str, consumer_since, hex, service_of};
+use e2e::shop::{Shop, Shopper, nonce, require_up};
 use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
-use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
+use opentelemetry_proto::tonic::common::v1::{KeyValue, any_value};
 use prost::Message as _;
-use rdkafka::consumer::{Consumer, StreamConsumer};
-use rdkafka::{ClientConfig, Message as _, Offset, TopicPartitionList};
-use serde_json::{Value, json};
-use shop::services::Service;
-
-const KAFKA: &str = "127.0.0.1:19092";
+use rdkafka::Message as _;
+use serde_json::json;
 /// One-second waits for the next Kafka record before giving up (the tail sampler waits 5 s).
 const KAFKA_IDLE_POLLS: u32 = 60;
 const KAFKA_MAX_RECORDS: u32 = 200_000;
@@ -55,246 +50,7 @@ const CAPTURE_POLLS: u32 = 60;
 const PROMETHEUS_POLLS: u32 = 30;
 
 // ---------------------------------------------------------------------------
-// The services as child processes
-
-/// The six services, started in dependency order; stopped (SIGTERM, then
-/// waited for) when dropped.
-struct Shop {
-    children: Vec<(Service, Child, PathBuf)>,
-    urls: BTreeMap<&'static str, String>,
-}
-
-impl Shop {
-    fn start(test: &str, extra_env: &[(&str, &str)]) -> Result<Shop> {
-        require_up("postgres", 55432)?;
-        require_up("redis", 56379)?;
-        let exe = e2e::workspace_binary("shop");
-        let mut shop = Shop {
-            children: Vec::new(),
-            urls: BTreeMap::new(),
-        };
-        for service in [
-            Service::Payments,
-            Service::Catalog,
-            Service::Auth,
-            Service::Cart,
-            Service::Checkout,
-            Service::Gateway,
-        ] {
-            let log = std::env::temp_dir().join(format!(
-                "shop-e2e-{test}-{}-{}.log",
-                service.name(),
-                std::process::id()
-            ));
-            let mut cmd = Command::new(&exe);
-            cmd.args(["serve", service.name()])
-                .env(
-                    format!("SHOP_{}_ADDR", service.name().to_uppercase()),
-                    "127.0.0.1:0",
-                )
-                .env("OTEL_TRACES_SAMPLER_ARG", "1.0")
-                .env("OTEL_BSP_SCHEDULE_DELAY", "200")
-                .env("OTEL_BLRP_SCHEDULE_DELAY", "200")
-                .env("OTEL_METRIC_EXPORT_INTERVAL", "2000")
-                .env("SHOP_ENVIRONMENT", "e2e")
-                .env("RUST_LOG", "info")
-                .stdin(Stdio::piped())
-                .stdout(Stdio::piped())
-                .stderr(std::fs::File::create(&log)?);
-            for (k, v) in extra_env {
-                cmd.env(k, v);
-            }
-            for (name, url) in &shop.urls {
-                cmd.env(format!("SHOP_{}_URL", name.to_uppercase()), url);
-            }
-            let mut child = cmd.spawn().context("starting a service child process")?;
-            let stdout = child.stdout.take().context("child stdout")?;
-            shop.children.push((service, child, log.clone()));
-            let needle = format!("{} listening on ", service.service_name());
-            let mut lines = BufReader::new(stdout).lines();
-            let url = lines
-                .by_ref()
-                .take(50)
-                .map_while(|l| l.ok())
-                .find_map(|l| l.split_once(&needle).map(|(_, url)| url.trim().to_owned()))
-                .ok_or_else(|| {
-                    let tail = std::fs::read_to_string(&log).unwrap_or_default();
-                    let tail: Vec<&str> = tail.lines().rev().take(15).collect();
-                    anyhow!(
-                        "{} did not start (log {}):\n{}",
-                        service.service_name(),
-                        log.display(),
-                        tail.into_iter().rev().collect::<Vec<_>>().join("\n")
-                    )
-                })?;
-            // Keep draining the child's stdout: a closed pipe would fail its next write.
-            std::thread::spawn(move || lines.for_each(drop));
-            shop.urls.insert(service.name(), url);
-        }
-        Ok(shop)
-    }
-
-    fn gateway(&self) -> &str {
-        &self.urls["gateway"]
-    }
-
-    /// Stops every service gracefully (their telemetry is flushed on the way out).
-    fn stop(&mut self) {
-        for (_, child, _) in self.children.iter_mut().rev() {
-            let _ = Command::new("kill")
-                .arg("-TERM")
-                .arg(child.id().to_string())
-                .status();
-        }
-        for (_, child, _) in &mut self.children {
-            let mut exited = false;
-            for _ in 0..150 {
-                if matches!(child.try_wait(), Ok(Some(_))) {
-                    exited = true;
-                    break;
-                }
-                std::thread::sleep(Duration::from_millis(100));
-            }
-            if !exited {
-                let _ = child.kill();
-                let _ = child.wait();
-            }
-        }
-        self.children.clear();
-    }
-}
-
-impl Drop for Shop {
-    fn drop(&mut self) {
-        self.stop();
-    }
-}
-
-fn require_up(component: &str, port: u16) -> Result<()> {
-    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
-    std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2))
-        .map(drop)
-        .map_err(|e| {
-            anyhow!(
-                "{component} is not answering on {addr} ({e}): start the stack with `compose/local/stack up`"
-            )
-        })
-}
-
-// ---------------------------------------------------------------------------
-// A shopper
-
-struct Shopper {
-    http: reqwest::Client,
-    base: String,
-    cookie: Option<String>,
-    forwarded_for: String,
-}
-
-struct Answer {
-    status: u16,
-    body: Value,
-    retry_after: Option<String>,
-}
-
-impl Shopper {
-    fn new(base: &str, forwarded_for: &str) -> Result<Shopper> {
-        Ok(Shopper {
-            http: reqwest::Client::builder()
-                .timeout(Duration::from_secs(30))
-                .build()?,
-            base: base.to_owned(),
-            cookie: None,
-            forwarded_for: forwarded_for.to_owned(),
-        })
-    }
-
-    async fn send(
-        &mut self,
-        method: reqwest::Method,
-        path: &str,
-        body: Option<Vec<u8>>,
-        traceparent: Option<&str>,
-    ) -> Result<Answer> {
-        let mut req = self
-            .http
-            .request(method.clone(), format!("{}{path}", self.base))
-            .header("user-agent", "shop-e2e/1.0")
-            .header("x-forwarded-for", &self.forwarded_for);
-        if let Some(c) = &self.cookie {
-            req = req.header("cookie", c);
-        }
-        if let Some(tp) = traceparent {
-            req = req.header("traceparent", tp);
-        }
-        if let Some(b) = body {
-            req = req.header("content-type", "application/json").body(b);
-        }
-        let resp = req
-            .send()
-            .await
-            .with_context(|| format!("{method} {path}"))?;
-        let status = resp.status().as_u16();
-        if let Some(set) = resp
-            .headers()
-            .get("set-cookie")
-            .and_then(|v| v.to_str().ok())
-        {
-            self.cookie = set.split(';').next().map(str::to_owned);
-        }
-        let retry_after = resp
-            .headers()
-            .get("retry-after")
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned);
-        let text = resp.text().await?;
-        let body = if text.is_empty() {
-            Value::Null
-        } else {
-            serde_json::from_str(&text).with_context(|| {
-                format!("{method} {path} answered {status} with non-JSON {text:?}")
-            })?
-        };
-        Ok(Answer {
-            status,
-            body,
-            retry_after,
-        })
-    }
-
-    async fn get(&mut self, path: &str) -> Result<Answer> {
-        self.send(reqwest::Method::GET, path, None, None).await
-    }
-
-    async fn expect(
-        &mut self,
-        method: reqwest::Method,
-        path: &str,
-        body: Option<Value>,
-        status: u16,
-    ) -> Result<Value> {
-        let body = body.map(|b| serde_json::to_vec(&b)).transpose()?;
-        let a = self.send(method.clone(), path, body, None).await?;
-        ensure!(
-            a.status == status,
-            "{method} {path}: expected {status}, got {} {}",
-            a.status,
-            a.body
-        );
-        Ok(a.body)
-    }
-}
-
-// ---------------------------------------------------------------------------
 // Unique secrets for this run
-
-fn nonce() -> u64 {
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_nanos())
-        .unwrap_or_default();
-    (nanos as u64) ^ (u64::from(std::process::id()) << 32)
-}
 
 /// A Luhn-valid card number starting 4242 (the simulated processor approves those), unique to the run.
 fn unique_card(seed: u64) -> String {
@@ -357,21 +113,6 @@ fn kept_trace_id(seed: u64) -> [u8; 16] {
 // ---------------------------------------------------------------------------
 // Reading back from Kafka
 
-fn attr<'a>(attributes: &'a [KeyValue], key: &str) -> Option<&'a any_value::Value> {
-    attributes
-        .iter()
-        .find(|kv| kv.key == key)
-        .and_then(|kv| kv.value.as_ref())
-        .and_then(|v: &AnyValue| v.value.as_ref())
-}
-
-fn attr_str<'a>(attributes: &'a [KeyValue], key: &str) -> Option<&'a str> {
-    match attr(attributes, key) {
-        Some(any_value::Value::StringValue(s)) => Some(s),
-        _ => None,
-    }
-}
-
 #[derive(Debug, Clone)]
 struct SpanSeen {
     service: String,
@@ -424,13 +165,6 @@ impl TraceSeen {
     }
 }
 
-fn service_of(resource: Option<&opentelemetry_proto::tonic::resource::v1::Resource>) -> String {
-    resource
-        .and_then(|r| attr_str(&r.attributes, "service.name"))
-        .unwrap_or_default()
-        .to_owned()
-}
-
 /// Reads `otlp_spans` and `otlp_logs` from `since_ms` on until `done` holds
 /// for what was seen of the trace (then a few quiet seconds for stragglers).
 async fn read_trace(
@@ -438,29 +172,11 @@ async fn read_trace(
     since_ms: i64,
     done: impl Fn(&TraceSeen) -> bool,
 ) -> Result<TraceSeen> {
-    let consumer: StreamConsumer = ClientConfig::new()
-        .set("bootstrap.servers", KAFKA)
-        .set("group.id", format!("shop-e2e-{}", hex(trace_id)))
-        .set("enable.auto.commit", "false")
-        .create()
-        .context("creating the Kafka consumer")?;
-    let mut wanted = TopicPartitionList::new();
-    for topic in ["otlp_spans", "otlp_logs"] {
-        let metadata = consumer
-            .fetch_metadata(Some(topic), Duration::from_secs(10))
-            .with_context(|| format!("kafka at {KAFKA}: metadata of {topic}"))?;
-        for t in metadata.topics() {
-            for p in t.partitions() {
-                wanted.add_partition_offset(topic, p.id(), Offset::Offset(since_ms))?;
-            }
-        }
-    }
-    let start = consumer
-        .offsets_for_times(wanted, Duration::from_secs(10))
-        .context("kafka: offsets for the test's start time")?;
-    consumer
-        .assign(&start)
-        .context("kafka: assigning partitions")?;
+    let consumer = consumer_since(
+        &["otlp_spans", "otlp_logs"],
+        since_ms,
+        &format!("shop-e2e-{}", hex(trace_id)),
+    )?;
 
     let mut seen = TraceSeen::default();
     let (mut idle, mut records, mut settled) = (0u32, 0u32, 0u32);
@@ -532,10 +248,6 @@ async fn read_trace(
         }
     }
     Ok(seen)
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 // ---------------------------------------------------------------------------
