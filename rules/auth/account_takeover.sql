@@ -1,11 +1,11 @@
 /*
 id = "auth.account_takeover"
 title = "Login success after repeated failures"
-description = "An account that failed five or more times logs in successfully within ten minutes: the guessing may have worked."
+description = "An account that failed three or more times logs in successfully within ten minutes: the guessing may have worked."
 severity = "critical"
 tags = ["T1110.001", "T1078"]
 window = "10m"
-slide = "30s"
+slide = "15s"
 entity = ["user.hash"]
 value = "failures_before"
 for = 1
@@ -16,12 +16,21 @@ runbook = """
 2. Compare the successful login's address and user agent with the account's usual ones.
 """
 false_positives = """
-A person who mistypes fails once or twice before succeeding: that stays below five.
+A person who mistypes fails once or twice before succeeding: that stays below three.
+Someone who has really forgotten a password and tries three or four old ones before
+the right one looks the same; the runbook's comparison of address and user agent
+with the account's usual ones tells them apart.
 """
 maturity = "stable"
 */
 -- A sequence: N failures, then a success, on one account, within the window. The
 -- success is joined to the failures that came before it.
+--
+-- Why three: the shop locks an account after five failures in a row
+-- (SHOP_LOCKOUT_FAILURES), so a guesser who wants in gets at most four tries per
+-- lockout period; waiting for five would only ever see the attacker who reset the
+-- counter by other means. People who mistype fail once, rarely twice. The 15 s
+-- slide raises the alert at most 15 s after the success.
 WITH logins AS (
     SELECT window_start, window_end, user_hash, time, shop_auth_outcome, trace_id
     FROM events
@@ -36,4 +45,4 @@ JOIN logins f
  AND f.shop_auth_outcome = 'failure' AND f.time < s.time
 WHERE s.shop_auth_outcome = 'success'
 GROUP BY s.window_start, s.window_end, s.user_hash
-HAVING count(DISTINCT f.time) >= 5
+HAVING count(DISTINCT f.time) >= 3

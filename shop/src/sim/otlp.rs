@@ -3,10 +3,15 @@
 //! object per line, batched as a batch processor would (a few hundred spans or
 //! log records per line, at most five seconds of event time per batch).
 //!
+//! A span is exported when it ends and a log record when it is emitted, as an
+//! SDK does: rendered items wait in a queue ordered by that time and join a
+//! batch once no later request can precede them.
+//!
 //! The JSON is written by hand, key order fixed, so the bytes do not depend on
 //! serde_json's feature flags elsewhere in the workspace.
 
-use std::collections::BTreeMap;
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BinaryHeap};
 use std::io::{self, Write};
 
 use super::model::{ENVIRONMENT, Service, Simulated};
@@ -44,6 +49,18 @@ pub struct Counts {
 
 type Instance = (Service, usize);
 
+/// Which batch a rendered item joins.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Signal {
+    Span,
+    Log,
+}
+
+/// A rendered span or log record waiting for its export time: (time, order
+/// of rendering, signal, where, JSON). The order of rendering breaks ties, so
+/// the output is deterministic.
+type Pending = Reverse<(Nanos, u64, Signal, Instance, String)>;
+
 #[derive(Default)]
 struct Histogram {
     count: u64,
@@ -71,6 +88,8 @@ pub struct Renderer<W: Write> {
     log_count: usize,
     log_batch_start: Option<Nanos>,
     intervals: BTreeMap<i64, Interval>,
+    pending: BinaryHeap<Pending>,
+    rendered: u64,
     counts: Counts,
 }
 
@@ -87,26 +106,17 @@ impl<W: Write> Renderer<W> {
             log_count: 0,
             log_batch_start: None,
             intervals: BTreeMap::new(),
+            pending: BinaryHeap::new(),
+            rendered: 0,
             counts: Counts::default(),
         }
     }
 
     /// Renders one request. Requests must come in order of start time.
     pub fn push(&mut self, r: &Request) -> io::Result<()> {
-        if self
-            .span_batch_start
-            .is_some_and(|s| r.start - s >= BATCH_AGE)
-            || self.span_count >= SPANS_PER_BATCH
-        {
-            self.flush_spans()?;
-        }
-        if self
-            .log_batch_start
-            .is_some_and(|s| r.start - s >= BATCH_AGE)
-            || self.log_count >= LOGS_PER_BATCH
-        {
-            self.flush_logs()?;
-        }
+        // Everything that ends by this request's start can be exported: no
+        // later request ends before it starts.
+        self.release(r.start)?;
         let done: Vec<i64> = self
             .intervals
             .keys()
@@ -123,6 +133,7 @@ impl<W: Write> Renderer<W> {
 
     /// Writes what is still buffered and returns the writer and the counts.
     pub fn finish(mut self) -> io::Result<(W, Counts)> {
+        self.release(Nanos::MAX)?;
         self.flush_spans()?;
         self.flush_logs()?;
         let rest: Vec<i64> = self.intervals.keys().copied().collect();
@@ -138,10 +149,44 @@ impl<W: Write> Renderer<W> {
         self.intervals.entry(i).or_default()
     }
 
-    fn add_span(&mut self, at: Instance, start: Nanos, json: String) {
-        self.span_batch_start.get_or_insert(start);
-        self.spans.entry(at).or_default().push(json);
-        self.span_count += 1;
+    /// Queues a span until its end, or a log record until its time.
+    fn queue(&mut self, signal: Signal, at: Instance, time: Nanos, json: String) {
+        self.rendered += 1;
+        self.pending
+            .push(Reverse((time, self.rendered, signal, at, json)));
+    }
+
+    /// Moves every queued item of time up to `upto` into its batch, in time
+    /// order, flushing a batch when it is full or older than `BATCH_AGE`.
+    fn release(&mut self, upto: Nanos) -> io::Result<()> {
+        while self.pending.peek().is_some_and(|Reverse(p)| p.0 <= upto) {
+            let Some(Reverse((time, _, signal, at, json))) = self.pending.pop() else {
+                break;
+            };
+            match signal {
+                Signal::Span => {
+                    if self.span_batch_start.is_some_and(|s| time - s >= BATCH_AGE)
+                        || self.span_count >= SPANS_PER_BATCH
+                    {
+                        self.flush_spans()?;
+                    }
+                    self.span_batch_start.get_or_insert(time);
+                    self.spans.entry(at).or_default().push(json);
+                    self.span_count += 1;
+                }
+                Signal::Log => {
+                    if self.log_batch_start.is_some_and(|s| time - s >= BATCH_AGE)
+                        || self.log_count >= LOGS_PER_BATCH
+                    {
+                        self.flush_logs()?;
+                    }
+                    self.log_batch_start.get_or_insert(time);
+                    self.logs.entry(at).or_default().push(json);
+                    self.log_count += 1;
+                }
+            }
+        }
+        Ok(())
     }
 
     fn render(&mut self, r: &Request) {
@@ -178,7 +223,7 @@ impl<W: Write> Renderer<W> {
             &a,
             r.status >= 500,
         );
-        self.add_span(gw, r.start, span);
+        self.queue(Signal::Span, gw, end, span);
         self.count_duration(gw.1, r, end);
 
         // Downstream CLIENT/SERVER pairs; hop i is called from hop i-1.
@@ -218,7 +263,7 @@ impl<W: Write> Renderer<W> {
                 &a,
                 h.status >= 400,
             );
-            self.add_span(caller, cs, span);
+            self.queue(Signal::Span, caller, ce, span);
 
             let at: Instance = (h.service, ((r.ids >> (i + 1)) & 1) as usize);
             let mut a = String::with_capacity(256);
@@ -239,7 +284,7 @@ impl<W: Write> Renderer<W> {
                 &a,
                 h.status >= 500,
             );
-            self.add_span(at, ss, span);
+            self.queue(Signal::Span, at, se, span);
             server_spans.push((server_id.clone(), at, ss, se));
             parent = server_id;
             caller = at;
@@ -255,9 +300,7 @@ impl<W: Write> Renderer<W> {
                 (r.ids.rotate_right(11) ^ n as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 32;
             let legacy = mixed.is_multiple_of(LEGACY_EVENT_EVERY);
             let rec = log_json(r, e, &trace, span_id, t, legacy);
-            self.log_batch_start.get_or_insert(r.start);
-            self.logs.entry(*at).or_default().push(rec);
-            self.log_count += 1;
+            self.queue(Signal::Log, *at, t, rec);
             self.count_event(*at, e, t);
         }
     }

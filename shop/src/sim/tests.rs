@@ -523,3 +523,52 @@ fn unknown_scenarios_and_late_offsets_are_refused() {
         Err(SimError::OutsideCapture { .. })
     ));
 }
+
+/// Spans leave when they end and log records when they are emitted, as from
+/// an SDK: every item of one line comes no later than every item of the next
+/// line of the same signal. A replay sees no row later than its own stream.
+#[test]
+fn spans_and_logs_are_exported_in_time_order() {
+    let (b, _, _) = everything();
+    let nanos = |v: &J| -> i64 {
+        v.as_str()
+            .and_then(|s| s.parse().ok())
+            .or_else(|| v.as_i64())
+            .unwrap_or_else(|| panic!("not a time: {v}"))
+    };
+    let mut last: BTreeMap<&str, i64> = BTreeMap::new();
+    let mut checked = 0;
+    for line in lines(b) {
+        let (signal, times): (&str, Vec<i64>) = if let Some(rs) = line["resourceSpans"].as_array() {
+            let t = rs
+                .iter()
+                .flat_map(|r| r["scopeSpans"].as_array().into_iter().flatten())
+                .flat_map(|s| s["spans"].as_array().into_iter().flatten())
+                .map(|s| nanos(&s["endTimeUnixNano"]))
+                .collect();
+            ("spans", t)
+        } else if let Some(rl) = line["resourceLogs"].as_array() {
+            let t = rl
+                .iter()
+                .flat_map(|r| r["scopeLogs"].as_array().into_iter().flatten())
+                .flat_map(|s| s["logRecords"].as_array().into_iter().flatten())
+                .map(|l| nanos(&l["timeUnixNano"]))
+                .collect();
+            ("logs", t)
+        } else {
+            continue;
+        };
+        let (Some(lo), Some(hi)) = (times.iter().min(), times.iter().max()) else {
+            continue;
+        };
+        if let Some(prev) = last.get(signal) {
+            assert!(
+                *lo >= *prev,
+                "a {signal} line holds an item at {lo}, before the previous line's {prev}"
+            );
+        }
+        last.insert(signal, *hi);
+        checked += times.len();
+    }
+    assert!(checked > 1000, "only {checked} items checked");
+}

@@ -333,8 +333,9 @@ pub fn credential_stuffing(ctx: &mut Ctx<'_>) -> Injected {
 }
 
 /// The victim shops from home as usual. 2.5 min later an address never seen
-/// for the account fails 6 times in ~90 s, gets in, and orders an expensive
-/// item with a card the victim never used.
+/// for the account fails 4 times in ~30 s (one short of the shop's lockout
+/// at 5 failures in a row), gets in, and orders an expensive item with a card
+/// the victim never used.
 pub fn account_takeover(ctx: &mut Ctx<'_>) -> Injected {
     let mut inj = Injected::default();
     let model = ctx.model;
@@ -349,7 +350,7 @@ pub fn account_takeover(ctx: &mut Ctx<'_>) -> Injected {
     let addr = addresses(ctx, 1, false).remove(0);
     let mut c = Client::new(&mut ctx.rng, addr, BROWSER_AGENTS[0]);
     let mut t = ctx.t0;
-    for _ in 0..6 {
+    for _ in 0..4 {
         inj.requests.push(shop::login(
             &mut ctx.rng,
             t,
@@ -358,7 +359,7 @@ pub fn account_takeover(ctx: &mut Ctx<'_>) -> Injected {
             Login::BadPassword,
             None,
         ));
-        t += at(ctx.rng.between(10.0, 20.0));
+        t += at(ctx.rng.between(5.0, 10.0));
     }
     inj.requests.push(shop::login(
         &mut ctx.rng,

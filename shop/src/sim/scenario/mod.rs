@@ -169,7 +169,7 @@ pub const SCENARIOS: &[Scenario] = &[
     Scenario {
         name: "account_takeover",
         class: Class::Attack,
-        about: "the victim shops from home; 2.5 min later a new address fails 6 times on the account in ~90 s, succeeds, and orders with a new card",
+        about: "the victim shops from home; 2.5 min later a new address fails 4 times on the account in ~30 s (the shop locks at 5), succeeds, and orders with a new card",
         offset_s: 240,
         build: attacks::account_takeover,
     },

@@ -1,0 +1,144 @@
+#!/usr/bin/env bash
+# Records the real shop under load, one scenario at a time, through the local
+# stack: the six services (shop serve) export OTLP to the Collector, the
+# Collector writes Kafka, `engine record --kafka` records the three topics, and
+# shop-load drives the gateway with genuine shoppers plus the scenario. The
+# recording keeps only this run's telemetry (its own deployment.environment.name)
+# and lands beside its ground truth:
+#   rules/captures/recorded/NAME.jsonl.zst   NAME.truth.json
+#
+#   rules/captures/record.sh brute_force card_testing     # some
+#   rules/captures/record.sh                              # all fourteen
+#
+# Settings (environment): RATE (genuine requests/s, default 4), SEED (1),
+# PORT_BASE (28080: gateway; auth, catalog, cart, checkout, payments follow),
+# MAX_BYTES (2000000: a recording above it fails; lower RATE), KAFKA
+# (127.0.0.1:19092), CARGO_TARGET_DIR (~/.cache/otelguard/target); for a
+# quick try, DURATION (overrides the table below) and OUT (another folder).
+#
+# The shop runs with its defaults except SHOP_LOCKOUT_FAILURES=10 (the
+# simulator's and the rule pack's lockout; at the default 5 a takeover
+# that fails 6 times could never succeed) and head sampling 1.0.
+set -euo pipefail
+here="$(cd "$(dirname "$0")" && pwd)"
+root="$(cd "$here/../.." && pwd)"
+out="${OUT:-$here/recorded}"
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/otelguard/target}"
+RATE="${RATE:-4}"
+SEED="${SEED:-1}"
+PORT_BASE="${PORT_BASE:-28080}"
+MAX_BYTES="${MAX_BYTES:-2000000}"
+KAFKA="${KAFKA:-127.0.0.1:19092}"
+
+# How long each recording lasts (the scenario starts at its default offset;
+# `shop-load --list-scenarios` shows offsets and what each needs).
+declare -A duration=(
+  [http_flood]=3m
+  [distributed_flood]=3m
+  [search_abuse]=4m
+  [scraping]=5m
+  [brute_force]=4m30s
+  [brute_force_distributed]=4m30s
+  [password_spraying]=7m
+  [credential_stuffing]=4m
+  [account_takeover]=5m
+  [card_testing]=4m
+  [flash_sale]=4m
+  [nat_office]=4m
+  [password_typos]=5m
+  [power_user]=5m
+)
+order=(http_flood credential_stuffing brute_force account_takeover card_testing
+  distributed_flood password_spraying search_abuse scraping brute_force_distributed
+  flash_sale nat_office password_typos power_user)
+
+for tool in jq zstd curl; do
+  command -v "$tool" >/dev/null || { echo "record.sh: needs $tool (apt-get install $tool)" >&2; exit 1; }
+done
+if "$root/compose/local/stack" status | grep -qv ' up$\| up '; then
+  "$root/compose/local/stack" up
+fi
+cargo build --quiet -p shop --bin shop --bin shop-load --manifest-path "$root/Cargo.toml"
+cargo build --quiet -p engine --bin engine --manifest-path "$root/Cargo.toml"
+bin="$CARGO_TARGET_DIR/debug"
+mkdir -p "$out"
+
+services=(payments catalog auth cart checkout gateway)
+port_of() {
+  case "$1" in
+    gateway) echo $((PORT_BASE)) ;; auth) echo $((PORT_BASE + 1)) ;;
+    catalog) echo $((PORT_BASE + 2)) ;; cart) echo $((PORT_BASE + 3)) ;;
+    checkout) echo $((PORT_BASE + 4)) ;; payments) echo $((PORT_BASE + 5)) ;;
+  esac
+}
+
+pids=()
+stop_all() {
+  local p
+  for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
+  for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
+  pids=()
+}
+trap stop_all EXIT
+
+record() { # name
+  local name="$1" dur="${DURATION:-${duration[$1]:-4m}}"
+  local env="recording-$name-$(date +%s)"
+  local work
+  work="$(mktemp -d "${TMPDIR:-/tmp}/otelguard-record-$name.XXXX")"
+  echo "== $name: $dur, genuine $RATE req/s, environment $env, work $work" >&2
+
+  local s u urls=()
+  for s in "${services[@]}"; do
+    urls+=("SHOP_${s^^}_URL=http://127.0.0.1:$(port_of "$s")")
+  done
+  for s in "${services[@]}"; do
+    env "${urls[@]}" \
+      "SHOP_${s^^}_ADDR=127.0.0.1:$(port_of "$s")" \
+      SHOP_ENVIRONMENT="$env" SHOP_LOCKOUT_FAILURES=10 \
+      OTEL_TRACES_SAMPLER_ARG=1.0 OTEL_METRIC_EXPORT_INTERVAL=10000 \
+      OTEL_BSP_SCHEDULE_DELAY=1000 OTEL_BLRP_SCHEDULE_DELAY=1000 RUST_LOG=info \
+      "$bin/shop" serve "$s" >"$work/$s.log" 2>&1 &
+    pids+=($!)
+  done
+  u="http://127.0.0.1:$(port_of gateway)"
+  for _ in $(seq 60); do curl -sf "$u/healthz" >/dev/null && break; sleep 1; done
+  curl -sf "$u/healthz" >/dev/null || { echo "record.sh: the gateway did not start; see $work/*.log" >&2; return 1; }
+
+  # A consumer group of its own: it reads the topics from their start, and
+  # the filter below keeps this run's environment only.
+  "$bin/engine" record --kafka "$KAFKA" --group "otelguard-$env" "$work/raw.jsonl" 2>"$work/record.log" &
+  local recorder=$!
+  sleep 3
+  "$bin/shop-load" --gateway "$u" --rate "$RATE" --duration "$dur" --seed "$SEED" \
+    --scenario "$name" --truth "$work/$name.truth.json" --capture "$name.jsonl.zst"
+  stop_all # the services flush their telemetry on SIGTERM
+  sleep 15 # Collector batches, then Kafka
+  kill -INT "$recorder"
+  wait "$recorder" || { echo "record.sh: engine record failed; see $work/record.log" >&2; return 1; }
+
+  jq -c --arg env "$env" '
+    def mine: any(.resource.attributes[]?;
+      .key == "deployment.environment.name" and .value.stringValue == $env);
+    with_entries(.value |= map(select(mine))) | select([.[] | length] | add > 0)
+  ' "$work/raw.jsonl" >"$work/$name.jsonl"
+  local lines
+  lines=$(wc -l <"$work/$name.jsonl")
+  [ "$lines" -gt 0 ] || { echo "record.sh: nothing of $env reached Kafka; see $work" >&2; return 1; }
+  zstd -q -f -19 --long=27 "$work/$name.jsonl" -o "$out/$name.jsonl.zst"
+  cp "$work/$name.truth.json" "$out/$name.truth.json"
+  local size
+  size=$(stat -c %s "$out/$name.jsonl.zst")
+  echo "== $name: $lines lines, $size bytes -> rules/captures/recorded/$name.jsonl.zst" >&2
+  if [ "$size" -gt "$MAX_BYTES" ]; then
+    echo "record.sh: $name is $size bytes, over $MAX_BYTES; record it again with a lower RATE" >&2
+    return 1
+  fi
+  rm -rf "$work"
+}
+
+targets=("$@")
+[ ${#targets[@]} -gt 0 ] || targets=("${order[@]}")
+for name in "${targets[@]}"; do
+  record "$name"
+done
