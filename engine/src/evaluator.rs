@@ -334,23 +334,12 @@ impl Evaluator {
     async fn evaluate_session(&mut self, si: usize, first: i64, last: i64) -> Vec<Output> {
         let spec = self.rules.sessions[si].spec;
         let mut out = Vec::new();
-        for table in Table::ALL {
-            let session = &self.rules.sessions[si];
-            let rows = if self.sessions[si].tables.contains(&table) {
-                match window::assign(&self.buffer, table, spec, first, last) {
-                    Ok(rows) => rows,
-                    Err(e) => {
-                        tracing::error!(table = table.name(), error = %e, "cannot window rows");
-                        vec![]
-                    }
-                }
-            } else {
-                vec![]
-            };
-            if let Some(t) = session.tables.get(&table)
-                && let Err(e) = t.set(rows)
-            {
-                tracing::error!(table = table.name(), error = %e, "cannot set window rows");
+        let session = &self.rules.sessions[si];
+        for (table, t) in &session.tables {
+            if self.sessions[si].tables.contains(table) {
+                let to = last.saturating_add(spec.size_ns);
+                let rows = self.buffer.overlapping(*table, first, to).cloned().collect();
+                t.set(rows, first, last);
             }
         }
         for ri in 0..self.rules.rules.len() {
@@ -359,10 +348,12 @@ impl Evaluator {
             }
             let rule = &self.rules.rules[ri];
             let session = &self.rules.sessions[si];
-            // one immediate retry: a passing failure should not skip windows
-            let mut result = session.execute(&rule.plan).await;
+            // one immediate retry, planned afresh: a passing failure should
+            // not skip windows
+            let mut result = rule.execute(session).await;
             if result.is_err() {
-                result = session.execute(&rule.plan).await;
+                rule.replan();
+                result = rule.execute(session).await;
             }
             let findings = result.and_then(|batches| rule.findings(&batches));
             let health = &mut self.health[ri];
@@ -419,7 +410,7 @@ impl Evaluator {
             }
         }
         for t in self.rules.sessions[si].tables.values() {
-            let _ = t.set(vec![]);
+            t.clear();
         }
         out
     }

@@ -7,75 +7,27 @@
 //! closed: telemetry is decoded once and every rule reads the same batches.
 
 pub mod definition;
+pub mod snapshot;
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex};
 
 use arrow::array::{Array, AsArray, Float64Array, TimestampNanosecondArray};
 use arrow::compute::cast;
-use arrow::datatypes::{DataType, SchemaRef};
+use arrow::datatypes::DataType;
 use arrow::record_batch::RecordBatch;
 use arrow::util::display::{ArrayFormatter, FormatOptions};
-use async_trait::async_trait;
-use datafusion::catalog::{Session, TableProvider};
-use datafusion::datasource::{MemTable, TableType};
 use datafusion::error::{DataFusionError, Result as DfResult};
-use datafusion::logical_expr::{Expr, LogicalPlan};
+use datafusion::logical_expr::LogicalPlan;
 use datafusion::physical_plan::ExecutionPlan;
+use datafusion::physical_plan::execution_plan::reset_plan_states;
 use datafusion::prelude::{SessionConfig, SessionContext};
 use ingest::Table;
 use ingest::schema::column_name;
 
 pub use definition::{Definition, Kind, Location, RuleError, Severity, WindowSpec};
-
-use crate::window::windowed_schema;
-
-/// A table whose rows are swapped in before each evaluation.
-#[derive(Debug)]
-pub struct SnapshotTable {
-    schema: SchemaRef,
-    rows: RwLock<Arc<MemTable>>,
-}
-
-impl SnapshotTable {
-    fn new(schema: SchemaRef) -> DfResult<Self> {
-        let empty = MemTable::try_new(schema.clone(), vec![vec![]])?;
-        Ok(SnapshotTable {
-            schema,
-            rows: RwLock::new(Arc::new(empty)),
-        })
-    }
-
-    /// Makes `batches` the table's rows.
-    pub fn set(&self, batches: Vec<RecordBatch>) -> DfResult<()> {
-        let table = Arc::new(MemTable::try_new(self.schema.clone(), vec![batches])?);
-        *self.rows.write().unwrap_or_else(|e| e.into_inner()) = table;
-        Ok(())
-    }
-}
-
-#[async_trait]
-impl TableProvider for SnapshotTable {
-    fn schema(&self) -> SchemaRef {
-        self.schema.clone()
-    }
-
-    fn table_type(&self) -> TableType {
-        TableType::Base
-    }
-
-    async fn scan(
-        &self,
-        state: &dyn Session,
-        projection: Option<&Vec<usize>>,
-        filters: &[Expr],
-        limit: Option<usize>,
-    ) -> DfResult<Arc<dyn ExecutionPlan>> {
-        let table = self.rows.read().unwrap_or_else(|e| e.into_inner()).clone();
-        table.scan(state, projection, filters, limit).await
-    }
-}
+pub use snapshot::SnapshotTable;
 
 /// A DataFusion session whose tables hold the rows of windows of one spec.
 pub struct WindowSession {
@@ -89,13 +41,16 @@ pub const TABLE_NAMES: [&str; 4] = ["spans", "logs", "events", "metrics"];
 
 impl WindowSession {
     pub async fn new(spec: WindowSpec) -> DfResult<Self> {
-        let config = SessionConfig::new()
+        let mut config = SessionConfig::new()
             .with_target_partitions(1)
             .with_information_schema(true);
+        // Physical plans are made once and run again on new rows; a dynamic
+        // filter would carry one run's values into the next.
+        config.options_mut().optimizer.enable_dynamic_filter_pushdown = false;
         let ctx = SessionContext::new_with_config(config);
         let mut tables = BTreeMap::new();
         for table in Table::ALL {
-            let provider = Arc::new(SnapshotTable::new(windowed_schema(&table.schema()))?);
+            let provider = Arc::new(SnapshotTable::new(table.schema(), spec));
             ctx.register_table(table.name(), provider.clone())?;
             tables.insert(table, provider);
         }
@@ -111,14 +66,29 @@ impl WindowSession {
         state.optimize(&plan)
     }
 
-    /// Runs a plan made by [`WindowSession::plan`] over the current rows.
-    pub async fn execute(&self, plan: &LogicalPlan) -> DfResult<Vec<RecordBatch>> {
+    /// Runs a plan made by [`WindowSession::plan`] over the current rows. The
+    /// physical plan is made on the first run and kept in `physical`; later
+    /// runs reset its state and execute it again (the tables' scans read the
+    /// rows when executed).
+    pub async fn execute(
+        &self,
+        plan: &LogicalPlan,
+        physical: &Mutex<Option<Arc<dyn ExecutionPlan>>>,
+    ) -> DfResult<Vec<RecordBatch>> {
         let state = self.ctx.state();
-        let physical = state
-            .query_planner()
-            .create_physical_plan(plan, &state)
-            .await?;
-        datafusion::physical_plan::collect(physical, state.task_ctx()).await
+        let kept = physical.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let exec = match kept {
+            Some(p) => reset_plan_states(p)?,
+            None => {
+                let p = state
+                    .query_planner()
+                    .create_physical_plan(plan, &state)
+                    .await?;
+                *physical.lock().unwrap_or_else(|e| e.into_inner()) = Some(p.clone());
+                p
+            }
+        };
+        datafusion::physical_plan::collect(exec, state.task_ctx()).await
     }
 }
 
@@ -205,6 +175,8 @@ pub struct Finding {
 pub struct CompiledRule {
     pub def: Definition,
     pub plan: LogicalPlan,
+    /// the physical plan, made at the first evaluation and run again after
+    physical: Mutex<Option<Arc<dyn ExecutionPlan>>>,
     /// index of its session in the rule set
     pub session: usize,
 }
@@ -248,6 +220,17 @@ impl CompiledRule {
             names.join(", "),
             def.keys.iter().map(|k| column_name(k)).collect::<Vec<_>>().join(", ")
         )))
+    }
+
+    /// Runs the rule over the current rows of its session.
+    pub async fn execute(&self, session: &WindowSession) -> DfResult<Vec<RecordBatch>> {
+        session.execute(&self.plan, &self.physical).await
+    }
+
+    /// Forgets the physical plan, so that the next run plans afresh (after a
+    /// failure, in case the plan's state is what failed).
+    pub fn replan(&self) {
+        *self.physical.lock().unwrap_or_else(|e| e.into_inner()) = None;
     }
 
     /// Reads the findings out of the rule's result batches.
@@ -455,7 +438,12 @@ impl RuleSet {
                 set.errors.push(e);
                 continue;
             }
-            set.rules.push(CompiledRule { def, plan, session });
+            set.rules.push(CompiledRule {
+                def,
+                plan,
+                physical: Mutex::new(None),
+                session,
+            });
         }
         set.rules.sort_by(|a, b| a.def.id.cmp(&b.def.id));
         Ok(set)

@@ -13,11 +13,11 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use arrow::array::{Array, ArrayRef, BooleanArray, TimestampNanosecondArray};
-use arrow::compute::filter_record_batch;
+use arrow::array::{Array, ArrayRef, BooleanArray, TimestampNanosecondArray, UInt32Array};
+use arrow::compute::{filter_record_batch, take};
 use arrow::datatypes::{Field, Schema, SchemaRef};
 use arrow::error::ArrowError;
-use arrow::record_batch::RecordBatch;
+use arrow::record_batch::{RecordBatch, RecordBatchOptions};
 use ingest::Table;
 use ingest::schema::time_type;
 
@@ -256,7 +256,7 @@ impl Buffer {
     }
 
     /// The batches of `table` that may hold rows in `[from, to)`.
-    fn overlapping(&self, table: Table, from: i64, to: i64) -> impl Iterator<Item = &RecordBatch> {
+    pub fn overlapping(&self, table: Table, from: i64, to: i64) -> impl Iterator<Item = &RecordBatch> {
         self.tables
             .get(&table)
             .into_iter()
@@ -276,49 +276,53 @@ pub fn windowed_schema(schema: &Schema) -> SchemaRef {
     Arc::new(Schema::new(fields))
 }
 
-/// The windows of `spec` whose starts lie in `[first_start, last_start]`, with
-/// the rows of `table` that fall in each: every row once per window it is in.
-pub fn assign(
-    buffer: &Buffer,
-    table: Table,
+/// The rows of `batch` (a table's own columns) placed in every window of
+/// `spec` starting in `[first_start, last_start]` that holds them, as rows of
+/// the windowed table projected to `projection` (indices into
+/// [`windowed_schema`]: 0 is `window_start`, 1 `window_end`, then the table's
+/// columns); `schema` is that projected schema. One `take` per projected
+/// column: a column no query reads is never copied.
+pub fn expand(
+    batch: &RecordBatch,
     spec: WindowSpec,
     first_start: i64,
     last_start: i64,
-) -> Result<Vec<RecordBatch>, ArrowError> {
-    let schema = windowed_schema(&table.schema());
-    let to = last_start.saturating_add(spec.size_ns);
-    let mut out = Vec::new();
-    for batch in buffer.overlapping(table, first_start, to) {
-        let t = times(batch)?;
+    projection: &[usize],
+    schema: &SchemaRef,
+) -> Result<Option<RecordBatch>, ArrowError> {
+    let t = times(batch)?;
+    let mut rows: Vec<u32> = Vec::new();
+    let mut starts: Vec<i64> = Vec::new();
+    for (row, v) in t.iter().enumerate() {
+        let Some(v) = v else { continue };
+        let newest = v.div_euclid(spec.slide_ns) * spec.slide_ns;
         for j in 0..spec.overlap() {
-            let mut starts = Vec::with_capacity(t.len());
-            let mut keep = Vec::with_capacity(t.len());
-            for v in t.iter() {
-                let start =
-                    v.map(|v| v.div_euclid(spec.slide_ns) * spec.slide_ns - j * spec.slide_ns);
-                match start {
-                    Some(s) if s >= first_start && s <= last_start => {
-                        keep.push(true);
-                        starts.push(s);
-                    }
-                    _ => keep.push(false),
-                }
+            let start = newest - j * spec.slide_ns;
+            if start >= first_start && start <= last_start {
+                rows.push(row as u32);
+                starts.push(start);
             }
-            if starts.is_empty() {
-                continue;
-            }
-            let mask = BooleanArray::from(keep);
-            let rows = filter_record_batch(batch, &mask)?;
-            let ends: Vec<i64> = starts.iter().map(|s| s + spec.size_ns).collect();
-            let mut columns: Vec<ArrayRef> = vec![
-                Arc::new(TimestampNanosecondArray::from(starts).with_timezone("UTC")),
-                Arc::new(TimestampNanosecondArray::from(ends).with_timezone("UTC")),
-            ];
-            columns.extend(rows.columns().iter().cloned());
-            out.push(RecordBatch::try_new(schema.clone(), columns)?);
         }
     }
-    Ok(out)
+    if rows.is_empty() {
+        return Ok(None);
+    }
+    let indices = UInt32Array::from(rows);
+    let mut columns: Vec<ArrayRef> = Vec::with_capacity(projection.len());
+    for &i in projection {
+        columns.push(match i {
+            0 => Arc::new(TimestampNanosecondArray::from(starts.clone()).with_timezone("UTC")),
+            1 => Arc::new(
+                TimestampNanosecondArray::from(
+                    starts.iter().map(|s| s + spec.size_ns).collect::<Vec<_>>(),
+                )
+                .with_timezone("UTC"),
+            ),
+            i => take(batch.column(i - 2).as_ref(), &indices, None)?,
+        });
+    }
+    let options = RecordBatchOptions::new().with_row_count(Some(indices.len()));
+    RecordBatch::try_new_with_options(schema.clone(), columns, &options).map(Some)
 }
 
 /// Start of the last window of `spec` that is final at `watermark`, if any.
