@@ -432,7 +432,7 @@ impl Visit {
 }
 
 /// Average requests of a typical visit; the baseline divides its rate by it.
-pub const MEAN_REQUESTS_PER_VISIT: f64 = 8.0;
+pub const MEAN_REQUESTS_PER_VISIT: f64 = 7.4;
 
 const MAX_ORDERS: usize = 3;
 
