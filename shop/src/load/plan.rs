@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde_json::{Value, json};
 
-use crate::services::security::{Keys, seed_account};
+use crate::services::security::{Keys, luhn_valid, seed_account};
 use crate::sim::model::{BROWSER_AGENTS, shopper_address};
 use crate::sim::rng::Rng;
 use crate::sim::scenario::{Class, INDICATOR_KEYS};
@@ -113,21 +113,10 @@ pub struct Card {
 
 /// `digits` with the Luhn check digit appended.
 pub fn with_check_digit(digits: &str) -> String {
-    let sum: u32 = digits
-        .bytes()
-        .rev()
-        .enumerate()
-        .map(|(i, b)| {
-            let d = u32::from(b - b'0');
-            if i % 2 == 0 {
-                let x = d * 2;
-                if x > 9 { x - 9 } else { x }
-            } else {
-                d
-            }
-        })
-        .sum();
-    format!("{digits}{}", (10 - sum % 10) % 10)
+    (0..10)
+        .map(|d| format!("{digits}{d}"))
+        .find(|n| luhn_valid(n))
+        .unwrap_or_else(|| format!("{digits}0"))
 }
 
 impl Card {
@@ -389,13 +378,12 @@ pub struct Visit {
     pub until: f64,
 }
 
-impl Visit {
-    /// A typical visitor: a registered customer (45%) or an anonymous one.
-    pub fn typical(rng: &mut Rng) -> Visit {
-        let account = rng.chance(0.45).then(|| Account::any(rng));
+impl Default for Visit {
+    /// An anonymous visitor of the usual habits.
+    fn default() -> Visit {
         Visit {
-            login_first: account.is_some() && rng.chance(0.4),
-            account,
+            account: None,
+            login_first: false,
             intent: 1.0,
             think: 8.0,
             focus: None,
@@ -405,19 +393,25 @@ impl Visit {
             until: f64::MAX,
         }
     }
+}
+
+impl Visit {
+    /// A typical visitor: a registered customer (45%) or an anonymous one.
+    pub fn typical(rng: &mut Rng) -> Visit {
+        let account = rng.chance(0.45).then(|| Account::any(rng));
+        Visit {
+            login_first: account.is_some() && rng.chance(0.4),
+            account,
+            ..Visit::default()
+        }
+    }
 
     /// A registered customer who logs in on arrival.
     pub fn customer(account: Account) -> Visit {
         Visit {
             account: Some(account),
             login_first: true,
-            intent: 1.0,
-            think: 8.0,
-            focus: None,
-            typo: 0.06,
-            repeat: false,
-            max_requests: 60,
-            until: f64::MAX,
+            ..Visit::default()
         }
     }
 
