@@ -16,10 +16,15 @@
 //! | `memory_growth_kb` (up to `memory_cap_mb`) | [`grow_memory`] on every route | each request retains that much memory |
 //! | `drop_downstream_ratio` (`drop_downstream_targets`) | [`super::http::Upstream::call`] | that share of calls to other services fails as a refused connection |
 //!
-//! Each injected fault marks the span it hits with the attribute
-//! [`ATTRIBUTE`] (`shop.chaos.fault`) = the fault's name ([`Fault`]) and logs a
-//! WARN record with the same attribute inside that span; its natural signature
-//! (durations, ERROR status, 5xx answers, memory) follows from the fault itself.
+//! Each injected fault carries the attribute [`ATTRIBUTE`] (`shop.chaos.fault`)
+//! = the fault's name ([`Fault`]), on one span and on a WARN log record inside
+//! that span. A fault that fails or slows an operation marks the operation's
+//! own span (the database or Redis span, the CLIENT span of a dropped call, the
+//! SERVER span refused for want of a connection); a fault that adds work to a
+//! request (a delay, an error decision, CPU, memory) gets an INTERNAL child span
+//! of its own, `chaos <fault>`, so that no span carries two faults. The natural
+//! signature (durations, ERROR status, 5xx answers, memory) follows from the
+//! fault itself.
 
 use std::fmt;
 use std::net::SocketAddr;
@@ -36,6 +41,7 @@ use axum::routing::get;
 use serde::Serialize;
 use serde_json::{Value, json};
 use tokio::sync::watch;
+use tracing::Instrument as _;
 use tracing_opentelemetry::OpenTelemetrySpanExt as _;
 
 use super::Service;
@@ -508,29 +514,26 @@ impl Chaos {
     // -----------------------------------------------------------------------
     // The hooks
 
-    /// Payments: waits `payment_latency_ms` (marking the current span).
+    /// Payments: waits `payment_latency_ms`, in a fault span.
     pub async fn payment_latency(&self) {
         let ms = self.flags.borrow().payment_latency_ms;
         if ms > 0 {
-            mark(
-                &tracing::Span::current(),
+            let span = fault_span(
                 Fault::PaymentLatency,
                 format_args!("payment delayed by {ms} ms"),
             );
-            tokio::time::sleep(Duration::from_millis(ms)).await;
+            tokio::time::sleep(Duration::from_millis(ms))
+                .instrument(span)
+                .await;
         }
     }
 
-    /// Payments: whether this payment fails (`payment_error_ratio`), marking the current span.
+    /// Payments: whether this payment fails (`payment_error_ratio`); a fault span says so.
     pub fn payment_error(&self) -> bool {
         let ratio = self.flags.borrow().payment_error_ratio;
         let fail = roll(ratio);
         if fail {
-            mark(
-                &tracing::Span::current(),
-                Fault::PaymentError,
-                "payment failed as a processor error",
-            );
+            fault_span(Fault::PaymentError, "payment failed as a processor error");
         }
         fail
     }
@@ -604,18 +607,18 @@ impl Chaos {
         if add == 0 {
             return 0;
         }
-        // Written, not just reserved, so that the pages are resident.
-        retained.push(vec![0xA5u8; add as usize].into_boxed_slice());
-        self.retained_bytes.store(now + add, Ordering::Relaxed);
-        mark(
-            &tracing::Span::current(),
+        let _span = fault_span(
             Fault::MemoryGrowth,
             format_args!(
-                "retained {} KiB more, {} KiB in all",
+                "retaining {} KiB more, {} KiB in all",
                 add / 1024,
                 (now + add) / 1024
             ),
-        );
+        )
+        .entered();
+        // Written, not just reserved, so that the pages are resident.
+        retained.push(vec![0xA5u8; add as usize].into_boxed_slice());
+        self.retained_bytes.store(now + add, Ordering::Relaxed);
         add
     }
 
@@ -658,12 +661,29 @@ fn roll(ratio: f64) -> bool {
     ratio > 0.0 && (ratio >= 1.0 || rand::random::<f64>() < ratio)
 }
 
-/// Marks `span` with [`ATTRIBUTE`] = `fault` and logs a WARN record inside it.
+/// Marks `span`, the operation `fault` hits, with [`ATTRIBUTE`] = `fault`
+/// and logs a WARN record inside it.
 pub fn mark(span: &tracing::Span, fault: Fault, detail: impl fmt::Display) {
     span.set_attribute(ATTRIBUTE, fault.as_str());
     span.in_scope(|| {
         tracing::warn!(shop.chaos.fault = fault.as_str(), "chaos: {detail}");
     });
+}
+
+/// A span of its own for a fault that adds work to the current request: an
+/// INTERNAL child named `chaos <fault>` with [`ATTRIBUTE`], and a WARN record
+/// inside it. It lasts as long as it is held (or instruments a future).
+fn fault_span(fault: Fault, detail: impl fmt::Display) -> tracing::Span {
+    let span = tracing::info_span!(
+        "chaos",
+        otel.name = format!("chaos {}", fault.as_str()),
+        otel.kind = "internal",
+        shop.chaos.fault = fault.as_str(),
+    );
+    span.in_scope(|| {
+        tracing::warn!(shop.chaos.fault = fault.as_str(), "chaos: {detail}");
+    });
+    span
 }
 
 // ---------------------------------------------------------------------------
@@ -707,11 +727,7 @@ pub fn spawn_pool_holder(chaos: Arc<Chaos>, pool: sqlx::PgPool, max: u32) {
 pub async fn burn_cpu(State(chaos): State<Arc<Chaos>>, req: Request, next: Next) -> Response {
     let ms = chaos.flags.borrow().catalog_cpu_ms;
     if ms > 0 {
-        mark(
-            &tracing::Span::current(),
-            Fault::CatalogCpu,
-            format_args!("burning {ms} ms of CPU"),
-        );
+        let span = fault_span(Fault::CatalogCpu, format_args!("burning {ms} ms of CPU"));
         let burn = Duration::from_millis(ms);
         let spun = tokio::task::spawn_blocking(move || {
             let started = Instant::now();
@@ -725,7 +741,7 @@ pub async fn burn_cpu(State(chaos): State<Arc<Chaos>>, req: Request, next: Next)
                 std::hint::black_box(x);
             }
         });
-        if spun.await.is_err() {
+        if spun.instrument(span).await.is_err() {
             tracing::warn!("chaos: the CPU burn task failed");
         }
     }
