@@ -16,9 +16,8 @@
 # (127.0.0.1:19092), CARGO_TARGET_DIR (~/.cache/otelguard/target); for a
 # quick try, DURATION (overrides the table below) and OUT (another folder).
 #
-# The shop runs with its defaults except SHOP_LOCKOUT_FAILURES=10 (the
-# simulator's and the rule pack's lockout; at the default 5 a takeover
-# that fails 6 times could never succeed) and head sampling 1.0.
+# The shop runs with its defaults (lockout after 5 failures, rate limits as in
+# shop/README.md), head sampling 1.0 and metrics every 10 s.
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 root="$(cd "$here/../.." && pwd)"
@@ -37,8 +36,8 @@ declare -A duration=(
   [distributed_flood]=3m
   [search_abuse]=4m
   [scraping]=5m
-  [brute_force]=4m30s
-  [brute_force_distributed]=4m30s
+  [brute_force]=270s
+  [brute_force_distributed]=270s
   [password_spraying]=7m
   [credential_stuffing]=4m
   [account_takeover]=5m
@@ -95,7 +94,7 @@ record() { # name
   for s in "${services[@]}"; do
     env "${urls[@]}" \
       "SHOP_${s^^}_ADDR=127.0.0.1:$(port_of "$s")" \
-      SHOP_ENVIRONMENT="$env" SHOP_LOCKOUT_FAILURES=10 \
+      SHOP_ENVIRONMENT="$env" \
       OTEL_TRACES_SAMPLER_ARG=1.0 OTEL_METRIC_EXPORT_INTERVAL=10000 \
       OTEL_BSP_SCHEDULE_DELAY=1000 OTEL_BLRP_SCHEDULE_DELAY=1000 RUST_LOG=info \
       "$bin/shop" serve "$s" >"$work/$s.log" 2>&1 &
@@ -110,8 +109,14 @@ record() { # name
   "$bin/engine" record --kafka "$KAFKA" --group "otelguard-$env" "$work/raw.jsonl" 2>"$work/record.log" &
   local recorder=$!
   sleep 3
-  "$bin/shop-load" --gateway "$u" --rate "$RATE" --duration "$dur" --seed "$SEED" \
-    --scenario "$name" --truth "$work/$name.truth.json" --capture "$name.jsonl.zst"
+  if ! "$bin/shop-load" --gateway "$u" --rate "$RATE" --duration "$dur" --seed "$SEED" \
+    --scenario "$name" --truth "$work/$name.truth.json" --capture "$name.jsonl.zst"; then
+    stop_all
+    kill -INT "$recorder"
+    wait "$recorder" || true
+    echo "record.sh: shop-load failed for $name" >&2
+    return 1
+  fi
   stop_all # the services flush their telemetry on SIGTERM
   sleep 15 # Collector batches, then Kafka
   kill -INT "$recorder"
@@ -139,6 +144,11 @@ record() { # name
 
 targets=("$@")
 [ ${#targets[@]} -gt 0 ] || targets=("${order[@]}")
+failed=()
 for name in "${targets[@]}"; do
-  record "$name"
+  record "$name" || failed+=("$name")
 done
+if [ ${#failed[@]} -gt 0 ]; then
+  echo "record.sh: not recorded: ${failed[*]}" >&2
+  exit 1
+fi

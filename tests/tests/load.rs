@@ -145,13 +145,7 @@ async fn a_short_brute_force_reaches_kafka_with_its_indicators() -> Result<()> {
     let since_ms = SystemTime::now().duration_since(UNIX_EPOCH)?.as_millis() as i64 - 10_000;
     let run = nonce();
     let environment = format!("e2e-load-{run:x}");
-    let mut shop = Shop::start(
-        "load",
-        &[
-            ("SHOP_ENVIRONMENT", environment.as_str()),
-            ("SHOP_LOCKOUT_FAILURES", "10"),
-        ],
-    )?;
+    let mut shop = Shop::start("load", &[("SHOP_ENVIRONMENT", environment.as_str())])?;
     let dir = std::env::temp_dir().join(format!("e2e-load-{run:x}"));
     std::fs::create_dir_all(&dir)?;
     let truth_path = dir.join("brute_force.truth.json");

@@ -112,7 +112,7 @@ pub const SCENARIOS: &[Scenario] = &[
     Scenario {
         name: "account_takeover",
         class: Class::Attack,
-        about: "the victim shops from home; 2.5 min later a new address fails 6 times on the account in ~90 s, logs in, and orders the dearest item with a new card",
+        about: "the victim shops from home; 2.5 min later a new address fails 4 times on the account in ~60 s (under the shop's lockout at 5), logs in, and orders the dearest item with a new card",
         offset_s: 160.0,
         needs_s: 150.0,
         build: account_takeover,
@@ -433,7 +433,7 @@ fn account_takeover(ctx: &mut Ctx, p: &mut Plan) {
     let addr = addresses(&mut ctx.rng, 1, false).remove(0);
     let a = p.actor(addr, BROWSER_AGENTS[0]);
     let mut t = ctx.t0;
-    for n in 0..6 {
+    for n in 0..4 {
         let password = format!("{}{}", attacks_passwords()[n % 2], n);
         p.push(
             t,

@@ -212,7 +212,7 @@ fn account_takeover_keeps_the_victims_own_visit_out_of_the_truth() {
         .own_steps()
         .filter(|s| matches!(&s.action, Action::Login { password, .. } if !password.starts_with("shopper-")))
         .count();
-    assert_eq!(failures, 6);
+    assert_eq!(failures, 4);
 }
 
 #[test]
