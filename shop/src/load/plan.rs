@@ -49,6 +49,11 @@ pub fn dearest_product() -> u32 {
         .unwrap_or(1)
 }
 
+/// A genuine browser's or app's user agent.
+pub fn browser(rng: &mut Rng) -> &'static str {
+    BROWSER_AGENTS[rng.range(0, BROWSER_AGENTS.len() as u64 - 1) as usize]
+}
+
 /// A product page, popular ones far more often (a Zipf-like skew).
 pub fn popular_product(rng: &mut Rng) -> u32 {
     1 + ((rng.unit().powf(2.2) * f64::from(PRODUCTS)) as u32).min(PRODUCTS - 1)
@@ -658,7 +663,7 @@ pub fn baseline(seed: u64, tag: u64, rate: f64, seconds: f64) -> Plan {
         let mut r = rng.fork();
         let v = Visit::typical(&mut r);
         let address = v.address(&mut r);
-        let a = plan.actor(address, *r.pick(&BROWSER_AGENTS));
+        let a = plan.actor(address, browser(&mut r));
         visit(&mut r, &mut plan, a, t, v, tag);
     }
     plan.clip(seconds);

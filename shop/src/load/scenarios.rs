@@ -15,8 +15,8 @@ use crate::sim::rng::Rng;
 use crate::sim::scenario::{Class, attacks_passwords};
 
 use super::plan::{
-    Account, Action, Card, Plan, Visit, accounts, cheapest_product, dearest_product, log_in_after,
-    popular_product, visit,
+    Account, Action, Card, Plan, Visit, accounts, browser, cheapest_product, dearest_product,
+    log_in_after, popular_product, visit,
 };
 
 /// What a scenario's builder gets.
@@ -206,7 +206,7 @@ fn http_flood(ctx: &mut Ctx, p: &mut Plan) {
 fn distributed_flood(ctx: &mut Ctx, p: &mut Plan) {
     let target = popular_product(&mut ctx.rng);
     for addr in addresses(&mut ctx.rng, 70, true) {
-        let bot = p.bot(addr, *ctx.rng.pick(&BROWSER_AGENTS));
+        let bot = p.bot(addr, browser(&mut ctx.rng));
         let mut t = ctx.t0 + ctx.rng.between(0.0, 5.0);
         while t < ctx.t0 + 80.0 {
             p.push(t, bot, Action::Product(target));
@@ -307,7 +307,7 @@ fn brute_force_distributed(ctx: &mut Ctx, p: &mut Plan) {
     let pool: Vec<usize> = addresses(&mut ctx.rng, 45, true)
         .into_iter()
         .map(|addr| {
-            let agent = *ctx.rng.pick(&BROWSER_AGENTS);
+            let agent = browser(&mut ctx.rng);
             p.actor(addr, agent)
         })
         .collect();
@@ -375,7 +375,7 @@ fn credential_stuffing(ctx: &mut Ctx, p: &mut Plan) {
     for n in 0..pairs {
         // A fresh cookie jar per attempt, the addresses in turn (keeps each
         // under the shop's 30 logins a minute per address).
-        let agent = *ctx.rng.pick(&BROWSER_AGENTS);
+        let agent = browser(&mut ctx.rng);
         let a = p.actor(addrs[n as usize % addrs.len()].clone(), agent);
         let t = ctx.t0 + f64::from(n) * gap + ctx.rng.between(0.0, 0.5 * gap);
         if ctx.rng.chance(0.55) {
@@ -546,7 +546,7 @@ fn flash_sale(ctx: &mut Ctx, p: &mut Plan) {
         v.intent = 4.0;
         v.think = 5.0;
         let address = v.address(&mut r);
-        let a = p.actor(address, *r.pick(&BROWSER_AGENTS));
+        let a = p.actor(address, browser(&mut r));
         visit(&mut r, p, a, t, v, ctx.tag);
         t += ctx.rng.exp(1.0);
     }
@@ -561,7 +561,7 @@ fn nat_office(ctx: &mut Ctx, p: &mut Plan) {
     };
     for account in accounts(&mut ctx.rng, 30) {
         let mut r = ctx.rng.fork();
-        let a = p.actor(office.clone(), *r.pick(&BROWSER_AGENTS));
+        let a = p.actor(office.clone(), browser(&mut r));
         let mut v = Visit::customer(account);
         v.typo = 0.08;
         v.think = 6.0;
@@ -576,7 +576,7 @@ fn nat_office(ctx: &mut Ctx, p: &mut Plan) {
 fn password_typos(ctx: &mut Ctx, p: &mut Plan) {
     for (i, account) in accounts(&mut ctx.rng, 8).into_iter().enumerate() {
         let mut r = ctx.rng.fork();
-        let a = p.actor(account.home(), *r.pick(&BROWSER_AGENTS));
+        let a = p.actor(account.home(), browser(&mut r));
         let mut t = ctx.t0 + ctx.rng.between(0.0, 240.0);
         log_in_after(&mut r, p, a, &mut t, &account, 1 + i % 2);
         let mut v = Visit::customer(account);
