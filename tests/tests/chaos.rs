@@ -21,13 +21,9 @@ use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result, bail, ensure};
-use e2e::otlp::{attr, attr_str, consumer_since, service_of};
+use e2e::otlp::{Signal, attr, attr_str, read_spans_and_logs};
 use e2e::shop::{Shop, Shopper, nonce, require_up};
-use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
-use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::common::v1::{KeyValue, any_value};
-use prost::Message as _;
-use rdkafka::Message as _;
 use reqwest::Method;
 use serde_json::{Value, json};
 
@@ -35,9 +31,6 @@ const FAULT: &str = "shop.chaos.fault";
 const SERVER: i32 = 2;
 const CLIENT: i32 = 3;
 const STATUS_ERROR: i32 = 2;
-/// One-second waits for the next Kafka record before giving up.
-const KAFKA_IDLE_POLLS: u32 = 60;
-const KAFKA_MAX_RECORDS: u32 = 500_000;
 /// One-second polls of the Collector's Prometheus exporter.
 const PROMETHEUS_POLLS: u32 = 40;
 /// 100 ms polls of `GET /admin/chaos` for the pool holder to follow its flag.
@@ -450,12 +443,6 @@ async fn read_signatures(traced: &Traced, since_ms: i64) -> Result<()> {
             (bytes, *fault)
         })
         .collect();
-    let consumer = consumer_since(
-        &["otlp_spans", "otlp_logs"],
-        since_ms,
-        &format!("shop-e2e-chaos-{}", traced.seed),
-    )?;
-    let mut seen: BTreeMap<&'static str, TraceSeen> = BTreeMap::new();
     let nothing = TraceSeen::default();
     let pending = |seen: &BTreeMap<&'static str, TraceSeen>| -> Vec<String> {
         traced
@@ -468,43 +455,17 @@ async fn read_signatures(traced: &Traced, since_ms: i64) -> Result<()> {
             })
             .collect()
     };
-    let (mut idle, mut records, mut settled) = (0u32, 0u32, 0u32);
-    loop {
-        let missing = pending(&seen);
-        if missing.is_empty() && settled >= 2 {
-            return Ok(());
-        }
-        if idle >= KAFKA_IDLE_POLLS || records >= KAFKA_MAX_RECORDS {
-            bail!(
-                "kafka: read {records} records (idle {idle} s); signatures not seen:\n{}",
-                missing.join("\n\n")
-            );
-        }
-        let message = match tokio::time::timeout(Duration::from_secs(1), consumer.recv()).await {
-            Err(_) => {
-                idle += 1;
-                if missing.is_empty() {
-                    settled += 1;
-                }
-                continue;
-            }
-            Ok(m) => m.context("kafka: reading")?,
-        };
-        records += 1;
-        let payload = message.payload().unwrap_or_default();
-        if message.topic() == "otlp_spans" {
-            let Ok(req) = ExportTraceServiceRequest::decode(payload) else {
-                continue;
-            };
-            for rs in req.resource_spans {
-                let service = service_of(rs.resource.as_ref());
-                for s in rs.scope_spans.into_iter().flat_map(|ss| ss.spans) {
-                    let Some(fault) = by_id.get(&s.trace_id) else {
-                        continue;
-                    };
+    let mut seen: BTreeMap<&'static str, TraceSeen> = BTreeMap::new();
+    let read = read_spans_and_logs(
+        since_ms,
+        &format!("shop-e2e-chaos-{}", traced.seed),
+        &mut seen,
+        |seen, signal| match signal {
+            Signal::Span(service, s) => {
+                if let Some(fault) = by_id.get(&s.trace_id) {
                     let nanos = s.end_time_unix_nano.saturating_sub(s.start_time_unix_nano);
                     seen.entry(fault).or_default().spans.push(SpanSeen {
-                        service: service.clone(),
+                        service,
                         name: s.name,
                         kind: s.kind,
                         millis: nanos as f64 / 1e6,
@@ -513,25 +474,27 @@ async fn read_signatures(traced: &Traced, since_ms: i64) -> Result<()> {
                     });
                 }
             }
-        } else {
-            let Ok(req) = ExportLogsServiceRequest::decode(payload) else {
-                continue;
-            };
-            for rl in req.resource_logs {
-                let service = service_of(rl.resource.as_ref());
-                for r in rl.scope_logs.into_iter().flat_map(|sl| sl.log_records) {
-                    let Some(fault) = by_id.get(&r.trace_id) else {
-                        continue;
-                    };
+            Signal::Log(service, r) => {
+                if let Some(fault) = by_id.get(&r.trace_id) {
                     seen.entry(fault).or_default().logs.push(LogSeen {
-                        service: service.clone(),
+                        service,
                         event_name: r.event_name,
                         attributes: r.attributes,
                     });
                 }
             }
-        }
-    }
+        },
+        |seen| pending(seen).is_empty(),
+    )
+    .await?;
+    ensure!(
+        read.complete,
+        "kafka: read {} records (idle {} s); signatures not seen:\n{}",
+        read.records,
+        read.idle,
+        pending(&seen).join("\n\n")
+    );
+    Ok(())
 }
 
 // ---------------------------------------------------------------------------

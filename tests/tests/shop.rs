@@ -33,17 +33,11 @@ use std::collections::BTreeSet;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result, bail, ensure};
-use e2e::otlp::{attr, attr_str, consumer_since, hex, service_of};
+use e2e::otlp::{Signal, attr, attr_str, hex, read_spans_and_logs};
 use e2e::shop::{Shop, Shopper, nonce, require_up};
-use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
-use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::common::v1::{KeyValue, any_value};
-use prost::Message as _;
-use rdkafka::Message as _;
 use serde_json::json;
-/// One-second waits for the next Kafka record before giving up (the tail sampler waits 5 s).
-const KAFKA_IDLE_POLLS: u32 = 60;
-const KAFKA_MAX_RECORDS: u32 = 200_000;
+
 /// One-second polls of the capture file (the file exporter flushes every second).
 const CAPTURE_POLLS: u32 = 60;
 /// One-second polls of the Collector's Prometheus exporter.
@@ -172,81 +166,43 @@ async fn read_trace(
     since_ms: i64,
     done: impl Fn(&TraceSeen) -> bool,
 ) -> Result<TraceSeen> {
-    let consumer = consumer_since(
-        &["otlp_spans", "otlp_logs"],
+    let mut seen = TraceSeen::default();
+    let read = read_spans_and_logs(
         since_ms,
         &format!("shop-e2e-{}", hex(trace_id)),
-    )?;
-
-    let mut seen = TraceSeen::default();
-    let (mut idle, mut records, mut settled) = (0u32, 0u32, 0u32);
-    // Once the trace looks complete, a few more quiet seconds for stragglers.
-    while !(done(&seen) && settled >= 3) {
-        ensure!(
-            idle < KAFKA_IDLE_POLLS && records < KAFKA_MAX_RECORDS,
-            "kafka: the trace {} never arrived complete (read {records} records, idle {idle} s): \
-             services {:?}, events {:?}",
-            hex(trace_id),
-            seen.services(),
-            seen.event_names()
-        );
-        let message = match tokio::time::timeout(Duration::from_secs(1), consumer.recv()).await {
-            Err(_) => {
-                idle += 1;
-                if done(&seen) {
-                    settled += 1;
-                }
-                continue;
+        &mut seen,
+        |seen, signal| match signal {
+            Signal::Span(service, s) if s.trace_id == trace_id => seen.spans.push(SpanSeen {
+                service,
+                name: s.name,
+                kind: s.kind,
+                span_id: hex(&s.span_id),
+                parent: hex(&s.parent_span_id),
+                attributes: s.attributes,
+            }),
+            Signal::Log(service, r) if r.trace_id == trace_id && !r.event_name.is_empty() => {
+                seen.events.push(EventSeen {
+                    service,
+                    name: r.event_name,
+                    span_id: hex(&r.span_id),
+                    attributes: r.attributes,
+                })
             }
-            Ok(m) => m.context("kafka: reading")?,
-        };
-        records += 1;
-        let payload = message.payload().unwrap_or_default();
-        if message.topic() == "otlp_spans" {
-            let Ok(req) = ExportTraceServiceRequest::decode(payload) else {
-                continue;
-            };
-            for rs in req.resource_spans {
-                let service = service_of(rs.resource.as_ref());
-                for ss in rs.scope_spans {
-                    for s in ss.spans.into_iter().filter(|s| s.trace_id == trace_id) {
-                        seen.spans.push(SpanSeen {
-                            service: service.clone(),
-                            name: s.name,
-                            kind: s.kind,
-                            span_id: hex(&s.span_id),
-                            parent: hex(&s.parent_span_id),
-                            attributes: s.attributes,
-                        });
-                    }
-                }
-            }
-        } else {
-            let Ok(req) = ExportLogsServiceRequest::decode(payload) else {
-                continue;
-            };
-            for rl in req.resource_logs {
-                let service = service_of(rl.resource.as_ref());
-                for sl in rl.scope_logs {
-                    for r in sl
-                        .log_records
-                        .into_iter()
-                        .filter(|r| r.trace_id == trace_id)
-                    {
-                        if r.event_name.is_empty() {
-                            continue;
-                        }
-                        seen.events.push(EventSeen {
-                            service: service.clone(),
-                            name: r.event_name,
-                            span_id: hex(&r.span_id),
-                            attributes: r.attributes,
-                        });
-                    }
-                }
-            }
-        }
-    }
+            _ => {}
+        },
+        done,
+    )
+    .await?;
+    ensure!(
+        read.complete,
+        "kafka: the trace {} never arrived complete (read {} records, idle {} s): \
+         services {:?}, events {:?}",
+        hex(trace_id),
+        read.records,
+        read.idle,
+        seen.services(),
+        seen.event_names()
+    );
     Ok(seen)
 }
 
