@@ -469,25 +469,34 @@ impl Chaos {
     /// the first bad flag, none of it.
     pub fn update(&self, body: &Value) -> Result<Flags, FlagError> {
         let changes = body.as_object().ok_or(FlagError::NotAnObject)?;
-        let mut flags = self.flags();
-        for (name, value) in changes {
-            flags.set(self.service, name, value)?;
-        }
-        self.replace(flags.clone());
-        Ok(flags)
+        let mut outcome = Ok(());
+        // Under the channel's lock: concurrent updates do not undo each other.
+        self.flags.send_if_modified(|flags| {
+            let mut next = flags.clone();
+            for (name, value) in changes {
+                if let Err(e) = next.set(self.service, name, value) {
+                    outcome = Err(e);
+                    return false;
+                }
+            }
+            *flags = next;
+            true
+        });
+        outcome?;
+        self.changed();
+        Ok(self.flags())
     }
 
     /// Clears every flag (and frees the retained memory).
     pub fn clear(&self) {
-        self.replace(Flags::default());
+        self.flags.send_replace(Flags::default());
+        self.changed();
     }
 
-    fn replace(&self, flags: Flags) {
-        let active = flags.active();
-        self.flags.send_replace(flags);
+    fn changed(&self) {
         self.trim_memory();
         tracing::warn!(
-            shop.chaos.flags = %active.join(" "),
+            shop.chaos.flags = %self.flags.borrow().active().join(" "),
             "chaos flags changed"
         );
     }
@@ -912,6 +921,24 @@ mod tests {
         assert_eq!(chaos.flags(), Flags::default());
     }
 
+    /// Every flag of the table can be set, and shows as active.
+    #[test]
+    fn every_flag_is_stored() {
+        for spec in SPECS {
+            let value = match spec.kind {
+                Kind::Number { max } => json!(max),
+                Kind::Ratio => json!(0.5),
+                Kind::Switch => json!(true),
+                Kind::Services => json!(["payments"]),
+            };
+            let mut flags = Flags::default();
+            flags.set(None, spec.name, &value).unwrap();
+            let active = flags.active();
+            assert_eq!(active.len(), 1, "{}: {active:?}", spec.name);
+            assert!(active[0].starts_with(spec.name), "{active:?}");
+        }
+    }
+
     #[test]
     fn targets_must_be_services() {
         let chaos = Chaos::with_flags(Some(Service::Gateway), Flags::default());
@@ -925,6 +952,16 @@ mod tests {
         let span = tracing::Span::none();
         assert!(chaos.drop_call("shop-catalog", &span));
         assert!(!chaos.drop_call("shop-auth", &span));
+    }
+
+    #[test]
+    fn redis_down_is_answered_503_not_500() {
+        let e = ApiError::from(redis_unreachable());
+        assert_eq!(
+            (e.status, e.code),
+            (StatusCode::SERVICE_UNAVAILABLE, "store_unavailable")
+        );
+        assert!(e.retry_after.is_some());
     }
 
     #[test]
