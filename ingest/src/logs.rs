@@ -14,11 +14,11 @@ use arrow::record_batch::RecordBatch;
 use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
 
 use crate::rows::{
-    Context, Tail, Val, absurd, append_id, arrow_error, capped, nanos, opt_nanos, prost_attrs, time_builder,
-    time_ok,
+    Context, Tail, Val, absurd, append_id, arrow_error, capped, nanos, opt_nanos, prost_attrs,
+    text_builder, time_builder, time_ok,
 };
 use crate::schema::{LOG_PROMOTED, LOGS};
-use crate::wire::{self, Msg};
+use crate::wire::{self, Msg, Records};
 use crate::{DecodeError, Decoded, Rejected, Table};
 
 /// The attribute that named events before the LogRecord `event_name` field.
@@ -64,18 +64,19 @@ pub(crate) struct LogColumns {
 }
 
 impl LogColumns {
-    pub fn new() -> LogColumns {
+    /// Builders for about `rows` rows.
+    pub fn new(rows: usize) -> LogColumns {
         LogColumns {
-            time: time_builder(),
-            observed_time: time_builder(),
-            trace_id: StringBuilder::new(),
-            span_id: StringBuilder::new(),
-            severity_number: Int32Builder::new(),
-            severity_text: StringBuilder::new(),
-            body: StringBuilder::new(),
-            event_name: StringBuilder::new(),
+            time: time_builder(rows),
+            observed_time: time_builder(rows),
+            trace_id: text_builder(rows, 32),
+            span_id: text_builder(rows, 16),
+            severity_number: Int32Builder::with_capacity(rows),
+            severity_text: text_builder(rows, 4),
+            body: text_builder(rows, 16),
+            event_name: text_builder(rows, 16),
             event_attr: None,
-            tail: Tail::new(LOG_PROMOTED),
+            tail: Tail::new(LOG_PROMOTED, rows),
             rejected: Vec::new(),
         }
     }
@@ -106,7 +107,19 @@ impl LogColumns {
         self.tail.attr(key, val, &mut self.rejected);
     }
 
-    pub fn end_row(&mut self, r: &LogFields<'_>, ctx: &Context) {
+    /// One attribute of the current row, a `KeyValue` message.
+    fn wire_attr(&mut self, r: &LogFields<'_>, kv: Msg<'_>) -> Result<(), DecodeError> {
+        let (key, value) = wire::key_value_parts(kv)?;
+        if key == EVENT_NAME_ATTRIBUTE.as_bytes() {
+            let (key, val) = wire::key_value_of(key, value, &mut self.rejected)?;
+            self.attr(r, &key, val);
+            Ok(())
+        } else {
+            self.tail.wire_attr(key, value, &mut self.rejected)
+        }
+    }
+
+    pub fn end_row(&mut self, r: &LogFields<'_>) {
         self.time.append_value(nanos(r.event_time()));
         self.observed_time.append_option(opt_nanos(r.observed_time));
         append_id(&mut self.trace_id, r.trace_id, true);
@@ -119,7 +132,9 @@ impl LogColumns {
             self.severity_text.append_value(&r.severity_text);
         }
         match r.body.as_ref().and_then(|b| b.text()) {
-            Some(t) => self.body.append_value(capped(t, "log body", &mut self.rejected)),
+            Some(t) => self
+                .body
+                .append_value(capped(t, "log body", &mut self.rejected)),
             None => self.body.append_null(),
         }
         if !r.event_name.is_empty() {
@@ -128,7 +143,7 @@ impl LogColumns {
             self.event_name.append_option(self.event_attr.take());
         }
         self.event_attr = None;
-        self.tail.end_row(ctx);
+        self.tail.end_row();
     }
 
     pub fn finish(mut self) -> Result<Decoded, DecodeError> {
@@ -154,10 +169,18 @@ impl LogColumns {
 
 /// Rows of a prost request (the simple path).
 pub fn from_request(req: &ExportLogsServiceRequest) -> Result<Decoded, DecodeError> {
-    let mut cols = LogColumns::new();
+    let rows = req
+        .resource_logs
+        .iter()
+        .flat_map(|rl| &rl.scope_logs)
+        .map(|sl| sl.log_records.len())
+        .sum();
+    let mut cols = LogColumns::new(rows);
     for rl in &req.resource_logs {
+        let resource = Context::of_resource(rl.resource.as_ref(), &mut cols.rejected);
         for sl in &rl.scope_logs {
-            let ctx = Context::of(rl.resource.as_ref(), sl.scope.as_ref(), &mut cols.rejected);
+            let ctx = resource.with_scope(sl.scope.as_ref(), &mut cols.rejected);
+            cols.tail.set_context(ctx);
             for rec in &sl.log_records {
                 let fields = LogFields {
                     time: rec.time_unix_nano,
@@ -175,7 +198,7 @@ pub fn from_request(req: &ExportLogsServiceRequest) -> Result<Decoded, DecodeErr
                 for (k, v) in prost_attrs(&rec.attributes) {
                     cols.attr(&fields, k, v);
                 }
-                cols.end_row(&fields, &ctx);
+                cols.end_row(&fields);
             }
         }
     }
@@ -184,41 +207,26 @@ pub fn from_request(req: &ExportLogsServiceRequest) -> Result<Decoded, DecodeErr
 
 /// Rows of protobuf bytes, read without materialising prost structs.
 pub fn decode_wire(bytes: &[u8]) -> Result<Decoded, DecodeError> {
-    let mut cols = LogColumns::new();
-    let mut scopes = Vec::new();
-    let mut records = Vec::new();
+    let mut rejected = Vec::new();
+    let records = Records::read(bytes, &mut rejected)?;
+    let mut cols = LogColumns::new(records.len());
+    cols.rejected = rejected;
     let mut attrs = Vec::new();
-    for f in Msg::new(bytes).fields() {
-        let f = f?;
-        if f.num != 1 {
-            continue;
+    records.each_run(|ctx, log_records| {
+        cols.tail.set_context(ctx);
+        for &rec in log_records {
+            attrs.clear();
+            let fields = log_fields(rec, &mut attrs, &mut cols.rejected)?;
+            if !cols.admit(&fields) {
+                continue;
+            }
+            for &kv in &attrs {
+                cols.wire_attr(&fields, kv)?;
+            }
+            cols.end_row(&fields);
         }
-        scopes.clear();
-        let resource = wire::split(f.msg()?, &mut scopes)?;
-        for &scope_logs in &scopes {
-            records.clear();
-            let scope = wire::split(scope_logs, &mut records)?;
-            let mut ctx = Context::default();
-            if let Some(r) = resource {
-                wire::resource(r, &mut ctx, &mut cols.rejected)?;
-            }
-            if let Some(s) = scope {
-                wire::scope(s, &mut ctx, &mut cols.rejected)?;
-            }
-            for &rec in &records {
-                attrs.clear();
-                let fields = log_fields(rec, &mut attrs, &mut cols.rejected)?;
-                if !cols.admit(&fields) {
-                    continue;
-                }
-                for &kv in &attrs {
-                    let (k, v) = wire::key_value(kv, &mut cols.rejected)?;
-                    cols.attr(&fields, &k, v);
-                }
-                cols.end_row(&fields, &ctx);
-            }
-        }
-    }
+        Ok(())
+    })?;
     cols.finish()
 }
 

@@ -7,8 +7,8 @@ use std::borrow::Cow;
 use std::sync::Arc;
 
 use arrow::array::{
-    ArrayRef, BooleanBuilder, Float64Builder, Int32Builder, Int64Builder, ListBuilder, StringBuilder,
-    TimestampNanosecondBuilder,
+    ArrayRef, BooleanBuilder, Float64Builder, Int32Builder, Int64Builder, ListBuilder,
+    StringBuilder, TimestampNanosecondBuilder,
 };
 use arrow::record_batch::RecordBatch;
 use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
@@ -18,7 +18,7 @@ use crate::rows::{
     Context, Tail, Val, absurd, arrow_error, nanos, opt_nanos, prost_attrs, time_builder, time_ok,
 };
 use crate::schema::{METRIC_PROMOTED, METRICS};
-use crate::wire::{self, Field, Msg};
+use crate::wire::{self, Field, Msg, Records};
 use crate::{DecodeError, Decoded, Rejected, Table};
 
 /// The five metric types, as the `metric_type` column writes them.
@@ -140,10 +140,11 @@ fn append_floats(b: &mut ListBuilder<Float64Builder>, values: Option<&[f64]>) {
 }
 
 impl MetricColumns {
-    pub fn new() -> MetricColumns {
+    /// Builders for about `rows` rows (the other builders grow as needed).
+    pub fn new(rows: usize) -> MetricColumns {
         MetricColumns {
-            time: time_builder(),
-            start_time: time_builder(),
+            time: time_builder(rows),
+            start_time: time_builder(rows),
             metric_name: StringBuilder::new(),
             metric_description: StringBuilder::new(),
             metric_unit: StringBuilder::new(),
@@ -165,7 +166,7 @@ impl MetricColumns {
             exp_negative_counts: ListBuilder::new(Int64Builder::new()),
             quantiles: ListBuilder::new(Float64Builder::new()),
             quantile_values: ListBuilder::new(Float64Builder::new()),
-            tail: Tail::new(METRIC_PROMOTED),
+            tail: Tail::new(METRIC_PROMOTED, rows),
             rejected: Vec::new(),
         }
     }
@@ -186,7 +187,7 @@ impl MetricColumns {
         self.tail.attr(key, val, &mut self.rejected);
     }
 
-    pub fn end_row(&mut self, ty: MetricType, m: &MetricFields<'_>, p: &PointFields<'_>, ctx: &Context) {
+    pub fn end_row(&mut self, ty: MetricType, m: &MetricFields<'_>, p: &PointFields<'_>) {
         use MetricType as T;
         self.time.append_value(nanos(p.time));
         self.start_time.append_option(opt_nanos(p.start));
@@ -197,13 +198,17 @@ impl MetricColumns {
             .append_option((!m.unit.is_empty()).then_some(&m.unit));
         self.metric_type.append_value(ty.name());
         let has_temporality = matches!(ty, T::Sum | T::Histogram | T::ExponentialHistogram);
-        self.temporality
-            .append_option(has_temporality.then(|| temporality_name(m.temporality)).flatten());
+        self.temporality.append_option(
+            has_temporality
+                .then(|| temporality_name(m.temporality))
+                .flatten(),
+        );
         self.is_monotonic
             .append_option((ty == T::Sum).then_some(m.is_monotonic));
         self.value.append_option(p.value);
         let distribution = matches!(ty, T::Histogram | T::ExponentialHistogram | T::Summary);
-        self.count.append_option(distribution.then(|| count(p.count)));
+        self.count
+            .append_option(distribution.then(|| count(p.count)));
         self.sum.append_option(p.sum);
         self.min.append_option(p.min);
         self.max.append_option(p.max);
@@ -216,14 +221,23 @@ impl MetricColumns {
             .append_option(exp.then(|| count(p.zero_count)));
         self.exp_positive_offset
             .append_option(exp.then_some(p.positive_offset));
-        append_counts(&mut self.exp_positive_counts, exp.then_some(p.positive_counts));
+        append_counts(
+            &mut self.exp_positive_counts,
+            exp.then_some(p.positive_counts),
+        );
         self.exp_negative_offset
             .append_option(exp.then_some(p.negative_offset));
-        append_counts(&mut self.exp_negative_counts, exp.then_some(p.negative_counts));
+        append_counts(
+            &mut self.exp_negative_counts,
+            exp.then_some(p.negative_counts),
+        );
         let summary = ty == T::Summary;
         append_floats(&mut self.quantiles, summary.then_some(p.quantiles));
-        append_floats(&mut self.quantile_values, summary.then_some(p.quantile_values));
-        self.tail.end_row(ctx);
+        append_floats(
+            &mut self.quantile_values,
+            summary.then_some(p.quantile_values),
+        );
+        self.tail.end_row();
     }
 
     pub fn finish(mut self) -> Result<Decoded, DecodeError> {
@@ -265,12 +279,14 @@ impl MetricColumns {
 /// Rows of a prost request (the simple path).
 pub fn from_request(req: &ExportMetricsServiceRequest) -> Result<Decoded, DecodeError> {
     use metric::Data;
-    let mut cols = MetricColumns::new();
+    let mut cols = MetricColumns::new(0);
     let mut quantiles = Vec::new();
     let mut quantile_values = Vec::new();
     for rm in &req.resource_metrics {
+        let resource = Context::of_resource(rm.resource.as_ref(), &mut cols.rejected);
         for sm in &rm.scope_metrics {
-            let ctx = Context::of(rm.resource.as_ref(), sm.scope.as_ref(), &mut cols.rejected);
+            cols.tail
+                .set_context(resource.with_scope(sm.scope.as_ref(), &mut cols.rejected));
             for m in &sm.metrics {
                 let mut mf = MetricFields {
                     name: Cow::Borrowed(&m.name),
@@ -283,7 +299,7 @@ pub fn from_request(req: &ExportMetricsServiceRequest) -> Result<Decoded, Decode
                     Some(Data::Gauge(g)) => {
                         for p in &g.data_points {
                             let pf = number_point(p);
-                            row(&mut cols, MetricType::Gauge, &mf, &pf, &p.attributes, &ctx);
+                            row(&mut cols, MetricType::Gauge, &mf, &pf, &p.attributes);
                         }
                     }
                     Some(Data::Sum(s)) => {
@@ -291,7 +307,7 @@ pub fn from_request(req: &ExportMetricsServiceRequest) -> Result<Decoded, Decode
                         mf.is_monotonic = s.is_monotonic;
                         for p in &s.data_points {
                             let pf = number_point(p);
-                            row(&mut cols, MetricType::Sum, &mf, &pf, &p.attributes, &ctx);
+                            row(&mut cols, MetricType::Sum, &mf, &pf, &p.attributes);
                         }
                     }
                     Some(Data::Histogram(h)) => {
@@ -308,7 +324,7 @@ pub fn from_request(req: &ExportMetricsServiceRequest) -> Result<Decoded, Decode
                                 bucket_counts: &p.bucket_counts,
                                 ..Default::default()
                             };
-                            row(&mut cols, MetricType::Histogram, &mf, &pf, &p.attributes, &ctx);
+                            row(&mut cols, MetricType::Histogram, &mf, &pf, &p.attributes);
                         }
                     }
                     Some(Data::ExponentialHistogram(h)) => {
@@ -337,7 +353,6 @@ pub fn from_request(req: &ExportMetricsServiceRequest) -> Result<Decoded, Decode
                                 &mf,
                                 &pf,
                                 &p.attributes,
-                                &ctx,
                             );
                         }
                     }
@@ -358,7 +373,7 @@ pub fn from_request(req: &ExportMetricsServiceRequest) -> Result<Decoded, Decode
                                 quantile_values: &quantile_values,
                                 ..Default::default()
                             };
-                            row(&mut cols, MetricType::Summary, &mf, &pf, &p.attributes, &ctx);
+                            row(&mut cols, MetricType::Summary, &mf, &pf, &p.attributes);
                         }
                     }
                 }
@@ -368,7 +383,9 @@ pub fn from_request(req: &ExportMetricsServiceRequest) -> Result<Decoded, Decode
     cols.finish()
 }
 
-fn number_point(p: &opentelemetry_proto::tonic::metrics::v1::NumberDataPoint) -> PointFields<'static> {
+fn number_point(
+    p: &opentelemetry_proto::tonic::metrics::v1::NumberDataPoint,
+) -> PointFields<'static> {
     PointFields {
         time: p.time_unix_nano,
         start: p.start_time_unix_nano,
@@ -386,13 +403,12 @@ fn row(
     mf: &MetricFields<'_>,
     pf: &PointFields<'_>,
     attrs: &[opentelemetry_proto::tonic::common::v1::KeyValue],
-    ctx: &Context,
 ) {
     if cols.admit(mf, pf) {
         for (k, v) in prost_attrs(attrs) {
             cols.attr(k, v);
         }
-        cols.end_row(ty, mf, pf, ctx);
+        cols.end_row(ty, mf, pf);
     }
 }
 
@@ -411,66 +427,53 @@ struct Scratch<'a> {
 
 /// Rows of protobuf bytes, read without materialising prost structs.
 pub fn decode_wire(bytes: &[u8]) -> Result<Decoded, DecodeError> {
-    let mut cols = MetricColumns::new();
-    let mut scopes = Vec::new();
-    let mut metrics = Vec::new();
+    let mut rejected = Vec::new();
+    let records = Records::read(bytes, &mut rejected)?;
+    let mut cols = MetricColumns::new(records.len());
+    cols.rejected = rejected;
     let mut points = Vec::new();
     let mut scratch = Scratch::default();
-    for f in Msg::new(bytes).fields() {
-        let f = f?;
-        if f.num != 1 {
-            continue;
-        }
-        scopes.clear();
-        let resource = wire::split(f.msg()?, &mut scopes)?;
-        for &scope_metrics in &scopes {
-            metrics.clear();
-            let scope = wire::split(scope_metrics, &mut metrics)?;
-            let mut ctx = Context::default();
-            if let Some(r) = resource {
-                wire::resource(r, &mut ctx, &mut cols.rejected)?;
-            }
-            if let Some(s) = scope {
-                wire::scope(s, &mut ctx, &mut cols.rejected)?;
-            }
-            for &m in &metrics {
-                let mut mf = MetricFields::default();
-                let mut data: Option<(MetricType, Msg<'_>)> = None;
-                for g in m.fields() {
-                    let g = g?;
-                    match g.num {
-                        1 => mf.name = wire::text(g.bytes()?, "metric name", &mut cols.rejected),
-                        2 => {
-                            mf.description = wire::text(g.bytes()?, "metric description", &mut cols.rejected)
-                        }
-                        3 => mf.unit = wire::text(g.bytes()?, "metric unit", &mut cols.rejected),
-                        5 => data = Some((MetricType::Gauge, g.msg()?)),
-                        7 => data = Some((MetricType::Sum, g.msg()?)),
-                        9 => data = Some((MetricType::Histogram, g.msg()?)),
-                        10 => data = Some((MetricType::ExponentialHistogram, g.msg()?)),
-                        11 => data = Some((MetricType::Summary, g.msg()?)),
-                        _ => {}
+    records.each_run(|ctx, metrics| {
+        cols.tail.set_context(ctx);
+        for &m in metrics {
+            let mut mf = MetricFields::default();
+            let mut data: Option<(MetricType, Msg<'_>)> = None;
+            for g in m.fields() {
+                let g = g?;
+                match g.num {
+                    1 => mf.name = wire::text(g.bytes()?, "metric name", &mut cols.rejected),
+                    2 => {
+                        mf.description =
+                            wire::text(g.bytes()?, "metric description", &mut cols.rejected)
                     }
+                    3 => mf.unit = wire::text(g.bytes()?, "metric unit", &mut cols.rejected),
+                    5 => data = Some((MetricType::Gauge, g.msg()?)),
+                    7 => data = Some((MetricType::Sum, g.msg()?)),
+                    9 => data = Some((MetricType::Histogram, g.msg()?)),
+                    10 => data = Some((MetricType::ExponentialHistogram, g.msg()?)),
+                    11 => data = Some((MetricType::Summary, g.msg()?)),
+                    _ => {}
                 }
-                let Some((ty, data)) = data else { continue };
-                points.clear();
-                for g in data.fields() {
-                    let g = g?;
-                    match g.num {
-                        1 => points.push(g.msg()?),
-                        2 if ty != MetricType::Gauge && ty != MetricType::Summary => {
-                            mf.temporality = g.int32()?
-                        }
-                        3 if ty == MetricType::Sum => mf.is_monotonic = g.bool()?,
-                        _ => {}
+            }
+            let Some((ty, data)) = data else { continue };
+            points.clear();
+            for g in data.fields() {
+                let g = g?;
+                match g.num {
+                    1 => points.push(g.msg()?),
+                    2 if ty != MetricType::Gauge && ty != MetricType::Summary => {
+                        mf.temporality = g.int32()?
                     }
+                    3 if ty == MetricType::Sum => mf.is_monotonic = g.bool()?,
+                    _ => {}
                 }
-                for &p in &points {
-                    wire_point(&mut cols, ty, &mf, p, &mut scratch, &ctx)?;
-                }
+            }
+            for &p in &points {
+                wire_point(&mut cols, ty, &mf, p, &mut scratch)?;
             }
         }
-    }
+        Ok(())
+    })?;
     cols.finish()
 }
 
@@ -484,7 +487,6 @@ fn wire_point<'a>(
     mf: &MetricFields<'_>,
     p: Msg<'a>,
     s: &mut Scratch<'a>,
-    ctx: &Context,
 ) -> Result<(), DecodeError> {
     use MetricType as T;
     s.attrs.clear();
@@ -503,9 +505,9 @@ fn wire_point<'a>(
             (_, 3) => pf.time = f.fixed64()?,
             (T::Gauge | T::Sum, 4) => pf.value = Some(f.double()?),
             (T::Gauge | T::Sum, 6) => pf.value = Some(f.fixed64()? as i64 as f64),
-            (T::Gauge | T::Sum | T::Summary, 7) | (T::Histogram, 9) | (T::ExponentialHistogram, 1) => {
-                s.attrs.push(f.msg()?)
-            }
+            (T::Gauge | T::Sum | T::Summary, 7)
+            | (T::Histogram, 9)
+            | (T::ExponentialHistogram, 1) => s.attrs.push(f.msg()?),
             (T::Histogram | T::ExponentialHistogram | T::Summary, 4) => pf.count = f.fixed64()?,
             (T::Histogram | T::ExponentialHistogram | T::Summary, 5) => pf.sum = opt_double(&f)?,
             (T::Histogram, 6) => f.repeated_fixed64(&mut s.counts)?,
@@ -549,7 +551,8 @@ fn wire_point<'a>(
         pf.sum = Some(0.0);
     }
     s.bounds_f.clear();
-    s.bounds_f.extend(s.bounds.iter().map(|&b| f64::from_bits(b)));
+    s.bounds_f
+        .extend(s.bounds.iter().map(|&b| f64::from_bits(b)));
     pf.bounds = &s.bounds_f;
     pf.bucket_counts = &s.counts;
     pf.positive_offset = positive_offset;
@@ -560,10 +563,10 @@ fn wire_point<'a>(
     pf.quantile_values = &s.quantile_values;
     if cols.admit(mf, &pf) {
         for &kv in &s.attrs {
-            let (k, v) = wire::key_value(kv, &mut cols.rejected)?;
-            cols.attr(&k, v);
+            let (key, value) = wire::key_value_parts(kv)?;
+            cols.tail.wire_attr(key, value, &mut cols.rejected)?;
         }
-        cols.end_row(ty, mf, &pf, ctx);
+        cols.end_row(ty, mf, &pf);
     }
     Ok(())
 }

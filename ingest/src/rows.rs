@@ -19,6 +19,7 @@ use base64::Engine as _;
 use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
 
 use crate::schema::{Promoted, RESOURCE_PROMOTED};
+use crate::wire::{self, Msg, Simple};
 use crate::{DecodeError, Reason, Rejected};
 
 /// An attribute value (or a log body) over this many bytes is truncated.
@@ -150,7 +151,9 @@ pub(crate) fn render_json_value(v: Option<&any_value::Value>, out: &mut String) 
                 push_json_string(&double_text(*d), out);
             }
         }
-        Some(V::BytesValue(b)) => push_json_string(&base64::engine::general_purpose::STANDARD.encode(b), out),
+        Some(V::BytesValue(b)) => {
+            push_json_string(&base64::engine::general_purpose::STANDARD.encode(b), out)
+        }
         Some(V::ArrayValue(a)) => {
             out.push('[');
             for (i, item) in a.values.iter().enumerate() {
@@ -183,7 +186,11 @@ fn push_json_string(s: &str, out: &mut String) {
 
 /// Truncates `s` to at most [`MAX_ATTRIBUTE_BYTES`] on a char boundary,
 /// reporting it as `Oversized`.
-pub(crate) fn capped<'s>(s: Cow<'s, str>, what: &str, rejected: &mut Vec<Rejected>) -> Cow<'s, str> {
+pub(crate) fn capped<'s>(
+    s: Cow<'s, str>,
+    what: &str,
+    rejected: &mut Vec<Rejected>,
+) -> Cow<'s, str> {
     if s.len() <= MAX_ATTRIBUTE_BYTES {
         return s;
     }
@@ -223,19 +230,22 @@ pub(crate) fn append_id(b: &mut StringBuilder, id: &[u8], nullable: bool) {
     b.append_value(hex::encode(id));
 }
 
-pub(crate) fn time_builder() -> TimestampNanosecondBuilder {
-    TimestampNanosecondBuilder::new().with_timezone("UTC")
+pub(crate) fn time_builder(rows: usize) -> TimestampNanosecondBuilder {
+    TimestampNanosecondBuilder::with_capacity(rows).with_timezone("UTC")
 }
 
-pub(crate) fn map_builder() -> MapBuilder<StringBuilder, StringBuilder> {
-    MapBuilder::new(
+/// A builder of an attribute map column, room for `rows` rows of about
+/// `entries` entries in all.
+pub(crate) fn map_builder(rows: usize, entries: usize) -> MapBuilder<StringBuilder, StringBuilder> {
+    MapBuilder::with_capacity(
         Some(MapFieldNames {
             entry: "entries".into(),
             key: "keys".into(),
             value: "values".into(),
         }),
-        StringBuilder::new(),
-        StringBuilder::new(),
+        text_builder(entries, 16),
+        text_builder(entries, 16),
+        rows,
     )
 }
 
@@ -290,16 +300,28 @@ impl Context {
         }
     }
 
-    /// The context of a prost resource and scope.
-    pub fn of(
+    /// The context of a prost resource (its attributes; no scope yet).
+    pub fn of_resource(
         resource: Option<&opentelemetry_proto::tonic::resource::v1::Resource>,
-        scope: Option<&opentelemetry_proto::tonic::common::v1::InstrumentationScope>,
         rejected: &mut Vec<Rejected>,
     ) -> Context {
         let mut ctx = Context::default();
-        for kv in resource.map(|r| r.attributes.as_slice()).unwrap_or_default() {
+        for kv in resource
+            .map(|r| r.attributes.as_slice())
+            .unwrap_or_default()
+        {
             ctx.resource_attr(&kv.key, &Val::of(kv.value.as_ref()), rejected);
         }
+        ctx
+    }
+
+    /// This resource's context with a prost scope added.
+    pub fn with_scope(
+        &self,
+        scope: Option<&opentelemetry_proto::tonic::common::v1::InstrumentationScope>,
+        rejected: &mut Vec<Rejected>,
+    ) -> Context {
+        let mut ctx = self.clone();
         if let Some(s) = scope {
             ctx.scope(&s.name, &s.version);
             for kv in &s.attributes {
@@ -337,36 +359,51 @@ impl Col {
 /// The columns every table ends with, in the schema's order: the resource's
 /// promoted columns, `scope_name`, the signal's promoted attributes,
 /// `attributes`, `resource_attributes`.
+///
+/// The columns of the context (service, scope name, resource attributes) are
+/// the same for every row of one resource and scope: each context is kept once,
+/// with its number of rows, and repeated when the batch is finished.
 pub(crate) struct Tail {
-    service: [StringBuilder; 4],
-    scope_name: StringBuilder,
-    keys: Vec<&'static str>,
+    promoted: &'static [(&'static str, Promoted)],
     cols: Vec<Col>,
     /// which promoted columns the current row has filled (bit i = cols[i])
     filled: u64,
     attributes: MapBuilder<StringBuilder, StringBuilder>,
-    resource_attributes: MapBuilder<StringBuilder, StringBuilder>,
+    /// each context in row order, with its number of rows
+    contexts: Vec<(Context, usize)>,
+    /// room to write an integer's text in
+    number: String,
 }
 
 impl Tail {
-    pub fn new(promoted: &[(&'static str, Promoted)]) -> Tail {
+    /// Builders for about `rows` rows.
+    pub fn new(promoted: &'static [(&'static str, Promoted)], rows: usize) -> Tail {
         debug_assert!(promoted.len() <= 64);
         Tail {
-            service: std::array::from_fn(|_| StringBuilder::new()),
-            scope_name: StringBuilder::new(),
-            keys: promoted.iter().map(|(k, _)| *k).collect(),
+            promoted,
             cols: promoted
                 .iter()
                 .map(|(_, ty)| match ty {
-                    Promoted::Text => Col::Text(StringBuilder::new()),
-                    Promoted::Int => Col::Int(Int64Builder::new()),
-                    Promoted::Float => Col::Float(Float64Builder::new()),
+                    Promoted::Text => Col::Text(text_builder(rows, 16)),
+                    Promoted::Int => Col::Int(Int64Builder::with_capacity(rows)),
+                    Promoted::Float => Col::Float(Float64Builder::with_capacity(rows)),
                 })
                 .collect(),
             filled: 0,
-            attributes: map_builder(),
-            resource_attributes: map_builder(),
+            attributes: map_builder(rows, rows * 2),
+            contexts: Vec::new(),
+            number: String::new(),
         }
+    }
+
+    /// The resource and scope of the rows that follow.
+    pub fn set_context(&mut self, ctx: Context) {
+        self.contexts.push((ctx, 0));
+    }
+
+    #[inline]
+    fn promoted_index(&self, key: &[u8]) -> Option<usize> {
+        self.promoted.iter().position(|(k, _)| k.as_bytes() == key)
     }
 
     /// One attribute of the current row. A promoted attribute fills its column
@@ -374,7 +411,7 @@ impl Tail {
     /// value that does not fit the column's type is kept, as text, in the map and
     /// reported `WrongType`. Every other attribute goes to the map.
     pub fn attr(&mut self, key: &str, val: Val<'_>, rejected: &mut Vec<Rejected>) {
-        if let Some(i) = self.keys.iter().position(|k| *k == key)
+        if let Some(i) = self.promoted_index(key.as_bytes())
             && self.filled & (1 << i) == 0
         {
             let ok = match (&mut self.cols[i], &val) {
@@ -423,43 +460,127 @@ impl Tail {
         self.attributes.values().append_option(text);
     }
 
-    /// Ends the current row: the promoted columns it did not fill get nulls, and
-    /// the context's columns are repeated.
-    pub fn end_row(&mut self, ctx: &Context) {
+    /// One attribute as the wire reader finds it: the key's bytes and the
+    /// `AnyValue` message. A string or an integer (nearly every attribute) goes
+    /// straight into its builder, the key compared as bytes; anything else
+    /// through [`Tail::attr`], with the same result.
+    #[inline]
+    pub fn wire_attr(
+        &mut self,
+        key: &[u8],
+        value: Option<Msg<'_>>,
+        rejected: &mut Vec<Rejected>,
+    ) -> Result<(), DecodeError> {
+        if let Some(v) = value.and_then(wire::simple_value)
+            && self.simple_attr(key, v)
+        {
+            return Ok(());
+        }
+        let (key, val) = wire::key_value_of(key, value, rejected)?;
+        self.attr(&key, val, rejected);
+        Ok(())
+    }
+
+    /// The fast cases of [`Tail::wire_attr`]; false when `attr` must decide.
+    #[inline]
+    fn simple_attr(&mut self, key: &[u8], v: Simple<'_>) -> bool {
+        if let Some(i) = self.promoted_index(key)
+            && self.filled & (1 << i) == 0
+        {
+            match (&mut self.cols[i], v) {
+                (Col::Text(b), Simple::Str(s)) if s.len() <= MAX_ATTRIBUTE_BYTES => {
+                    b.append_value(s)
+                }
+                (Col::Int(b), Simple::Int(n)) => b.append_value(n),
+                (Col::Float(b), Simple::Int(n)) => b.append_value(n as f64),
+                _ => return false,
+            }
+            self.filled |= 1 << i;
+            return true;
+        }
+        let Ok(key) = std::str::from_utf8(key) else {
+            return false;
+        };
+        let value = match v {
+            Simple::Str(s) => s,
+            Simple::Int(n) => {
+                self.number.clear();
+                let _ = write!(self.number, "{n}");
+                self.number.as_str()
+            }
+        };
+        if key.len() > MAX_ATTRIBUTE_BYTES || value.len() > MAX_ATTRIBUTE_BYTES {
+            return false;
+        }
+        self.attributes.keys().append_value(key);
+        self.attributes.values().append_value(value);
+        true
+    }
+
+    /// Ends the current row: the promoted columns it did not fill get nulls.
+    pub fn end_row(&mut self) {
         for (i, col) in self.cols.iter_mut().enumerate() {
             if self.filled & (1 << i) == 0 {
                 col.append_null();
             }
         }
         self.filled = 0;
-        // Keys and values are appended in pairs, so these cannot fail.
+        // Keys and values are appended in pairs, so this cannot fail.
         self.attributes
             .append(true)
             .expect("attribute keys and values are appended in pairs");
-        for (b, v) in self.service.iter_mut().zip(&ctx.service) {
-            b.append_option(v.as_deref());
+        match self.contexts.last_mut() {
+            Some((_, rows)) => *rows += 1,
+            None => self.contexts.push((Context::default(), 1)),
         }
-        self.scope_name.append_option(ctx.scope_name.as_deref());
-        for (k, v) in &ctx.resource_attributes {
-            self.resource_attributes.keys().append_value(k);
-            self.resource_attributes.values().append_option(v.as_deref());
-        }
-        self.resource_attributes
-            .append(true)
-            .expect("resource keys and values are appended in pairs");
     }
 
     pub fn finish(&mut self, out: &mut Vec<ArrayRef>) {
-        for b in &mut self.service {
-            out.push(Arc::new(b.finish()));
+        for i in 0..RESOURCE_PROMOTED.len() {
+            out.push(self.repeated(|c| c.service[i].as_deref()));
         }
-        out.push(Arc::new(self.scope_name.finish()));
+        out.push(self.repeated(|c| c.scope_name.as_deref()));
         for c in &mut self.cols {
             out.push(c.finish());
         }
         out.push(Arc::new(self.attributes.finish()));
-        out.push(Arc::new(self.resource_attributes.finish()));
+        let (rows, entries) = self.contexts.iter().fold((0, 0), |(r, e), (c, n)| {
+            (r + n, e + c.resource_attributes.len() * n)
+        });
+        let mut resource = map_builder(rows, entries);
+        for (ctx, rows) in &self.contexts {
+            for _ in 0..*rows {
+                for (k, v) in &ctx.resource_attributes {
+                    resource.keys().append_value(k);
+                    resource.values().append_option(v.as_deref());
+                }
+                resource
+                    .append(true)
+                    .expect("resource keys and values are appended in pairs");
+            }
+        }
+        out.push(Arc::new(resource.finish()));
     }
+
+    /// A column of one value per context, repeated for each of its rows.
+    fn repeated(&self, value: impl Fn(&Context) -> Option<&str>) -> ArrayRef {
+        let (rows, bytes) = self.contexts.iter().fold((0, 0), |(r, b), (c, n)| {
+            (r + n, b + value(c).map_or(0, str::len) * n)
+        });
+        let mut b = StringBuilder::with_capacity(rows, bytes);
+        for (c, n) in &self.contexts {
+            let v = value(c);
+            for _ in 0..*n {
+                b.append_option(v);
+            }
+        }
+        Arc::new(b.finish())
+    }
+}
+
+/// A text builder for `rows` values of about `bytes` bytes each.
+pub(crate) fn text_builder(rows: usize, bytes: usize) -> StringBuilder {
+    StringBuilder::with_capacity(rows, rows * bytes)
 }
 
 /// An Int column's value: ints, strings that parse as one, and doubles with an
@@ -485,5 +606,6 @@ fn float_of(v: &Val<'_>) -> Option<f64> {
 
 /// The key/value pairs of prost attributes.
 pub(crate) fn prost_attrs(kvs: &[KeyValue]) -> impl Iterator<Item = (&str, Val<'_>)> {
-    kvs.iter().map(|kv| (kv.key.as_str(), Val::of(kv.value.as_ref())))
+    kvs.iter()
+        .map(|kv| (kv.key.as_str(), Val::of(kv.value.as_ref())))
 }

@@ -13,10 +13,11 @@ use arrow::record_batch::RecordBatch;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 
 use crate::rows::{
-    Context, Tail, Val, absurd, append_id, arrow_error, nanos, prost_attrs, time_builder, time_ok,
+    Context, Tail, Val, absurd, append_id, arrow_error, nanos, prost_attrs, text_builder,
+    time_builder, time_ok,
 };
 use crate::schema::{SPAN_PROMOTED, SPANS};
-use crate::wire::{self, Msg};
+use crate::wire::{self, Msg, Records};
 use crate::{DecodeError, Decoded, Rejected, Table};
 
 /// `SpanKind` as the `kind` column writes it.
@@ -71,19 +72,20 @@ pub(crate) struct SpanColumns {
 }
 
 impl SpanColumns {
-    pub fn new() -> SpanColumns {
+    /// Builders for about `rows` rows.
+    pub fn new(rows: usize) -> SpanColumns {
         SpanColumns {
-            time: time_builder(),
-            end_time: time_builder(),
-            duration_ms: Float64Builder::new(),
-            trace_id: StringBuilder::new(),
-            span_id: StringBuilder::new(),
-            parent_span_id: StringBuilder::new(),
-            name: StringBuilder::new(),
-            kind: StringBuilder::new(),
-            status_code: StringBuilder::new(),
-            status_message: StringBuilder::new(),
-            tail: Tail::new(SPAN_PROMOTED),
+            time: time_builder(rows),
+            end_time: time_builder(rows),
+            duration_ms: Float64Builder::with_capacity(rows),
+            trace_id: text_builder(rows, 32),
+            span_id: text_builder(rows, 16),
+            parent_span_id: text_builder(rows, 16),
+            name: text_builder(rows, 16),
+            kind: text_builder(rows, 6),
+            status_code: text_builder(rows, 5),
+            status_message: text_builder(rows, 0),
+            tail: Tail::new(SPAN_PROMOTED, rows),
             rejected: Vec::new(),
         }
     }
@@ -98,8 +100,11 @@ impl SpanColumns {
             ));
             false
         } else if !time_ok(s.end) {
-            self.rejected
-                .push(absurd(&format!("span {:?}", s.name), "end_time_unix_nano", s.end));
+            self.rejected.push(absurd(
+                &format!("span {:?}", s.name),
+                "end_time_unix_nano",
+                s.end,
+            ));
             false
         } else {
             true
@@ -111,7 +116,7 @@ impl SpanColumns {
     }
 
     /// Ends a row admitted by [`SpanColumns::admit`] whose attributes were added.
-    pub fn end_row(&mut self, s: &SpanFields<'_>, ctx: &Context) {
+    pub fn end_row(&mut self, s: &SpanFields<'_>) {
         let (start, end) = (nanos(s.start), nanos(s.end));
         self.time.append_value(start);
         self.end_time.append_value(end);
@@ -127,7 +132,7 @@ impl SpanColumns {
         } else {
             self.status_message.append_value(&s.status_message);
         }
-        self.tail.end_row(ctx);
+        self.tail.end_row();
     }
 
     pub fn finish(mut self) -> Result<Decoded, DecodeError> {
@@ -155,10 +160,18 @@ impl SpanColumns {
 
 /// Rows of a prost request (the simple path).
 pub fn from_request(req: &ExportTraceServiceRequest) -> Result<Decoded, DecodeError> {
-    let mut cols = SpanColumns::new();
+    let rows = req
+        .resource_spans
+        .iter()
+        .flat_map(|rs| &rs.scope_spans)
+        .map(|ss| ss.spans.len())
+        .sum();
+    let mut cols = SpanColumns::new(rows);
     for rs in &req.resource_spans {
+        let resource = Context::of_resource(rs.resource.as_ref(), &mut cols.rejected);
         for ss in &rs.scope_spans {
-            let ctx = Context::of(rs.resource.as_ref(), ss.scope.as_ref(), &mut cols.rejected);
+            let ctx = resource.with_scope(ss.scope.as_ref(), &mut cols.rejected);
+            cols.tail.set_context(ctx);
             for span in &ss.spans {
                 let status = span.status.as_ref();
                 let fields = SpanFields {
@@ -178,7 +191,7 @@ pub fn from_request(req: &ExportTraceServiceRequest) -> Result<Decoded, DecodeEr
                 for (k, v) in prost_attrs(&span.attributes) {
                     cols.attr(k, v);
                 }
-                cols.end_row(&fields, &ctx);
+                cols.end_row(&fields);
             }
         }
     }
@@ -187,41 +200,27 @@ pub fn from_request(req: &ExportTraceServiceRequest) -> Result<Decoded, DecodeEr
 
 /// Rows of protobuf bytes, read without materialising prost structs.
 pub fn decode_wire(bytes: &[u8]) -> Result<Decoded, DecodeError> {
-    let mut cols = SpanColumns::new();
-    let mut scopes = Vec::new();
-    let mut spans = Vec::new();
+    let mut rejected = Vec::new();
+    let records = Records::read(bytes, &mut rejected)?;
+    let mut cols = SpanColumns::new(records.len());
+    cols.rejected = rejected;
     let mut attrs = Vec::new();
-    for f in Msg::new(bytes).fields() {
-        let f = f?;
-        if f.num != 1 {
-            continue;
+    records.each_run(|ctx, spans| {
+        cols.tail.set_context(ctx);
+        for &span in spans {
+            attrs.clear();
+            let fields = span_fields(span, &mut attrs, &mut cols.rejected)?;
+            if !cols.admit(&fields) {
+                continue;
+            }
+            for &kv in &attrs {
+                let (key, value) = wire::key_value_parts(kv)?;
+                cols.tail.wire_attr(key, value, &mut cols.rejected)?;
+            }
+            cols.end_row(&fields);
         }
-        scopes.clear();
-        let resource = wire::split(f.msg()?, &mut scopes)?;
-        for &scope_spans in &scopes {
-            spans.clear();
-            let scope = wire::split(scope_spans, &mut spans)?;
-            let mut ctx = Context::default();
-            if let Some(r) = resource {
-                wire::resource(r, &mut ctx, &mut cols.rejected)?;
-            }
-            if let Some(s) = scope {
-                wire::scope(s, &mut ctx, &mut cols.rejected)?;
-            }
-            for &span in &spans {
-                attrs.clear();
-                let fields = span_fields(span, &mut attrs, &mut cols.rejected)?;
-                if !cols.admit(&fields) {
-                    continue;
-                }
-                for &kv in &attrs {
-                    let (k, v) = wire::key_value(kv, &mut cols.rejected)?;
-                    cols.attr(&k, v);
-                }
-                cols.end_row(&fields, &ctx);
-            }
-        }
-    }
+        Ok(())
+    })?;
     cols.finish()
 }
 

@@ -9,7 +9,7 @@ use opentelemetry_proto::tonic::common::v1::{
     AnyValue, ArrayValue, KeyValue, KeyValueList, any_value,
 };
 
-use crate::rows::Val;
+use crate::rows::{Context, Val};
 use crate::{DecodeError, Reason, Rejected};
 
 /// Nesting deeper than this (arrays in arrays...) is refused, as prost does.
@@ -285,6 +285,41 @@ pub(crate) fn key_value<'a>(
     msg: Msg<'a>,
     rejected: &mut Vec<Rejected>,
 ) -> Result<(Cow<'a, str>, Val<'a>), DecodeError> {
+    let (key, value) = key_value_parts(msg)?;
+    key_value_of(key, value, rejected)
+}
+
+/// The key (as text) and value of a `KeyValue` split by [`key_value_parts`].
+pub(crate) fn key_value_of<'a>(
+    key: &'a [u8],
+    value: Option<Msg<'a>>,
+    rejected: &mut Vec<Rejected>,
+) -> Result<(Cow<'a, str>, Val<'a>), DecodeError> {
+    let key = text(key, "attribute key", rejected);
+    let val = match value {
+        Some(m) => any_value(m, &key, rejected)?,
+        None => Val::Empty,
+    };
+    Ok((key, val))
+}
+
+/// A `KeyValue` message's key bytes and `AnyValue` message (the last of each).
+/// The usual encoding, the key then the value, is read without a loop.
+#[inline(always)]
+pub(crate) fn key_value_parts(msg: Msg<'_>) -> Result<(&[u8], Option<Msg<'_>>), DecodeError> {
+    if let [0x0a, key_len, rest @ ..] = msg.bytes
+        && *key_len < 0x80
+        && let Some((key, [0x12, value_len, value @ ..])) =
+            rest.split_at_checked(usize::from(*key_len))
+        && *value_len < 0x80
+        && usize::from(*value_len) == value.len()
+    {
+        let value = Msg {
+            bytes: value,
+            base: msg.base + 4 + key.len(),
+        };
+        return Ok((key, Some(value)));
+    }
     let mut key: &[u8] = &[];
     let mut value = None;
     for f in msg.fields() {
@@ -295,12 +330,32 @@ pub(crate) fn key_value<'a>(
             _ => {}
         }
     }
-    let key = text(key, "attribute key", rejected);
-    let val = match value {
-        Some(m) => any_value(m, &key, rejected)?,
-        None => Val::Empty,
-    };
-    Ok((key, val))
+    Ok((key, value))
+}
+
+/// An attribute value of the two common kinds.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Simple<'a> {
+    /// a string that is UTF-8
+    Str(&'a str),
+    Int(i64),
+}
+
+/// An `AnyValue` message that holds just a UTF-8 string or just an integer;
+/// `None` for anything else (left to [`any_value`]).
+#[inline(always)]
+pub(crate) fn simple_value(msg: Msg<'_>) -> Option<Simple<'_>> {
+    let (&tag, rest) = msg.bytes.split_first()?;
+    let mut pos = 0;
+    let n = read_varint(rest, &mut pos, 0).ok()?;
+    match tag {
+        0x0a => {
+            let s = rest.get(pos..).filter(|s| s.len() as u64 == n)?;
+            std::str::from_utf8(s).ok().map(Simple::Str)
+        }
+        0x18 if pos == rest.len() => Some(Simple::Int(n as i64)),
+        _ => None,
+    }
 }
 
 /// An `AnyValue` message. Arrays and kvlists are rendered as compact JSON.
@@ -406,10 +461,70 @@ fn any_message(
     Ok(out)
 }
 
+/// The records of one `Export{Trace,Logs,Metrics}ServiceRequest` (spans, log
+/// records or metrics), in message order, in runs that share a resource and
+/// scope: the walk the three signal decoders share. Each resource is read once,
+/// however many scopes it has.
+pub(crate) struct Records<'a> {
+    /// each run's context and its number of records
+    runs: Vec<(Context, usize)>,
+    items: Vec<Msg<'a>>,
+}
+
+impl<'a> Records<'a> {
+    /// Splits a request down to its records; what the resources and scopes
+    /// carry is read into their contexts.
+    pub fn read(bytes: &'a [u8], rejected: &mut Vec<Rejected>) -> Result<Records<'a>, DecodeError> {
+        let mut runs = Vec::new();
+        let mut items = Vec::new();
+        let mut scopes = Vec::new();
+        for f in Msg::new(bytes).fields() {
+            let f = f?;
+            if f.num != 1 {
+                continue;
+            }
+            scopes.clear();
+            let mut resource_ctx = Context::default();
+            if let Some(r) = split(f.msg()?, &mut scopes)? {
+                resource(r, &mut resource_ctx, rejected)?;
+            }
+            for &s in &scopes {
+                let before = items.len();
+                let scope_msg = split(s, &mut items)?;
+                let mut ctx = resource_ctx.clone();
+                if let Some(m) = scope_msg {
+                    scope(m, &mut ctx, rejected)?;
+                }
+                runs.push((ctx, items.len() - before));
+            }
+        }
+        Ok(Records { runs, items })
+    }
+
+    /// The number of records.
+    pub fn len(&self) -> usize {
+        self.items.len()
+    }
+
+    /// Calls `f` with each run's context and records, in message order.
+    pub fn each_run(
+        self,
+        mut f: impl FnMut(Context, &[Msg<'a>]) -> Result<(), DecodeError>,
+    ) -> Result<(), DecodeError> {
+        let mut rest = self.items.as_slice();
+        for (ctx, n) in self.runs {
+            let (run, after) = rest.split_at(n);
+            f(ctx, run)?;
+            rest = after;
+        }
+        Ok(())
+    }
+}
+
 /// The resource's attributes (field 1 of `Resource`) into a context.
-pub(crate) fn resource(
+fn resource(
     msg: Msg<'_>,
-    ctx: &mut crate::rows::Context,
+    ctx: &mut Context,
     rejected: &mut Vec<Rejected>,
 ) -> Result<(), DecodeError> {
     for f in msg.fields() {
@@ -423,11 +538,7 @@ pub(crate) fn resource(
 }
 
 /// An `InstrumentationScope` (name 1, version 2, attributes 3) into a context.
-pub(crate) fn scope(
-    msg: Msg<'_>,
-    ctx: &mut crate::rows::Context,
-    rejected: &mut Vec<Rejected>,
-) -> Result<(), DecodeError> {
+fn scope(msg: Msg<'_>, ctx: &mut Context, rejected: &mut Vec<Rejected>) -> Result<(), DecodeError> {
     let mut name = Cow::Borrowed("");
     let mut version = Cow::Borrowed("");
     let mut attrs = Vec::new();
@@ -450,10 +561,7 @@ pub(crate) fn scope(
 
 /// The children of a `Resource{Spans,Logs,Metrics}` or `Scope*` message: the
 /// context message (field 1, last one wins) and the list items (field 2).
-pub(crate) fn split<'a>(
-    msg: Msg<'a>,
-    items: &mut Vec<Msg<'a>>,
-) -> Result<Option<Msg<'a>>, DecodeError> {
+fn split<'a>(msg: Msg<'a>, items: &mut Vec<Msg<'a>>) -> Result<Option<Msg<'a>>, DecodeError> {
     let mut head = None;
     for f in msg.fields() {
         let f = f?;
