@@ -41,8 +41,8 @@ const DB_SLOW_MS: u64 = 120;
 const CATALOG_CPU_MS: u64 = 150;
 const MEMORY_GROWTH_KB: u64 = 4096;
 const MEMORY_CAP_MB: u64 = 40;
-/// `SHOP_DB_POOL_MAX`'s default: how many connections the holder can take.
-const POOL_MAX: u64 = 10;
+/// `SHOP_DB_POOL_MAX` of the test's services: how many connections the holder can take.
+const POOL_MAX: u64 = 4;
 
 // ---------------------------------------------------------------------------
 // Traced requests
@@ -432,7 +432,7 @@ fn signature(fault: &str, t: &TraceSeen) -> Result<()> {
 
 /// Reads `otlp_spans` and `otlp_logs` from `since_ms` until every traced
 /// request shows its fault's signature (then a few quiet seconds more).
-async fn read_signatures(traced: &Traced, since_ms: i64) -> Result<()> {
+async fn read_signatures(traced: &Traced, since_ms: i64) -> Result<u32> {
     let by_id: BTreeMap<Vec<u8>, &'static str> = traced
         .ids
         .iter()
@@ -494,7 +494,7 @@ async fn read_signatures(traced: &Traced, since_ms: i64) -> Result<()> {
         read.idle,
         pending(&seen).join("\n\n")
     );
-    Ok(())
+    Ok(read.records)
 }
 
 // ---------------------------------------------------------------------------
@@ -505,11 +505,12 @@ async fn every_fault_shows_its_signature_in_the_telemetry() -> Result<()> {
     require_up("kafka", 19092)?;
     require_up("otelcol", 4317)?;
     require_up("otelcol prometheus exporter", 8889)?;
-    let since_ms = SystemTime::now().duration_since(UNIX_EPOCH)?.as_millis() as i64 - 10_000;
+    let since_ms = SystemTime::now().duration_since(UNIX_EPOCH)?.as_millis() as i64 - 2_000;
     let n = nonce();
     // A deployment environment of this run's own tells its processes' metrics apart.
     let environment = format!("e2e-chaos-{n:x}");
-    let (latency, slow, cpu, growth, cap) = (
+    let (pool_max, latency, slow, cpu, growth, cap) = (
+        POOL_MAX.to_string(),
         PAYMENT_LATENCY_MS.to_string(),
         DB_SLOW_MS.to_string(),
         CATALOG_CPU_MS.to_string(),
@@ -521,6 +522,7 @@ async fn every_fault_shows_its_signature_in_the_telemetry() -> Result<()> {
         &[
             ("SHOP_ENVIRONMENT", environment.as_str()),
             ("SHOP_RATE_LIMIT_BURST", "1000"),
+            ("SHOP_DB_POOL_MAX", pool_max.as_str()),
             ("SHOP_CHAOS_PAYMENT_LATENCY_MS", latency.as_str()),
             ("SHOP_CHAOS_DB_SLOW_MS", slow.as_str()),
             ("SHOP_CHAOS_CATALOG_CPU_MS", cpu.as_str()),
@@ -767,9 +769,9 @@ async fn every_fault_shows_its_signature_in_the_telemetry() -> Result<()> {
 
     // Graceful shutdown flushes every service's telemetry.
     shop.stop();
-    read_signatures(&traces, since_ms).await?;
+    let records = read_signatures(&traces, since_ms).await?;
     println!(
-        "signatures seen: {:?}",
+        "signatures seen in {records} Kafka records: {:?}",
         traces.ids.keys().collect::<Vec<_>>()
     );
     Ok(())
