@@ -267,6 +267,14 @@ fn scraping(ctx: &mut Ctx, p: &mut Plan) {
     }
 }
 
+/// The `n`th wrong password a guesser tries on `victim`.
+fn guess(victim: &Account, n: usize) -> Action {
+    Action::Login {
+        email: victim.email.clone(),
+        password: format!("{}{n}", attacks_passwords()[n % 2]),
+    }
+}
+
 /// Wrong passwords on `victim` from `t0` for `seconds`, one every ~`mean_gap`
 /// seconds, each from the actor `who` picks for the attempt number.
 fn against_one_account(
@@ -281,15 +289,7 @@ fn against_one_account(
     let mut n = 0;
     while t < ctx.t0 + seconds {
         let a = who(&mut ctx.rng, n);
-        let password = format!("{}{}", attacks_passwords()[n % 2], n);
-        p.push(
-            t,
-            a,
-            Action::Login {
-                email: victim.email.clone(),
-                password,
-            },
-        );
+        p.push(t, a, guess(victim, n));
         n += 1;
         t += ctx.rng.exp(mean_gap).max(0.8);
     }
@@ -434,15 +434,7 @@ fn account_takeover(ctx: &mut Ctx, p: &mut Plan) {
     let a = p.actor(addr, BROWSER_AGENTS[0]);
     let mut t = ctx.t0;
     for n in 0..4 {
-        let password = format!("{}{}", attacks_passwords()[n % 2], n);
-        p.push(
-            t,
-            a,
-            Action::Login {
-                email: victim.email.clone(),
-                password,
-            },
-        );
+        p.push(t, a, guess(&victim, n));
         t += ctx.rng.between(10.0, 20.0);
     }
     p.push(
