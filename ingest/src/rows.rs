@@ -339,11 +339,11 @@ enum Col {
 }
 
 impl Col {
-    fn append_null(&mut self) {
+    fn append_nulls(&mut self, n: usize) {
         match self {
-            Col::Text(b) => b.append_null(),
-            Col::Int(b) => b.append_null(),
-            Col::Float(b) => b.append_null(),
+            Col::Text(b) => b.append_nulls(n),
+            Col::Int(b) => b.append_nulls(n),
+            Col::Float(b) => b.append_nulls(n),
         }
     }
 
@@ -366,6 +366,9 @@ impl Col {
 pub(crate) struct Tail {
     promoted: &'static [(&'static str, Promoted)],
     cols: Vec<Col>,
+    /// the nulls each promoted column is owed, appended in one go before its
+    /// next value (most of them are null in most rows)
+    nulls: Vec<usize>,
     /// which promoted columns the current row has filled (bit i = cols[i])
     filled: u64,
     attributes: MapBuilder<StringBuilder, StringBuilder>,
@@ -389,6 +392,7 @@ impl Tail {
                     Promoted::Float => Col::Float(Float64Builder::with_capacity(rows)),
                 })
                 .collect(),
+            nulls: vec![0; promoted.len()],
             filled: 0,
             attributes: map_builder(rows, rows * 2),
             contexts: Vec::new(),
@@ -401,9 +405,19 @@ impl Tail {
         self.contexts.push((ctx, 0));
     }
 
+    /// The promoted column of `key` when the current row has not filled it
+    /// yet, with the nulls of the rows before appended.
     #[inline]
-    fn promoted_index(&self, key: &[u8]) -> Option<usize> {
-        self.promoted.iter().position(|(k, _)| k.as_bytes() == key)
+    fn open_column(&mut self, key: &[u8]) -> Option<usize> {
+        let i = self.promoted.iter().position(|(k, _)| k.as_bytes() == key)?;
+        if self.filled & (1 << i) != 0 {
+            return None;
+        }
+        let nulls = std::mem::take(&mut self.nulls[i]);
+        if nulls > 0 {
+            self.cols[i].append_nulls(nulls);
+        }
+        Some(i)
     }
 
     /// One attribute of the current row. A promoted attribute fills its column
@@ -411,9 +425,7 @@ impl Tail {
     /// value that does not fit the column's type is kept, as text, in the map and
     /// reported `WrongType`. Every other attribute goes to the map.
     pub fn attr(&mut self, key: &str, val: Val<'_>, rejected: &mut Vec<Rejected>) {
-        if let Some(i) = self.promoted_index(key.as_bytes())
-            && self.filled & (1 << i) == 0
-        {
+        if let Some(i) = self.open_column(key.as_bytes()) {
             let ok = match (&mut self.cols[i], &val) {
                 (_, Val::Empty) => false,
                 (Col::Text(b), v) => match v.text() {
@@ -484,9 +496,7 @@ impl Tail {
     /// The fast cases of [`Tail::wire_attr`]; false when `attr` must decide.
     #[inline]
     fn simple_attr(&mut self, key: &[u8], v: Simple<'_>) -> bool {
-        if let Some(i) = self.promoted_index(key)
-            && self.filled & (1 << i) == 0
-        {
+        if let Some(i) = self.open_column(key) {
             match (&mut self.cols[i], v) {
                 (Col::Text(b), Simple::Str(s)) if s.len() <= MAX_ATTRIBUTE_BYTES => {
                     b.append_value(s)
@@ -519,9 +529,9 @@ impl Tail {
 
     /// Ends the current row: the promoted columns it did not fill get nulls.
     pub fn end_row(&mut self) {
-        for (i, col) in self.cols.iter_mut().enumerate() {
+        for (i, nulls) in self.nulls.iter_mut().enumerate() {
             if self.filled & (1 << i) == 0 {
-                col.append_null();
+                *nulls += 1;
             }
         }
         self.filled = 0;
@@ -540,7 +550,8 @@ impl Tail {
             out.push(self.repeated(|c| c.service[i].as_deref()));
         }
         out.push(self.repeated(|c| c.scope_name.as_deref()));
-        for c in &mut self.cols {
+        for (c, nulls) in self.cols.iter_mut().zip(&mut self.nulls) {
+            c.append_nulls(std::mem::take(nulls));
             out.push(c.finish());
         }
         out.push(Arc::new(self.attributes.finish()));

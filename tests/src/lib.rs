@@ -40,5 +40,20 @@ pub fn collector_capture_file() -> PathBuf {
     dir.join("captures.jsonl")
 }
 
+/// A marker unique to this run, `PREFIX-` then letters only, so that the
+/// Collector's redaction processor (which masks long digit runs as card
+/// numbers) leaves it alone.
+pub fn run_marker(prefix: &str) -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or_default();
+    let letters: String = format!("{nanos}{}", std::process::id())
+        .bytes()
+        .map(|digit| char::from(b'a' + (digit - b'0')))
+        .collect();
+    format!("{prefix}-{letters}")
+}
+
 pub mod otlp;
 pub mod shop;

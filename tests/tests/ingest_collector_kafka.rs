@@ -54,20 +54,6 @@ const IDLE_POLLS: u32 = 60;
 /// An upper bound on the messages read (other tests write to the same topics).
 const MAX_MESSAGES: u32 = 100_000;
 
-/// A marker unique to this run, letters only (the redaction processor masks
-/// long runs of digits).
-fn new_marker() -> String {
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_nanos())
-        .unwrap_or_default();
-    let letters: String = format!("{nanos}{}", std::process::id())
-        .bytes()
-        .map(|digit| char::from(b'a' + (digit - b'0')))
-        .collect();
-    format!("ck-{letters}")
-}
-
 fn kv(key: &str, value: any_value::Value) -> KeyValue {
     KeyValue {
         key: key.into(),
@@ -524,7 +510,7 @@ fn with_context(marker: &str, pairs: Vec<(&'static str, String)>) -> Row {
 
 #[tokio::test]
 async fn collector_kafka_messages_decode_through_ingest() -> Result<()> {
-    let marker = new_marker();
+    let marker = e2e::run_marker("ck");
     let group = format!("e2e-collector-kafka-{marker}");
     commit_topic_ends(&group)?;
 

@@ -19,7 +19,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use anyhow::{Context, Result, anyhow, bail, ensure};
 use opentelemetry::KeyValue;
@@ -120,20 +120,6 @@ fn require_up(component: &str, port: u16) -> Result<()> {
              `compose/local/stack up` (see `compose/local/stack status` and `compose/local/stack logs {component}`)"
         )
     })
-}
-
-/// A marker unique to this run, made of letters only so that the redaction
-/// processor (which masks long digit runs as card numbers) leaves it alone.
-fn new_marker() -> String {
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_nanos())
-        .unwrap_or_default();
-    let letters: String = format!("{nanos}{}", std::process::id())
-        .bytes()
-        .map(|digit| char::from(b'a' + (digit - b'0')))
-        .collect();
-    format!("run-{letters}")
 }
 
 // ---------------------------------------------------------------------------
@@ -479,7 +465,7 @@ async fn telemetry_flows_through_the_stack() -> Result<()> {
     let brokers = format!("127.0.0.1:{}", port_of(&ports, "kafka")?);
     let prometheus = format!("http://127.0.0.1:{}", port_of(&ports, "prometheus")?);
     let alertmanager = format!("http://127.0.0.1:{}", port_of(&ports, "alertmanager")?);
-    let marker = new_marker();
+    let marker = e2e::run_marker("run");
 
     send_telemetry(&otlp, &marker)
         .await
