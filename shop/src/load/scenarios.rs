@@ -112,7 +112,7 @@ pub const SCENARIOS: &[Scenario] = &[
     Scenario {
         name: "account_takeover",
         class: Class::Attack,
-        about: "the victim shops from home; 2.5 min later a new address fails 4 times on the account in ~60 s (under the shop's lockout at 5), logs in, and orders the dearest item with a new card",
+        about: "the victim shops from home; 2.5 min later a new address fails 4 times on the account in ~30 s (under the shop's lockout at 5), logs in, and orders the dearest item with a new card",
         offset_s: 160.0,
         needs_s: 150.0,
         build: account_takeover,
@@ -435,7 +435,7 @@ fn account_takeover(ctx: &mut Ctx, p: &mut Plan) {
     let mut t = ctx.t0;
     for n in 0..4 {
         p.push(t, a, guess(&victim, n));
-        t += ctx.rng.between(10.0, 20.0);
+        t += ctx.rng.between(5.0, 10.0);
     }
     p.push(
         t,
