@@ -155,51 +155,22 @@ impl Parser {
     }
 
     fn u64_of(&mut self, field: &str, v: &Value) -> u64 {
-        let n = match v {
-            Value::Number(n) => n.as_u64().or_else(|| {
-                n.as_f64()
-                    .filter(|f| f.fract() == 0.0 && *f >= 0.0 && *f < 1.8e19)
-                    .map(|f| f as u64)
-            }),
-            Value::String(s) => s.trim().parse().ok(),
-            _ => None,
-        };
-        n.unwrap_or_else(|| {
-            self.wrong(field, v);
-            0
-        })
+        self.or_wrong(field, v, u64_value(v))
     }
 
     fn i64_of(&mut self, field: &str, v: &Value) -> i64 {
-        let n = match v {
-            Value::Number(n) => n.as_i64().or_else(|| {
-                n.as_f64()
-                    .filter(|f| f.fract() == 0.0 && f.abs() < 9.2e18)
-                    .map(|f| f as i64)
-            }),
-            Value::String(s) => s.trim().parse().ok(),
-            _ => None,
-        };
-        n.unwrap_or_else(|| {
-            self.wrong(field, v);
-            0
-        })
+        self.or_wrong(field, v, i64_value(v))
     }
 
     fn f64_of(&mut self, field: &str, v: &Value) -> f64 {
-        let n = match v {
-            Value::Number(n) => n.as_f64(),
-            Value::String(s) => match s.trim() {
-                "NaN" => Some(f64::NAN),
-                "Infinity" => Some(f64::INFINITY),
-                "-Infinity" => Some(f64::NEG_INFINITY),
-                t => t.parse().ok(),
-            },
-            _ => None,
-        };
-        n.unwrap_or_else(|| {
+        self.or_wrong(field, v, f64_value(v))
+    }
+
+    /// `value`, or else the type's default with `v` reported `WrongType`.
+    fn or_wrong<T: Default>(&mut self, field: &str, v: &Value, value: Option<T>) -> T {
+        value.unwrap_or_else(|| {
             self.wrong(field, v);
-            0.0
+            T::default()
         })
     }
 
@@ -210,25 +181,14 @@ impl Parser {
     fn i32(&mut self, o: &Obj, camel: &str, snake: &str) -> i32 {
         match get(o, camel, snake) {
             None => 0,
-            Some(v) => {
-                let n = self.i64_of(camel, v);
-                i32::try_from(n).unwrap_or_else(|_| {
-                    self.wrong(camel, v);
-                    0
-                })
-            }
+            Some(v) => self.or_wrong(camel, v, i32_value(v)),
         }
     }
 
     fn bool(&mut self, o: &Obj, camel: &str, snake: &str) -> bool {
         match get(o, camel, snake) {
             None => false,
-            Some(Value::Bool(b)) => *b,
-            Some(Value::String(s)) if s == "true" || s == "false" => s == "true",
-            Some(v) => {
-                self.wrong(camel, v);
-                false
-            }
+            Some(v) => self.or_wrong(camel, v, bool_value(v)),
         }
     }
 
@@ -243,13 +203,7 @@ impl Parser {
     ) -> i32 {
         match get(o, camel, snake) {
             None => 0,
-            Some(Value::String(s)) if s.parse::<i64>().is_err() => by_name(s)
-                .or_else(|| by_name(&format!("{prefix}{s}")))
-                .unwrap_or_else(|| {
-                    self.wrong(camel, &Value::String(s.clone()));
-                    0
-                }),
-            Some(_) => self.i32(o, camel, snake),
+            Some(v) => self.or_wrong(camel, v, enum_value(v, prefix, by_name)),
         }
     }
 
@@ -257,16 +211,9 @@ impl Parser {
     fn id(&mut self, o: &Obj, camel: &str, snake: &str) -> Vec<u8> {
         match get(o, camel, snake) {
             None => Vec::new(),
-            Some(Value::String(s)) => hex::decode(s)
-                .ok()
-                .or_else(|| base64::engine::general_purpose::STANDARD.decode(s).ok())
-                .unwrap_or_else(|| {
-                    self.wrong(camel, &Value::String(s.clone()));
-                    Vec::new()
-                }),
             Some(v) => {
-                self.wrong(camel, v);
-                Vec::new()
+                let id = v.as_str().and_then(id_bytes);
+                self.or_wrong(camel, v, id)
             }
         }
     }
@@ -339,13 +286,7 @@ impl Parser {
             };
             Some(V::KvlistValue(KeyValueList { values }))
         } else if let Some(b) = get(o, "bytesValue", "bytes_value") {
-            let bytes = match b {
-                Value::String(s) => base64::engine::general_purpose::STANDARD
-                    .decode(s)
-                    .or_else(|_| base64::engine::general_purpose::URL_SAFE.decode(s))
-                    .ok(),
-                _ => None,
-            };
+            let bytes = b.as_str().and_then(base64_bytes);
             match bytes {
                 Some(bytes) => Some(V::BytesValue(bytes)),
                 None => {
@@ -618,4 +559,85 @@ impl Parser {
             ..Default::default()
         })
     }
+}
+
+/// A `uint64`: a JSON number that is a whole non-negative number, or a string
+/// of one.
+pub(crate) fn u64_value(v: &Value) -> Option<u64> {
+    match v {
+        Value::Number(n) => n.as_u64().or_else(|| {
+            n.as_f64()
+                .filter(|f| f.fract() == 0.0 && *f >= 0.0 && *f < 1.8e19)
+                .map(|f| f as u64)
+        }),
+        Value::String(s) => s.trim().parse().ok(),
+        _ => None,
+    }
+}
+
+/// An `int64`: a whole JSON number, or a string of one.
+pub(crate) fn i64_value(v: &Value) -> Option<i64> {
+    match v {
+        Value::Number(n) => n.as_i64().or_else(|| {
+            n.as_f64()
+                .filter(|f| f.fract() == 0.0 && f.abs() < 9.2e18)
+                .map(|f| f as i64)
+        }),
+        Value::String(s) => s.trim().parse().ok(),
+        _ => None,
+    }
+}
+
+/// An `int32`, written like an `int64`.
+pub(crate) fn i32_value(v: &Value) -> Option<i32> {
+    i64_value(v).and_then(|n| i32::try_from(n).ok())
+}
+
+/// A `double`: a JSON number, or a string of one, `NaN`, `Infinity` or `-Infinity`.
+pub(crate) fn f64_value(v: &Value) -> Option<f64> {
+    match v {
+        Value::Number(n) => n.as_f64(),
+        Value::String(s) => match s.trim() {
+            "NaN" => Some(f64::NAN),
+            "Infinity" => Some(f64::INFINITY),
+            "-Infinity" => Some(f64::NEG_INFINITY),
+            t => t.parse().ok(),
+        },
+        _ => None,
+    }
+}
+
+/// A `bool`: `true`, `false`, or those as strings.
+pub(crate) fn bool_value(v: &Value) -> Option<bool> {
+    match v {
+        Value::Bool(b) => Some(*b),
+        Value::String(s) if s == "true" || s == "false" => Some(s == "true"),
+        _ => None,
+    }
+}
+
+/// An enum: a number (or a string of one), its proto name (`prefix` + name)
+/// or its short name.
+pub(crate) fn enum_value(v: &Value, prefix: &str, by_name: impl Fn(&str) -> Option<i32>) -> Option<i32> {
+    match v {
+        Value::String(s) if s.parse::<i64>().is_err() => {
+            by_name(s).or_else(|| by_name(&format!("{prefix}{s}")))
+        }
+        _ => i32_value(v),
+    }
+}
+
+/// A trace or span id: hex (any case), else base64.
+pub(crate) fn id_bytes(s: &str) -> Option<Vec<u8>> {
+    hex::decode(s)
+        .ok()
+        .or_else(|| base64::engine::general_purpose::STANDARD.decode(s).ok())
+}
+
+/// `bytesValue`: base64, standard or URL-safe.
+pub(crate) fn base64_bytes(s: &str) -> Option<Vec<u8>> {
+    base64::engine::general_purpose::STANDARD
+        .decode(s)
+        .or_else(|_| base64::engine::general_purpose::URL_SAFE.decode(s))
+        .ok()
 }
