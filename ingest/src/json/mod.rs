@@ -33,6 +33,8 @@ use serde_json::{Map, Value};
 
 use crate::{DecodeError, Reason, Rejected, Table};
 
+pub(crate) mod traces;
+
 /// A parsed OTLP/JSON message.
 pub enum Request {
     Traces(ExportTraceServiceRequest),
