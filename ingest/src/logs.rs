@@ -209,7 +209,7 @@ pub fn from_request(req: &ExportLogsServiceRequest) -> Result<Decoded, DecodeErr
 pub fn decode_wire(bytes: &[u8]) -> Result<Decoded, DecodeError> {
     let mut rejected = Vec::new();
     let records = Records::read(bytes, &mut rejected)?;
-    let mut cols = LogColumns::new(records.len());
+    let mut cols = LogColumns::new(records.rows_hint());
     cols.rejected = rejected;
     let mut attrs = Vec::new();
     records.each_run(|ctx, log_records| {

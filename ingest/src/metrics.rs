@@ -429,7 +429,7 @@ struct Scratch<'a> {
 pub fn decode_wire(bytes: &[u8]) -> Result<Decoded, DecodeError> {
     let mut rejected = Vec::new();
     let records = Records::read(bytes, &mut rejected)?;
-    let mut cols = MetricColumns::new(records.len());
+    let mut cols = MetricColumns::new(records.rows_hint());
     cols.rejected = rejected;
     let mut points = Vec::new();
     let mut scratch = Scratch::default();

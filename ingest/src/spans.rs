@@ -202,7 +202,7 @@ pub fn from_request(req: &ExportTraceServiceRequest) -> Result<Decoded, DecodeEr
 pub fn decode_wire(bytes: &[u8]) -> Result<Decoded, DecodeError> {
     let mut rejected = Vec::new();
     let records = Records::read(bytes, &mut rejected)?;
-    let mut cols = SpanColumns::new(records.len());
+    let mut cols = SpanColumns::new(records.rows_hint());
     cols.rejected = rejected;
     let mut attrs = Vec::new();
     records.each_run(|ctx, spans| {

@@ -469,7 +469,14 @@ pub(crate) struct Records<'a> {
     /// each run's context and its number of records
     runs: Vec<(Context, usize)>,
     items: Vec<Msg<'a>>,
+    /// the length of the whole message
+    message_len: usize,
 }
+
+/// The fewest bytes a record is assumed to take when builders are presized
+/// (a message of many tiny records gets builders that grow as rows come,
+/// not room for rows it may never fill).
+const PRESIZE_BYTES_PER_RECORD: usize = 64;
 
 impl<'a> Records<'a> {
     /// Splits a request down to its records; what the resources and scopes
@@ -498,12 +505,19 @@ impl<'a> Records<'a> {
                 runs.push((ctx, items.len() - before));
             }
         }
-        Ok(Records { runs, items })
+        Ok(Records {
+            runs,
+            items,
+            message_len: bytes.len(),
+        })
     }
 
-    /// The number of records.
-    pub fn len(&self) -> usize {
-        self.items.len()
+    /// How many rows to presize the builders for: the number of records, as
+    /// long as the message is long enough to hold that many real ones.
+    pub fn rows_hint(&self) -> usize {
+        self.items
+            .len()
+            .min(self.message_len / PRESIZE_BYTES_PER_RECORD)
     }
 
     /// Calls `f` with each run's context and records, in message order.
