@@ -74,11 +74,11 @@ pub fn decode_json(bytes: &[u8]) -> Result<Decoded, DecodeError> {
 /// export, `{}`) gives an empty batch of `hint` instead of an error.
 pub fn decode_json_as(hint: Option<Table>, bytes: &[u8]) -> Result<Decoded, DecodeError> {
     check_size(bytes)?;
-    // Well-formed traces, the bulk of a capture, without a `Value` tree.
-    if let Some(req) = json::traces::parse(bytes) {
-        return spans::from_request(&req);
-    }
-    let (req, mut rejected) = json::parse(bytes, hint)?;
+    // Well-formed traces and logs, the bulk of a capture, without a `Value` tree.
+    let (req, mut rejected) = match json::typed::parse(bytes) {
+        Some(req) => (req, Vec::new()),
+        None => json::parse(bytes, hint)?,
+    };
     let mut decoded = match req {
         Request::Traces(r) => spans::from_request(&r)?,
         Request::Logs(r) => logs::from_request(&r)?,

@@ -33,7 +33,7 @@ use serde_json::{Map, Value};
 
 use crate::{DecodeError, Reason, Rejected, Table};
 
-pub(crate) mod traces;
+pub(crate) mod typed;
 
 /// A parsed OTLP/JSON message.
 pub enum Request {
