@@ -280,10 +280,12 @@ pub fn windowed_schema(schema: &Schema) -> SchemaRef {
 /// `spec` starting in `[first_start, last_start]` that holds them, as rows of
 /// the windowed table projected to `projection` (indices into
 /// [`windowed_schema`]: 0 is `window_start`, 1 `window_end`, then the table's
-/// columns); `schema` is that projected schema. One `take` per projected
-/// column: a column no query reads is never copied.
+/// columns); `schema` is that projected schema. With `keep`, only the rows it
+/// marks true. One `take` per projected column: a row or column no query reads
+/// is never copied.
 pub fn expand(
     batch: &RecordBatch,
+    keep: Option<&BooleanArray>,
     spec: WindowSpec,
     first_start: i64,
     last_start: i64,
@@ -295,6 +297,9 @@ pub fn expand(
     let mut starts: Vec<i64> = Vec::new();
     for (row, v) in t.iter().enumerate() {
         let Some(v) = v else { continue };
+        if keep.is_some_and(|k| !k.is_valid(row) || !k.value(row)) {
+            continue;
+        }
         let newest = v.div_euclid(spec.slide_ns) * spec.slide_ns;
         for j in 0..spec.overlap() {
             let start = newest - j * spec.slide_ns;
