@@ -401,7 +401,7 @@ pub async fn observe(State(metrics): State<HttpMetrics>, mut req: Request, next:
         .extensions()
         .get::<RouteTemplate>()
         .map(|r| r.0.clone());
-    span.record("http.response.status_code", status.as_u16());
+    span.record("http.response.status_code", i64::from(status.as_u16()));
     if status.is_server_error() {
         span.record("otel.status_code", "ERROR");
         span.record("error.type", status.as_str());
@@ -624,7 +624,7 @@ impl Upstream {
                 }
             };
             let status = response.status();
-            span.record("http.response.status_code", status.as_u16());
+            span.record("http.response.status_code", i64::from(status.as_u16()));
             if status.is_server_error() {
                 span.record("otel.status_code", "ERROR");
                 span.record("error.type", status.as_str());
