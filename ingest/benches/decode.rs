@@ -202,11 +202,38 @@ fn traces_json(req: &ExportTraceServiceRequest) -> Vec<u8> {
     serde_json::to_vec(&doc).unwrap_or_default()
 }
 
+/// The logs request in OTLP/JSON, as the Collector's file exporter writes it.
+fn logs_json(req: &ExportLogsServiceRequest) -> Vec<u8> {
+    let rl = &req.resource_logs[0];
+    let records: Vec<Value> = rl.scope_logs[0]
+        .log_records
+        .iter()
+        .map(|r| {
+            json!({
+                "timeUnixNano": r.time_unix_nano.to_string(),
+                "observedTimeUnixNano": r.observed_time_unix_nano.to_string(),
+                "severityNumber": r.severity_number,
+                "traceId": hex::encode(&r.trace_id),
+                "spanId": hex::encode(&r.span_id),
+                "eventName": r.event_name,
+                "attributes": json_attrs(&r.attributes),
+            })
+        })
+        .collect();
+    let doc = json!({ "resourceLogs": [{
+        "resource": { "attributes": json_attrs(&rl.resource.as_ref().map(|r| r.attributes.clone()).unwrap_or_default()) },
+        "scopeLogs": [{ "scope": { "name": "shop-gateway", "version": "0.1.0" }, "logRecords": records }]
+    }]});
+    serde_json::to_vec(&doc).unwrap_or_default()
+}
+
 fn bench(c: &mut Criterion) {
     let traces = traces();
     let proto = traces.encode_to_vec();
     let json = traces_json(&traces);
-    let log_proto = logs().encode_to_vec();
+    let log_req = logs();
+    let log_proto = log_req.encode_to_vec();
+    let log_json = logs_json(&log_req);
     assert_eq!(
         decode_proto(Table::Spans, &proto)
             .map(|d| d.batch.num_rows())
@@ -217,12 +244,17 @@ fn bench(c: &mut Criterion) {
         decode_json(&json).map(|d| d.batch.num_rows()).ok(),
         Some(SPANS)
     );
+    assert_eq!(
+        decode_json(&log_json).map(|d| d.batch.num_rows()).ok(),
+        Some(SPANS)
+    );
     eprintln!(
-        "spans request: {} bytes protobuf ({} a span), {} bytes JSON; logs request: {} bytes protobuf",
+        "spans request: {} bytes protobuf ({} a span), {} bytes JSON; logs request: {} bytes protobuf, {} bytes JSON",
         proto.len(),
         proto.len() / SPANS,
         json.len(),
-        log_proto.len()
+        log_proto.len(),
+        log_json.len()
     );
 
     let mut g = c.benchmark_group("spans");
@@ -266,6 +298,11 @@ fn bench(c: &mut Criterion) {
         BenchmarkId::new("wire_to_arrow", log_proto.len()),
         &log_proto,
         |b, p| b.iter(|| decode_proto(Table::Logs, p).map(|d| d.batch.num_rows())),
+    );
+    g.bench_with_input(
+        BenchmarkId::new("json_to_arrow", log_json.len()),
+        &log_json,
+        |b, j| b.iter(|| decode_json(j).map(|d| d.batch.num_rows())),
     );
     g.finish();
 }
