@@ -409,7 +409,10 @@ impl Tail {
     /// yet, with the nulls of the rows before appended.
     #[inline]
     fn open_column(&mut self, key: &[u8]) -> Option<usize> {
-        let i = self.promoted.iter().position(|(k, _)| k.as_bytes() == key)?;
+        let i = self
+            .promoted
+            .iter()
+            .position(|(k, _)| k.as_bytes() == key)?;
         if self.filled & (1 << i) != 0 {
             return None;
         }

@@ -25,10 +25,13 @@ use opentelemetry_proto::tonic::logs::v1::{LogRecord, ResourceLogs, ScopeLogs, S
 use opentelemetry_proto::tonic::metrics::v1::{
     AggregationTemporality, ExponentialHistogram, ExponentialHistogramDataPoint, Gauge, Histogram,
     HistogramDataPoint, Metric, NumberDataPoint, ResourceMetrics, ScopeMetrics, Sum, Summary,
-    SummaryDataPoint, exponential_histogram_data_point, metric, number_data_point, summary_data_point,
+    SummaryDataPoint, exponential_histogram_data_point, metric, number_data_point,
+    summary_data_point,
 };
 use opentelemetry_proto::tonic::resource::v1::Resource;
-use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span, Status, span, status};
+use opentelemetry_proto::tonic::trace::v1::{
+    ResourceSpans, ScopeSpans, Span, Status, span, status,
+};
 use serde_json::{Map, Value};
 
 use crate::{DecodeError, Reason, Rejected, Table};
@@ -68,7 +71,12 @@ pub fn parse(bytes: &[u8], hint: Option<Table>) -> Result<(Request, Vec<Rejected
     };
     let req = match table {
         Table::Spans => Request::Traces(ExportTraceServiceRequest {
-            resource_spans: p.list(&top, "resourceSpans", "resource_spans", Parser::resource_spans)?,
+            resource_spans: p.list(
+                &top,
+                "resourceSpans",
+                "resource_spans",
+                Parser::resource_spans,
+            )?,
         }),
         Table::Logs => Request::Logs(ExportLogsServiceRequest {
             resource_logs: p.list(&top, "resourceLogs", "resource_logs", Parser::resource_logs)?,
@@ -86,7 +94,9 @@ pub fn parse(bytes: &[u8], hint: Option<Table>) -> Result<(Request, Vec<Rejected
 }
 
 fn get<'v>(o: &'v Obj, camel: &str, snake: &str) -> Option<&'v Value> {
-    o.get(camel).or_else(|| o.get(snake)).filter(|v| !v.is_null())
+    o.get(camel)
+        .or_else(|| o.get(snake))
+        .filter(|v| !v.is_null())
 }
 
 #[derive(Default)]
@@ -130,7 +140,12 @@ impl Parser {
         }
     }
 
-    fn object<'v>(&mut self, o: &'v Obj, camel: &str, snake: &str) -> Result<Option<&'v Obj>, DecodeError> {
+    fn object<'v>(
+        &mut self,
+        o: &'v Obj,
+        camel: &str,
+        snake: &str,
+    ) -> Result<Option<&'v Obj>, DecodeError> {
         match get(o, camel, snake) {
             None => Ok(None),
             Some(Value::Object(inner)) => Ok(Some(inner)),
@@ -469,9 +484,12 @@ impl Parser {
 
     fn number_point(&mut self, o: &Obj) -> Result<NumberDataPoint, DecodeError> {
         let value = if let Some(d) = get(o, "asDouble", "as_double") {
-            Some(number_data_point::Value::AsDouble(self.f64_of("asDouble", d)))
+            Some(number_data_point::Value::AsDouble(
+                self.f64_of("asDouble", d),
+            ))
         } else {
-            get(o, "asInt", "as_int").map(|i| number_data_point::Value::AsInt(self.i64_of("asInt", i)))
+            get(o, "asInt", "as_int")
+                .map(|i| number_data_point::Value::AsInt(self.i64_of("asInt", i)))
         };
         Ok(NumberDataPoint {
             attributes: self.attributes(o)?,
@@ -540,7 +558,9 @@ impl Parser {
             negative: self.buckets(o, "negative")?,
             min: self.f64(o, "min", "min"),
             max: self.f64(o, "max", "max"),
-            zero_threshold: self.f64(o, "zeroThreshold", "zero_threshold").unwrap_or_default(),
+            zero_threshold: self
+                .f64(o, "zeroThreshold", "zero_threshold")
+                .unwrap_or_default(),
             ..Default::default()
         })
     }
@@ -620,7 +640,11 @@ pub(crate) fn bool_value(v: &Value) -> Option<bool> {
 
 /// An enum: a number (or a string of one), its proto name (`prefix` + name)
 /// or its short name.
-pub(crate) fn enum_value(v: &Value, prefix: &str, by_name: impl Fn(&str) -> Option<i32>) -> Option<i32> {
+pub(crate) fn enum_value(
+    v: &Value,
+    prefix: &str,
+    by_name: impl Fn(&str) -> Option<i32>,
+) -> Option<i32> {
     match v {
         Value::String(s) if s.parse::<i64>().is_err() => {
             by_name(s).or_else(|| by_name(&format!("{prefix}{s}")))
