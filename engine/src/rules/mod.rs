@@ -7,6 +7,7 @@
 //! closed: telemetry is decoded once and every rule reads the same batches.
 
 pub mod definition;
+pub mod panes;
 pub mod snapshot;
 
 use std::collections::BTreeMap;
@@ -34,6 +35,9 @@ pub struct WindowSession {
     pub spec: WindowSpec,
     pub ctx: SessionContext,
     pub tables: BTreeMap<Table, Arc<SnapshotTable>>,
+    /// whether aggregates over hopping windows use per-slide partial
+    /// aggregates ([`panes`]); on by default
+    pub panes: bool,
 }
 
 /// Tables a rule may read: the three ingest tables and the `events` view.
@@ -56,7 +60,12 @@ impl WindowSession {
         }
         ctx.sql("CREATE VIEW events AS SELECT * FROM logs WHERE event_name IS NOT NULL")
             .await?;
-        Ok(WindowSession { spec, ctx, tables })
+        Ok(WindowSession {
+            spec,
+            ctx,
+            tables,
+            panes: true,
+        })
     }
 
     /// Plans `sql` once: parsed, checked against the schema and optimized.
@@ -80,10 +89,13 @@ impl WindowSession {
         let exec = match kept {
             Some(p) => reset_plan_states(p)?,
             None => {
-                let p = state
+                let mut p = state
                     .query_planner()
                     .create_physical_plan(plan, &state)
                     .await?;
+                if self.panes {
+                    p = panes::rewrite(p)?;
+                }
                 *physical.lock().unwrap_or_else(|e| e.into_inner()) = Some(p.clone());
                 p
             }
@@ -371,6 +383,14 @@ pub struct RuleSet {
 }
 
 impl RuleSet {
+    /// Turns per-slide partial aggregates on or off for every session (they
+    /// are on by default; off, each row is aggregated in every window).
+    pub fn set_panes(&mut self, on: bool) {
+        for s in &mut self.sessions {
+            s.panes = on;
+        }
+    }
+
     /// Parses and plans every `.sql` file under `dir`. A file with an error is
     /// reported in `errors` and left out; the others are kept.
     pub async fn load(dir: &Path, which: Which) -> Result<RuleSet, RuleError> {

@@ -179,6 +179,7 @@ impl TableProvider for SnapshotTable {
         );
         Ok(Arc::new(SnapshotExec {
             spec: self.spec,
+            panes: false,
             rows: self.rows.clone(),
             projection,
             schema,
@@ -186,6 +187,18 @@ impl TableProvider for SnapshotTable {
             limit,
             properties: Arc::new(properties),
         }))
+    }
+}
+
+/// Where a plan finds the range of windows of the current evaluation.
+#[derive(Debug, Clone)]
+pub struct RangeSource(Arc<RwLock<Arc<Rows>>>);
+
+impl RangeSource {
+    /// The starts of the first and last window being evaluated.
+    pub fn get(&self) -> (i64, i64) {
+        let rows = self.0.read().unwrap_or_else(|e| e.into_inner());
+        (rows.first, rows.last)
     }
 }
 
@@ -202,6 +215,9 @@ struct Filter {
 #[derive(Debug)]
 pub struct SnapshotExec {
     spec: WindowSpec,
+    /// each row once, in the slide-long pane it falls in, instead of in every
+    /// window (see [`super::panes`])
+    panes: bool,
     rows: Arc<RwLock<Arc<Rows>>>,
     projection: Vec<usize>,
     schema: SchemaRef,
@@ -211,8 +227,49 @@ pub struct SnapshotExec {
 }
 
 impl SnapshotExec {
+    /// The same scan, giving each row once in its pane: the slide-long
+    /// interval `[p, p + slide)` it falls in, as `window_start`/`window_end`,
+    /// for every pane of the windows being evaluated.
+    pub fn as_panes(&self) -> Option<SnapshotExec> {
+        if self.panes || self.limit.is_some() {
+            return None;
+        }
+        Some(SnapshotExec {
+            spec: self.spec,
+            panes: true,
+            rows: self.rows.clone(),
+            projection: self.projection.clone(),
+            schema: self.schema.clone(),
+            filter: self.filter.as_ref().map(|f| Filter {
+                columns: f.columns.clone(),
+                expr: f.expr.clone(),
+            }),
+            limit: None,
+            properties: self.properties.clone(),
+        })
+    }
+
+    /// A handle on the window range that follows every new set of rows.
+    pub fn range_source(&self) -> RangeSource {
+        RangeSource(self.rows.clone())
+    }
+
+    pub fn spec(&self) -> WindowSpec {
+        self.spec
+    }
+
     fn windowed_rows(&self) -> DfResult<Vec<RecordBatch>> {
         let rows = self.rows.read().unwrap_or_else(|e| e.into_inner()).clone();
+        let (spec, first, last) = if self.panes {
+            let pane = WindowSpec {
+                size_ns: self.spec.slide_ns,
+                slide_ns: self.spec.slide_ns,
+            };
+            let last_pane = rows.last + self.spec.size_ns - self.spec.slide_ns;
+            (pane, rows.first, last_pane)
+        } else {
+            (self.spec, rows.first, rows.last)
+        };
         let mut out = Vec::new();
         let mut left = self.limit.unwrap_or(usize::MAX);
         for batch in &rows.batches {
@@ -240,9 +297,9 @@ impl SnapshotExec {
             if let Some(w) = window::expand(
                 batch,
                 mask.as_ref(),
-                self.spec,
-                rows.first,
-                rows.last,
+                spec,
+                first,
+                last,
                 &self.projection,
                 &self.schema,
             )? {
@@ -263,7 +320,8 @@ impl DisplayAs for SnapshotExec {
     fn fmt_as(&self, _t: DisplayFormatType, f: &mut fmt::Formatter) -> fmt::Result {
         write!(
             f,
-            "SnapshotExec: projection={:?}, filter={}",
+            "SnapshotExec: {}projection={:?}, filter={}",
+            if self.panes { "panes, " } else { "" },
             self.projection,
             self.filter
                 .as_ref()
