@@ -2,6 +2,8 @@
 //!
 //! ```sh
 //! cargo bench -p engine --bench replay -- CAPTURE [RULE_COUNTS...]
+//! PANES=1 cargo bench -p engine --bench replay -- CAPTURE   # every rule in panes
+//! RULES_DIR=DIR cargo bench -p engine --bench replay -- CAPTURE   # another pack
 //! ```
 //!
 //! Each count runs in a child process of its own, so that its peak resident
@@ -18,8 +20,11 @@ use engine::evaluator::Evaluator;
 use engine::rules::RuleSet;
 use engine::rules::definition::{parse_file, rule_files};
 
+/// The pack's folder, or `RULES_DIR`.
 fn rules_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../rules")
+    std::env::var_os("RULES_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../rules"))
 }
 
 async fn rule_set(count: usize) -> RuleSet {
@@ -32,7 +37,7 @@ async fn rule_set(count: usize) -> RuleSet {
     }
     pack.sort_by(|a, b| a.id.cmp(&b.id));
     // the single-rule case is the cheapest common rule: the single-source flood
-    if count == 1 {
+    if count == 1 && pack.iter().any(|d| d.id == "dos.http_flood.single_source") {
         pack.retain(|d| d.id == "dos.http_flood.single_source");
     }
     let defs = (0..count)
@@ -67,7 +72,14 @@ fn child(capture: &Path, count: usize) {
         .build()
         .expect("runtime");
     runtime.block_on(async {
-        let set = rule_set(count).await;
+        let mut set = rule_set(count).await;
+        // PANES=1 measures every rule through per-slide partial aggregates,
+        // PANES=0 none of them; unset, as their headers say
+        match std::env::var("PANES").as_deref() {
+            Ok("1") => set.set_panes(true),
+            Ok("0") => set.set_panes(false),
+            _ => {}
+        }
         let mut ev = Evaluator::new(set, 5_000_000_000);
         let mut alerts = 0usize;
         let started = Instant::now();

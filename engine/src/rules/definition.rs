@@ -126,6 +126,8 @@ struct Header {
     maturity: Maturity,
     #[serde(default = "yes")]
     enabled: bool,
+    #[serde(default)]
+    panes: bool,
 }
 
 fn one() -> u32 {
@@ -183,6 +185,9 @@ pub struct Definition {
     pub false_positives: Option<String>,
     pub maturity: Maturity,
     pub enabled: bool,
+    /// aggregate hopping windows through per-slide partial aggregates
+    /// (`rules::panes`): worth it for dense aggregates over wide windows
+    pub panes: bool,
     pub sql: String,
     pub path: PathBuf,
     /// line of the file on which the SQL starts (1-based)
@@ -390,6 +395,7 @@ pub fn parse_text(path: &Path, text: &str) -> Result<Definition, RuleError> {
         false_positives: header.false_positives,
         maturity: header.maturity,
         enabled: header.enabled,
+        panes: header.panes,
         sql: sql.to_string(),
         path: path.to_path_buf(),
         sql_line,

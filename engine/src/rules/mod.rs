@@ -35,9 +35,6 @@ pub struct WindowSession {
     pub spec: WindowSpec,
     pub ctx: SessionContext,
     pub tables: BTreeMap<Table, Arc<SnapshotTable>>,
-    /// whether aggregates over hopping windows use per-slide partial
-    /// aggregates ([`panes`]); on by default
-    pub panes: bool,
 }
 
 /// Tables a rule may read: the three ingest tables and the `events` view.
@@ -60,12 +57,7 @@ impl WindowSession {
         }
         ctx.sql("CREATE VIEW events AS SELECT * FROM logs WHERE event_name IS NOT NULL")
             .await?;
-        Ok(WindowSession {
-            spec,
-            ctx,
-            tables,
-            panes: true,
-        })
+        Ok(WindowSession { spec, ctx, tables })
     }
 
     /// Plans `sql` once: parsed, checked against the schema and optimized.
@@ -76,13 +68,15 @@ impl WindowSession {
     }
 
     /// Runs a plan made by [`WindowSession::plan`] over the current rows. The
-    /// physical plan is made on the first run and kept in `physical`; later
-    /// runs reset its state and execute it again (the tables' scans read the
-    /// rows when executed).
+    /// physical plan is made on the first run (with per-slide partial
+    /// aggregates where exact, if `panes`) and kept in `physical`; later runs
+    /// reset its state and execute it again (the tables' scans read the rows
+    /// when executed).
     pub async fn execute(
         &self,
         plan: &LogicalPlan,
         physical: &Mutex<Option<Arc<dyn ExecutionPlan>>>,
+        panes: bool,
     ) -> DfResult<Vec<RecordBatch>> {
         let state = self.ctx.state();
         let kept = physical.lock().unwrap_or_else(|e| e.into_inner()).clone();
@@ -93,7 +87,7 @@ impl WindowSession {
                     .query_planner()
                     .create_physical_plan(plan, &state)
                     .await?;
-                if self.panes {
+                if panes {
                     p = panes::rewrite(p)?;
                 }
                 *physical.lock().unwrap_or_else(|e| e.into_inner()) = Some(p.clone());
@@ -236,7 +230,9 @@ impl CompiledRule {
 
     /// Runs the rule over the current rows of its session.
     pub async fn execute(&self, session: &WindowSession) -> DfResult<Vec<RecordBatch>> {
-        session.execute(&self.plan, &self.physical).await
+        session
+            .execute(&self.plan, &self.physical, self.def.panes)
+            .await
     }
 
     /// Forgets the physical plan, so that the next run plans afresh (after a
@@ -383,11 +379,12 @@ pub struct RuleSet {
 }
 
 impl RuleSet {
-    /// Turns per-slide partial aggregates on or off for every session (they
-    /// are on by default; off, each row is aggregated in every window).
+    /// Turns per-slide partial aggregates on or off for every rule, whatever
+    /// its header says (for measuring and testing them).
     pub fn set_panes(&mut self, on: bool) {
-        for s in &mut self.sessions {
-            s.panes = on;
+        for r in &mut self.rules {
+            r.def.panes = on;
+            r.replan();
         }
     }
 

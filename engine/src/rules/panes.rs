@@ -352,17 +352,16 @@ mod tests {
 
     /// The query's result over the rows, sorted, as text; and its plan.
     async fn run(sql: &str, panes: bool) -> (String, String) {
-        let mut s = WindowSession::new(WindowSpec {
+        let s = WindowSession::new(WindowSpec {
             size_ns: 60 * S,
             slide_ns: 10 * S,
         })
         .await
         .expect("a session");
-        s.panes = panes;
         s.tables[&Table::Spans].set(vec![rows()], T0 - 50 * S, T0 + 200 * S);
         let plan = s.plan(sql).await.expect("plans");
         let physical = Mutex::new(None);
-        let batches = s.execute(&plan, &physical).await.expect("runs");
+        let batches = s.execute(&plan, &physical, panes).await.expect("runs");
         let shown = physical
             .lock()
             .unwrap()

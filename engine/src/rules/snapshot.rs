@@ -431,7 +431,7 @@ mod tests {
         let sql = "SELECT window_start, count(*) AS n FROM spans WHERE client_address = 'a' GROUP BY 1";
         let plan = s.plan(sql).await.expect("plans");
         let physical = Mutex::new(None);
-        let got = counts(&s.execute(&plan, &physical).await.expect("runs"));
+        let got = counts(&s.execute(&plan, &physical, false).await.expect("runs"));
         // a at 10 s is in [-30, 30) and [0, 60); at 45 s in [0, 60) and [30, 90);
         // at 70 s in [30, 90) and [60, 120)
         assert_eq!(got, vec![(-30, 1), (0, 2), (30, 2), (60, 1)]);
@@ -453,7 +453,7 @@ mod tests {
             T0
         );
         let plan = s.plan(&sql).await.expect("plans");
-        let got = counts(&s.execute(&plan, &Mutex::new(None)).await.expect("runs"));
+        let got = counts(&s.execute(&plan, &Mutex::new(None), false).await.expect("runs"));
         assert_eq!(got, vec![(0, 2), (30, 1)]);
     }
 
@@ -466,13 +466,13 @@ mod tests {
                    AND x.time < y.time GROUP BY 1";
         let plan = s.plan(sql).await.expect("plans");
         let physical = Mutex::new(None);
-        let first = counts(&s.execute(&plan, &physical).await.expect("runs"));
+        let first = counts(&s.execute(&plan, &physical, false).await.expect("runs"));
         assert_eq!(first, vec![(0, 1)]);
         s.tables[&Table::Spans].set(vec![spans(&[(1.0, "b"), (2.0, "b"), (3.0, "b")])], T0, T0);
-        let second = counts(&s.execute(&plan, &physical).await.expect("runs again"));
+        let second = counts(&s.execute(&plan, &physical, false).await.expect("runs again"));
         assert_eq!(second, vec![(0, 3)]);
         s.tables[&Table::Spans].clear();
-        let empty = s.execute(&plan, &physical).await.expect("runs on nothing");
+        let empty = s.execute(&plan, &physical, false).await.expect("runs on nothing");
         assert_eq!(empty.iter().map(|b| b.num_rows()).sum::<usize>(), 0);
     }
 
