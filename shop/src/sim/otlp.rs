@@ -77,16 +77,50 @@ struct Interval {
     counters: BTreeMap<(Instance, &'static str, &'static str, String), (f64, bool)>,
 }
 
+/// The spans or log records of the line being filled, per service instance.
+struct Batch {
+    items: BTreeMap<Instance, Vec<String>>,
+    count: usize,
+    /// time of the first item
+    start: Option<Nanos>,
+    max: usize,
+}
+
+impl Batch {
+    fn new(max: usize) -> Self {
+        Batch {
+            items: BTreeMap::new(),
+            count: 0,
+            start: None,
+            max,
+        }
+    }
+
+    /// Whether the line must be written before an item of `time` joins it:
+    /// it is full, or older than `BATCH_AGE`.
+    fn is_due(&self, time: Nanos) -> bool {
+        self.start.is_some_and(|s| time - s >= BATCH_AGE) || self.count >= self.max
+    }
+
+    fn add(&mut self, at: Instance, time: Nanos, json: String) {
+        self.start.get_or_insert(time);
+        self.items.entry(at).or_default().push(json);
+        self.count += 1;
+    }
+
+    fn clear(&mut self) {
+        self.items.clear();
+        self.count = 0;
+        self.start = None;
+    }
+}
+
 /// Streams requests out as OTLP/JSON lines.
 pub struct Renderer<W: Write> {
     out: W,
     origin: Nanos,
-    spans: BTreeMap<Instance, Vec<String>>,
-    span_count: usize,
-    span_batch_start: Option<Nanos>,
-    logs: BTreeMap<Instance, Vec<String>>,
-    log_count: usize,
-    log_batch_start: Option<Nanos>,
+    spans: Batch,
+    logs: Batch,
     intervals: BTreeMap<i64, Interval>,
     pending: BinaryHeap<Pending>,
     rendered: u64,
@@ -99,12 +133,8 @@ impl<W: Write> Renderer<W> {
         Renderer {
             out,
             origin,
-            spans: BTreeMap::new(),
-            span_count: 0,
-            span_batch_start: None,
-            logs: BTreeMap::new(),
-            log_count: 0,
-            log_batch_start: None,
+            spans: Batch::new(SPANS_PER_BATCH),
+            logs: Batch::new(LOGS_PER_BATCH),
             intervals: BTreeMap::new(),
             pending: BinaryHeap::new(),
             rendered: 0,
@@ -165,24 +195,16 @@ impl<W: Write> Renderer<W> {
             };
             match signal {
                 Signal::Span => {
-                    if self.span_batch_start.is_some_and(|s| time - s >= BATCH_AGE)
-                        || self.span_count >= SPANS_PER_BATCH
-                    {
+                    if self.spans.is_due(time) {
                         self.flush_spans()?;
                     }
-                    self.span_batch_start.get_or_insert(time);
-                    self.spans.entry(at).or_default().push(json);
-                    self.span_count += 1;
+                    self.spans.add(at, time, json);
                 }
                 Signal::Log => {
-                    if self.log_batch_start.is_some_and(|s| time - s >= BATCH_AGE)
-                        || self.log_count >= LOGS_PER_BATCH
-                    {
+                    if self.logs.is_due(time) {
                         self.flush_logs()?;
                     }
-                    self.log_batch_start.get_or_insert(time);
-                    self.logs.entry(at).or_default().push(json);
-                    self.log_count += 1;
+                    self.logs.add(at, time, json);
                 }
             }
         }
@@ -388,11 +410,11 @@ impl<W: Write> Renderer<W> {
     }
 
     fn flush_spans(&mut self) -> io::Result<()> {
-        if self.span_count == 0 {
+        if self.spans.count == 0 {
             return Ok(());
         }
         let mut line = String::from("{\"resourceSpans\":[");
-        for (n, ((service, inst), spans)) in std::mem::take(&mut self.spans).into_iter().enumerate()
+        for (n, ((service, inst), spans)) in std::mem::take(&mut self.spans.items).into_iter().enumerate()
         {
             if n > 0 {
                 line.push(',');
@@ -409,19 +431,18 @@ impl<W: Write> Renderer<W> {
         }
         line.push_str("]}\n");
         self.out.write_all(line.as_bytes())?;
-        self.counts.spans += self.span_count as u64;
+        self.counts.spans += self.spans.count as u64;
         self.counts.lines += 1;
-        self.span_count = 0;
-        self.span_batch_start = None;
+        self.spans.clear();
         Ok(())
     }
 
     fn flush_logs(&mut self) -> io::Result<()> {
-        if self.log_count == 0 {
+        if self.logs.count == 0 {
             return Ok(());
         }
         let mut line = String::from("{\"resourceLogs\":[");
-        for (n, ((service, inst), recs)) in std::mem::take(&mut self.logs).into_iter().enumerate() {
+        for (n, ((service, inst), recs)) in std::mem::take(&mut self.logs.items).into_iter().enumerate() {
             if n > 0 {
                 line.push(',');
             }
@@ -435,10 +456,9 @@ impl<W: Write> Renderer<W> {
         }
         line.push_str("]}\n");
         self.out.write_all(line.as_bytes())?;
-        self.counts.log_records += self.log_count as u64;
+        self.counts.log_records += self.logs.count as u64;
         self.counts.lines += 1;
-        self.log_count = 0;
-        self.log_batch_start = None;
+        self.logs.clear();
         Ok(())
     }
 

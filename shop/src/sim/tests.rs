@@ -539,25 +539,25 @@ fn spans_and_logs_are_exported_in_time_order() {
     let mut last: BTreeMap<&str, i64> = BTreeMap::new();
     let mut checked = 0;
     for line in lines(b) {
-        let (signal, times): (&str, Vec<i64>) = if let Some(rs) = line["resourceSpans"].as_array() {
-            let t = rs
-                .iter()
-                .flat_map(|r| r["scopeSpans"].as_array().into_iter().flatten())
-                .flat_map(|s| s["spans"].as_array().into_iter().flatten())
-                .map(|s| nanos(&s["endTimeUnixNano"]))
-                .collect();
-            ("spans", t)
-        } else if let Some(rl) = line["resourceLogs"].as_array() {
-            let t = rl
-                .iter()
-                .flat_map(|r| r["scopeLogs"].as_array().into_iter().flatten())
-                .flat_map(|s| s["logRecords"].as_array().into_iter().flatten())
-                .map(|l| nanos(&l["timeUnixNano"]))
-                .collect();
-            ("logs", t)
-        } else {
+        // (signal, resource list, scope list, record list, the time it leaves by)
+        let shapes = [
+            ("spans", "resourceSpans", "scopeSpans", "spans", "endTimeUnixNano"),
+            ("logs", "resourceLogs", "scopeLogs", "logRecords", "timeUnixNano"),
+        ];
+        let Some((signal, resources, scopes, records, time)) = shapes
+            .into_iter()
+            .find(|(_, resources, ..)| line[*resources].is_array())
+        else {
             continue;
         };
+        let times: Vec<i64> = line[resources]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .flat_map(|r| r[scopes].as_array().into_iter().flatten())
+            .flat_map(|s| s[records].as_array().into_iter().flatten())
+            .map(|x| nanos(&x[time]))
+            .collect();
         let (Some(lo), Some(hi)) = (times.iter().min(), times.iter().max()) else {
             continue;
         };
