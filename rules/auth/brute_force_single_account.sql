@@ -17,13 +17,18 @@ runbook = """
 3. Lock the account or require a second factor; block the addresses if few.
 """
 false_positives = """
-A person who forgot a password tries a few times, then resets it: well under 10 failures.
+A person who forgot a password tries a few times, runs into the shop's lockout at 5
+failures in a row, perhaps retries once or twice while locked, then resets it: 7 at most.
 The account is the entity, so rotating addresses do not hide the attack.
 """
 maturity = "stable"
 */
--- 10 failed logins with a wrong password on one account within five minutes. A
--- person mistyping fails once or twice; a lockout policy locks at 10.
+-- 8 failed logins (wrong password, or refused while locked) on one account within
+-- five minutes. The shop locks an account after 5 failures in a row
+-- (SHOP_LOCKOUT_FAILURES), so a guesser's later tries are refused as `locked` and
+-- still count. A person mistyping fails once or twice; one who has forgotten the
+-- password reaches the lockout and may retry once or twice more: 7. Eight is the
+-- first count no genuine pattern reaches; at one guess every 4 s it trips ~30 s in.
 SELECT window_start, window_end, user_hash,
        count(*) AS failures,
        count(DISTINCT client_address) AS addresses,
@@ -32,4 +37,4 @@ FROM events
 WHERE event_name = 'shop.auth.login' AND shop_auth_outcome = 'failure'
   AND shop_auth_failure_reason IN ('bad_password', 'locked') AND user_hash IS NOT NULL
 GROUP BY window_start, window_end, user_hash
-HAVING count(*) >= 10
+HAVING count(*) >= 8
