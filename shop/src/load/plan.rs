@@ -10,6 +10,7 @@ use serde_json::{Value, json};
 use crate::services::security::{Keys, luhn_valid, seed_account};
 use crate::sim::model::{BROWSER_AGENTS, shopper_address};
 use crate::sim::rng::Rng;
+use crate::sim::session::Habits;
 use crate::sim::scenario::{Class, INDICATOR_KEYS};
 
 // ---------------------------------------------------------------------------
@@ -366,38 +367,9 @@ impl Plan {
 pub struct Visit {
     /// The customer's account, if they have one (logged in or not).
     pub account: Option<Account>,
-    /// Logs in on arrival rather than at checkout.
-    pub login_first: bool,
-    /// Likelihood of going to checkout, relative to the usual shopper (1.0).
-    pub intent: f64,
-    /// Median seconds between two requests.
-    pub think: f64,
-    /// A product the visit is about (a flash sale item).
-    pub focus: Option<u32>,
-    /// Chance that a login starts with a mistyped password.
-    pub typo: f64,
-    /// Keeps shopping after an order instead of leaving (a power user).
-    pub repeat: bool,
-    pub max_requests: usize,
+    pub habits: Habits,
     /// Seconds after the run's start when the visit ends at the latest.
     pub until: f64,
-}
-
-impl Default for Visit {
-    /// An anonymous visitor of the usual habits.
-    fn default() -> Visit {
-        Visit {
-            account: None,
-            login_first: false,
-            intent: 1.0,
-            think: 8.0,
-            focus: None,
-            typo: 0.06,
-            repeat: false,
-            max_requests: 60,
-            until: f64::MAX,
-        }
-    }
 }
 
 impl Visit {
@@ -405,9 +377,12 @@ impl Visit {
     pub fn typical(rng: &mut Rng) -> Visit {
         let account = rng.chance(0.45).then(|| Account::any(rng));
         Visit {
-            login_first: account.is_some() && rng.chance(0.4),
+            habits: Habits {
+                login_first: account.is_some() && rng.chance(0.4),
+                ..Habits::default()
+            },
             account,
-            ..Visit::default()
+            until: f64::MAX,
         }
     }
 
@@ -415,8 +390,11 @@ impl Visit {
     pub fn customer(account: Account) -> Visit {
         Visit {
             account: Some(account),
-            login_first: true,
-            ..Visit::default()
+            habits: Habits {
+                login_first: true,
+                ..Habits::default()
+            },
+            until: f64::MAX,
         }
     }
 
@@ -469,18 +447,18 @@ pub fn visit(rng: &mut Rng, plan: &mut Plan, actor: usize, start: f64, v: Visit,
         _ => popular_product(rng),
     };
 
-    if let (true, Some(a)) = (v.login_first, v.account.clone()) {
-        steps += log_in(rng, plan, actor, &mut t, &a, v.typo);
+    if let (true, Some(a)) = (v.habits.login_first, v.account.clone()) {
+        steps += log_in(rng, plan, actor, &mut t, &a, v.habits.typo);
         signed_in = true;
-        t += think(rng, v.think * 0.5);
+        t += think(rng, v.habits.think * 0.5);
     }
-    let p = product(rng, v.focus);
+    let p = product(rng, v.habits.focus);
     push(plan, t, Action::Product(p));
     last = last.or(Some(p));
     steps += 1;
 
-    while steps < v.max_requests {
-        t += think(rng, v.think);
+    while steps < v.habits.max_requests {
+        t += think(rng, v.habits.think);
         if t >= v.until {
             break;
         }
@@ -489,21 +467,21 @@ pub fn visit(rng: &mut Rng, plan: &mut Plan, actor: usize, start: f64, v: Visit,
             0.15, // search
             0.08, // listing
             if last.is_some() {
-                0.12 + 0.3 * f64::from(u8::from(v.focus.is_some()))
+                0.12 + 0.3 * f64::from(u8::from(v.habits.focus.is_some()))
             } else {
                 0.0
             }, // add to cart
             if cart.is_empty() { 0.0 } else { 0.04 }, // view the cart
             if !cart.is_empty() && orders < MAX_ORDERS {
-                0.07 * v.intent
+                0.07 * v.habits.intent
             } else {
                 0.0
             }, // check out
-            if v.repeat { 0.0 } else { 0.1 }, // leave
+            if v.habits.repeat { 0.0 } else { 0.1 }, // leave
         ];
         match rng.weighted(&weights) {
             0 => {
-                let p = product(rng, v.focus);
+                let p = product(rng, v.habits.focus);
                 push(plan, t, Action::Product(p));
                 last = Some(p);
             }
@@ -544,7 +522,7 @@ pub fn visit(rng: &mut Rng, plan: &mut Plan, actor: usize, start: f64, v: Visit,
                 if !signed_in {
                     match v.account.clone() {
                         Some(a) => {
-                            steps += log_in(rng, plan, actor, &mut t, &a, v.typo);
+                            steps += log_in(rng, plan, actor, &mut t, &a, v.habits.typo);
                             t += rng.lognormal(3.0, 0.5);
                         }
                         None if rng.chance(0.35) => {
@@ -581,7 +559,7 @@ pub fn visit(rng: &mut Rng, plan: &mut Plan, actor: usize, start: f64, v: Visit,
                 push(plan, t, Action::Checkout(card));
                 orders += 1;
                 cart.clear();
-                if !v.repeat {
+                if !v.habits.repeat {
                     break;
                 }
             }

@@ -420,8 +420,7 @@ fn account_takeover(ctx: &mut Ctx, p: &mut Plan) {
     // Context: the victim's own short visit from home, before the attack.
     let home = p.actor(victim.home(), BROWSER_AGENTS[1]);
     let mut own = Visit::customer(victim.clone());
-    own.typo = 0.0;
-    own.max_requests = 8;
+    own.habits.brief();
     own.until = ctx.t0 - 10.0;
     let mut r = ctx.rng.fork();
     let before = p.steps.len();
@@ -534,9 +533,7 @@ fn flash_sale(ctx: &mut Ctx, p: &mut Plan) {
     while t < ctx.t0 + 180.0 {
         let mut r = ctx.rng.fork();
         let mut v = Visit::typical(&mut r);
-        v.focus = Some(item);
-        v.intent = 4.0;
-        v.think = 5.0;
+        v.habits.flash_sale(item);
         let address = v.address(&mut r);
         let a = p.actor(address, browser(&mut r));
         visit(&mut r, p, a, t, v, ctx.tag);
@@ -555,10 +552,7 @@ fn nat_office(ctx: &mut Ctx, p: &mut Plan) {
         let mut r = ctx.rng.fork();
         let a = p.actor(office.clone(), browser(&mut r));
         let mut v = Visit::customer(account);
-        v.typo = 0.08;
-        v.think = 6.0;
-        v.max_requests = 80;
-        v.intent = 1.5;
+        v.habits.office();
         v.until = ctx.end;
         let start = ctx.t0 + ctx.rng.between(0.0, 180.0);
         visit(&mut r, p, a, start, v, ctx.tag);
@@ -572,7 +566,7 @@ fn password_typos(ctx: &mut Ctx, p: &mut Plan) {
         let mut t = ctx.t0 + ctx.rng.between(0.0, 240.0);
         log_in_after(&mut r, p, a, &mut t, &account, 1 + i % 2);
         let mut v = Visit::customer(account);
-        v.login_first = false;
+        v.habits.login_first = false;
         let start = t + r.between(2.0, 6.0);
         visit(&mut r, p, a, start, v, ctx.tag);
     }
@@ -582,11 +576,7 @@ fn power_user(ctx: &mut Ctx, p: &mut Plan) {
     let account = Account::any(&mut ctx.rng);
     let a = p.actor(account.home(), BROWSER_AGENTS[2]);
     let mut v = Visit::customer(account);
-    v.typo = 0.0;
-    v.think = 0.5;
-    v.repeat = true;
-    v.intent = 0.5;
-    v.max_requests = 2000;
+    v.habits.power_user();
     v.until = ctx.t0 + 240.0;
     let mut r = ctx.rng.fork();
     visit(&mut r, p, a, ctx.t0, v, ctx.tag);

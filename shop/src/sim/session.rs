@@ -8,12 +8,10 @@ use super::model::{
 use super::request::{self as shop, Client, Login, Nanos, Payment, Request, secs};
 use super::rng::Rng;
 
-/// How one shopper behaves.
-#[derive(Debug, Clone)]
-pub struct Shopper<'a> {
-    pub client: Client,
-    /// The account this person owns, if any (logged in or not).
-    pub user: Option<&'a User>,
+/// How a genuine shopper behaves, whoever plays it: the simulator's shoppers
+/// and `shop-load`'s visits share these habits and their presets.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Habits {
     /// Logs in on arrival rather than at checkout.
     pub login_first: bool,
     /// Likelihood, relative to the usual shopper (1.0), of going to checkout.
@@ -28,6 +26,64 @@ pub struct Shopper<'a> {
     pub repeat: bool,
     /// Upper bound on the number of requests.
     pub max_requests: usize,
+}
+
+impl Default for Habits {
+    /// The usual shopper, logging in at checkout.
+    fn default() -> Self {
+        Habits {
+            login_first: false,
+            intent: 1.0,
+            think: 8.0,
+            focus: None,
+            typo: 0.06,
+            repeat: false,
+            max_requests: 60,
+        }
+    }
+}
+
+impl Habits {
+    /// A flash sale shopper: about one discounted product, four times as
+    /// likely to buy, a little quicker.
+    pub fn flash_sale(&mut self, item: u32) {
+        self.focus = Some(item);
+        self.intent = 4.0;
+        self.think = 5.0;
+    }
+
+    /// An office worker shopping on a break: slower, longer, a few more typos.
+    pub fn office(&mut self) {
+        self.typo = 0.08;
+        self.think = 6.0;
+        self.max_requests = 80;
+        self.intent = 1.5;
+    }
+
+    /// A fast power user: no typos, half a second between requests, keeps
+    /// shopping after an order.
+    pub fn power_user(&mut self) {
+        self.typo = 0.0;
+        self.think = 0.5;
+        self.repeat = true;
+        self.intent = 0.5;
+        self.max_requests = 2000;
+    }
+
+    /// A short visit without typos (a victim's own visit before a takeover).
+    pub fn brief(&mut self) {
+        self.typo = 0.0;
+        self.max_requests = 8;
+    }
+}
+
+/// How one shopper behaves.
+#[derive(Debug, Clone)]
+pub struct Shopper<'a> {
+    pub client: Client,
+    /// The account this person owns, if any (logged in or not).
+    pub user: Option<&'a User>,
+    pub habits: Habits,
     /// The visit ends at this time at the latest.
     pub until: Nanos,
 }
@@ -49,13 +105,10 @@ impl<'a> Shopper<'a> {
         Shopper {
             client: Client::new(rng, address, agent),
             user,
-            login_first: user.is_some() && rng.chance(0.4),
-            intent: 1.0,
-            think: 8.0,
-            focus: None,
-            typo: 0.06,
-            repeat: false,
-            max_requests: 60,
+            habits: Habits {
+                login_first: user.is_some() && rng.chance(0.4),
+                ..Habits::default()
+            },
             until: Nanos::MAX,
         }
     }
@@ -66,13 +119,10 @@ impl<'a> Shopper<'a> {
         Shopper {
             client: Client::new(rng, address, agent),
             user: Some(user),
-            login_first: true,
-            intent: 1.0,
-            think: 8.0,
-            focus: None,
-            typo: 0.06,
-            repeat: false,
-            max_requests: 60,
+            habits: Habits {
+                login_first: true,
+                ..Habits::default()
+            },
             until: Nanos::MAX,
         }
     }
@@ -94,9 +144,9 @@ pub fn visit(rng: &mut Rng, model: &Model, start: Nanos, mut s: Shopper<'_>) -> 
     let mut orders = 0;
     let think = |rng: &mut Rng, median: f64| secs(rng.lognormal(median, 0.8).clamp(0.4, 240.0));
 
-    if let (true, Some(u)) = (s.login_first, s.user) {
-        t = log_in(rng, t, &mut s.client, u, s.typo, &mut out);
-        t += think(rng, s.think * 0.5);
+    if let (true, Some(u)) = (s.habits.login_first, s.user) {
+        t = log_in(rng, t, &mut s.client, u, s.habits.typo, &mut out);
+        t += think(rng, s.habits.think * 0.5);
     }
     // Landing page.
     match rng.weighted(&[0.5, 0.3, 0.2]) {
@@ -106,14 +156,14 @@ pub fn visit(rng: &mut Rng, model: &Model, start: Nanos, mut s: Shopper<'_>) -> 
             out.push(shop::search(rng, t, &s.client, n, None, 200))
         }
         _ => {
-            let p = pick_product(rng, model, s.focus);
+            let p = pick_product(rng, model, s.habits.focus);
             out.push(shop::product_view(rng, t, &s.client, p.id, Some(p)));
             last = Some(p);
         }
     }
 
-    while out.len() < s.max_requests {
-        t += think(rng, s.think);
+    while out.len() < s.habits.max_requests {
+        t += think(rng, s.habits.think);
         if t >= s.until {
             break;
         }
@@ -123,17 +173,17 @@ pub fn visit(rng: &mut Rng, model: &Model, start: Nanos, mut s: Shopper<'_>) -> 
             0.15, // search
             0.08, // listing
             if last.is_some() {
-                0.12 + 0.3 * f64::from(s.focus.is_some())
+                0.12 + 0.3 * f64::from(s.habits.focus.is_some())
             } else {
                 0.0
             }, // add to cart
             if has_cart { 0.04 } else { 0.0 }, // view the cart
             if has_cart && orders < MAX_ORDERS {
-                0.07 * s.intent
+                0.07 * s.habits.intent
             } else {
                 0.0
             }, // check out
-            if s.repeat { 0.0 } else { 0.1 }, // leave
+            if s.habits.repeat { 0.0 } else { 0.1 }, // leave
         ];
         match rng.weighted(&weights) {
             0 => {
@@ -142,7 +192,7 @@ pub fn visit(rng: &mut Rng, model: &Model, start: Nanos, mut s: Shopper<'_>) -> 
                     let id = 1001 + model.products.len() as u32 + rng.range(0, 400) as u32;
                     out.push(shop::product_view(rng, t, &s.client, id, None));
                 } else {
-                    let p = pick_product(rng, model, s.focus);
+                    let p = pick_product(rng, model, s.habits.focus);
                     out.push(shop::product_view(rng, t, &s.client, p.id, Some(p)));
                     last = Some(p);
                 }
@@ -171,7 +221,7 @@ pub fn visit(rng: &mut Rng, model: &Model, start: Nanos, mut s: Shopper<'_>) -> 
                     orders += 1;
                     cart.clear();
                 }
-                if !s.repeat {
+                if !s.habits.repeat {
                     break;
                 }
             }
@@ -271,7 +321,7 @@ fn check_out(
     if s.client.user.is_none() {
         match s.user {
             Some(u) => {
-                *t = log_in(rng, *t, &mut s.client, u, s.typo, out);
+                *t = log_in(rng, *t, &mut s.client, u, s.habits.typo, out);
                 *t += secs(rng.lognormal(3.0, 0.5));
             }
             None if rng.chance(0.35) => {

@@ -342,8 +342,7 @@ pub fn account_takeover(ctx: &mut Ctx<'_>) -> Injected {
     let victim = users(ctx, 1)[0];
     // Context: the victim's own visit, before the attack.
     let mut home = Shopper::customer(&mut ctx.rng, victim, &victim.home);
-    home.typo = 0.0;
-    home.max_requests = 8;
+    home.habits.brief();
     let mut r = ctx.rng.fork();
     inj.context = visit(&mut r, model, ctx.t0 - 150 * S, home);
 

@@ -15,9 +15,7 @@ pub fn flash_sale(ctx: &mut Ctx<'_>) -> Injected {
     while t < ctx.t0 + 300 * S {
         let mut r = ctx.rng.fork();
         let mut s = Shopper::typical(&mut r, model);
-        s.focus = Some(item);
-        s.intent = 4.0;
-        s.think = 5.0;
+        s.habits.flash_sale(item);
         inj.requests.extend(visit(&mut r, model, t, s));
         t += at(ctx.rng.exp(0.4));
     }
@@ -39,10 +37,7 @@ pub fn nat_office(ctx: &mut Ctx<'_>) -> Injected {
         let user = ctx.rng.pick(&model.users);
         let mut r = ctx.rng.fork();
         let mut s = Shopper::customer(&mut r, user, &office);
-        s.typo = 0.08;
-        s.think = 6.0;
-        s.max_requests = 80;
-        s.intent = 1.5;
+        s.habits.office();
         let start = ctx.t0 + at(ctx.rng.between(0.0, 300.0));
         s.until = start + 600 * S;
         inj.requests.extend(visit(&mut r, model, start, s));
@@ -69,7 +64,7 @@ pub fn password_typos(ctx: &mut Ctx<'_>) -> Injected {
             failures,
             &mut inj.requests,
         );
-        s.login_first = false;
+        s.habits.login_first = false;
         let pause = at(r.between(2.0, 6.0));
         inj.requests.extend(visit(&mut r, model, t + pause, s));
     }
@@ -83,11 +78,7 @@ pub fn power_user(ctx: &mut Ctx<'_>) -> Injected {
     let user = ctx.rng.pick(&model.users);
     let mut r = ctx.rng.fork();
     let mut s = Shopper::customer(&mut r, user, &user.home);
-    s.typo = 0.0;
-    s.think = 0.5;
-    s.repeat = true;
-    s.intent = 0.5;
-    s.max_requests = 2000;
+    s.habits.power_user();
     s.until = ctx.t0 + 480 * S;
     Injected {
         requests: visit(&mut r, model, ctx.t0, s),
