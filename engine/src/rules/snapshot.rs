@@ -91,9 +91,19 @@ impl SnapshotTable {
 }
 
 /// Whether a filter can run on a row before it is put into windows: it must not
-/// read the window columns, and must give the same answer for the same row.
+/// read the window columns, must give the same answer for the same row, and
+/// must stand alone (no subquery).
 fn before_windows(expr: &Expr) -> bool {
-    !expr.is_volatile()
+    let subquery = expr
+        .exists(|e| {
+            Ok(matches!(
+                e,
+                Expr::ScalarSubquery(_) | Expr::InSubquery(_) | Expr::Exists(_)
+            ))
+        })
+        .unwrap_or(true);
+    !subquery
+        && !expr.is_volatile()
         && expr
             .column_refs()
             .iter()
@@ -204,7 +214,7 @@ impl RangeSource {
 
 /// A filter pushed into the scan: its expression over the table's columns
 /// `columns` (in that order).
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 struct Filter {
     columns: Vec<usize>,
     expr: Arc<dyn PhysicalExpr>,
@@ -240,10 +250,7 @@ impl SnapshotExec {
             rows: self.rows.clone(),
             projection: self.projection.clone(),
             schema: self.schema.clone(),
-            filter: self.filter.as_ref().map(|f| Filter {
-                columns: f.columns.clone(),
-                expr: f.expr.clone(),
-            }),
+            filter: self.filter.clone(),
             limit: None,
             properties: self.properties.clone(),
         })
@@ -455,6 +462,18 @@ mod tests {
         let plan = s.plan(&sql).await.expect("plans");
         let got = counts(&s.execute(&plan, &Mutex::new(None), false).await.expect("runs"));
         assert_eq!(got, vec![(0, 2), (30, 1)]);
+    }
+
+    #[tokio::test]
+    async fn a_filter_with_a_subquery_gives_the_same_answer() {
+        let rows = spans(&[(10.0, "a"), (20.0, "a"), (25.0, "b")]);
+        let s = session_with(rows, T0, T0).await;
+        let sql = "SELECT window_start, count(*) AS n FROM spans \
+                   WHERE client_address IN (SELECT client_address FROM spans \
+                   GROUP BY client_address HAVING count(*) > 1) GROUP BY 1";
+        let plan = s.plan(sql).await.expect("plans");
+        let got = counts(&s.execute(&plan, &Mutex::new(None), false).await.expect("runs"));
+        assert_eq!(got, vec![(0, 2)]);
     }
 
     #[tokio::test]
