@@ -26,7 +26,7 @@ use serde::{Deserialize, Serialize};
 use super::http::{ApiError, ApiJson, Caller, HttpMetrics, Limit, limit, route_limits};
 use super::security::{self, Keys, normalise_login};
 use super::store::Db;
-use super::{Config, events};
+use super::{Config, env_num, events};
 
 /// How many accounts are seeded.
 pub const SEED_ACCOUNTS: u32 = 1000;
@@ -79,13 +79,6 @@ struct Auth {
     lockout: Duration,
     /// A hash verified when the account does not exist, so both cases cost the same.
     dummy_hash: Arc<String>,
-}
-
-fn env_num<T: std::str::FromStr>(name: &str, default: T) -> T {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
 }
 
 pub async fn router(config: &Config, metrics: &HttpMetrics) -> anyhow::Result<Router> {

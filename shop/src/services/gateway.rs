@@ -34,7 +34,7 @@ use tokio::sync::Semaphore;
 
 use super::http::{self, ApiError, Caller, HttpMetrics, MAX_BODY_BYTES, Upstream};
 use super::store::Kv;
-use super::{Config, Service};
+use super::{Config, Service, env_num};
 
 const COOKIE: &str = "shop_session";
 const SESSION_TTL_SECONDS: u64 = 1800;
@@ -54,13 +54,6 @@ struct Gateway {
     burst: f64,
     in_flight: Arc<Semaphore>,
     metrics: HttpMetrics,
-}
-
-fn env_num<T: std::str::FromStr>(name: &str, default: T) -> T {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
 }
 
 pub async fn router(config: &Config, metrics: &HttpMetrics) -> anyhow::Result<Router> {

@@ -176,6 +176,15 @@ impl Config {
     }
 }
 
+/// A number from the environment variable `name`, or `default` when it is
+/// unset or not a number.
+pub(crate) fn env_num<T: std::str::FromStr>(name: &str, default: T) -> T {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
 /// Wraps a service's routes with what every service has: route naming, JSON
 /// errors, the body limit, SERVER spans and metrics, panic catching.
 pub fn finish(routes: Router, metrics: &HttpMetrics) -> Router {
