@@ -55,5 +55,6 @@ pub fn run_marker(prefix: &str) -> String {
     format!("{prefix}-{letters}")
 }
 
+pub mod engine;
 pub mod otlp;
 pub mod shop;

@@ -3,7 +3,7 @@
 //! committed once the windows they fed were evaluated and the alert delivered.
 
 use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
@@ -12,39 +12,10 @@ use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::producer::{FutureProducer, FutureRecord};
-use serde_json::{Value, json};
+use e2e::engine::{Engine, spans};
+use serde_json::Value;
 
 const BROKERS: &str = "127.0.0.1:19092";
-
-struct Engine(Child);
-
-impl Drop for Engine {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn spans(t0: i64, from: i64, to: i64, client: &str) -> Value {
-    let spans: Vec<Value> = (from..to)
-        .map(|n| {
-            let t = t0 + n * 10_000_000;
-            json!({
-                "traceId": format!("{:032x}", n + 1), "spanId": format!("{:016x}", n + 1),
-                "name": "GET /api/products/{id}", "kind": 2,
-                "startTimeUnixNano": t.to_string(), "endTimeUnixNano": (t + 2_000_000).to_string(),
-                "attributes": [
-                    {"key": "client.address", "value": {"stringValue": client}},
-                    {"key": "http.route", "value": {"stringValue": "/api/products/{id}"}},
-                    {"key": "http.response.status_code", "value": {"intValue": 200}},
-                ],
-            })
-        })
-        .collect();
-    json!({"resourceSpans": [{
-        "resource": {"attributes": [{"key": "service.name", "value": {"stringValue": "shop-gateway"}}]},
-        "scopeSpans": [{"spans": spans}]}]})
-}
 
 fn producer() -> FutureProducer {
     ClientConfig::new()

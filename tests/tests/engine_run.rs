@@ -1,64 +1,18 @@
-//! `engine run` as the embedded default: the built-in OTLP receiver takes
+//! `engine run` as the embedded default (no external service needed): the built-in OTLP receiver takes
 //! OTLP/HTTP, alerts come out on stdout as JSON lines and in the API.
 
 use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
+use e2e::engine::{Engine, address_after, spans};
 use serde_json::{Value, json};
-
-struct Engine(Child);
-
-impl Drop for Engine {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn spans(t0: i64, from: i64, to: i64, client: &str) -> Value {
-    let spans: Vec<Value> = (from..to)
-        .map(|n| {
-            let t = t0 + n * 10_000_000;
-            json!({
-                "traceId": format!("{:032x}", n + 1), "spanId": format!("{:016x}", n + 1),
-                "name": "GET /api/products/{id}", "kind": 2,
-                "startTimeUnixNano": t.to_string(), "endTimeUnixNano": (t + 2_000_000).to_string(),
-                "attributes": [
-                    {"key": "client.address", "value": {"stringValue": client}},
-                    {"key": "http.route", "value": {"stringValue": "/api/products/{id}"}},
-                    {"key": "http.response.status_code", "value": {"intValue": 200}},
-                ],
-            })
-        })
-        .collect();
-    json!({"resourceSpans": [{
-        "resource": {"attributes": [{"key": "service.name", "value": {"stringValue": "shop-gateway"}}]},
-        "scopeSpans": [{"spans": spans}]}]})
-}
-
-/// Reads stderr lines until one contains `marker`; returns the address after it.
-fn address_after(lines: &mpsc::Receiver<String>, marker: &str) -> String {
-    loop {
-        let line = lines
-            .recv_timeout(Duration::from_secs(120))
-            .expect("the engine says where it listens");
-        if let Some(at) = line.find(marker) {
-            let rest = &line[at + marker.len()..];
-            return rest
-                .split(|c: char| c.is_whitespace() || c == '/')
-                .next()
-                .unwrap_or("")
-                .to_string();
-        }
-    }
-}
 
 #[tokio::test]
 async fn run_receives_otlp_and_raises_alerts() {
     let rules = concat!(env!("CARGO_MANIFEST_DIR"), "/../rules");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_engine"))
+    let mut child = Command::new(e2e::workspace_binary("engine"))
         .args([
             "run",
             "--rules",
@@ -168,7 +122,7 @@ async fn record_writes_a_capture_that_replays_to_the_same_alert() {
     let dir = std::env::temp_dir().join(format!("otelguard-record-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let out = dir.join("recorded.jsonl.zst");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_engine"))
+    let mut child = Command::new(e2e::workspace_binary("engine"))
         .args([
             "record",
             out.to_str().unwrap(),
@@ -205,7 +159,7 @@ async fn record_writes_a_capture_that_replays_to_the_same_alert() {
     let status = recorder.0.wait().expect("record exits after 3 messages");
     assert!(status.success());
     let rules = concat!(env!("CARGO_MANIFEST_DIR"), "/../rules");
-    let replay = Command::new(env!("CARGO_BIN_EXE_engine"))
+    let replay = Command::new(e2e::workspace_binary("engine"))
         .args([
             "replay",
             out.to_str().unwrap(),

@@ -1,0 +1,57 @@
+//! The engine as a child process, and the OTLP/JSON spans the tests feed it.
+
+use std::process::Child;
+use std::sync::mpsc;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+/// A running engine, killed when dropped.
+pub struct Engine(pub Child);
+
+impl Drop for Engine {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// An OTLP/JSON `TracesData` of the gateway's SERVER spans `from..to`, one every
+/// 10 ms from `t0` (ns), each 2 ms long, from `client`.
+pub fn spans(t0: i64, from: i64, to: i64, client: &str) -> Value {
+    let spans: Vec<Value> = (from..to)
+        .map(|n| {
+            let t = t0 + n * 10_000_000;
+            json!({
+                "traceId": format!("{:032x}", n + 1), "spanId": format!("{:016x}", n + 1),
+                "name": "GET /api/products/{id}", "kind": 2,
+                "startTimeUnixNano": t.to_string(), "endTimeUnixNano": (t + 2_000_000).to_string(),
+                "attributes": [
+                    {"key": "client.address", "value": {"stringValue": client}},
+                    {"key": "http.route", "value": {"stringValue": "/api/products/{id}"}},
+                    {"key": "http.response.status_code", "value": {"intValue": 200}},
+                ],
+            })
+        })
+        .collect();
+    json!({"resourceSpans": [{
+        "resource": {"attributes": [{"key": "service.name", "value": {"stringValue": "shop-gateway"}}]},
+        "scopeSpans": [{"spans": spans}]}]})
+}
+
+/// Reads stderr lines until one contains `marker`; returns the address after it.
+pub fn address_after(lines: &mpsc::Receiver<String>, marker: &str) -> String {
+    loop {
+        let line = lines
+            .recv_timeout(Duration::from_secs(120))
+            .expect("the engine says where it listens");
+        if let Some(at) = line.find(marker) {
+            let rest = &line[at + marker.len()..];
+            return rest
+                .split(|c: char| c.is_whitespace() || c == '/')
+                .next()
+                .unwrap_or("")
+                .to_string();
+        }
+    }
+}
