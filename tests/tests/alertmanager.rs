@@ -44,7 +44,7 @@ async fn active(rule_id: &str) -> Vec<Value> {
 
 #[tokio::test]
 async fn alertmanager_receives_firing_then_resolved() {
-    let rule_id = format!("e2e.flood.{}", std::process::id());
+    let rule_id = format!("e2e.flood.{:x}", e2e::shop::nonce());
     let sink = Alertmanager::new(ALERTMANAGER);
 
     sink.send(&[alert(&rule_id, State::Firing)])

@@ -43,18 +43,20 @@ async fn create_topic(name: &str, partitions: i32) {
 
 #[tokio::test]
 async fn engine_consumes_kafka_alerts_and_commits() {
-    let pid = std::process::id();
-    let client_address = format!("203.0.113.{}", pid % 200 + 1);
-    let group = format!("e2e-engine-{pid}");
-    let topic = format!("e2e_engine_spans_{pid}");
+    // names unique to this run, not to this process: the broker's data outlives
+    // the machine's runs, and a process id comes round again
+    let run = format!("{:x}", e2e::shop::nonce());
+    let client_address = format!("203.0.113.{}", e2e::shop::nonce() % 200 + 1);
+    let group = format!("e2e-engine-{run}");
+    let topic = format!("e2e_engine_spans_{run}");
     // three partitions, as the Collector's topics have: the flood's two halves
     // and the span that moves time on each land in a partition of their own, and
     // the engine must wait for the slowest partition before closing a window
     create_topic(&topic, 3).await;
     // logs and metrics topics of its own too: the shared ones carry other data,
     // whose event times would pace the watermark
-    let logs_topic = format!("e2e_engine_logs_{pid}");
-    let metrics_topic = format!("e2e_engine_metrics_{pid}");
+    let logs_topic = format!("e2e_engine_logs_{run}");
+    let metrics_topic = format!("e2e_engine_metrics_{run}");
     create_topic(&logs_topic, 1).await;
     create_topic(&metrics_topic, 1).await;
     let producer = producer();
@@ -74,7 +76,7 @@ async fn engine_consumes_kafka_alerts_and_commits() {
 
     // only the flood rule: offsets are committed once the longest window that
     // holds a message's rows is evaluated, and the pack's KPIs span 15 minutes
-    let rules = std::env::temp_dir().join(format!("otelguard-kafka-rules-{pid}"));
+    let rules = std::env::temp_dir().join(format!("otelguard-kafka-rules-{run}"));
     std::fs::create_dir_all(&rules).expect("a rules folder");
     std::fs::copy(
         concat!(
@@ -174,7 +176,7 @@ async fn engine_consumes_kafka_alerts_and_commits() {
 
 #[tokio::test]
 async fn engine_records_the_kafka_topics_to_a_capture() {
-    let pid = std::process::id();
+    let run = format!("{:x}", e2e::shop::nonce());
     // unique to this run: the topic also holds other tests' and recordings'
     // spans, whose client addresses come from the documentation ranges
     let marker = e2e::run_marker("record");
@@ -189,8 +191,8 @@ async fn engine_records_the_kafka_topics_to_a_capture() {
         .await
         .unwrap_or_else(|(e, _)| panic!("cannot produce to Kafka at {BROKERS} ({e})"));
 
-    let out = std::env::temp_dir().join(format!("otelguard-record-kafka-{pid}.jsonl.zst"));
-    let group = format!("e2e-record-{pid}");
+    let out = std::env::temp_dir().join(format!("otelguard-record-kafka-{run}.jsonl.zst"));
+    let group = format!("e2e-record-{run}");
     let status = Command::new(e2e::workspace_binary("engine"))
         .args([
             "record",
