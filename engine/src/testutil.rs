@@ -86,6 +86,6 @@ pub fn count_kpi(window: &str, slide: &str) -> String {
 /// A rule firing when a client sends at least `min` spans in a window.
 pub fn flood_rule(window: &str, slide: &str, min: u32, for_windows: u32, suppress: &str) -> String {
     format!(
-        "/*\nid = \"test.flood\"\nseverity = \"high\"\ntags = [\"T1498\"]\nwindow = \"{window}\"\nslide = \"{slide}\"\nentity = [\"client.address\"]\nvalue = \"requests\"\nfor = {for_windows}\nsuppress = \"{suppress}\"\nsummary = \"{{value}} requests from {{client.address}}\"\n*/\nSELECT window_start, window_end, client_address, count(*) AS requests, array_agg(trace_id) AS trace_ids\nFROM spans GROUP BY 1, 2, 3 HAVING count(*) >= {min}"
+        "/*\nid = \"test.flood\"\nseverity = \"high\"\ntags = [\"T1498\"]\nwindow = \"{window}\"\nslide = \"{slide}\"\nentity = [\"client.address\"]\nvalue = \"requests\"\nfor = {for_windows}\nsuppress = \"{suppress}\"\nsummary = \"{{value}} requests from {{client.address}}\"\n*/\nSELECT window_start, window_end, client_address, count(*) AS requests, trace_sample(trace_id) AS trace_ids\nFROM spans GROUP BY 1, 2, 3 HAVING count(*) >= {min}"
     )
 }

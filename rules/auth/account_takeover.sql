@@ -38,7 +38,7 @@ WITH logins AS (
 )
 SELECT s.window_start, s.window_end, s.user_hash,
        count(DISTINCT f.time) AS failures_before,
-       array_agg(DISTINCT s.trace_id) AS trace_ids
+       trace_sample(s.trace_id) AS trace_ids
 FROM logins s
 JOIN logins f
   ON f.window_start = s.window_start AND f.user_hash = s.user_hash

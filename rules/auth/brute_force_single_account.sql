@@ -32,7 +32,7 @@ maturity = "stable"
 SELECT window_start, window_end, user_hash,
        count(*) AS failures,
        count(DISTINCT client_address) AS addresses,
-       array_agg(trace_id) AS trace_ids
+       trace_sample(trace_id) AS trace_ids
 FROM events
 WHERE event_name = 'shop.auth.login' AND shop_auth_outcome = 'failure'
   AND shop_auth_failure_reason IN ('bad_password', 'locked') AND user_hash IS NOT NULL

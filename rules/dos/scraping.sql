@@ -28,7 +28,7 @@ SELECT v.window_start, v.window_end, v.client_address,
 FROM (
     SELECT window_start, window_end, client_address,
            count(DISTINCT url_path) AS distinct_products,
-           array_agg(trace_id) AS trace_ids
+           trace_sample(trace_id) AS trace_ids
     FROM spans
     WHERE kind = 'SERVER' AND service_name = 'shop-gateway' AND http_route = '/api/products/{id}'
     GROUP BY window_start, window_end, client_address

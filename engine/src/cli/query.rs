@@ -45,6 +45,7 @@ pub async fn load(paths: &[PathBuf]) -> anyhow::Result<SessionContext> {
         eprintln!("skipped {bad} messages that do not decode");
     }
     let ctx = SessionContext::new();
+    ctx.register_udaf(crate::rules::trace_sample::udaf());
     for table in Table::ALL {
         let batches = tables.remove(&table).unwrap_or_default();
         ctx.register_table(

@@ -9,6 +9,7 @@
 pub mod definition;
 pub mod panes;
 pub mod snapshot;
+pub mod trace_sample;
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -49,6 +50,7 @@ impl WindowSession {
         // filter would carry one run's values into the next.
         config.options_mut().optimizer.enable_dynamic_filter_pushdown = false;
         let ctx = SessionContext::new_with_config(config);
+        ctx.register_udaf(trace_sample::udaf());
         let mut tables = BTreeMap::new();
         for table in Table::ALL {
             let provider = Arc::new(SnapshotTable::new(table.schema(), spec));
