@@ -338,7 +338,11 @@ impl Evaluator {
         for (table, t) in &session.tables {
             if self.sessions[si].tables.contains(table) {
                 let to = last.saturating_add(spec.size_ns);
-                let rows = self.buffer.overlapping(*table, first, to).cloned().collect();
+                let rows = self
+                    .buffer
+                    .overlapping(*table, first, to)
+                    .cloned()
+                    .collect();
                 t.set(rows, first, last);
             }
         }

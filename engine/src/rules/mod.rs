@@ -7,6 +7,7 @@
 //! closed: telemetry is decoded once and every rule reads the same batches.
 
 pub mod definition;
+pub mod distinct;
 pub mod panes;
 pub mod snapshot;
 pub mod trace_sample;
@@ -51,6 +52,7 @@ impl WindowSession {
         config.options_mut().optimizer.enable_dynamic_filter_pushdown = false;
         let ctx = SessionContext::new_with_config(config);
         ctx.register_udaf(trace_sample::udaf());
+        ctx.add_optimizer_rule(Arc::new(distinct::DistinctText::default()));
         let mut tables = BTreeMap::new();
         for table in Table::ALL {
             let provider = Arc::new(SnapshotTable::new(table.schema(), spec));

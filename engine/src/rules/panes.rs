@@ -17,7 +17,7 @@
 //! grouping sets, a window column in a filter) keeps the plain plan.
 
 use std::fmt;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use arrow::array::{Array, ArrayRef, TimestampNanosecondArray, UInt32Array};
 use arrow::compute::take;
@@ -37,9 +37,9 @@ use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::{
     DisplayAs, DisplayFormatType, ExecutionPlan, PlanProperties, SendableRecordBatchStream,
 };
-use futures::{StreamExt, TryStreamExt};
+use futures::TryStreamExt;
 
-use super::snapshot::{RangeSource, SnapshotExec};
+use super::snapshot::{PaneRange, RangeSource, SnapshotExec};
 use crate::window::WindowSpec;
 
 const WINDOW_COLUMNS: [&str; 2] = ["window_start", "window_end"];
@@ -144,6 +144,7 @@ fn in_panes(agg: &AggregateExec) -> DfResult<Option<Arc<dyn ExecutionPlan>>> {
     };
     let range = scan.range_source();
     let spec = scan.spec();
+    let panes = pane_scan.pane_range();
     let pane_scan: Arc<dyn ExecutionPlan> = Arc::new(pane_scan);
     let input = agg
         .input()
@@ -164,13 +165,15 @@ fn in_panes(agg: &AggregateExec) -> DfResult<Option<Arc<dyn ExecutionPlan>>> {
         input,
         agg.input_schema(),
     )?);
-    let spread: Arc<dyn ExecutionPlan> = Arc::new(PaneSpreadExec::new(
-        partial.clone(),
+    let spread: Arc<dyn ExecutionPlan> = Arc::new(PaneSpreadExec {
+        input: partial.clone(),
         spec,
         start,
         end,
         range,
-    ));
+        panes,
+        states: Arc::default(),
+    });
     let fin = AggregateExec::try_new(
         AggregateMode::Final,
         partial.group_expr().as_final(),
@@ -192,6 +195,14 @@ fn in_panes(agg: &AggregateExec) -> DfResult<Option<Arc<dyn ExecutionPlan>>> {
 
 /// Copies each pane's partial states into every window being evaluated that
 /// holds the pane, setting `window_start` and `window_end` to the window's.
+///
+/// The states of a pane are made once and kept while a window to evaluate
+/// holds the pane: when a window is evaluated, its panes are behind the
+/// watermark, and a row that comes later is late and dropped. Each
+/// evaluation therefore aggregates only the rows of its new panes (one
+/// slide's worth, for one new window) and merges kept states for the rest.
+/// Should rows come for a pane already made (a stream that was idle and came
+/// back behind the others), the kept states are dropped and made again.
 #[derive(Debug)]
 pub struct PaneSpreadExec {
     input: Arc<dyn ExecutionPlan>,
@@ -199,23 +210,42 @@ pub struct PaneSpreadExec {
     start: usize,
     end: Option<usize>,
     range: RangeSource,
+    /// narrows the pane scan under `input` to the panes not yet made
+    panes: PaneRange,
+    states: Arc<Mutex<PaneStates>>,
 }
 
-impl PaneSpreadExec {
-    fn new(
-        input: Arc<dyn ExecutionPlan>,
-        spec: WindowSpec,
-        start: usize,
-        end: Option<usize>,
-        range: RangeSource,
-    ) -> Self {
-        PaneSpreadExec {
-            input,
-            spec,
-            start,
-            end,
-            range,
+/// The pane states made so far.
+#[derive(Debug, Default)]
+struct PaneStates {
+    /// batches of states, with the starts of the first and last pane they cover
+    chunks: Vec<(i64, i64, Vec<RecordBatch>)>,
+    /// the largest batch id among the rows they were made from
+    seen: Option<u64>,
+}
+
+impl PaneStates {
+    /// The start of the last pane made, if any.
+    fn made_to(&self) -> Option<i64> {
+        self.chunks.iter().map(|c| c.1).max()
+    }
+
+    /// Drops what the windows starting at `first` and later no longer need,
+    /// and everything if rows came after the states were made into panes they
+    /// cover; returns the first pane still to make.
+    fn prepare(&mut self, range: &RangeSource, first: i64, slide: i64) -> i64 {
+        let (newest, earliest_new) = range.newer_than(self.seen);
+        let stale = self
+            .made_to()
+            .zip(earliest_new)
+            .is_some_and(|(to, t)| t < to + slide);
+        self.chunks.retain(|c| c.1 >= first);
+        let hole = self.chunks.iter().map(|c| c.0).min().is_some_and(|f| f > first);
+        if stale || hole {
+            self.chunks.clear();
         }
+        self.seen = newest;
+        self.made_to().map_or(first, |to| to + slide)
     }
 }
 
@@ -296,13 +326,15 @@ impl ExecutionPlan for PaneSpreadExec {
         mut children: Vec<Arc<dyn ExecutionPlan>>,
     ) -> DfResult<Arc<dyn ExecutionPlan>> {
         match (children.pop(), children.is_empty()) {
-            (Some(input), true) => Ok(Arc::new(PaneSpreadExec::new(
+            (Some(input), true) => Ok(Arc::new(PaneSpreadExec {
                 input,
-                self.spec,
-                self.start,
-                self.end,
-                self.range.clone(),
-            ))),
+                spec: self.spec,
+                start: self.start,
+                end: self.end,
+                range: self.range.clone(),
+                panes: self.panes.clone(),
+                states: self.states.clone(),
+            })),
             _ => Err(DataFusionError::Internal(
                 "PaneSpreadExec has one child".into(),
             )),
@@ -315,14 +347,48 @@ impl ExecutionPlan for PaneSpreadExec {
         context: Arc<TaskContext>,
     ) -> DfResult<SendableRecordBatchStream> {
         let schema: SchemaRef = self.input.schema();
-        let input = self.input.execute(partition, context)?;
         let (spec, start, end) = (self.spec, self.start, self.end);
-        let range = self.range.get();
-        let out = input.map(move |batch| batch.and_then(|b| spread(&b, spec, start, end, range)));
-        Ok(Box::pin(RecordBatchStreamAdapter::new(
-            schema,
-            out.into_stream(),
-        )))
+        let (first, last) = self.range.get();
+        let last_pane = last + spec.size_ns - spec.slide_ns;
+        let (kept, todo) = {
+            let mut states = self.states.lock().unwrap_or_else(|e| e.into_inner());
+            let from = states.prepare(&self.range, first, spec.slide_ns);
+            let kept: Vec<RecordBatch> = states
+                .chunks
+                .iter()
+                .flat_map(|c| c.2.iter().cloned())
+                .collect();
+            (kept, (from <= last_pane).then_some((from, last_pane)))
+        };
+        // the scan under the partial aggregate reads when it is executed, so
+        // the narrowing holds for this run
+        self.panes.set(todo);
+        let made = match todo {
+            Some(_) => Some(self.input.execute(partition, context)?),
+            None => None,
+        };
+        let states = self.states.clone();
+        let out = futures::stream::once(async move {
+            let made: Vec<RecordBatch> = match made {
+                Some(stream) => stream.try_collect().await?,
+                None => vec![],
+            };
+            if let Some((lo, hi)) = todo {
+                states
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .chunks
+                    .push((lo, hi, made.clone()));
+            }
+            let spread: Vec<DfResult<RecordBatch>> = kept
+                .iter()
+                .chain(&made)
+                .map(|b| spread(b, spec, start, end, (first, last)))
+                .collect();
+            Ok::<_, DataFusionError>(futures::stream::iter(spread))
+        })
+        .try_flatten();
+        Ok(Box::pin(RecordBatchStreamAdapter::new(schema, out)))
     }
 }
 
@@ -358,7 +424,7 @@ mod tests {
         })
         .await
         .expect("a session");
-        s.tables[&Table::Spans].set(vec![rows()], T0 - 50 * S, T0 + 200 * S);
+        s.tables[&Table::Spans].set(vec![crate::window::Buffered::new(rows()).unwrap()], T0 - 50 * S, T0 + 200 * S);
         let plan = s.plan(sql).await.expect("plans");
         let physical = Mutex::new(None);
         let batches = s.execute(&plan, &physical, panes).await.expect("runs");

@@ -40,6 +40,13 @@ pub fn times(batch: &RecordBatch) -> Result<&TimestampNanosecondArray, ArrowErro
         .ok_or_else(|| ArrowError::SchemaError("the batch has no `time` timestamp column".into()))
 }
 
+/// The index of the event-time column (see [`times`]) in a table's schema.
+pub fn times_index(schema: &Schema) -> Result<usize, ArrowError> {
+    schema
+        .index_of(SPAN_EVENT_TIME)
+        .or_else(|_| schema.index_of("time"))
+}
+
 /// One input stream: a table, from one partition of its source (a Kafka
 /// partition; 0 for a capture file or the OTLP receiver). Each stream arrives
 /// in order of its own; streams interleave arbitrarily.
@@ -181,18 +188,39 @@ impl Watermark {
     }
 }
 
-/// A batch kept in the buffer, with its time range.
+/// A batch kept in the buffer: its rows, its time range, and an id no other
+/// batch of the process has (the key under which the rules' scans keep what
+/// they made of it, see `rules::snapshot`).
 #[derive(Debug, Clone)]
-struct Held {
-    batch: RecordBatch,
-    min: i64,
-    max: i64,
+pub struct Buffered {
+    pub id: u64,
+    pub batch: RecordBatch,
+    pub min: i64,
+    pub max: i64,
+}
+
+impl Buffered {
+    /// A batch of a table's rows, with a new id; an error if it has no
+    /// event-time column.
+    pub fn new(batch: RecordBatch) -> Result<Self, ArrowError> {
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let (min, max) = times(&batch)?
+            .iter()
+            .flatten()
+            .fold((i64::MAX, i64::MIN), |(lo, hi), v| (lo.min(v), hi.max(v)));
+        Ok(Buffered {
+            id: NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+            batch,
+            min,
+            max,
+        })
+    }
 }
 
 /// The rows not yet needed by every window, per table.
 #[derive(Debug, Default)]
 pub struct Buffer {
-    tables: BTreeMap<Table, Vec<Held>>,
+    tables: BTreeMap<Table, Vec<Buffered>>,
     rows: usize,
 }
 
@@ -223,16 +251,11 @@ impl Buffer {
             None => (batch, 0),
         };
         if batch.num_rows() > 0 {
-            let t = times(&batch)?;
-            let (min, max) = t
-                .iter()
-                .flatten()
-                .fold((i64::MAX, i64::MIN), |(lo, hi), v| (lo.min(v), hi.max(v)));
             self.rows += batch.num_rows();
             self.tables
                 .entry(table)
                 .or_default()
-                .push(Held { batch, min, max });
+                .push(Buffered::new(batch)?);
         }
         Ok(late)
     }
@@ -256,13 +279,12 @@ impl Buffer {
     }
 
     /// The batches of `table` that may hold rows in `[from, to)`.
-    pub fn overlapping(&self, table: Table, from: i64, to: i64) -> impl Iterator<Item = &RecordBatch> {
+    pub fn overlapping(&self, table: Table, from: i64, to: i64) -> impl Iterator<Item = &Buffered> {
         self.tables
             .get(&table)
             .into_iter()
             .flatten()
             .filter(move |h| h.max >= from && h.min < to)
-            .map(|h| &h.batch)
     }
 }
 
@@ -279,13 +301,11 @@ pub fn windowed_schema(schema: &Schema) -> SchemaRef {
 /// The rows of `batch` (a table's own columns) placed in every window of
 /// `spec` starting in `[first_start, last_start]` that holds them, as rows of
 /// the windowed table projected to `projection` (indices into
-/// [`windowed_schema`]: 0 is `window_start`, 1 `window_end`, then the table's
-/// columns); `schema` is that projected schema. With `keep`, only the rows it
-/// marks true. One `take` per projected column: a row or column no query reads
-/// is never copied.
+/// [`windowed_schema`]: 0 is `window_start`, 1 `window_end`, then the
+/// batch's columns); `schema` is that projected schema. One `take` per
+/// projected column: a column no query reads is never copied.
 pub fn expand(
     batch: &RecordBatch,
-    keep: Option<&BooleanArray>,
     spec: WindowSpec,
     first_start: i64,
     last_start: i64,
@@ -297,9 +317,6 @@ pub fn expand(
     let mut starts: Vec<i64> = Vec::new();
     for (row, v) in t.iter().enumerate() {
         let Some(v) = v else { continue };
-        if keep.is_some_and(|k| !k.is_valid(row) || !k.value(row)) {
-            continue;
-        }
         let newest = v.div_euclid(spec.slide_ns) * spec.slide_ns;
         for j in 0..spec.overlap() {
             let start = newest - j * spec.slide_ns;
