@@ -477,4 +477,49 @@ mod tests {
         assert!(!plan.contains("PaneSpreadExec"), "{plan}");
         assert_eq!(plain, panes);
     }
+
+    /// Evaluations one window at a time, as the evaluator runs them: the pane
+    /// states kept from one evaluation serve the next, and a batch that comes
+    /// late into panes already made (a stream that was idle) makes them again.
+    #[tokio::test]
+    async fn kept_pane_states_give_the_plain_answer_window_after_window() {
+        use crate::window::Buffered;
+        let spec = WindowSpec {
+            size_ns: 60 * S,
+            slide_ns: 10 * S,
+        };
+        let s = WindowSession::new(spec).await.expect("a session");
+        let sql = "SELECT window_start, client_address, count(*) AS n, \
+                   count(DISTINCT trace_id) AS traces FROM spans GROUP BY 1, 2";
+        let plan = s.plan(sql).await.expect("plans");
+        let (plain, panes) = (Mutex::new(None), Mutex::new(None));
+        let first = Buffered::new(rows()).unwrap();
+        // comes after the windows up to T0 + 60 s were evaluated, with rows in
+        // panes those evaluations made
+        let straggler = Buffered::new(spans(&[(55.0, "a"), (75.0, "a"), (95.0, "z")])).unwrap();
+        let mut compared = 0;
+        for w in 0..12 {
+            let start = T0 - 50 * S + w * 10 * S;
+            let mut batches = vec![first.clone()];
+            if w >= 6 {
+                batches.push(straggler.clone());
+            }
+            s.tables[&Table::Spans].set(batches, start, start);
+            let text = |b: Vec<arrow::record_batch::RecordBatch>| {
+                let t = pretty_format_batches(&b).expect("prints").to_string();
+                let mut lines: Vec<String> = t.lines().map(String::from).collect();
+                lines.sort();
+                lines.join("\n")
+            };
+            let want = text(s.execute(&plan, &plain, false).await.expect("runs"));
+            let got = text(s.execute(&plan, &panes, true).await.expect("runs in panes"));
+            assert_eq!(got, want, "window {w}");
+            compared += want.lines().count();
+        }
+        assert!(compared > 60, "too few rows compared: {compared}");
+        let shown = displayable(panes.lock().unwrap().as_ref().unwrap().as_ref())
+            .indent(true)
+            .to_string();
+        assert!(shown.contains("PaneSpreadExec"), "{shown}");
+    }
 }

@@ -611,6 +611,34 @@ mod tests {
         assert_eq!(empty.iter().map(|b| b.num_rows()).sum::<usize>(), 0);
     }
 
+    #[tokio::test]
+    async fn scans_alike_share_what_they_keep_and_forget_batches_gone_from_the_buffer() {
+        let a = Buffered::new(spans(&[(10.0, "a"), (20.0, "b")])).unwrap();
+        let s = WindowSession::new(HOPPING).await.expect("a session");
+        let table = &s.tables[&Table::Spans];
+        table.set(vec![a.clone()], T0, T0);
+        // the same filter and columns in two queries: one kept entry
+        let one = "SELECT window_start, count(*) AS n FROM spans WHERE client_address = 'a' GROUP BY 1";
+        let two = "SELECT window_start, count(*) AS m FROM spans WHERE client_address = 'a' GROUP BY 1 HAVING count(*) > 0";
+        for sql in [one, two] {
+            let plan = s.plan(sql).await.expect("plans");
+            let got = counts(&s.execute(&plan, &Mutex::new(None), false).await.expect("runs"));
+            assert_eq!(got, vec![(0, 1)]);
+        }
+        let kept_ids = |t: &SnapshotTable| -> Vec<Vec<u64>> {
+            let kept = t.kept.lock().unwrap();
+            kept.0.values().map(|m| m.keys().copied().collect()).collect()
+        };
+        assert_eq!(kept_ids(table), vec![vec![a.id]]);
+        let b = Buffered::new(spans(&[(40.0, "a")])).unwrap();
+        table.set(vec![b.clone()], T0, T0);
+        assert_eq!(kept_ids(table), vec![Vec::<u64>::new()]);
+        let plan = s.plan(one).await.expect("plans");
+        let got = counts(&s.execute(&plan, &Mutex::new(None), false).await.expect("runs"));
+        assert_eq!(got, vec![(0, 1)]);
+        assert_eq!(kept_ids(table), vec![vec![b.id]]);
+    }
+
     #[test]
     fn expand_copies_only_the_projected_columns() {
         let rows = spans(&[(10.0, "a"), (45.0, "b")]);
