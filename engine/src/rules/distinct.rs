@@ -16,20 +16,21 @@ use std::collections::{HashMap, HashSet};
 use std::hash::BuildHasherDefault;
 use std::sync::Arc;
 
-use arrow::array::{Array, ArrayRef, AsArray, BooleanArray, Int64Array, ListBuilder, StringArray, StringBuilder};
-use arrow::datatypes::{DataType, Field, FieldRef};
+use arrow::array::{Array, ArrayRef, BooleanArray, Int64Array, ListBuilder, StringBuilder};
+use arrow::datatypes::{DataType, FieldRef};
 use datafusion::common::tree_node::Transformed;
 use datafusion::common::DFSchema;
 use datafusion::logical_expr::ExprSchemable;
 use datafusion::error::{DataFusionError, Result as DfResult};
 use datafusion::logical_expr::expr::{AggregateFunction, AggregateFunctionParams};
 use datafusion::logical_expr::function::{AccumulatorArgs, StateFieldsArgs};
-use datafusion::logical_expr::utils::format_state_name;
 use datafusion::logical_expr::{
     Accumulator, Aggregate, AggregateUDF, AggregateUDFImpl, EmitTo, Expr, GroupsAccumulator,
     LogicalPlan, Signature, Volatility,
 };
 use datafusion::optimizer::{ApplyOrder, OptimizerConfig, OptimizerRule};
+
+use super::trace_sample::{item, list_state, lists, texts};
 use datafusion::scalar::ScalarValue;
 
 type Hasher = BuildHasherDefault<ahash::AHasher>;
@@ -46,10 +47,6 @@ pub fn udaf() -> Arc<AggregateUDF> {
 #[derive(Debug, PartialEq, Eq, Hash)]
 struct CountDistinctText {
     signature: Signature,
-}
-
-fn item() -> FieldRef {
-    Arc::new(Field::new_list_field(DataType::Utf8, true))
 }
 
 impl AggregateUDFImpl for CountDistinctText {
@@ -78,11 +75,7 @@ impl AggregateUDFImpl for CountDistinctText {
     }
 
     fn state_fields(&self, args: StateFieldsArgs) -> DfResult<Vec<FieldRef>> {
-        Ok(vec![Arc::new(Field::new(
-            format_state_name(args.name, "distinct"),
-            DataType::List(item()),
-            true,
-        ))])
+        list_state(args, "distinct")
     }
 
     fn groups_accumulator_supported(&self, _args: AccumulatorArgs) -> bool {
@@ -107,12 +100,6 @@ struct Groups {
     pairs: HashSet<(u32, u32), Hasher>,
     counts: Vec<i64>,
     text_bytes: usize,
-}
-
-fn texts(array: &ArrayRef) -> DfResult<&StringArray> {
-    array.as_string_opt::<i32>().ok_or_else(|| {
-        DataFusionError::Internal(format!("{NAME} reads text, not {}", array.data_type()))
-    })
 }
 
 impl Groups {
@@ -199,7 +186,7 @@ impl GroupsAccumulator for Groups {
         total_num_groups: usize,
     ) -> DfResult<()> {
         self.grow(total_num_groups)?;
-        let values = texts(&values[0])?;
+        let values = texts(&values[0], NAME)?;
         for (row, &group) in group_indices.iter().enumerate() {
             if values.is_null(row) || opt_filter.is_some_and(|f| !f.is_valid(row) || !f.value(row)) {
                 continue;
@@ -216,15 +203,13 @@ impl GroupsAccumulator for Groups {
         total_num_groups: usize,
     ) -> DfResult<()> {
         self.grow(total_num_groups)?;
-        let lists = values[0].as_list_opt::<i32>().ok_or_else(|| {
-            DataFusionError::Internal(format!("{NAME}'s state is a list, not {}", values[0].data_type()))
-        })?;
+        let lists = lists(&values[0], NAME)?;
         for (row, &group) in group_indices.iter().enumerate() {
             if lists.is_null(row) {
                 continue;
             }
             let list = lists.value(row);
-            for text in texts(&list)?.iter().flatten() {
+            for text in texts(&list, NAME)?.iter().flatten() {
                 self.add(group, text);
             }
         }
@@ -245,7 +230,7 @@ impl GroupsAccumulator for Groups {
         values: &[ArrayRef],
         opt_filter: Option<&BooleanArray>,
     ) -> DfResult<Vec<ArrayRef>> {
-        let values = texts(&values[0])?;
+        let values = texts(&values[0], NAME)?;
         let mut out = ListBuilder::new(StringBuilder::new()).with_field(item());
         for row in 0..values.len() {
             if values.is_valid(row) && opt_filter.is_none_or(|f| f.is_valid(row) && f.value(row)) {
@@ -407,6 +392,7 @@ impl OptimizerRule for DistinctText {
 
 #[cfg(test)]
 mod tests {
+    use arrow::array::{AsArray, StringArray};
     use datafusion::prelude::SessionContext;
 
     use super::*;

@@ -20,6 +20,7 @@
 //! evaluation and rule.
 
 use std::collections::HashMap;
+use std::collections::hash_map::Entry;
 use std::fmt;
 use std::sync::{Arc, Mutex, RwLock};
 
@@ -411,11 +412,11 @@ impl SnapshotExec {
             if left == 0 {
                 break;
             }
-            if !kept.contains_key(&b.id) {
-                let made = self.keep(&b.batch)?;
-                kept.insert(b.id, made);
-            }
-            let Some(rows) = kept.get(&b.id).and_then(Option::as_ref) else {
+            let rows = match kept.entry(b.id) {
+                Entry::Occupied(o) => o.into_mut(),
+                Entry::Vacant(v) => v.insert(self.keep(&b.batch)?),
+            };
+            let Some(rows) = rows.as_ref() else {
                 continue;
             };
             if let Some(w) = window::expand(

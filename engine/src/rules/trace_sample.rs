@@ -24,6 +24,8 @@ use datafusion::logical_expr::{
 };
 use datafusion::scalar::ScalarValue;
 
+const NAME: &str = "trace_sample";
+
 /// How many ids an alert carries.
 pub const SAMPLES: usize = 5;
 
@@ -39,8 +41,19 @@ struct TraceSample {
     signature: Signature,
 }
 
-fn item() -> FieldRef {
+/// The item field of a list of texts: the output of `trace_sample` and the
+/// state of both aggregates of this folder (with `distinct`).
+pub(super) fn item() -> FieldRef {
     Arc::new(Field::new_list_field(DataType::Utf8, true))
+}
+
+/// The one state field of an aggregate whose state is a list of texts.
+pub(super) fn list_state(args: StateFieldsArgs, what: &str) -> DfResult<Vec<FieldRef>> {
+    Ok(vec![Arc::new(Field::new(
+        format_state_name(args.name, what),
+        DataType::List(item()),
+        true,
+    ))])
 }
 
 static DOCUMENTATION: LazyLock<Documentation> = LazyLock::new(|| {
@@ -55,7 +68,7 @@ static DOCUMENTATION: LazyLock<Documentation> = LazyLock::new(|| {
 
 impl AggregateUDFImpl for TraceSample {
     fn name(&self) -> &str {
-        "trace_sample"
+        NAME
     }
 
     fn signature(&self) -> &Signature {
@@ -71,11 +84,7 @@ impl AggregateUDFImpl for TraceSample {
     }
 
     fn state_fields(&self, args: StateFieldsArgs) -> DfResult<Vec<FieldRef>> {
-        Ok(vec![Arc::new(Field::new(
-            format_state_name(args.name, "sample"),
-            DataType::List(item()),
-            true,
-        ))])
+        list_state(args, "sample")
     }
 
     fn groups_accumulator_supported(&self, _args: AccumulatorArgs) -> bool {
@@ -122,22 +131,17 @@ impl Sample {
     }
 }
 
-/// The ids of a text array (nulls skipped), or an error naming the type.
-fn texts(array: &ArrayRef) -> DfResult<&arrow::array::StringArray> {
+/// `array` as text, or an error naming the aggregate `who` and the type.
+pub(super) fn texts<'a>(array: &'a ArrayRef, who: &str) -> DfResult<&'a arrow::array::StringArray> {
     array.as_string_opt::<i32>().ok_or_else(|| {
-        DataFusionError::Internal(format!(
-            "trace_sample reads text, not {}",
-            array.data_type()
-        ))
+        DataFusionError::Internal(format!("{who} reads text, not {}", array.data_type()))
     })
 }
 
-fn lists(array: &ArrayRef) -> DfResult<&ListArray> {
+/// `array` as a list (a state), or an error naming the aggregate `who` and the type.
+pub(super) fn lists<'a>(array: &'a ArrayRef, who: &str) -> DfResult<&'a ListArray> {
     array.as_list_opt::<i32>().ok_or_else(|| {
-        DataFusionError::Internal(format!(
-            "trace_sample's state is a list, not {}",
-            array.data_type()
-        ))
+        DataFusionError::Internal(format!("{who}'s state is a list, not {}", array.data_type()))
     })
 }
 
@@ -163,18 +167,18 @@ struct One(Sample);
 
 impl Accumulator for One {
     fn update_batch(&mut self, values: &[ArrayRef]) -> DfResult<()> {
-        for id in texts(&values[0])?.iter().flatten() {
+        for id in texts(&values[0], NAME)?.iter().flatten() {
             self.0.offer(id);
         }
         Ok(())
     }
 
     fn merge_batch(&mut self, states: &[ArrayRef]) -> DfResult<()> {
-        let states = lists(&states[0])?;
+        let states = lists(&states[0], NAME)?;
         for row in 0..states.len() {
             if states.is_valid(row) {
                 let ids = states.value(row);
-                for id in texts(&ids)?.iter().flatten() {
+                for id in texts(&ids, NAME)?.iter().flatten() {
                     self.0.offer(id);
                 }
             }
@@ -220,7 +224,7 @@ impl GroupsAccumulator for Groups {
         total_num_groups: usize,
     ) -> DfResult<()> {
         self.samples.resize_with(total_num_groups, Sample::default);
-        let ids = texts(&values[0])?;
+        let ids = texts(&values[0], NAME)?;
         for (row, &group) in group_indices.iter().enumerate() {
             if ids.is_null(row) || opt_filter.is_some_and(|f| !f.is_valid(row) || !f.value(row)) {
                 continue;
@@ -237,13 +241,13 @@ impl GroupsAccumulator for Groups {
         total_num_groups: usize,
     ) -> DfResult<()> {
         self.samples.resize_with(total_num_groups, Sample::default);
-        let states = lists(&values[0])?;
+        let states = lists(&values[0], NAME)?;
         for (row, &group) in group_indices.iter().enumerate() {
             if states.is_null(row) {
                 continue;
             }
             let ids = states.value(row);
-            for id in texts(&ids)?.iter().flatten() {
+            for id in texts(&ids, NAME)?.iter().flatten() {
                 self.held += self.samples[group].offer(id);
             }
         }
@@ -263,7 +267,7 @@ impl GroupsAccumulator for Groups {
         values: &[ArrayRef],
         opt_filter: Option<&BooleanArray>,
     ) -> DfResult<Vec<ArrayRef>> {
-        let ids = texts(&values[0])?;
+        let ids = texts(&values[0], NAME)?;
         let rows = (0..ids.len()).map(|row| {
             let mut s = Sample::default();
             if ids.is_valid(row) && opt_filter.is_none_or(|f| f.is_valid(row) && f.value(row)) {
@@ -317,7 +321,7 @@ mod tests {
             Some("c"),
         ]));
         let filter = BooleanArray::from(vec![true, true, true, false, true]);
-        g.update_batch(&[values.clone()], &[0, 0, 0, 1, 2], Some(&filter), 4)
+        g.update_batch(std::slice::from_ref(&values), &[0, 0, 0, 1, 2], Some(&filter), 4)
             .unwrap();
         let state = g.state(EmitTo::All).unwrap();
         let out = g.evaluate(EmitTo::All).unwrap();
