@@ -56,5 +56,6 @@ pub fn run_marker(prefix: &str) -> String {
 }
 
 pub mod engine;
+pub mod kafka;
 pub mod otlp;
 pub mod shop;

@@ -15,7 +15,7 @@ use rdkafka::producer::{FutureProducer, FutureRecord};
 use e2e::engine::{Engine, spans};
 use serde_json::Value;
 
-const BROKERS: &str = "127.0.0.1:19092";
+use e2e::kafka::BROKERS;
 
 fn producer() -> FutureProducer {
     ClientConfig::new()
@@ -172,6 +172,7 @@ async fn engine_consumes_kafka_alerts_and_commits() {
         committed >= 2,
         "the engine committed the offsets of what it evaluated ({committed})"
     );
+    e2e::kafka::delete_topics(&[&topic, &logs_topic, &metrics_topic]).await;
 }
 
 #[tokio::test]

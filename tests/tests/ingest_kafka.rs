@@ -32,7 +32,7 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Headers;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 
-const BROKERS: &str = "127.0.0.1:19092";
+use e2e::kafka::BROKERS;
 /// 2026-01-01T00:00:00Z in Unix nanoseconds.
 const T0: u64 = 1_767_225_600_000_000_000;
 
@@ -315,5 +315,7 @@ async fn kafka_source_decodes_dead_letters_and_commits() -> Result<()> {
         (&*again.topic, again.partition, again.offset),
         (t.metrics.as_str(), 0, 1)
     );
+    drop(source);
+    e2e::kafka::delete_topics(&[&t.spans, &t.logs, &t.metrics, &t.dead]).await;
     Ok(())
 }
