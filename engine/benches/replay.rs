@@ -11,6 +11,10 @@
 //! alone. The rules are the pack's alert rules, repeated under new ids (50 =
 //! the 10 rules five times): as many plans, as much evaluation work.
 
+/// The engine binary's allocator (see `src/main.rs`).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Instant;
