@@ -10,6 +10,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use arrow::record_batch::RecordBatch;
 use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
+use datafusion::error::{DataFusionError, Result as DfResult};
 use datafusion::logical_expr::LogicalPlan;
 use ingest::Table;
 use serde::Serialize;
@@ -346,20 +347,37 @@ impl Evaluator {
                 t.set(rows, first, last);
             }
         }
-        for ri in 0..self.rules.rules.len() {
-            if self.rules.rules[ri].session != si || !self.health[ri].enabled {
-                continue;
-            }
+        // The session's rules run at once, as tasks of their own: on a runtime
+        // with several threads they share the cores. Their results are then
+        // taken in rule order, so the output does not depend on which ends first.
+        let running: Vec<(usize, tokio::task::JoinHandle<DfResult<Vec<crate::rules::Finding>>>)> =
+            (0..self.rules.rules.len())
+                .filter(|&ri| self.rules.rules[ri].session == si && self.health[ri].enabled)
+                .map(|ri| {
+                    let rule = self.rules.rules[ri].clone();
+                    let session = self.rules.sessions[si].clone();
+                    let task = tokio::spawn(async move {
+                        // one immediate retry, planned afresh: a passing
+                        // failure should not skip windows
+                        let mut result = rule.execute(&session).await;
+                        if result.is_err() {
+                            rule.replan();
+                            result = rule.execute(&session).await;
+                        }
+                        result.and_then(|batches| rule.findings(&batches))
+                    });
+                    (ri, task)
+                })
+                .collect();
+        for (ri, task) in running {
             let rule = &self.rules.rules[ri];
-            let session = &self.rules.sessions[si];
-            // one immediate retry, planned afresh: a passing failure should
-            // not skip windows
-            let mut result = rule.execute(session).await;
-            if result.is_err() {
-                rule.replan();
-                result = rule.execute(session).await;
-            }
-            let findings = result.and_then(|batches| rule.findings(&batches));
+            let result = task.await.unwrap_or_else(|e| {
+                Err(DataFusionError::Execution(format!(
+                    "the evaluation stopped: {}",
+                    if e.is_panic() { "it panicked" } else { "it was cancelled" }
+                )))
+            });
+            let findings = result;
             let health = &mut self.health[ri];
             health.evaluations += 1;
             let findings = match findings {

@@ -376,8 +376,9 @@ impl Which {
 
 /// Every rule and KPI of a pack, planned, grouped by window spec.
 pub struct RuleSet {
-    pub sessions: Vec<WindowSession>,
-    pub rules: Vec<CompiledRule>,
+    /// shared with the tasks that evaluate their rules
+    pub sessions: Vec<Arc<WindowSession>>,
+    pub rules: Vec<Arc<CompiledRule>>,
     /// files that could not be used, with why; the other rules run
     pub errors: Vec<RuleError>,
 }
@@ -387,6 +388,11 @@ impl RuleSet {
     /// its header says (for measuring and testing them).
     pub fn set_panes(&mut self, on: bool) {
         for r in &mut self.rules {
+            // the rules are shared only while an evaluation runs
+            let Some(r) = Arc::get_mut(r) else {
+                tracing::warn!("set_panes during an evaluation: ignored");
+                return;
+            };
             r.def.panes = on;
             r.replan();
         }
@@ -444,7 +450,7 @@ impl RuleSet {
                     let s = WindowSession::new(def.window)
                         .await
                         .map_err(|e| RuleError::new(def.header_location(), e.to_string()))?;
-                    set.sessions.push(s);
+                    set.sessions.push(Arc::new(s));
                     set.sessions.len() - 1
                 }
             };
@@ -459,12 +465,12 @@ impl RuleSet {
                 set.errors.push(e);
                 continue;
             }
-            set.rules.push(CompiledRule {
+            set.rules.push(Arc::new(CompiledRule {
                 def,
                 plan,
                 physical: Mutex::new(None),
                 session,
-            });
+            }));
         }
         set.rules.sort_by(|a, b| a.def.id.cmp(&b.def.id));
         Ok(set)

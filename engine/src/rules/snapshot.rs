@@ -20,7 +20,6 @@
 //! evaluation and rule.
 
 use std::collections::HashMap;
-use std::collections::hash_map::Entry;
 use std::fmt;
 use std::sync::{Arc, Mutex, RwLock};
 
@@ -406,16 +405,34 @@ impl SnapshotExec {
         };
         let mut out = Vec::new();
         let mut left = self.limit.unwrap_or(usize::MAX);
-        let mut kept = self.kept.lock().unwrap_or_else(|e| e.into_inner());
-        let kept = kept.0.entry(self.key.clone()).or_default();
-        for b in &rows.batches {
+        // what is kept of each batch; the lock is held only to look up and to
+        // store, as other rules' scans may run at the same time (two scans
+        // alike may then both make a batch's rows once: the same rows)
+        let known: Vec<Option<Option<RecordBatch>>> = {
+            let mut kept = self.kept.lock().unwrap_or_else(|e| e.into_inner());
+            let kept = kept.0.entry(self.key.clone()).or_default();
+            rows.batches.iter().map(|b| kept.get(&b.id).cloned()).collect()
+        };
+        let mut made = Vec::new();
+        let mut per_batch = Vec::with_capacity(known.len());
+        for (b, known) in rows.batches.iter().zip(known) {
+            per_batch.push(match known {
+                Some(rows) => rows,
+                None => {
+                    let rows = self.keep(&b.batch)?;
+                    made.push((b.id, rows.clone()));
+                    rows
+                }
+            });
+        }
+        if !made.is_empty() {
+            let mut kept = self.kept.lock().unwrap_or_else(|e| e.into_inner());
+            kept.0.entry(self.key.clone()).or_default().extend(made);
+        }
+        for rows in &per_batch {
             if left == 0 {
                 break;
             }
-            let rows = match kept.entry(b.id) {
-                Entry::Occupied(o) => o.into_mut(),
-                Entry::Vacant(v) => v.insert(self.keep(&b.batch)?),
-            };
             let Some(rows) = rows.as_ref() else {
                 continue;
             };
