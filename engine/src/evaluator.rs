@@ -372,6 +372,8 @@ impl Evaluator {
         for (ri, task) in running {
             let rule = &self.rules.rules[ri];
             let result = task.await.unwrap_or_else(|e| {
+                // planned afresh next time, in case the plan's state is what broke
+                rule.replan();
                 Err(DataFusionError::Execution(format!(
                     "the evaluation stopped: {}",
                     if e.is_panic() { "it panicked" } else { "it was cancelled" }
