@@ -66,6 +66,11 @@ pub fn spans(at: &[(f64, &str)]) -> RecordBatch {
 
 /// A rule set from rule file texts.
 pub async fn rule_set(files: &[&str]) -> RuleSet {
+    rule_set_with(files, &[]).await
+}
+
+/// A rule set from rule file texts, with scalar functions of the test's own.
+pub async fn rule_set_with(files: &[&str], functions: &[datafusion::logical_expr::ScalarUDF]) -> RuleSet {
     let defs = files
         .iter()
         .enumerate()
@@ -73,7 +78,9 @@ pub async fn rule_set(files: &[&str]) -> RuleSet {
             parse_text(std::path::Path::new(&format!("rule{i}.sql")), t).expect("test rule parses")
         })
         .collect();
-    RuleSet::from_definitions(defs).await.expect("rule set")
+    RuleSet::from_definitions_with(defs, functions)
+        .await
+        .expect("rule set")
 }
 
 /// A KPI counting spans per client in windows of `window`/`slide`.

@@ -115,27 +115,36 @@ async fn a_rule_failing_at_run_time_is_disabled_and_the_others_run() {
     let failing = "/*\nid = \"test.broken\"\nseverity = \"low\"\nwindow = \"10s\"\nentity = [\"client.address\"]\nvalue = \"v\"\n*/\nSELECT window_start, window_end, client_address, count(*) / (count(*) - count(*)) AS v FROM spans GROUP BY 1, 2, 3";
     let good = flood_rule("10s", "10s", 10, 1, "0s");
     let mut ev = Evaluator::new(rule_set(&[failing, &good]).await, 0);
+    let fired = five_bursts(&mut ev, None).await;
+    assert_broken_alone(&ev, "test.broken", "Divide by zero", &fired);
+}
+
+/// Five bursts of 20 requests from new clients, ten seconds apart (each with
+/// one more request from `extra`, if any), evaluated as they come.
+async fn five_bursts(ev: &mut Evaluator, extra: Option<&str>) -> Vec<Alert> {
     let mut fired = Vec::new();
     for i in 0..5 {
-        let rows = burst(i as f64 * 10.0, 20, &format!("c{i}"));
+        let mut rows = burst(i as f64 * 10.0, 20, &format!("c{i}"));
+        if let Some(extra) = extra {
+            rows.push((i as f64 * 10.0 + 1.0, extra.to_string()));
+        }
         let rows: Vec<(f64, &str)> = rows.iter().map(|(t, c)| (*t, c.as_str())).collect();
         ev.push(ingest::Table::Spans, spans(&rows)).unwrap();
         fired.extend(alerts(ev.evaluate().await));
     }
     fired.extend(alerts(ev.finish().await));
+    fired
+}
+
+/// Rule `id` was disabled after repeated failures, the last with `error`,
+/// while `test.flood` kept running and firing.
+fn assert_broken_alone(ev: &Evaluator, id: &str, error: &str, fired: &[Alert]) {
     let health = ev.health();
-    let broken = health.iter().find(|h| h.id == "test.broken").unwrap();
-    assert!(
-        !broken.enabled,
-        "disabled after repeated failures: {broken:?}"
-    );
+    let broken = health.iter().find(|h| h.id == id).unwrap();
+    assert!(!broken.enabled, "disabled after repeated failures: {broken:?}");
     assert_eq!(broken.failures, crate::evaluator::MAX_FAILURES);
     assert!(
-        broken
-            .last_error
-            .as_deref()
-            .unwrap_or("")
-            .contains("Divide by zero"),
+        broken.last_error.as_deref().unwrap_or("").contains(error),
         "{broken:?}"
     );
     let good_health = health.iter().find(|h| h.id == "test.flood").unwrap();
@@ -144,4 +153,35 @@ async fn a_rule_failing_at_run_time_is_disabled_and_the_others_run() {
         fired.iter().filter(|a| a.state == State::Firing).count() >= 4,
         "the other rule keeps firing: {fired:?}"
     );
+}
+
+#[tokio::test]
+async fn a_rule_that_panics_fails_alone_and_is_disabled() {
+    use std::sync::Arc;
+
+    use arrow::datatypes::DataType;
+    use datafusion::logical_expr::{ColumnarValue, Volatility, create_udf};
+
+    // a function that panics on the address "boom", as a bug in an operator might
+    let boom = create_udf(
+        "boom",
+        vec![DataType::Utf8],
+        DataType::Boolean,
+        Volatility::Immutable,
+        Arc::new(|args: &[ColumnarValue]| {
+            let arrays = ColumnarValue::values_to_arrays(args)?;
+            let text = arrow::array::AsArray::as_string::<i32>(arrays[0].as_ref());
+            if text.iter().flatten().any(|v| v == "boom") {
+                panic!("boom");
+            }
+            Ok(ColumnarValue::Array(Arc::new(arrow::array::BooleanArray::from(
+                vec![true; arrays[0].len()],
+            ))))
+        }),
+    );
+    let panicking = "/*\nid = \"test.panics\"\nseverity = \"low\"\nwindow = \"10s\"\nentity = [\"client.address\"]\nvalue = \"n\"\n*/\nSELECT window_start, window_end, client_address, count(*) AS n FROM spans WHERE boom(client_address) GROUP BY 1, 2, 3";
+    let good = flood_rule("10s", "10s", 10, 1, "0s");
+    let mut ev = Evaluator::new(rule_set_with(&[panicking, &good], &[boom]).await, 0);
+    let fired = five_bursts(&mut ev, Some("boom")).await;
+    assert_broken_alone(&ev, "test.panics", "panicked", &fired);
 }

@@ -22,7 +22,7 @@ use arrow::datatypes::DataType;
 use arrow::record_batch::RecordBatch;
 use arrow::util::display::{ArrayFormatter, FormatOptions};
 use datafusion::error::{DataFusionError, Result as DfResult};
-use datafusion::logical_expr::LogicalPlan;
+use datafusion::logical_expr::{LogicalPlan, ScalarUDF};
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion::physical_plan::execution_plan::reset_plan_states;
 use datafusion::prelude::{SessionConfig, SessionContext};
@@ -429,6 +429,15 @@ impl RuleSet {
 
     /// Plans parsed definitions; duplicate ids and planning errors go to `errors`.
     pub async fn from_definitions(defs: Vec<Definition>) -> Result<RuleSet, RuleError> {
+        Self::from_definitions_with(defs, &[]).await
+    }
+
+    /// [`RuleSet::from_definitions`], with scalar functions of the caller's
+    /// own that the rules may call, besides DataFusion's and the engine's.
+    pub async fn from_definitions_with(
+        defs: Vec<Definition>,
+        functions: &[ScalarUDF],
+    ) -> Result<RuleSet, RuleError> {
         let mut set = RuleSet {
             sessions: vec![],
             rules: vec![],
@@ -450,6 +459,9 @@ impl RuleSet {
                     let s = WindowSession::new(def.window)
                         .await
                         .map_err(|e| RuleError::new(def.header_location(), e.to_string()))?;
+                    for f in functions {
+                        s.ctx.register_udf(f.clone());
+                    }
                     set.sessions.push(Arc::new(s));
                     set.sessions.len() - 1
                 }
