@@ -339,11 +339,7 @@ impl Evaluator {
         for (table, t) in &session.tables {
             if self.sessions[si].tables.contains(table) {
                 let to = last.saturating_add(spec.size_ns);
-                let rows = self
-                    .buffer
-                    .overlapping(*table, first, to)
-                    .cloned()
-                    .collect();
+                let rows = self.buffer.overlapping(*table, first, to).cloned().collect();
                 t.set(rows, first, last);
             }
         }
@@ -371,7 +367,7 @@ impl Evaluator {
                 .collect();
         for (ri, task) in running {
             let rule = &self.rules.rules[ri];
-            let result = task.await.unwrap_or_else(|e| {
+            let findings = task.await.unwrap_or_else(|e| {
                 // planned afresh next time, in case the plan's state is what broke
                 rule.replan();
                 Err(DataFusionError::Execution(format!(
@@ -379,7 +375,6 @@ impl Evaluator {
                     if e.is_panic() { "it panicked" } else { "it was cancelled" }
                 )))
             });
-            let findings = result;
             let health = &mut self.health[ri];
             health.evaluations += 1;
             let findings = match findings {

@@ -30,7 +30,7 @@ use datafusion::logical_expr::{
 };
 use datafusion::optimizer::{ApplyOrder, OptimizerConfig, OptimizerRule};
 
-use super::trace_sample::{item, list_state, lists, texts};
+use super::trace_sample::{counted, item, list_state, lists, texts};
 use datafusion::scalar::ScalarValue;
 
 type Hasher = BuildHasherDefault<ahash::AHasher>;
@@ -188,7 +188,7 @@ impl GroupsAccumulator for Groups {
         self.grow(total_num_groups)?;
         let values = texts(&values[0], NAME)?;
         for (row, &group) in group_indices.iter().enumerate() {
-            if values.is_null(row) || opt_filter.is_some_and(|f| !f.is_valid(row) || !f.value(row)) {
+            if !counted(values, opt_filter, row) {
                 continue;
             }
             self.add(group, values.value(row));
@@ -233,7 +233,7 @@ impl GroupsAccumulator for Groups {
         let values = texts(&values[0], NAME)?;
         let mut out = ListBuilder::new(StringBuilder::new()).with_field(item());
         for row in 0..values.len() {
-            if values.is_valid(row) && opt_filter.is_none_or(|f| f.is_valid(row) && f.value(row)) {
+            if counted(values, opt_filter, row) {
                 out.values().append_value(values.value(row));
             }
             out.append(true);

@@ -138,6 +138,16 @@ pub(super) fn texts<'a>(array: &'a ArrayRef, who: &str) -> DfResult<&'a arrow::a
     })
 }
 
+/// Whether row `row` is aggregated: its value is not null and the aggregate's
+/// `FILTER` (if any) holds for it.
+pub(super) fn counted(
+    values: &arrow::array::StringArray,
+    filter: Option<&BooleanArray>,
+    row: usize,
+) -> bool {
+    values.is_valid(row) && filter.is_none_or(|f| f.is_valid(row) && f.value(row))
+}
+
 /// `array` as a list (a state), or an error naming the aggregate `who` and the type.
 pub(super) fn lists<'a>(array: &'a ArrayRef, who: &str) -> DfResult<&'a ListArray> {
     array.as_list_opt::<i32>().ok_or_else(|| {
@@ -226,7 +236,7 @@ impl GroupsAccumulator for Groups {
         self.samples.resize_with(total_num_groups, Sample::default);
         let ids = texts(&values[0], NAME)?;
         for (row, &group) in group_indices.iter().enumerate() {
-            if ids.is_null(row) || opt_filter.is_some_and(|f| !f.is_valid(row) || !f.value(row)) {
+            if !counted(ids, opt_filter, row) {
                 continue;
             }
             self.held += self.samples[group].offer(ids.value(row));
@@ -270,7 +280,7 @@ impl GroupsAccumulator for Groups {
         let ids = texts(&values[0], NAME)?;
         let rows = (0..ids.len()).map(|row| {
             let mut s = Sample::default();
-            if ids.is_valid(row) && opt_filter.is_none_or(|f| f.is_valid(row) && f.value(row)) {
+            if counted(ids, opt_filter, row) {
                 s.offer(ids.value(row));
             }
             s
