@@ -90,8 +90,10 @@ fn http_protocol() -> bool {
 
 /// The head sampler: `OTEL_TRACES_SAMPLER` when set (the SDK reads it), else
 /// parent-based trace-id ratio with the ratio from `OTEL_TRACES_SAMPLER_ARG`
-/// (default 1.0). A request whose caller sampled it is always sampled here, one
-/// whose caller did not is never: a trace is kept or dropped as a whole.
+/// (default 1.0). Behind the gateway, a request whose caller sampled it is
+/// always sampled, one whose caller did not is never: a trace is kept or
+/// dropped as a whole. The gateway is the root of every trace (it never
+/// continues an outside caller's), so its ratio decides.
 fn sampler() -> Option<Sampler> {
     if std::env::var("OTEL_TRACES_SAMPLER").is_ok() {
         return None;

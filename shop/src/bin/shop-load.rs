@@ -14,6 +14,7 @@ use anyhow::{Context, bail};
 use chrono::Utc;
 use clap::Parser;
 use shop::load::{self, Config, client, scenarios};
+use shop::services::security::Keys;
 
 /// Send genuine shoppers and attack or look-alike scenarios to the shop's
 /// gateway (each simulated client's address in X-Forwarded-For), then write
@@ -127,6 +128,12 @@ async fn run(args: Args) -> anyhow::Result<()> {
             args.gateway
         );
     }
+    // The truth's indicators are hashed as the shop hashes them: with its
+    // keys, read before anything is sent.
+    let keys = match &args.truth {
+        Some(_) => Some(Keys::from_env().context("--truth needs the shop's hashing keys")?),
+        None => None,
+    };
     let duration = seconds(&args.duration).context("--duration")?;
     if !(duration > 0.0 && duration <= 3600.0) {
         bail!("--duration must be between 1s and 1h");
@@ -199,8 +206,16 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let tallies = runner.tallies();
     let sent: u64 = tallies.iter().map(client::Tally::sent).sum();
     let failed: u64 = tallies.iter().map(|t| t.failed).sum();
-    if let Some(path) = &args.truth {
-        let truth = load::truth(&cfg, &capture_name(&args), &plans, &tallies, started, ended);
+    if let (Some(path), Some(keys)) = (&args.truth, &keys) {
+        let truth = load::truth(
+            &cfg,
+            keys,
+            &capture_name(&args),
+            &plans,
+            &tallies,
+            started,
+            ended,
+        );
         let text = serde_json::to_string_pretty(&truth)? + "\n";
         std::fs::write(path, text).with_context(|| format!("cannot write {}", path.display()))?;
         eprintln!("shop-load: truth written to {}", path.display());

@@ -92,16 +92,17 @@ pub fn rfc3339(t: DateTime<Utc>) -> String {
     t.to_rfc3339_opts(SecondsFormat::Millis, true)
 }
 
-/// The truth of a finished run: one entry per scenario plan (not the baseline).
+/// The truth of a finished run: one entry per scenario plan (not the
+/// baseline), its indicators hashed with `keys` (the shop's).
 pub fn truth(
     cfg: &Config,
+    keys: &Keys,
     capture: &str,
     plans: &[Plan],
     tallies: &[client::Tally],
     start: DateTime<Utc>,
     end: DateTime<Utc>,
 ) -> Truth {
-    let keys = Keys::from_env();
     let scenarios = plans
         .iter()
         .zip(tallies)
@@ -113,7 +114,7 @@ pub fn truth(
             end: rfc3339(t.last.unwrap_or(end)),
             description: p.about.clone(),
             requests: t.own as usize,
-            indicators: p.indicators(&keys),
+            indicators: p.indicators(keys),
         })
         .collect();
     Truth {

@@ -143,7 +143,7 @@ fn busiest_minute(times: &[f64]) -> usize {
 #[test]
 fn brute_force_hits_one_account_from_one_address_within_the_login_limit() {
     let p = one("brute_force");
-    let ind = p.indicators(&Keys::from_env());
+    let ind = p.indicators(&Keys::development());
     assert_eq!(ind["client.address"].len(), 1);
     assert_eq!(ind["user.hash"].len(), 1);
     let per = logins_by_address(&p);
@@ -184,7 +184,7 @@ fn card_testing_uses_many_cards_mostly_dead() {
         "{dead} of {} dead",
         cards.len()
     );
-    let fps = &p.indicators(&Keys::from_env())["shop.payment.card.fingerprint"];
+    let fps = &p.indicators(&Keys::development())["shop.payment.card.fingerprint"];
     assert_eq!(fps.len(), distinct.len());
 }
 
@@ -192,7 +192,7 @@ fn card_testing_uses_many_cards_mostly_dead() {
 fn floods_name_their_route_and_bots_keep_no_session() {
     for name in ["http_flood", "distributed_flood"] {
         let p = one(name);
-        let ind = p.indicators(&Keys::from_env());
+        let ind = p.indicators(&Keys::development());
         assert_eq!(ind["http.route"], vec!["/api/products/{id}".to_string()]);
         assert!(p.actors.iter().all(|a| a.parallel));
     }
@@ -204,7 +204,7 @@ fn floods_name_their_route_and_bots_keep_no_session() {
 fn account_takeover_keeps_the_victims_own_visit_out_of_the_truth() {
     let p = one("account_takeover");
     assert!(p.steps.iter().any(|s| s.context));
-    let ind = p.indicators(&Keys::from_env());
+    let ind = p.indicators(&Keys::development());
     assert_eq!(ind["client.address"].len(), 1);
     assert_eq!(ind["user.hash"].len(), 1);
     assert_eq!(ind["shop.payment.card.fingerprint"].len(), 1);
@@ -237,6 +237,7 @@ fn the_truth_has_the_shape_rules_test_reads() {
     tallies[1].own = 45;
     let t = truth(
         &cfg,
+        &Keys::development(),
         "x.jsonl.zst",
         &ps,
         &tallies,

@@ -1,12 +1,19 @@
 //! `auth`: accounts with argon2id password hashes, lockout, a login rate limit.
 //!
-//! Routes: `POST /api/auth/register` `{"email", "password"}` (201
-//! `{"user_id"}`, `shop.account.created`), `POST /api/auth/login`
-//! `{"email", "password"}` (200 `{"user_id"}`, 401, 403 when locked, 429 when
-//! rate limited; `shop.auth.login` with `user.hash`, never the e-mail).
-//! Five failed logins in a row lock an account for 15 minutes
-//! (`SHOP_LOCKOUT_FAILURES`, `SHOP_LOCKOUT_SECONDS`); one client address gets
-//! `SHOP_LOGIN_RATE_PER_MIN` (default 30) login attempts a minute.
+//! Routes: `POST /api/auth/register` `{"email", "password"}` (202
+//! `{"status": "accepted"}` whether the address was free or not;
+//! `shop.account.created` when it was), `POST /api/auth/login`
+//! `{"email", "password"}` (200 `{"user_id"}`; 401 for an unknown name, a
+//! wrong password and a locked account alike; 429 when rate limited;
+//! `shop.auth.login` with `user.hash`, never the e-mail, and the real reason).
+//! Every login runs one argon2 verification, against a dummy hash when the
+//! name is unknown ([`security::Passwords`]): neither the answer nor its time
+//! tells which accounts exist.
+//! Five attempts that did not succeed lock an account for 15 minutes
+//! (`SHOP_LOCKOUT_FAILURES`, `SHOP_LOCKOUT_SECONDS`): each attempt is counted
+//! and checked against the lock in one SQL statement before the password is
+//! verified, so concurrent guesses cannot slip past it. One client address
+//! gets `SHOP_LOGIN_RATE_PER_MIN` (default 30) login attempts a minute.
 //! At start the service seeds 1000 accounts when there are none:
 //! `shopper0001@example.com` / `shopper-0001-pass` ... `shopper1000@example.com`.
 
@@ -24,7 +31,7 @@ use opentelemetry::metrics::Counter;
 use serde::{Deserialize, Serialize};
 
 use super::http::{ApiError, ApiJson, Caller, HttpMetrics, Limit, limit, route_limits};
-use super::security::{self, Keys, normalise_login};
+use super::security::{self, Keys, Passwords, normalise_login};
 use super::store::Db;
 use super::{Config, env_num, events};
 
@@ -46,6 +53,23 @@ impl std::fmt::Debug for Credentials {
 #[derive(Debug, Serialize, Deserialize)]
 pub struct Authenticated {
     pub user_id: String,
+}
+
+/// The answer to every valid registration, new address or not: telling them
+/// apart would tell which addresses have accounts.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Registered {
+    pub status: String,
+    pub message: String,
+}
+
+impl Registered {
+    fn accepted() -> Self {
+        Registered {
+            status: "accepted".to_owned(),
+            message: "if the address had no account, it has one now: sign in".to_owned(),
+        }
+    }
 }
 
 /// Checks the shape of credentials for registration.
@@ -77,11 +101,11 @@ struct Auth {
     rate_per_min: u32,
     lockout_failures: i32,
     lockout: Duration,
-    /// A hash verified when the account does not exist, so both cases cost the same.
-    dummy_hash: Arc<String>,
+    passwords: Passwords,
 }
 
 pub async fn router(config: &Config, metrics: &HttpMetrics) -> anyhow::Result<Router> {
+    let keys = Keys::from_env()?;
     let db = Db::connect(&config.database_url, "auth", config.chaos.clone()).await?;
     let seeded = seed_accounts(&db).await?;
     if seeded > 0 {
@@ -89,7 +113,7 @@ pub async fn router(config: &Config, metrics: &HttpMetrics) -> anyhow::Result<Ro
     }
     let state = Auth {
         db,
-        keys: Keys::from_env(),
+        keys,
         logins: opentelemetry::global::meter("shop.auth")
             .u64_counter("shop.auth.logins")
             .with_description("Login attempts by outcome")
@@ -98,7 +122,7 @@ pub async fn router(config: &Config, metrics: &HttpMetrics) -> anyhow::Result<Ro
         rate_per_min: env_num("SHOP_LOGIN_RATE_PER_MIN", 30),
         lockout_failures: env_num("SHOP_LOCKOUT_FAILURES", 5),
         lockout: Duration::from_secs(env_num("SHOP_LOCKOUT_SECONDS", 900)),
-        dummy_hash: Arc::new(security::hash_password_light("not a real password")?),
+        passwords: Passwords::new()?,
     };
     let (max, timeout) = route_limits();
     let lim = |route| from_fn_with_state(Limit::new(route, max, timeout, metrics), limit);
@@ -114,8 +138,12 @@ pub async fn router(config: &Config, metrics: &HttpMetrics) -> anyhow::Result<Ro
 const SQL_COUNT: &str = "SELECT count(*) FROM accounts";
 const SQL_SEED: &str = "INSERT INTO accounts (email, password_hash) SELECT * FROM UNNEST($1::text[], $2::text[]) ON CONFLICT (email) DO NOTHING";
 const SQL_INSERT: &str = "INSERT INTO accounts (email, password_hash) VALUES ($1, $2) ON CONFLICT (email) DO NOTHING RETURNING id";
-const SQL_FIND: &str = "SELECT id, password_hash, failed_logins, locked_until > now() AS locked FROM accounts WHERE email = $1";
-const SQL_FAILED: &str = "UPDATE accounts SET failed_logins = failed_logins + 1, locked_until = CASE WHEN failed_logins + 1 >= $2 THEN now() + make_interval(secs => $3) ELSE locked_until END WHERE id = $1";
+/// One login attempt, checked and counted in one statement: an account that
+/// is not locked has the attempt counted as a failure (locking it at the
+/// `$2`th) before its password is verified, a locked one is left as it is.
+/// The row comes back either way (`locked`: the attempt was refused); no row:
+/// no such account. A success resets the count ([`SQL_SUCCEEDED`]).
+const SQL_ATTEMPT: &str = "WITH attempt AS (UPDATE accounts SET failed_logins = failed_logins + 1, locked_until = CASE WHEN failed_logins + 1 >= $2 THEN now() + make_interval(secs => $3) ELSE locked_until END WHERE email = $1 AND (locked_until IS NULL OR locked_until <= now()) RETURNING id) SELECT a.id, a.password_hash, NOT EXISTS (SELECT 1 FROM attempt) AS locked FROM accounts a WHERE a.email = $1";
 const SQL_SUCCEEDED: &str =
     "UPDATE accounts SET failed_logins = 0, locked_until = NULL WHERE id = $1";
 
@@ -176,10 +204,11 @@ async fn register(
     State(auth): State<Auth>,
     caller: Caller,
     ApiJson(creds): ApiJson<Credentials>,
-) -> Result<(StatusCode, axum::Json<Authenticated>), ApiError> {
+) -> Result<(StatusCode, axum::Json<Registered>), ApiError> {
     validate_registration(&creds)?;
     let email = normalise_login(&creds.email);
     let password = creds.password;
+    // Hashed whether the address is free or not: both answers take as long.
     let hash = tokio::task::spawn_blocking(move || security::hash_password(&password))
         .await
         .map_err(ApiError::internal)?
@@ -197,16 +226,46 @@ async fn register(
                 .fetch_optional(&mut *conn),
         )
         .await?;
-    let id = id.ok_or_else(|| {
-        ApiError::new(
-            StatusCode::CONFLICT,
-            "account_exists",
-            "an account with this e-mail exists",
-        )
-    })?;
-    let user_id = id.to_string();
-    events::account_created(&caller, &user_id);
-    Ok((StatusCode::CREATED, axum::Json(Authenticated { user_id })))
+    if let Some(id) = id {
+        events::account_created(&caller, &id.to_string());
+    }
+    Ok((StatusCode::ACCEPTED, axum::Json(Registered::accepted())))
+}
+
+/// An account as a login attempt found it.
+struct Attempt {
+    id: i64,
+    password_hash: String,
+    /// Locked: the attempt was refused and not counted.
+    locked: bool,
+}
+
+/// What a login attempt comes to, before it is answered.
+#[derive(Debug, PartialEq)]
+enum Verdict {
+    Success(i64),
+    /// `shop.auth.failure_reason`: `unknown_user`, `locked` or `bad_password`.
+    Failure(&'static str),
+}
+
+/// Judges one attempt: exactly one argon2 verification whatever was found
+/// (the account's hash, the dummy for an unknown name), then the verdict.
+async fn judge(
+    passwords: &Passwords,
+    found: Option<Attempt>,
+    password: String,
+) -> Result<Verdict, ApiError> {
+    let hash = found.as_ref().map(|a| a.password_hash.clone());
+    let matches = passwords
+        .verify(password, hash)
+        .await
+        .map_err(ApiError::internal)?;
+    Ok(match found {
+        None => Verdict::Failure("unknown_user"),
+        Some(a) if a.locked => Verdict::Failure("locked"),
+        Some(_) if !matches => Verdict::Failure("bad_password"),
+        Some(a) => Verdict::Success(a.id),
+    })
 }
 
 async fn login(
@@ -219,59 +278,36 @@ async fn login(
         auth.fail(&caller, &user_hash, "rate_limited");
         return Err(ApiError::too_many(60));
     }
-    if creds.email.len() > 254 || creds.password.chars().count() > 128 {
-        auth.fail(&caller, &user_hash, "unknown_user");
-        return Err(ApiError::unauthorized("wrong e-mail or password"));
-    }
     let email = normalise_login(&creds.email);
-    let mut conn = auth.db.conn().await?;
-    let row: Option<(i64, String, i32, Option<bool>)> = auth
-        .db
-        .run(
-            "SELECT",
-            "accounts",
-            SQL_FIND,
-            sqlx::query_as(SQL_FIND)
-                .bind(&email)
-                .fetch_optional(&mut *conn),
-        )
-        .await?;
-    let (hash, known) = match &row {
-        Some((_, hash, _, _)) => (hash.clone(), true),
-        None => (auth.dummy_hash.as_str().to_owned(), false),
-    };
-    let password = creds.password;
-    let matches = tokio::task::spawn_blocking(move || security::verify_password(&password, &hash))
-        .await
-        .map_err(ApiError::internal)?;
-    let Some((id, _, _, locked)) = row.filter(|_| known) else {
-        auth.fail(&caller, &user_hash, "unknown_user");
-        return Err(ApiError::unauthorized("wrong e-mail or password"));
-    };
-    if locked == Some(true) {
-        auth.fail(&caller, &user_hash, "locked");
-        return Err(ApiError::new(
-            StatusCode::FORBIDDEN,
-            "account_locked",
-            "too many failed logins; the account is locked for a while",
-        ));
-    }
-    if !matches {
+    let found: Option<(i64, String, bool)> = {
+        let mut conn = auth.db.conn().await?;
         auth.db
             .run(
                 "UPDATE",
                 "accounts",
-                SQL_FAILED,
-                sqlx::query(SQL_FAILED)
-                    .bind(id)
+                SQL_ATTEMPT,
+                sqlx::query_as(SQL_ATTEMPT)
+                    .bind(&email)
                     .bind(auth.lockout_failures)
                     .bind(auth.lockout.as_secs_f64())
-                    .execute(&mut *conn),
+                    .fetch_optional(&mut *conn),
             )
-            .await?;
-        auth.fail(&caller, &user_hash, "bad_password");
-        return Err(ApiError::unauthorized("wrong e-mail or password"));
-    }
+            .await?
+    };
+    let found = found.map(|(id, password_hash, locked)| Attempt {
+        id,
+        password_hash,
+        locked,
+    });
+    let id = match judge(&auth.passwords, found, creds.password).await? {
+        Verdict::Success(id) => id,
+        Verdict::Failure(reason) => {
+            // The events say what happened; the client learns only that it failed.
+            auth.fail(&caller, &user_hash, reason);
+            return Err(ApiError::unauthorized("wrong e-mail or password"));
+        }
+    };
+    let mut conn = auth.db.conn().await?;
     auth.db
         .run(
             "UPDATE",
@@ -307,6 +343,43 @@ mod tests {
         assert!(
             validate_registration(&creds("'; DROP TABLE accounts;--@x.io", "longenough")).is_err()
         );
+    }
+
+    /// An unknown name, a locked account and a known one each cost one
+    /// argon2 verification with the parameters of every registration's hash,
+    /// and all failures look alike to the client (the verdict's reason is
+    /// for the events only).
+    #[tokio::test]
+    async fn every_login_runs_one_verification_of_the_same_cost() {
+        let passwords = Passwords::new().unwrap();
+        let registered = security::hash_password("the right one").unwrap();
+        let cost = security::hash_cost(&registered);
+        assert!(cost.is_some());
+        assert_eq!(security::hash_cost(passwords.dummy()), cost);
+        let account = |locked| Attempt {
+            id: 7,
+            password_hash: registered.clone(),
+            locked,
+        };
+        let cases = [
+            (None, "the right one", Verdict::Failure("unknown_user")),
+            (
+                Some(account(true)),
+                "the right one",
+                Verdict::Failure("locked"),
+            ),
+            (
+                Some(account(false)),
+                "a wrong one",
+                Verdict::Failure("bad_password"),
+            ),
+            (Some(account(false)), "the right one", Verdict::Success(7)),
+        ];
+        for (n, (found, password, expected)) in cases.into_iter().enumerate() {
+            let verdict = judge(&passwords, found, password.to_owned()).await.unwrap();
+            assert_eq!(verdict, expected);
+            assert_eq!(passwords.verified(), n as u64 + 1, "{expected:?}");
+        }
     }
 
     #[test]

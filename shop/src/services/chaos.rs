@@ -2,8 +2,8 @@
 //!
 //! Every service holds one [`Chaos`]: a set of [`Flags`], read from
 //! `SHOP_CHAOS_<FLAG>` variables at start and changed at run time through
-//! `GET`/`PUT`/`DELETE /admin/chaos` (direct calls from this host only, see
-//! [`admin`]). The faults are injected where they belong:
+//! `GET`/`PUT`/`DELETE /admin/chaos` (direct calls from this host holding the
+//! `SHOP_ADMIN_TOKEN`, see [`admin`]). The faults are injected where they belong:
 //!
 //! | flag | where | what happens |
 //! | --- | --- | --- |
@@ -766,18 +766,58 @@ pub async fn grow_memory(State(chaos): State<Arc<Chaos>>, req: Request, next: Ne
 // ---------------------------------------------------------------------------
 // The admin endpoint
 
+/// The variable holding the admin's bearer token.
+pub const ADMIN_TOKEN_VAR: &str = "SHOP_ADMIN_TOKEN";
+/// The shortest admin token accepted.
+const MIN_TOKEN_BYTES: usize = 16;
+
+/// The secret a caller of `/admin/chaos` must present as `Authorization: Bearer <token>`.
+#[derive(Clone)]
+pub struct AdminToken(Arc<[u8]>);
+
+impl AdminToken {
+    /// `SHOP_ADMIN_TOKEN`, or None when it is unset or empty (the admin then
+    /// refuses every call); an error when it is too short to be a secret.
+    pub fn from_env() -> anyhow::Result<Option<AdminToken>> {
+        match std::env::var(ADMIN_TOKEN_VAR) {
+            Ok(t) if t.len() >= MIN_TOKEN_BYTES => Ok(Some(AdminToken(t.into_bytes().into()))),
+            Ok(t) if !t.is_empty() => anyhow::bail!(
+                "{ADMIN_TOKEN_VAR} is shorter than {MIN_TOKEN_BYTES} bytes: use a longer secret"
+            ),
+            _ => Ok(None),
+        }
+    }
+
+    /// Whether `presented` is the token, in time that does not depend on
+    /// where they differ (both are hashed first, then compared whole).
+    fn admits(&self, presented: &[u8]) -> bool {
+        use sha2::{Digest, Sha256};
+        let (a, b) = (Sha256::digest(&self.0), Sha256::digest(presented));
+        a.iter()
+            .zip(b.iter())
+            .fold(0u8, |acc, (x, y)| acc | (x ^ y))
+            == 0
+    }
+}
+
 /// `GET /admin/chaos` (the flags and what they hold), `PUT /admin/chaos` (a
 /// JSON object of flags to change), `DELETE /admin/chaos` (clear all). Only
-/// for direct calls from this host: a peer that is not loopback, or a request
-/// that came through a proxy (`Forwarded`, `X-Forwarded-For`), is refused 403.
-pub fn admin(chaos: Arc<Chaos>) -> Router {
+/// for direct calls from this host (a peer that is not loopback, or a request
+/// that came through a proxy, `Forwarded`, `X-Forwarded-For`, `X-Real-IP`, is
+/// refused 403 `admin_forbidden`) with `Authorization: Bearer <token>` (else
+/// 401 `admin_unauthorized`). Without a token configured every call is
+/// refused 403 `admin_disabled`. The gateway never mounts this on its public
+/// listener (see [`super::router`]).
+pub fn admin(chaos: Arc<Chaos>, token: Option<AdminToken>) -> Router {
     Router::new()
         .route("/admin/chaos", get(show).put(change).delete(clear_all))
-        .route_layer(from_fn(local_only))
+        .route_layer(from_fn(move |req, next| {
+            authorised(token.clone(), req, next)
+        }))
         .with_state(chaos)
 }
 
-async fn local_only(req: Request, next: Next) -> Response {
+async fn authorised(token: Option<AdminToken>, req: Request, next: Next) -> Response {
     let loopback = req
         .extensions()
         .get::<ConnectInfo<SocketAddr>>()
@@ -792,6 +832,33 @@ async fn local_only(req: Request, next: Next) -> Response {
             "the chaos admin answers direct calls from this host only",
         )
         .into_response();
+    }
+    let Some(token) = token else {
+        return ApiError::new(
+            StatusCode::FORBIDDEN,
+            "admin_disabled",
+            format!("the chaos admin is off: start the service with {ADMIN_TOKEN_VAR} set"),
+        )
+        .into_response();
+    };
+    let presented = req
+        .headers()
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim);
+    if !presented.is_some_and(|p| token.admits(p.as_bytes())) {
+        let mut response = ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "admin_unauthorized",
+            "the chaos admin needs Authorization: Bearer <SHOP_ADMIN_TOKEN>",
+        )
+        .into_response();
+        response.headers_mut().insert(
+            axum::http::header::WWW_AUTHENTICATE,
+            axum::http::HeaderValue::from_static("Bearer"),
+        );
+        return response;
     }
     next.run(req).await
 }
@@ -978,11 +1045,24 @@ mod tests {
         assert_eq!(chaos.status()["retained_memory_kb"], 0);
     }
 
+    const TOKEN: &str = "a test admin token, long enough";
+
     async fn call(
         app: &Router,
         method: &str,
         peer: [u8; 4],
         xff: bool,
+        body: &str,
+    ) -> (u16, Value) {
+        call_with(app, method, peer, xff, Some(TOKEN), body).await
+    }
+
+    async fn call_with(
+        app: &Router,
+        method: &str,
+        peer: [u8; 4],
+        xff: bool,
+        token: Option<&str>,
         body: &str,
     ) -> (u16, Value) {
         let mut req = axum::http::Request::builder()
@@ -991,6 +1071,9 @@ mod tests {
             .header("content-type", "application/json");
         if xff {
             req = req.header("x-forwarded-for", "203.0.113.9");
+        }
+        if let Some(t) = token {
+            req = req.header("authorization", format!("Bearer {t}"));
         }
         let mut req = req.body(Body::from(body.to_owned())).unwrap();
         req.extensions_mut()
@@ -1009,7 +1092,7 @@ mod tests {
     #[tokio::test]
     async fn admin_answers_local_callers_only() {
         let chaos = Arc::new(Chaos::with_flags(Some(Service::Cart), Flags::default()));
-        let app = admin(chaos.clone());
+        let app = admin(chaos.clone(), Some(AdminToken(TOKEN.as_bytes().into())));
         let local = [127, 0, 0, 1];
         let (status, body) = call(&app, "PUT", local, false, r#"{"redis_down": true}"#).await;
         assert_eq!(status, 200, "{body}");
@@ -1036,5 +1119,34 @@ mod tests {
         assert_eq!(status, 200);
         assert_eq!(body["active"], json!([]));
         assert!(!chaos.flags().redis_down);
+    }
+
+    /// No token, a wrong one, or no token configured: refused, flags unchanged.
+    #[tokio::test]
+    async fn admin_needs_the_token() {
+        let chaos = Arc::new(Chaos::with_flags(Some(Service::Cart), Flags::default()));
+        let app = admin(chaos.clone(), Some(AdminToken(TOKEN.as_bytes().into())));
+        let local = [127, 0, 0, 1];
+        let put = r#"{"redis_down": true}"#;
+        for token in [None, Some("a wrong token, long enough too"), Some("")] {
+            let (status, body) = call_with(&app, "PUT", local, false, token, put).await;
+            assert_eq!(
+                (status, body["error"]["code"].as_str()),
+                (401, Some("admin_unauthorized")),
+                "{token:?}"
+            );
+        }
+        let off = admin(chaos.clone(), None);
+        for token in [None, Some(TOKEN)] {
+            let (status, body) = call_with(&off, "PUT", local, false, token, put).await;
+            assert_eq!(
+                (status, body["error"]["code"].as_str()),
+                (403, Some("admin_disabled"))
+            );
+        }
+        assert!(!chaos.flags().redis_down);
+        let (status, _) = call_with(&app, "PUT", local, false, Some(TOKEN), put).await;
+        assert_eq!(status, 200);
+        assert!(chaos.flags().redis_down);
     }
 }

@@ -15,6 +15,11 @@
 //!   256) requests in flight: 503 + `Retry-After`. Both counted in `shop.http.shed`.
 //! - Headers `x-shop-*` from outside are dropped; the gateway sets them for the
 //!   services behind it (see [`super::http::Caller`]).
+//! - Tracing: every request from outside starts a new trace, sampled by the
+//!   gateway's own policy; a caller's `traceparent` is not continued (it
+//!   would let the caller choose the trace id and switch the shop's spans
+//!   off with flags `00`) but kept as a link on the SERVER span. Behind the
+//!   gateway, the services continue the gateway's trace.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -28,6 +33,7 @@ use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::middleware::{Next, from_fn, from_fn_with_state};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use opentelemetry::trace::TraceContextExt as _;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use tokio::sync::Semaphore;
@@ -215,6 +221,11 @@ async fn edge(trusted: Arc<TrustedProxies>, mut req: Request, next: Next) -> Res
     for k in internal {
         headers.remove(k);
     }
+    // A trace of our own: the caller's context becomes a link, never the parent.
+    let outside = crate::telemetry::extract(headers);
+    for name in ["traceparent", "tracestate"] {
+        headers.remove(name);
+    }
     let xff = headers.get("x-forwarded-for").and_then(|v| v.to_str().ok());
     let client = trusted.client(peer, xff);
     let user_agent = headers
@@ -222,6 +233,10 @@ async fn edge(trusted: Arc<TrustedProxies>, mut req: Request, next: Next) -> Res
         .and_then(|v| v.to_str().ok())
         .map(|ua| ua.chars().take(256).collect());
     let session_id = None;
+    let linked = outside.span().span_context().clone();
+    if linked.is_valid() {
+        req.extensions_mut().insert(http::CallerTrace(linked));
+    }
     req.extensions_mut().insert(Caller {
         client_address: client.to_string(),
         user_agent,

@@ -352,13 +352,21 @@ impl Default for HttpMetrics {
     }
 }
 
+/// The trace context an outside caller sent (`traceparent`), which the
+/// gateway does not continue: its SERVER span starts a trace of its own and
+/// links to this one (see [`super::gateway`]).
+#[derive(Clone, Debug)]
+pub struct CallerTrace(pub opentelemetry::trace::SpanContext);
+
 /// The route template a request matched, recorded by [`record_route`] for [`observe`].
 #[derive(Clone)]
 struct RouteTemplate(String);
 
 /// Outer middleware: one SERVER span per request named `{method} {route}`,
-/// joined to the caller's W3C trace context, with the contract's HTTP
-/// attributes, ERROR status on 5xx, and the request duration histogram.
+/// joined to the caller's W3C trace context (behind the gateway), or, at the
+/// gateway, a new trace linked to the outside caller's ([`CallerTrace`]),
+/// with the contract's HTTP attributes, ERROR status on 5xx, and the request
+/// duration histogram.
 pub async fn observe(State(metrics): State<HttpMetrics>, mut req: Request, next: Next) -> Response {
     let method = req.method().clone();
     let peer = req
@@ -387,6 +395,9 @@ pub async fn observe(State(metrics): State<HttpMetrics>, mut req: Request, next:
         error.type = Empty,
     );
     let _ = span.set_parent(crate::telemetry::extract(req.headers()));
+    if let Some(CallerTrace(linked)) = req.extensions().get::<CallerTrace>() {
+        span.add_link(linked.clone());
+    }
     req.extensions_mut().insert(caller);
 
     let attrs_method = KeyValue::new("http.request.method", method.to_string());

@@ -197,11 +197,21 @@ pub fn finish(routes: Router, metrics: &HttpMetrics) -> Router {
         .layer(CatchPanicLayer::custom(http::panic_response))
 }
 
-/// Builds the router of `service` (connecting to what it needs; database
+/// A service's routers: `api` for its listener, and, for the gateway when
+/// `SHOP_ADMIN_TOKEN` is set, `admin`: `/admin/chaos` for a listener of its
+/// own (`SHOP_GATEWAY_ADMIN_ADDR`), since the public edge never serves it.
+/// Every other service has `/admin/chaos` on its own (internal) listener.
+pub struct Routers {
+    pub api: Router,
+    pub admin: Option<Router>,
+}
+
+/// Builds the routers of `service` (connecting to what it needs; database
 /// services run the migrations first), with its failure injection from the
 /// `SHOP_CHAOS_*` variables and `/admin/chaos`.
-pub async fn router(service: Service, config: &Config) -> anyhow::Result<Router> {
+pub async fn router(service: Service, config: &Config) -> anyhow::Result<Routers> {
     let chaos = Arc::new(Chaos::from_env(service)?);
+    let token = chaos::AdminToken::from_env()?;
     let config = &Config {
         chaos: chaos.clone(),
         ..config.clone()
@@ -215,19 +225,23 @@ pub async fn router(service: Service, config: &Config) -> anyhow::Result<Router>
         Service::Checkout => checkout::router(config, &metrics).await?,
         Service::Payments => payments::router(config, &metrics)?,
     };
-    let routes = routes
-        .route_layer(from_fn_with_state(chaos.clone(), chaos::grow_memory))
-        .merge(chaos::admin(chaos));
-    let app = finish(routes, &metrics);
+    let routes = routes.route_layer(from_fn_with_state(chaos.clone(), chaos::grow_memory));
     Ok(match service {
-        Service::Gateway => gateway::with_edge(app),
-        _ => app,
+        Service::Gateway => Routers {
+            api: gateway::with_edge(finish(routes, &metrics)),
+            admin: token.map(|t| finish(chaos::admin(chaos, Some(t)), &metrics)),
+        },
+        _ => Routers {
+            api: finish(routes.merge(chaos::admin(chaos, token)), &metrics),
+            admin: None,
+        },
     })
 }
 
 /// Runs `service` on `listener` until `shutdown` completes, then drains
 /// in-flight requests and flushes telemetry. Prints `shop-<service> listening
-/// on http://ADDR` on stdout once it accepts connections.
+/// on http://ADDR` on stdout once it accepts connections (after `shop-gateway
+/// admin listening on http://ADDR` when the gateway has an admin listener).
 pub async fn run(
     service: Service,
     config: Config,
@@ -247,22 +261,65 @@ pub async fn run(
     result
 }
 
+/// The gateway's admin listener: `SHOP_GATEWAY_ADMIN_ADDR`, or 127.0.0.1:18089.
+pub fn gateway_admin_addr() -> anyhow::Result<SocketAddr> {
+    const VAR: &str = "SHOP_GATEWAY_ADMIN_ADDR";
+    match std::env::var(VAR) {
+        Ok(v) => v
+            .parse()
+            .with_context(|| format!("{VAR}={v:?} is not an address")),
+        Err(_) => Ok(SocketAddr::from(([127, 0, 0, 1], 18089))),
+    }
+}
+
 async fn serve(
     service: Service,
     config: &Config,
     listener: tokio::net::TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    let app = router(service, config).await?;
+    use futures::FutureExt as _;
+
+    let routers = router(service, config).await?;
+    let shutdown = shutdown.shared();
+    let admin = match routers.admin {
+        Some(app) => {
+            let addr = gateway_admin_addr()?;
+            let admin_listener = tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("binding {addr} for the gateway's admin"))?;
+            let addr = admin_listener.local_addr()?;
+            println!(
+                "{} admin listening on http://{addr}",
+                service.service_name()
+            );
+            tracing::info!(%addr, "{} admin listening", service.service_name());
+            Some(
+                axum::serve(
+                    admin_listener,
+                    app.into_make_service_with_connect_info::<SocketAddr>(),
+                )
+                .with_graceful_shutdown(shutdown.clone()),
+            )
+        }
+        None => None,
+    };
     let addr = listener.local_addr()?;
     println!("{} listening on http://{addr}", service.service_name());
     tracing::info!(%addr, "{} listening", service.service_name());
-    axum::serve(
+    let api = axum::serve(
         listener,
-        app.into_make_service_with_connect_info::<SocketAddr>(),
+        routers
+            .api
+            .into_make_service_with_connect_info::<SocketAddr>(),
     )
-    .with_graceful_shutdown(shutdown)
-    .await?;
+    .with_graceful_shutdown(shutdown);
+    match admin {
+        Some(admin) => {
+            tokio::try_join!(api.into_future(), admin.into_future())?;
+        }
+        None => api.await?,
+    }
     tracing::info!("{} stopped", service.service_name());
     Ok(())
 }

@@ -71,7 +71,7 @@ struct Payments {
 pub fn router(config: &Config, metrics: &HttpMetrics) -> anyhow::Result<Router> {
     let (max, timeout) = route_limits();
     let state = Payments {
-        keys: Keys::from_env(),
+        keys: Keys::from_env()?,
         counter: opentelemetry::global::meter("shop.payments")
             .u64_counter("shop.payments")
             .with_description("Payment attempts by outcome")
