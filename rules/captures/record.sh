@@ -17,7 +17,8 @@
 # quick try, DURATION (overrides the table below) and OUT (another folder).
 #
 # The shop runs with its defaults (lockout after 5 failures, rate limits as in
-# shop/README.md), head sampling 1.0 and metrics every 10 s.
+# shop/README.md), head sampling 1.0 and metrics every 10 s, and hashes with
+# the public development keys (SHOP_DEV_KEYS=true), as every recording here did.
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 root="$(cd "$here/../.." && pwd)"
@@ -94,7 +95,7 @@ record() { # name
   for s in "${services[@]}"; do
     env "${urls[@]}" \
       "SHOP_${s^^}_ADDR=127.0.0.1:$(port_of "$s")" \
-      SHOP_ENVIRONMENT="$env" \
+      SHOP_ENVIRONMENT="$env" SHOP_DEV_KEYS=true \
       OTEL_TRACES_SAMPLER_ARG=1.0 OTEL_METRIC_EXPORT_INTERVAL=10000 \
       OTEL_BSP_SCHEDULE_DELAY=1000 OTEL_BLRP_SCHEDULE_DELAY=1000 RUST_LOG=info \
       "$bin/shop" serve "$s" >"$work/$s.log" 2>&1 &
@@ -109,7 +110,7 @@ record() { # name
   "$bin/engine" record --kafka "$KAFKA" --group "otelguard-$env" "$work/raw.jsonl" 2>"$work/record.log" &
   local recorder=$!
   sleep 3
-  if ! "$bin/shop-load" --gateway "$u" --rate "$RATE" --duration "$dur" --seed "$SEED" \
+  if ! SHOP_DEV_KEYS=true "$bin/shop-load" --gateway "$u" --rate "$RATE" --duration "$dur" --seed "$SEED" \
     --scenario "$name" --truth "$work/$name.truth.json" --capture "$name.jsonl.zst"; then
     stop_all
     kill -INT "$recorder"
