@@ -418,6 +418,24 @@ impl Rejections {
         }
     }
 
+    /// A request or connection a source turned away without reading it (busy,
+    /// over a cap, idle too long): counted under `reason`, the first of each
+    /// (source, reason) logged with `detail`. Not dead-lettered: there is no
+    /// message to keep.
+    pub fn refused(&self, source: &str, reason: Reason, detail: &str, what: &str) {
+        self.counts.add(reason, 1);
+        if self.first(source, reason) {
+            tracing::warn!(
+                source,
+                reason = reason.as_str(),
+                detail,
+                "{what}; further {} refusals from {} are counted, not logged",
+                reason.as_str(),
+                source,
+            );
+        }
+    }
+
     /// Flushes the dead-letter sink, if any.
     pub fn flush(&self) -> Result<(), DeadLetterError> {
         match &self.sink {

@@ -4,12 +4,76 @@
 //! builders ([`decode_proto`]); [`decode_proto_prost`] is the simple path through
 //! the prost structs of `opentelemetry-proto`, kept as the benchmark baseline and
 //! the property tests' oracle: both give the same rows for any valid message.
+//!
+//! # Limits every entry point keeps
+//!
+//! - **Size**: a message over [`MAX_MESSAGE_BYTES`] is refused (`oversized`).
+//! - **Budget**: a message may cost at most [`budget_for`] its size in decoded
+//!   bytes ([`BUDGET_PER_INPUT_BYTE`] per byte of protobuf, between
+//!   [`BUDGET_MIN_BYTES`] and [`BUDGET_MAX_BYTES`]); every record costs at least
+//!   [`RECORD_COST`], skipped or not, and every row pays for its copy of its
+//!   resource's attributes. The cost is counted while decoding and checked once
+//!   per record, so a message over budget is refused (`over_budget`) before it
+//!   is decoded in full. OTLP/JSON is charged the same for its rows (by the
+//!   size of the same message in protobuf), and refused before it is parsed
+//!   when it holds more objects than its budget could pay for.
+//! - **Names**: names and attribute keys are cut to [`MAX_NAME_BYTES`],
+//!   attribute values and log bodies to [`MAX_ATTRIBUTE_BYTES`] (`oversized`,
+//!   the row kept).
+//! - **Panics**: a decoder that panics on a message (a bug the message
+//!   triggers) gives a [`DecodeError`] with [`Reason::DecoderPanic`], never an
+//!   unwinding thread: the source goes on with its next message.
 
 use crate::json::{self, Request};
-use crate::rows::MAX_MESSAGE_BYTES;
 use crate::{DecodeError, Decoded, Reason, Table, logs, metrics, spans};
 
-pub use crate::rows::{MAX_ATTRIBUTE_BYTES, time_ok};
+pub use crate::rows::{
+    BUDGET_MAX_BYTES, BUDGET_MIN_BYTES, BUDGET_PER_INPUT_BYTE, MAX_ATTRIBUTE_BYTES,
+    MAX_MESSAGE_BYTES, MAX_NAME_BYTES, RECORD_COST, budget_for, cut_text, time_ok,
+};
+
+/// What one JSON object (`{`) is assumed to cost at least once parsed: about
+/// the size of the largest OTLP struct it may become (a span).
+const JSON_OBJECT_COST: usize = 256;
+
+/// Runs one message's decode, turning a panic into a [`Reason::DecoderPanic`]
+/// error: the one place every source's decoding goes through.
+fn guarded(
+    what: &str,
+    bytes: &[u8],
+    decode: impl FnOnce() -> Result<Decoded, DecodeError>,
+) -> Result<Decoded, DecodeError> {
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(decode)) {
+        Ok(result) => result,
+        Err(panic) => {
+            let message = panic
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "a panic with no message".into());
+            Err(DecodeError::new(
+                Reason::DecoderPanic,
+                format!(
+                    "the {what} decoder panicked on this message of {} bytes: {}",
+                    bytes.len(),
+                    cut_text(&message, 200)
+                ),
+            ))
+        }
+    }
+}
+
+/// In this crate's unit tests, a message starting with these bytes makes the
+/// decoders panic, standing for a decoder bug some input triggers.
+#[cfg(test)]
+pub(crate) const TEST_PANIC: &[u8] = b"\x7fpanic!";
+
+#[cfg(test)]
+fn test_panic(bytes: &[u8]) {
+    if bytes.starts_with(TEST_PANIC) {
+        panic!("the test's poison message");
+    }
+}
 
 fn check_size(bytes: &[u8]) -> Result<(), DecodeError> {
     if bytes.len() > MAX_MESSAGE_BYTES {
@@ -34,11 +98,15 @@ fn check_size(bytes: &[u8]) -> Result<(), DecodeError> {
 /// ```
 pub fn decode_proto(table: Table, bytes: &[u8]) -> Result<Decoded, DecodeError> {
     check_size(bytes)?;
-    match table {
-        Table::Spans => spans::decode_wire(bytes),
-        Table::Logs => logs::decode_wire(bytes),
-        Table::Metrics => metrics::decode_wire(bytes),
-    }
+    guarded("protobuf", bytes, || {
+        #[cfg(test)]
+        test_panic(bytes);
+        match table {
+            Table::Spans => spans::decode_wire(bytes),
+            Table::Logs => logs::decode_wire(bytes),
+            Table::Metrics => metrics::decode_wire(bytes),
+        }
+    })
 }
 
 /// The same as [`decode_proto`] through prost structs: slower, simpler. Strings
@@ -74,6 +142,21 @@ pub fn decode_json(bytes: &[u8]) -> Result<Decoded, DecodeError> {
 /// export, `{}`) gives an empty batch of `hint` instead of an error.
 pub fn decode_json_as(hint: Option<Table>, bytes: &[u8]) -> Result<Decoded, DecodeError> {
     check_size(bytes)?;
+    let objects = bytes.iter().filter(|&&b| b == b'{').count();
+    if objects.saturating_mul(JSON_OBJECT_COST) > budget_for(bytes.len()) {
+        return Err(DecodeError::new(
+            Reason::OverBudget,
+            format!(
+                "a JSON message of {} bytes holds {objects} objects: more than its budget of {} bytes pays for",
+                bytes.len(),
+                budget_for(bytes.len())
+            ),
+        ));
+    }
+    guarded("JSON", bytes, || json_rows(hint, bytes))
+}
+
+fn json_rows(hint: Option<Table>, bytes: &[u8]) -> Result<Decoded, DecodeError> {
     // Well-formed traces and logs, the bulk of a capture, without a `Value` tree.
     let (req, mut rejected) = match json::typed::parse(bytes) {
         Some(req) => (req, Vec::new()),
@@ -109,5 +192,44 @@ pub fn decode_any(table: Table, bytes: &[u8]) -> Result<Decoded, DecodeError> {
     match bytes.iter().find(|b| !b.is_ascii_whitespace()) {
         Some(b'{') => decode_json_as(Some(table), bytes),
         _ => decode_proto(table, bytes),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_panicking_decoder_is_a_decode_error() {
+        let mut poison = TEST_PANIC.to_vec();
+        poison.extend_from_slice(b"rest");
+        for table in Table::ALL {
+            let error = decode_proto(table, &poison).expect_err("panicked");
+            assert_eq!(error.reason, Reason::DecoderPanic);
+            assert!(
+                error.detail.contains("the test's poison message"),
+                "{error}"
+            );
+            let size = format!("{} bytes", poison.len());
+            assert!(error.detail.contains(&size), "{error}");
+        }
+        // and the decoder goes on with the next message
+        assert!(decode_any(Table::Spans, &[]).is_ok());
+    }
+
+    #[test]
+    fn json_with_more_objects_than_its_budget_pays_for_is_refused_unparsed() {
+        let mut json = b"{\"resourceSpans\":[{\"scopeSpans\":[{\"spans\":[".to_vec();
+        json.extend(b"{},".repeat(400_000));
+        json.extend(b"{}]}]}]}");
+        let error = decode_json(&json).expect_err("over budget");
+        assert_eq!(error.reason, Reason::OverBudget, "{error}");
+    }
+
+    #[test]
+    fn the_budget_has_a_floor_a_factor_and_a_cap() {
+        assert_eq!(budget_for(10), BUDGET_MIN_BYTES);
+        assert_eq!(budget_for(1 << 20), BUDGET_PER_INPUT_BYTE << 20);
+        assert_eq!(budget_for(usize::MAX), BUDGET_MAX_BYTES);
     }
 }

@@ -1085,6 +1085,52 @@ mod tests {
     }
 
     #[test]
+    fn a_record_the_decoder_panics_on_is_bad_and_reading_goes_on() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("traces.pb");
+        let good = crate::decode::json_to_proto(
+            br#"{"resourceSpans":[{"scopeSpans":[{"spans":[{"traceId":"01","spanId":"02","name":"x","startTimeUnixNano":"1767225600000000000","endTimeUnixNano":"1767225600000000001"}]}]}]}"#,
+        )
+        .expect("fixture")
+        .1;
+        std::fs::write(
+            &path,
+            length_prefixed(&[&good, crate::decode::TEST_PANIC, &good]),
+        )
+        .expect("write");
+        let items: Vec<String> = open(&[path])
+            .expect("open")
+            .map(|item| match item {
+                CaptureItem::Message(m) => {
+                    format!(
+                        "{} rows {}",
+                        m.position.at_string(),
+                        m.decoded.batch.num_rows()
+                    )
+                }
+                CaptureItem::Bad(b) => {
+                    format!("{} bad {}", b.position.at_string(), b.error.reason.as_str())
+                }
+                CaptureItem::Unreadable { position, .. } => {
+                    format!("{} unreadable", position.at_string())
+                }
+            })
+            .collect();
+        let second = 4 + good.len();
+        assert_eq!(
+            items,
+            vec![
+                "traces.pb#1@0 rows 1".to_string(),
+                format!("traces.pb#2@{second} bad decoder_panic"),
+                format!(
+                    "traces.pb#3@{} rows 1",
+                    second + 4 + crate::decode::TEST_PANIC.len()
+                ),
+            ]
+        );
+    }
+
+    #[test]
     fn compressed_records_are_decompressed_with_a_limit() {
         let z = zstd::encode_all(&b"{\"a\":1}"[..], 1).expect("zstd");
         assert_eq!(

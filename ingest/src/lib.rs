@@ -38,6 +38,18 @@ pub enum Reason {
     Oversized,
     /// a message in neither otlp_proto nor otlp_json
     UnknownEncoding,
+    /// a message that would decode to more bytes than its budget allows
+    /// (`decode::budget_for`), refused before it is decoded in full
+    OverBudget,
+    /// a decoder panicked on the message (a bug the message triggers); treated
+    /// as a message that does not decode
+    DecoderPanic,
+    /// a request the OTLP receiver turned away for now (429 /
+    /// `RESOURCE_EXHAUSTED`): the queue or the bytes in flight are full
+    Busy,
+    /// a connection the OTLP receiver closed: over the connection cap, or
+    /// idle or slow past its timeout
+    Connection,
 }
 
 impl Reason {
@@ -51,6 +63,10 @@ impl Reason {
             Reason::InvalidUtf8 => "invalid_utf8",
             Reason::Oversized => "oversized",
             Reason::UnknownEncoding => "unknown_encoding",
+            Reason::OverBudget => "over_budget",
+            Reason::DecoderPanic => "decoder_panic",
+            Reason::Busy => "busy",
+            Reason::Connection => "connection",
         }
     }
 }

@@ -14,8 +14,8 @@ use arrow::record_batch::RecordBatch;
 use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
 
 use crate::rows::{
-    Context, Tail, Val, absurd, append_id, arrow_error, capped, nanos, opt_nanos, prost_attrs,
-    text_builder, time_builder, time_ok,
+    Budget, Context, Tail, Val, absurd, append_id, arrow_error, capped, capped_name, nanos,
+    opt_nanos, prost_attrs, short, text_builder, time_builder, time_ok,
 };
 use crate::schema::{LOG_PROMOTED, LOGS};
 use crate::wire::{self, Msg, Records};
@@ -64,8 +64,8 @@ pub(crate) struct LogColumns {
 }
 
 impl LogColumns {
-    /// Builders for about `rows` rows.
-    pub fn new(rows: usize) -> LogColumns {
+    /// Builders for about `rows` rows, decoding within `budget`.
+    pub fn new(rows: usize, budget: Budget) -> LogColumns {
         LogColumns {
             time: time_builder(rows),
             observed_time: time_builder(rows),
@@ -76,7 +76,7 @@ impl LogColumns {
             body: text_builder(rows, 16),
             event_name: text_builder(rows, 16),
             event_attr: None,
-            tail: Tail::new(LOG_PROMOTED, rows),
+            tail: Tail::new(LOG_PROMOTED, rows, budget),
             rejected: Vec::new(),
         }
     }
@@ -89,7 +89,7 @@ impl LogColumns {
         let what = if r.event_name.is_empty() {
             "log record".to_owned()
         } else {
-            format!("log record {:?}", r.event_name)
+            format!("log record {}", short(&r.event_name))
         };
         self.rejected.push(absurd(&what, "time_unix_nano", t));
         false
@@ -101,6 +101,8 @@ impl LogColumns {
             && self.event_attr.is_none()
             && let Some(t) = val.text()
         {
+            let t = capped_name(t, "event name", &mut self.rejected);
+            self.tail.budget.charge(t.len());
             self.event_attr = Some(t.into_owned());
             return;
         }
@@ -129,16 +131,24 @@ impl LogColumns {
         if r.severity_text.is_empty() {
             self.severity_text.append_null();
         } else {
-            self.severity_text.append_value(&r.severity_text);
+            let text = Cow::Borrowed(r.severity_text.as_ref());
+            let text = capped_name(text, "severity text", &mut self.rejected);
+            self.tail.budget.charge(text.len());
+            self.severity_text.append_value(text);
         }
         match r.body.as_ref().and_then(|b| b.text()) {
-            Some(t) => self
-                .body
-                .append_value(capped(t, "log body", &mut self.rejected)),
+            Some(t) => {
+                let t = capped(t, "log body", &mut self.rejected);
+                self.tail.budget.charge(t.len());
+                self.body.append_value(t)
+            }
             None => self.body.append_null(),
         }
         if !r.event_name.is_empty() {
-            self.event_name.append_value(&r.event_name);
+            let name = Cow::Borrowed(r.event_name.as_ref());
+            let name = capped_name(name, "event name", &mut self.rejected);
+            self.tail.budget.charge(name.len());
+            self.event_name.append_value(name);
         } else {
             self.event_name.append_option(self.event_attr.take());
         }
@@ -169,19 +179,24 @@ impl LogColumns {
 
 /// Rows of a prost request (the simple path).
 pub fn from_request(req: &ExportLogsServiceRequest) -> Result<Decoded, DecodeError> {
+    use prost::Message as _;
     let rows = req
         .resource_logs
         .iter()
         .flat_map(|rl| &rl.scope_logs)
         .map(|sl| sl.log_records.len())
         .sum();
-    let mut cols = LogColumns::new(rows);
+    let mut cols = LogColumns::new(rows, Budget::for_message(req.encoded_len()));
     for rl in &req.resource_logs {
         let resource = Context::of_resource(rl.resource.as_ref(), &mut cols.rejected);
         for sl in &rl.scope_logs {
             let ctx = resource.with_scope(sl.scope.as_ref(), &mut cols.rejected);
+            cols.tail
+                .budget
+                .charge_run_and_records(&ctx, sl.log_records.len())?;
             cols.tail.set_context(ctx);
             for rec in &sl.log_records {
+                cols.tail.check()?;
                 let fields = LogFields {
                     time: rec.time_unix_nano,
                     observed_time: rec.observed_time_unix_nano,
@@ -208,13 +223,15 @@ pub fn from_request(req: &ExportLogsServiceRequest) -> Result<Decoded, DecodeErr
 /// Rows of protobuf bytes, read without materialising prost structs.
 pub fn decode_wire(bytes: &[u8]) -> Result<Decoded, DecodeError> {
     let mut rejected = Vec::new();
-    let records = Records::read(bytes, &mut rejected)?;
-    let mut cols = LogColumns::new(records.rows_hint());
+    let mut budget = Budget::for_message(bytes.len());
+    let records = Records::read(bytes, &mut rejected, &mut budget)?;
+    let mut cols = LogColumns::new(records.rows_hint(), budget);
     cols.rejected = rejected;
     let mut attrs = Vec::new();
     records.each_run(|ctx, log_records| {
         cols.tail.set_context(ctx);
         for &rec in log_records {
+            cols.tail.check()?;
             attrs.clear();
             let fields = log_fields(rec, &mut attrs, &mut cols.rejected)?;
             if !cols.admit(&fields) {

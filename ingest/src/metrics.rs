@@ -15,7 +15,8 @@ use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequ
 use opentelemetry_proto::tonic::metrics::v1::{metric, number_data_point};
 
 use crate::rows::{
-    Context, Tail, Val, absurd, arrow_error, nanos, opt_nanos, prost_attrs, time_builder, time_ok,
+    Budget, Context, Tail, Val, absurd, arrow_error, capped_name, nanos, opt_nanos, prost_attrs,
+    short, time_builder, time_ok,
 };
 use crate::schema::{METRIC_PROMOTED, METRICS};
 use crate::wire::{self, Field, Msg, Records};
@@ -63,6 +64,23 @@ pub(crate) struct MetricFields<'a> {
     pub unit: Cow<'a, str>,
     pub temporality: i32,
     pub is_monotonic: bool,
+}
+
+impl<'a> MetricFields<'a> {
+    /// The name, description and unit cut to [`crate::decode::MAX_NAME_BYTES`].
+    fn capped(self, rejected: &mut Vec<Rejected>) -> MetricFields<'a> {
+        MetricFields {
+            name: capped_name(self.name, "metric name", rejected),
+            description: capped_name(self.description, "metric description", rejected),
+            unit: capped_name(self.unit, "metric unit", rejected),
+            ..self
+        }
+    }
+
+    /// What each of its points costs for the text it repeats.
+    fn text_bytes(&self) -> usize {
+        self.name.len() + self.description.len() + self.unit.len()
+    }
 }
 
 /// One data point other than its attributes. The slices are empty for types
@@ -140,8 +158,9 @@ fn append_floats(b: &mut ListBuilder<Float64Builder>, values: Option<&[f64]>) {
 }
 
 impl MetricColumns {
-    /// Builders for about `rows` rows (the other builders grow as needed).
-    pub fn new(rows: usize) -> MetricColumns {
+    /// Builders for about `rows` rows (the other builders grow as needed),
+    /// decoding within `budget`.
+    pub fn new(rows: usize, budget: Budget) -> MetricColumns {
         MetricColumns {
             time: time_builder(rows),
             start_time: time_builder(rows),
@@ -166,21 +185,34 @@ impl MetricColumns {
             exp_negative_counts: ListBuilder::new(Int64Builder::new()),
             quantiles: ListBuilder::new(Float64Builder::new()),
             quantile_values: ListBuilder::new(Float64Builder::new()),
-            tail: Tail::new(METRIC_PROMOTED, rows),
+            tail: Tail::new(METRIC_PROMOTED, rows, budget),
             rejected: Vec::new(),
         }
     }
 
-    pub fn admit(&mut self, m: &MetricFields<'_>, p: &PointFields<'_>) -> bool {
+    /// Charges a point to the budget (a row, however it ends), then whether it
+    /// becomes a row; if not, it is reported.
+    pub fn admit(
+        &mut self,
+        m: &MetricFields<'_>,
+        p: &PointFields<'_>,
+    ) -> Result<bool, DecodeError> {
+        let lists = p.bounds.len()
+            + p.bucket_counts.len()
+            + p.positive_counts.len()
+            + p.negative_counts.len()
+            + p.quantiles.len()
+            + p.quantile_values.len();
+        self.tail.charge_row(m.text_bytes() + 8 * lists)?;
         if time_ok(p.time) {
-            return true;
+            return Ok(true);
         }
         self.rejected.push(absurd(
-            &format!("data point of {:?}", m.name),
+            &format!("data point of {}", short(&m.name)),
             "time_unix_nano",
             p.time,
         ));
-        false
+        Ok(false)
     }
 
     pub fn attr(&mut self, key: &str, val: Val<'_>) {
@@ -279,27 +311,32 @@ impl MetricColumns {
 /// Rows of a prost request (the simple path).
 pub fn from_request(req: &ExportMetricsServiceRequest) -> Result<Decoded, DecodeError> {
     use metric::Data;
-    let mut cols = MetricColumns::new(0);
+    use prost::Message as _;
+    let mut cols = MetricColumns::new(0, Budget::for_message(req.encoded_len()));
     let mut quantiles = Vec::new();
     let mut quantile_values = Vec::new();
     for rm in &req.resource_metrics {
         let resource = Context::of_resource(rm.resource.as_ref(), &mut cols.rejected);
         for sm in &rm.scope_metrics {
+            let ctx = resource.with_scope(sm.scope.as_ref(), &mut cols.rejected);
             cols.tail
-                .set_context(resource.with_scope(sm.scope.as_ref(), &mut cols.rejected));
+                .budget
+                .charge_run_and_records(&ctx, sm.metrics.len())?;
+            cols.tail.set_context(ctx);
             for m in &sm.metrics {
                 let mut mf = MetricFields {
                     name: Cow::Borrowed(&m.name),
                     description: Cow::Borrowed(&m.description),
                     unit: Cow::Borrowed(&m.unit),
                     ..Default::default()
-                };
+                }
+                .capped(&mut cols.rejected);
                 match &m.data {
                     None => {}
                     Some(Data::Gauge(g)) => {
                         for p in &g.data_points {
                             let pf = number_point(p);
-                            row(&mut cols, MetricType::Gauge, &mf, &pf, &p.attributes);
+                            row(&mut cols, MetricType::Gauge, &mf, &pf, &p.attributes)?;
                         }
                     }
                     Some(Data::Sum(s)) => {
@@ -307,7 +344,7 @@ pub fn from_request(req: &ExportMetricsServiceRequest) -> Result<Decoded, Decode
                         mf.is_monotonic = s.is_monotonic;
                         for p in &s.data_points {
                             let pf = number_point(p);
-                            row(&mut cols, MetricType::Sum, &mf, &pf, &p.attributes);
+                            row(&mut cols, MetricType::Sum, &mf, &pf, &p.attributes)?;
                         }
                     }
                     Some(Data::Histogram(h)) => {
@@ -324,7 +361,7 @@ pub fn from_request(req: &ExportMetricsServiceRequest) -> Result<Decoded, Decode
                                 bucket_counts: &p.bucket_counts,
                                 ..Default::default()
                             };
-                            row(&mut cols, MetricType::Histogram, &mf, &pf, &p.attributes);
+                            row(&mut cols, MetricType::Histogram, &mf, &pf, &p.attributes)?;
                         }
                     }
                     Some(Data::ExponentialHistogram(h)) => {
@@ -353,7 +390,7 @@ pub fn from_request(req: &ExportMetricsServiceRequest) -> Result<Decoded, Decode
                                 &mf,
                                 &pf,
                                 &p.attributes,
-                            );
+                            )?;
                         }
                     }
                     Some(Data::Summary(s)) => {
@@ -373,7 +410,7 @@ pub fn from_request(req: &ExportMetricsServiceRequest) -> Result<Decoded, Decode
                                 quantile_values: &quantile_values,
                                 ..Default::default()
                             };
-                            row(&mut cols, MetricType::Summary, &mf, &pf, &p.attributes);
+                            row(&mut cols, MetricType::Summary, &mf, &pf, &p.attributes)?;
                         }
                     }
                 }
@@ -403,13 +440,14 @@ fn row(
     mf: &MetricFields<'_>,
     pf: &PointFields<'_>,
     attrs: &[opentelemetry_proto::tonic::common::v1::KeyValue],
-) {
-    if cols.admit(mf, pf) {
+) -> Result<(), DecodeError> {
+    if cols.admit(mf, pf)? {
         for (k, v) in prost_attrs(attrs) {
             cols.attr(k, v);
         }
         cols.end_row(ty, mf, pf);
     }
+    Ok(())
 }
 
 /// Scratch space reused across data points by the wire reader.
@@ -428,8 +466,9 @@ struct Scratch<'a> {
 /// Rows of protobuf bytes, read without materialising prost structs.
 pub fn decode_wire(bytes: &[u8]) -> Result<Decoded, DecodeError> {
     let mut rejected = Vec::new();
-    let records = Records::read(bytes, &mut rejected)?;
-    let mut cols = MetricColumns::new(records.rows_hint());
+    let mut budget = Budget::for_message(bytes.len());
+    let records = Records::read(bytes, &mut rejected, &mut budget)?;
+    let mut cols = MetricColumns::new(records.rows_hint(), budget);
     cols.rejected = rejected;
     let mut points = Vec::new();
     let mut scratch = Scratch::default();
@@ -456,6 +495,7 @@ pub fn decode_wire(bytes: &[u8]) -> Result<Decoded, DecodeError> {
                 }
             }
             let Some((ty, data)) = data else { continue };
+            let mut mf = mf.capped(&mut cols.rejected);
             points.clear();
             for g in data.fields() {
                 let g = g?;
@@ -561,7 +601,7 @@ fn wire_point<'a>(
     pf.negative_counts = &s.negative;
     pf.quantiles = &s.quantiles;
     pf.quantile_values = &s.quantile_values;
-    if cols.admit(mf, &pf) {
+    if cols.admit(mf, &pf)? {
         for &kv in &s.attrs {
             let (key, value) = wire::key_value_parts(kv)?;
             cols.tail.wire_attr(key, value, &mut cols.rejected)?;

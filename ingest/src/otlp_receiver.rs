@@ -12,17 +12,33 @@
 //!   `error_message` lists the first rejections of any kind); a body that does
 //!   not decode is `400` / `INVALID_ARGUMENT` with a `google.rpc.Status` saying
 //!   why, in the request's content type.
-//! - **Backpressure**: decoded batches go into a bounded `tokio::sync::mpsc`
-//!   channel. A slot is reserved *before* decoding; when the channel is full the
-//!   answer is `429 Too Many Requests` with `Retry-After`, or gRPC
-//!   `RESOURCE_EXHAUSTED` with a `google.rpc.RetryInfo` detail, both retryable by
-//!   OTLP exporters. Nothing is ever queued beyond the channel. When the consumer
-//!   is gone the answer is `503` / `UNAVAILABLE`.
-//! - **Rejections** are counted, logged once and dead-lettered through
-//!   [`Rejections`] (source `otlp_http` or `otlp_grpc`, origin the client's
-//!   address and the path).
-//! - A protobuf gRPC message that does not parse is refused by tonic before it
-//!   reaches this code, so it is not counted.
+//! - **Budget**: both protocols decode the request's protobuf bytes with the
+//!   wire reader ([`decode_proto`]; gRPC messages are taken as bytes, never as
+//!   prost structs), within the decode budget of [`crate::decode`]: a request
+//!   that would decode to more than [`crate::decode::budget_for`] its size is
+//!   refused part way with `413` / `RESOURCE_EXHAUSTED` (`over_budget`).
+//! - **Backpressure**, by items and by bytes: decoded batches go into a bounded
+//!   `tokio::sync::mpsc` channel, and every request holds its share of
+//!   [`ReceiverConfig::max_bytes_in_flight`] (its budget while it is decoded,
+//!   then what its batch really takes, until the consumer drops the
+//!   [`Received`]). A slot, the bytes and one of
+//!   [`ReceiverConfig::max_concurrent_requests`] decoders are reserved *before*
+//!   decoding; when one is short the answer is `429 Too Many Requests` with
+//!   `Retry-After`, or gRPC `RESOURCE_EXHAUSTED` with a `google.rpc.RetryInfo`
+//!   detail, both retryable by OTLP exporters (counted as `busy`). Nothing is
+//!   ever queued beyond the channel. When the consumer is gone the answer is
+//!   `503` / `UNAVAILABLE`.
+//! - **Connections**: at most [`ReceiverConfig::max_connections`] open per
+//!   listener (more are closed at once), each closed after
+//!   [`ReceiverConfig::idle_timeout`] without a byte moving, a request not
+//!   answered within [`ReceiverConfig::request_timeout`] is `408` /
+//!   `DEADLINE_EXCEEDED`, and every socket has `TCP_NODELAY` (see
+//!   `connections.rs`). Counted as `connection`.
+//! - **Rejections and refusals** are counted (`otelguard_rejected_total` in the
+//!   engine's `/metrics`), logged once per reason, and (messages that do not
+//!   decode) dead-lettered through [`Rejections`] (source `otlp_http` or
+//!   `otlp_grpc`, origin the client's address and the path). Messages sent
+//!   back are cut to [`MAX_ANSWER_CHARS`] characters.
 //!
 //! ```no_run
 //! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
@@ -42,10 +58,14 @@
 //! # }
 //! ```
 
+mod connections;
+
 use std::fmt;
 use std::io::Read;
+use std::marker::PhantomData;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::Router;
 use axum::body::Bytes;
@@ -53,33 +73,29 @@ use axum::extract::{ConnectInfo, DefaultBodyLimit, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
-use opentelemetry_proto::tonic::collector::logs::v1::logs_service_server::{
-    LogsService, LogsServiceServer,
-};
 use opentelemetry_proto::tonic::collector::logs::v1::{
-    ExportLogsPartialSuccess, ExportLogsServiceRequest, ExportLogsServiceResponse,
-};
-use opentelemetry_proto::tonic::collector::metrics::v1::metrics_service_server::{
-    MetricsService, MetricsServiceServer,
+    ExportLogsPartialSuccess, ExportLogsServiceResponse,
 };
 use opentelemetry_proto::tonic::collector::metrics::v1::{
-    ExportMetricsPartialSuccess, ExportMetricsServiceRequest, ExportMetricsServiceResponse,
-};
-use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
-    TraceService, TraceServiceServer,
+    ExportMetricsPartialSuccess, ExportMetricsServiceResponse,
 };
 use opentelemetry_proto::tonic::collector::trace::v1::{
-    ExportTracePartialSuccess, ExportTraceServiceRequest, ExportTraceServiceResponse,
+    ExportTracePartialSuccess, ExportTraceServiceResponse,
 };
 use prost::Message as _;
 use tokio::sync::mpsc::error::TrySendError;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
 use tokio::task::JoinHandle;
 
 use crate::capture::Encoding;
 use crate::dead_letter::{DeadLetter, Rejections};
-use crate::decode::{decode_json_as, decode_proto};
+use crate::decode::{budget_for, cut_text, decode_json_as, decode_proto};
 use crate::{DecodeError, Decoded, Reason, Rejected, Table};
+use connections::Guarded;
+
+/// Messages sent back to clients (errors, partial success) are cut to this
+/// many characters: a hostile request must not be echoed back whole.
+pub const MAX_ANSWER_CHARS: usize = 200;
 
 /// The default OTLP/gRPC address.
 pub const DEFAULT_GRPC_ADDR: &str = "127.0.0.1:4317";
@@ -97,9 +113,20 @@ pub struct ReceiverConfig {
     pub max_body_bytes: usize,
     /// Seconds a client is told to wait when the channel is full (default 1).
     pub retry_after_secs: u32,
-    /// Keep each gRPC request's protobuf bytes in [`Received::raw`] (re-encoded,
-    /// for captures). HTTP bodies are always kept, as received.
+    /// Keep each gRPC request's protobuf bytes in [`Received::raw`] (for
+    /// captures). HTTP bodies are always kept, as received.
     pub keep_grpc_raw: bool,
+    /// Open connections per listener; more are closed at once (default 128).
+    pub max_connections: usize,
+    /// A connection on which no byte moves for this long is closed (default 30 s).
+    pub idle_timeout: Duration,
+    /// A request must be read, decoded and answered within this (default 60 s).
+    pub request_timeout: Duration,
+    /// Requests decoded at once, both protocols together (default 8).
+    pub max_concurrent_requests: usize,
+    /// Bytes held by requests being decoded (their budget) and by decoded
+    /// batches not yet taken by the consumer (default 512 MiB).
+    pub max_bytes_in_flight: usize,
 }
 
 impl Default for ReceiverConfig {
@@ -110,6 +137,11 @@ impl Default for ReceiverConfig {
             max_body_bytes: 16 << 20,
             retry_after_secs: 1,
             keep_grpc_raw: false,
+            max_connections: 128,
+            idle_timeout: Duration::from_secs(30),
+            request_timeout: Duration::from_secs(60),
+            max_concurrent_requests: 8,
+            max_bytes_in_flight: 512 << 20,
         }
     }
 }
@@ -144,10 +176,25 @@ pub struct Received {
     pub encoding: Encoding,
     /// its rows and skipped records
     pub decoded: Decoded,
-    /// the request body, decompressed (for gRPC: re-encoded protobuf if
+    /// the request body, decompressed (for gRPC: the protobuf message if
     /// [`ReceiverConfig::keep_grpc_raw`], else empty)
     pub raw: Bytes,
+    /// its share of [`ReceiverConfig::max_bytes_in_flight`], given back when
+    /// the last clone is dropped
+    in_flight: Option<Arc<OwnedSemaphorePermit>>,
 }
+
+impl Received {
+    /// The bytes this request holds of [`ReceiverConfig::max_bytes_in_flight`].
+    pub fn bytes_in_flight(&self) -> usize {
+        self.in_flight
+            .as_ref()
+            .map_or(0, |p| p.num_permits() * IN_FLIGHT_UNIT)
+    }
+}
+
+/// Bytes in flight are counted in KiB (a semaphore's permits).
+const IN_FLIGHT_UNIT: usize = 1024;
 
 /// An error starting or running the receiver.
 #[derive(Debug, thiserror::Error)]
@@ -235,6 +282,10 @@ struct Shared {
     tx: mpsc::Sender<Received>,
     rejections: Arc<Rejections>,
     config: ReceiverConfig,
+    /// [`ReceiverConfig::max_bytes_in_flight`], in KiB
+    in_flight: Arc<Semaphore>,
+    /// [`ReceiverConfig::max_concurrent_requests`]
+    decoding: Arc<Semaphore>,
 }
 
 /// Binds the configured addresses and serves until the handle is shut down.
@@ -247,8 +298,10 @@ pub async fn start(
     let (stop, stopped) = watch::channel(false);
     let shared = Arc::new(Shared {
         tx,
-        rejections,
+        rejections: rejections.clone(),
         config: config.clone(),
+        in_flight: Arc::new(Semaphore::new(in_flight_units(&config))),
+        decoding: Arc::new(Semaphore::new(config.max_concurrent_requests.max(1))),
     });
     let mut handle = ReceiverHandle {
         grpc: None,
@@ -259,6 +312,7 @@ pub async fn start(
     if let Some(addr) = config.grpc {
         let listener = bind("gRPC", addr).await?;
         let local = listener.local_addr().unwrap_or(addr);
+        let listener = Guarded::new(listener, &config, Protocol::Grpc, rejections.clone());
         handle.grpc = Some(local);
         handle.tasks.push(tokio::spawn(serve_grpc(
             listener,
@@ -271,6 +325,7 @@ pub async fn start(
     if let Some(addr) = config.http {
         let listener = bind("HTTP", addr).await?;
         let local = listener.local_addr().unwrap_or(addr);
+        let listener = Guarded::new(listener, &config, Protocol::Http, rejections.clone());
         handle.http = Some(local);
         handle.tasks.push(tokio::spawn(serve_http(
             listener,
@@ -320,7 +375,8 @@ enum Refusal {
 }
 
 /// Counts what was skipped and builds the partial-success part: the number of
-/// records dropped and a message listing the first rejections.
+/// records dropped and a message listing the first rejections, cut to
+/// [`MAX_ANSWER_CHARS`] each.
 fn partial(decoded: &Decoded) -> Option<(i64, String)> {
     if decoded.rejected.is_empty() {
         return None;
@@ -334,12 +390,45 @@ fn partial(decoded: &Decoded) -> Option<(i64, String)> {
         .rejected
         .iter()
         .take(5)
-        .map(|r: &Rejected| format!("{}: {}", r.reason.as_str(), r.detail))
+        .map(|r: &Rejected| {
+            cut_text(
+                &format!("{}: {}", r.reason.as_str(), r.detail),
+                MAX_ANSWER_CHARS,
+            )
+            .into_owned()
+        })
         .collect();
     if decoded.rejected.len() > 5 {
         message.push(format!("and {} more", decoded.rejected.len() - 5));
     }
     Some((dropped, message.join("; ")))
+}
+
+/// The protobuf `Export*ServiceResponse` of `table`, with its partial success.
+fn proto_answer(table: Table, decoded: &Decoded) -> Vec<u8> {
+    match (table, partial(decoded)) {
+        (Table::Spans, p) => ExportTraceServiceResponse {
+            partial_success: p.map(|(n, m)| ExportTracePartialSuccess {
+                rejected_spans: n,
+                error_message: m,
+            }),
+        }
+        .encode_to_vec(),
+        (Table::Logs, p) => ExportLogsServiceResponse {
+            partial_success: p.map(|(n, m)| ExportLogsPartialSuccess {
+                rejected_log_records: n,
+                error_message: m,
+            }),
+        }
+        .encode_to_vec(),
+        (Table::Metrics, p) => ExportMetricsServiceResponse {
+            partial_success: p.map(|(n, m)| ExportMetricsPartialSuccess {
+                rejected_data_points: n,
+                error_message: m,
+            }),
+        }
+        .encode_to_vec(),
+    }
 }
 
 /// Where a request came from and how it is encoded.
@@ -351,21 +440,17 @@ struct Origin<'a> {
 }
 
 impl Shared {
-    /// Reserves a slot, decodes, hands the batch on. The decode runs with the
-    /// slot held, so a full channel refuses work before any is done. `dead_raw`
-    /// gives the bytes for a dead letter when `raw` was not kept.
+    /// Reserves a slot in the channel, a decoder and the request's budget of
+    /// bytes in flight, decodes, hands the batch on. The decode runs with all
+    /// three held, so a busy receiver refuses work before any is done. `raw`
+    /// goes into [`Received::raw`] when `keep_raw`.
     fn accept(
         &self,
         from: Origin<'_>,
         raw: Bytes,
+        keep_raw: bool,
         decode: impl FnOnce(&[u8]) -> Result<Decoded, DecodeError>,
-        dead_raw: impl FnOnce() -> Bytes,
     ) -> Result<Decoded, Refusal> {
-        let permit = match self.tx.try_reserve() {
-            Ok(permit) => permit,
-            Err(TrySendError::Full(())) => return Err(Refusal::Busy),
-            Err(TrySendError::Closed(())) => return Err(Refusal::Closed),
-        };
         let Origin {
             protocol,
             peer,
@@ -376,26 +461,70 @@ impl Shared {
             Some(peer) => format!("{peer} {path}"),
             None => path.to_string(),
         };
+        let busy = |why: &str| {
+            self.rejections.refused(
+                protocol.source(),
+                Reason::Busy,
+                &format!("{origin}: {why}"),
+                "turned a request away for now (retryable)",
+            );
+            Refusal::Busy
+        };
+        let permit = match self.tx.try_reserve() {
+            Ok(permit) => permit,
+            Err(TrySendError::Full(())) => return Err(busy("the queue is full")),
+            Err(TrySendError::Closed(())) => return Err(Refusal::Closed),
+        };
+        let Ok(_decoder) = self.decoding.try_acquire() else {
+            return Err(busy("as many requests as allowed are being decoded"));
+        };
+        let budget = budget_for(raw.len())
+            .div_ceil(IN_FLIGHT_UNIT)
+            .min(in_flight_units(&self.config));
+        let Ok(mut bytes) = self
+            .in_flight
+            .clone()
+            .try_acquire_many_owned(u32::try_from(budget).unwrap_or(u32::MAX))
+        else {
+            return Err(busy("too many bytes in flight"));
+        };
         let decoded = match decode(&raw) {
             Ok(decoded) => decoded,
             Err(error) => {
-                let raw = if raw.is_empty() { dead_raw() } else { raw };
                 self.rejections
                     .message(&DeadLetter::new(protocol.source(), &origin, &error, &raw));
-                return Err(Refusal::Invalid(error.to_string()));
+                let message = cut_text(&error.to_string(), MAX_ANSWER_CHARS).into_owned();
+                return Err(match error.reason {
+                    Reason::OverBudget => Refusal::TooLarge(message),
+                    _ => Refusal::Invalid(message),
+                });
             }
         };
         self.rejections
             .records(protocol.source(), &origin, &decoded.rejected);
+        let raw = if keep_raw { raw } else { Bytes::new() };
+        // hold what the batch really takes, no longer its whole budget
+        let held = (decoded.batch.get_array_memory_size() + raw.len())
+            .div_ceil(IN_FLIGHT_UNIT)
+            .max(1);
+        if held < bytes.num_permits() {
+            drop(bytes.split(bytes.num_permits() - held));
+        }
         permit.send(Received {
             protocol,
             peer,
             encoding,
             decoded: decoded.clone(),
             raw,
+            in_flight: Some(Arc::new(bytes)),
         });
         Ok(decoded)
     }
+}
+
+/// [`ReceiverConfig::max_bytes_in_flight`] in units of the semaphore.
+fn in_flight_units(config: &ReceiverConfig) -> usize {
+    (config.max_bytes_in_flight / IN_FLIGHT_UNIT).clamp(1, Semaphore::MAX_PERMITS)
 }
 
 // ---------------------------------------------------------------- gRPC
@@ -474,34 +603,27 @@ impl Grpc {
         }
     }
 
-    /// Decodes a request on a blocking thread (decoding is CPU work) and hands it on.
-    async fn export<R: prost::Message + 'static>(
+    /// Decodes a request's bytes on a blocking thread (decoding is CPU work)
+    /// and hands it on; the answer's bytes.
+    async fn export(
         &self,
-        request: tonic::Request<R>,
-        path: &'static str,
-        from_request: fn(&R) -> Result<Decoded, DecodeError>,
-    ) -> Result<Decoded, tonic::Status> {
+        table: Table,
+        request: tonic::Request<Bytes>,
+    ) -> Result<Vec<u8>, tonic::Status> {
         let peer = request.remote_addr();
-        let message = request.into_inner();
+        let raw = request.into_inner();
         let shared = self.0.clone();
         let task = tokio::task::spawn_blocking(move || {
-            let raw = if shared.config.keep_grpc_raw {
-                Bytes::from(message.encode_to_vec())
-            } else {
-                Bytes::new()
-            };
             let from = Origin {
                 protocol: Protocol::Grpc,
                 peer,
-                path,
+                path: table_path(table),
                 encoding: Encoding::Proto,
             };
-            shared.accept(
-                from,
-                raw,
-                |_| from_request(&message),
-                || Bytes::from(message.encode_to_vec()),
-            )
+            let keep = shared.config.keep_grpc_raw;
+            shared
+                .accept(from, raw, keep, |bytes| decode_proto(table, bytes))
+                .map(|decoded| proto_answer(table, &decoded))
         });
         match task.await {
             Ok(result) => result.map_err(|r| self.status(r)),
@@ -510,84 +632,186 @@ impl Grpc {
     }
 }
 
-#[tonic::async_trait]
-impl TraceService for Grpc {
-    async fn export(
-        &self,
-        request: tonic::Request<ExportTraceServiceRequest>,
-    ) -> Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status> {
-        let decoded = Grpc::export(self, request, "/v1/traces", crate::spans::from_request).await?;
-        Ok(tonic::Response::new(ExportTraceServiceResponse {
-            partial_success: partial(&decoded).map(|(n, m)| ExportTracePartialSuccess {
-                rejected_spans: n,
-                error_message: m,
-            }),
-        }))
+/// The OTLP path of a table's export (`/v1/traces`...), as OTLP/HTTP names it.
+fn table_path(table: Table) -> &'static str {
+    match table {
+        Table::Spans => "/v1/traces",
+        Table::Logs => "/v1/logs",
+        Table::Metrics => "/v1/metrics",
     }
 }
 
-#[tonic::async_trait]
-impl LogsService for Grpc {
-    async fn export(
-        &self,
-        request: tonic::Request<ExportLogsServiceRequest>,
-    ) -> Result<tonic::Response<ExportLogsServiceResponse>, tonic::Status> {
-        let decoded = Grpc::export(self, request, "/v1/logs", crate::logs::from_request).await?;
-        Ok(tonic::Response::new(ExportLogsServiceResponse {
-            partial_success: partial(&decoded).map(|(n, m)| ExportLogsPartialSuccess {
-                rejected_log_records: n,
-                error_message: m,
-            }),
-        }))
+/// A gRPC message as its bytes, undecoded: the receiver decodes OTLP with the
+/// wire reader, within its budget, not into prost structs first. Answers
+/// are protobuf already encoded. Also a client's codec, to send bytes as
+/// they are (tests of hostile input).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RawCodec;
+
+impl tonic::codec::Codec for RawCodec {
+    type Encode = Vec<u8>;
+    type Decode = Bytes;
+    type Encoder = RawCodec;
+    type Decoder = RawCodec;
+
+    fn encoder(&mut self) -> RawCodec {
+        RawCodec
+    }
+
+    fn decoder(&mut self) -> RawCodec {
+        RawCodec
     }
 }
 
-#[tonic::async_trait]
-impl MetricsService for Grpc {
-    async fn export(
-        &self,
-        request: tonic::Request<ExportMetricsServiceRequest>,
-    ) -> Result<tonic::Response<ExportMetricsServiceResponse>, tonic::Status> {
-        let decoded =
-            Grpc::export(self, request, "/v1/metrics", crate::metrics::from_request).await?;
-        Ok(tonic::Response::new(ExportMetricsServiceResponse {
-            partial_success: partial(&decoded).map(|(n, m)| ExportMetricsPartialSuccess {
-                rejected_data_points: n,
-                error_message: m,
-            }),
-        }))
+impl tonic::codec::Encoder for RawCodec {
+    type Item = Vec<u8>;
+    type Error = tonic::Status;
+
+    fn encode(
+        &mut self,
+        item: Vec<u8>,
+        dst: &mut tonic::codec::EncodeBuf<'_>,
+    ) -> Result<(), tonic::Status> {
+        use bytes::BufMut as _;
+        dst.put_slice(&item);
+        Ok(())
+    }
+}
+
+impl tonic::codec::Decoder for RawCodec {
+    type Item = Bytes;
+    type Error = tonic::Status;
+
+    fn decode(
+        &mut self,
+        src: &mut tonic::codec::DecodeBuf<'_>,
+    ) -> Result<Option<Bytes>, tonic::Status> {
+        use bytes::Buf as _;
+        Ok(Some(src.copy_to_bytes(src.remaining())))
+    }
+}
+
+/// One of the three OTLP gRPC services.
+trait Signal: Send + Sync + 'static {
+    const NAME: &'static str;
+    const TABLE: Table;
+}
+
+struct Traces;
+struct Logs;
+struct Metrics;
+
+impl Signal for Traces {
+    const NAME: &'static str = "opentelemetry.proto.collector.trace.v1.TraceService";
+    const TABLE: Table = Table::Spans;
+}
+
+impl Signal for Logs {
+    const NAME: &'static str = "opentelemetry.proto.collector.logs.v1.LogsService";
+    const TABLE: Table = Table::Logs;
+}
+
+impl Signal for Metrics {
+    const NAME: &'static str = "opentelemetry.proto.collector.metrics.v1.MetricsService";
+    const TABLE: Table = Table::Metrics;
+}
+
+/// The gRPC service of one signal: `Export` of its `NAME`, as bytes.
+struct Service<S> {
+    grpc: Grpc,
+    signal: PhantomData<S>,
+}
+
+impl<S> Service<S> {
+    fn new(grpc: &Grpc) -> Self {
+        Service {
+            grpc: grpc.clone(),
+            signal: PhantomData,
+        }
+    }
+}
+
+impl<S> Clone for Service<S> {
+    fn clone(&self) -> Self {
+        Service {
+            grpc: self.grpc.clone(),
+            signal: PhantomData,
+        }
+    }
+}
+
+impl<S: Signal> tonic::server::NamedService for Service<S> {
+    const NAME: &'static str = S::NAME;
+}
+
+impl<S: Signal> tonic::server::UnaryService<Bytes> for Service<S> {
+    type Response = Vec<u8>;
+    type Future = tonic::codegen::BoxFuture<tonic::Response<Vec<u8>>, tonic::Status>;
+
+    fn call(&mut self, request: tonic::Request<Bytes>) -> Self::Future {
+        let grpc = self.grpc.clone();
+        Box::pin(async move {
+            grpc.export(S::TABLE, request)
+                .await
+                .map(tonic::Response::new)
+        })
+    }
+}
+
+impl<S: Signal, B> tonic::codegen::Service<tonic::codegen::http::Request<B>> for Service<S>
+where
+    B: tonic::codegen::Body + Send + 'static,
+    B::Error: Into<tonic::codegen::StdError> + Send + 'static,
+{
+    type Response = tonic::codegen::http::Response<tonic::body::Body>;
+    type Error = std::convert::Infallible;
+    type Future = tonic::codegen::BoxFuture<Self::Response, Self::Error>;
+
+    fn poll_ready(
+        &mut self,
+        _cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: tonic::codegen::http::Request<B>) -> Self::Future {
+        let service = self.clone();
+        let export = request.uri().path() == format!("/{}/Export", S::NAME);
+        let limit = service.grpc.0.config.max_body_bytes;
+        Box::pin(async move {
+            if !export {
+                return Ok(tonic::Status::unimplemented("only Export is served").into_http());
+            }
+            let mut accept = tonic::codec::EnabledCompressionEncodings::default();
+            accept.enable(tonic::codec::CompressionEncoding::Gzip);
+            let mut grpc = tonic::server::Grpc::new(RawCodec)
+                .apply_compression_config(accept, Default::default())
+                .apply_max_message_size_config(Some(limit), None);
+            Ok(grpc.unary(service, request).await)
+        })
     }
 }
 
 async fn serve_grpc(
-    listener: tokio::net::TcpListener,
+    listener: Guarded,
     addr: SocketAddr,
     shared: Arc<Shared>,
     stopped: watch::Receiver<bool>,
 ) -> Result<(), ReceiverError> {
-    use tonic::codec::CompressionEncoding::Gzip;
-    let limit = shared.config.max_body_bytes;
-    let svc = Grpc(shared);
+    let config = shared.config.clone();
+    let grpc = Grpc(shared);
+    let incoming = futures::stream::unfold(listener, |listener| async move {
+        let (connection, _) = listener.next().await;
+        Some((Ok::<_, std::io::Error>(connection), listener))
+    });
+    let streams = u32::try_from(config.max_concurrent_requests.max(1)).unwrap_or(u32::MAX);
     tonic::transport::Server::builder()
-        .add_service(
-            TraceServiceServer::new(svc.clone())
-                .accept_compressed(Gzip)
-                .max_decoding_message_size(limit),
-        )
-        .add_service(
-            LogsServiceServer::new(svc.clone())
-                .accept_compressed(Gzip)
-                .max_decoding_message_size(limit),
-        )
-        .add_service(
-            MetricsServiceServer::new(svc)
-                .accept_compressed(Gzip)
-                .max_decoding_message_size(limit),
-        )
-        .serve_with_incoming_shutdown(
-            tonic::transport::server::TcpIncoming::from(listener),
-            wait_stop(stopped),
-        )
+        .timeout(config.request_timeout)
+        .max_concurrent_streams(streams)
+        .add_service(Service::<Traces>::new(&grpc))
+        .add_service(Service::<Logs>::new(&grpc))
+        .add_service(Service::<Metrics>::new(&grpc))
+        .serve_with_incoming_shutdown(incoming, wait_stop(stopped))
         .await
         .map_err(|e| ReceiverError::Serve {
             protocol: "gRPC",
@@ -712,10 +936,9 @@ fn content_wire(headers: &HeaderMap) -> Result<Wire, Refusal> {
 
 /// The OTLP/HTTP success answer, with a partial-success part when records were skipped.
 fn http_success(table: Table, decoded: &Decoded, wire: Wire) -> Response {
-    let partial = partial(decoded);
     match wire {
         Wire::Json => {
-            let body = match &partial {
+            let body = match partial(decoded) {
                 None => serde_json::json!({}),
                 Some((n, m)) => {
                     let key = match table {
@@ -732,32 +955,11 @@ fn http_success(table: Table, decoded: &Decoded, wire: Wire) -> Response {
             )
                 .into_response()
         }
-        Wire::Proto => {
-            let bytes = match (table, partial) {
-                (Table::Spans, p) => ExportTraceServiceResponse {
-                    partial_success: p.map(|(n, m)| ExportTracePartialSuccess {
-                        rejected_spans: n,
-                        error_message: m,
-                    }),
-                }
-                .encode_to_vec(),
-                (Table::Logs, p) => ExportLogsServiceResponse {
-                    partial_success: p.map(|(n, m)| ExportLogsPartialSuccess {
-                        rejected_log_records: n,
-                        error_message: m,
-                    }),
-                }
-                .encode_to_vec(),
-                (Table::Metrics, p) => ExportMetricsServiceResponse {
-                    partial_success: p.map(|(n, m)| ExportMetricsPartialSuccess {
-                        rejected_data_points: n,
-                        error_message: m,
-                    }),
-                }
-                .encode_to_vec(),
-            };
-            ([(header::CONTENT_TYPE, "application/x-protobuf")], bytes).into_response()
-        }
+        Wire::Proto => (
+            [(header::CONTENT_TYPE, "application/x-protobuf")],
+            proto_answer(table, decoded),
+        )
+            .into_response(),
     }
 }
 
@@ -773,17 +975,20 @@ async fn http_export(
         Ok(wire) => wire,
         Err(refusal) => return http_refusal(refusal, Wire::Json, retry_after),
     };
-    let path = format!(
-        "/v1/{}",
-        match table {
-            Table::Spans => "traces",
-            Table::Logs => "logs",
-            Table::Metrics => "metrics",
-        }
-    );
+    let path = table_path(table);
     let body = match decompress(&headers, body, shared.config.max_body_bytes) {
         Ok(body) => body,
-        Err(refusal) => return http_refusal(refusal, wire, retry_after),
+        Err(refusal) => {
+            if let Refusal::TooLarge(why) = &refusal {
+                shared.rejections.refused(
+                    Protocol::Http.source(),
+                    Reason::Oversized,
+                    &format!("{peer} {path}: {why}"),
+                    "refused a body too large",
+                );
+            }
+            return http_refusal(refusal, wire, retry_after);
+        }
     };
     let encoding = match wire {
         Wire::Proto => Encoding::Proto,
@@ -794,31 +999,26 @@ async fn http_export(
         let from = Origin {
             protocol: Protocol::Http,
             peer: Some(peer),
-            path: &path,
+            path,
             encoding,
         };
-        shared.accept(
-            from,
-            body,
-            |raw| {
-                let decoded = match wire {
-                    Wire::Proto => decode_proto(table, raw)?,
-                    Wire::Json => decode_json_as(Some(table), raw)?,
-                };
-                if decoded.table != table {
-                    return Err(DecodeError::new(
-                        Reason::WrongType,
-                        format!(
-                            "a {path} request holds {}, not {}",
-                            decoded.table.name(),
-                            table.name()
-                        ),
-                    ));
-                }
-                Ok(decoded)
-            },
-            Bytes::new,
-        )
+        shared.accept(from, body, true, |raw| {
+            let decoded = match wire {
+                Wire::Proto => decode_proto(table, raw)?,
+                Wire::Json => decode_json_as(Some(table), raw)?,
+            };
+            if decoded.table != table {
+                return Err(DecodeError::new(
+                    Reason::WrongType,
+                    format!(
+                        "a {path} request holds {}, not {}",
+                        decoded.table.name(),
+                        table.name()
+                    ),
+                ));
+            }
+            Ok(decoded)
+        })
     });
     match task.await {
         Ok(Ok(decoded)) => http_success(table, &decoded, wire),
@@ -846,17 +1046,51 @@ fn http_router(shared: Arc<Shared>) -> Router {
         .route("/v1/logs", route(Table::Logs))
         .route("/v1/metrics", route(Table::Metrics))
         .layer(DefaultBodyLimit::max(limit))
+        .layer(axum::middleware::from_fn_with_state(
+            shared.clone(),
+            within_timeout,
+        ))
         .with_state(shared)
 }
 
+/// A request (its body read, decoded and answered) not done within
+/// [`ReceiverConfig::request_timeout`] is `408`.
+async fn within_timeout(
+    State(shared): State<Arc<Shared>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let timeout = shared.config.request_timeout;
+    let path = request.uri().path().to_string();
+    match tokio::time::timeout(timeout, next.run(request)).await {
+        Ok(response) => response,
+        Err(_) => {
+            shared.rejections.refused(
+                Protocol::Http.source(),
+                Reason::Connection,
+                &format!("{peer} {path}: not done within {timeout:?}"),
+                "gave up on a slow request",
+            );
+            (
+                StatusCode::REQUEST_TIMEOUT,
+                format!("the request was not read and answered within {timeout:?}"),
+            )
+                .into_response()
+        }
+    }
+}
+
 async fn serve_http(
-    listener: tokio::net::TcpListener,
+    listener: Guarded,
     addr: SocketAddr,
     shared: Arc<Shared>,
     stopped: watch::Receiver<bool>,
 ) -> Result<(), ReceiverError> {
+    use axum::serve::ListenerExt as _;
     let app = http_router(shared).into_make_service_with_connect_info::<SocketAddr>();
-    axum::serve(listener, app)
+    // (`tap_io` does nothing here: it lets axum give handlers the peer's SocketAddr)
+    axum::serve(listener.tap_io(|_| {}), app)
         .with_graceful_shutdown(wait_stop(stopped))
         .await
         .map_err(|e| ReceiverError::Serve {

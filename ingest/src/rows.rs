@@ -22,10 +22,132 @@ use crate::schema::{Promoted, RESOURCE_PROMOTED};
 use crate::wire::{self, Msg, Simple};
 use crate::{DecodeError, Reason, Rejected};
 
-/// An attribute value (or a log body) over this many bytes is truncated.
+/// An attribute value (or a log body, a status message) over this many bytes
+/// is truncated.
 pub const MAX_ATTRIBUTE_BYTES: usize = 64 * 1024;
+/// A name (span, metric, event, scope), a metric's unit or description, a
+/// severity text or an attribute key over this many bytes is truncated.
+pub const MAX_NAME_BYTES: usize = 1024;
 /// A message over this many bytes is refused whole.
 pub const MAX_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
+
+/// The decoded bytes a message may cost per byte of its protobuf encoding.
+pub const BUDGET_PER_INPUT_BYTE: usize = 32;
+/// The budget of any message, however small.
+pub const BUDGET_MIN_BYTES: usize = 1 << 20;
+/// The budget of the largest messages.
+pub const BUDGET_MAX_BYTES: usize = 256 << 20;
+/// What one record (span, log record, data point) costs at least, skipped or
+/// not: its fixed columns, its place in the lists of the decoder, its report.
+pub const RECORD_COST: usize = 128;
+/// What an attribute costs besides its key and value: two offsets, a map entry.
+const ENTRY_COST: usize = 16;
+
+/// The decoded bytes a message of `len` bytes (its protobuf encoding) may
+/// cost: [`BUDGET_PER_INPUT_BYTE`] times its size, at least
+/// [`BUDGET_MIN_BYTES`] and at most [`BUDGET_MAX_BYTES`].
+///
+/// ```
+/// use ingest::decode::budget_for;
+/// assert_eq!(budget_for(0), 1 << 20);
+/// assert_eq!(budget_for(1 << 20), 32 << 20);
+/// assert_eq!(budget_for(64 << 20), 256 << 20);
+/// ```
+pub fn budget_for(len: usize) -> usize {
+    len.saturating_mul(BUDGET_PER_INPUT_BYTE)
+        .clamp(BUDGET_MIN_BYTES, BUDGET_MAX_BYTES)
+}
+
+/// What one message may still cost while it is decoded. Charged as rows,
+/// attributes and copies of a resource's attributes are made; the decoders
+/// check it once per record, so a message over its budget is refused
+/// ([`Reason::OverBudget`]) before it is decoded in full.
+#[derive(Debug, Clone)]
+pub(crate) struct Budget {
+    input: usize,
+    limit: usize,
+    used: usize,
+}
+
+impl Budget {
+    /// The budget of a message of `input` bytes ([`budget_for`]).
+    pub fn for_message(input: usize) -> Budget {
+        Budget {
+            input,
+            limit: budget_for(input),
+            used: 0,
+        }
+    }
+
+    #[inline]
+    pub fn charge(&mut self, bytes: usize) {
+        self.used = self.used.saturating_add(bytes);
+    }
+
+    /// `Err` once more was charged than the budget allows.
+    #[inline]
+    pub fn check(&self) -> Result<(), DecodeError> {
+        if self.used > self.limit {
+            return Err(self.exceeded());
+        }
+        Ok(())
+    }
+
+    /// Charges the copies of the context `ctx` that a run of `records`
+    /// records makes (one per row, and the run's own), then checks: once per
+    /// run, before any of its records is decoded. Each record's own
+    /// [`RECORD_COST`] is charged apart, as the record is found.
+    pub fn charge_run(&mut self, ctx: &Context, records: usize) -> Result<(), DecodeError> {
+        self.spend(records.saturating_add(1).saturating_mul(ctx.row_cost()))
+    }
+
+    /// [`Budget::charge_run`] and each record's [`RECORD_COST`]: for records
+    /// that were not charged as they were found (prost structs).
+    pub fn charge_run_and_records(
+        &mut self,
+        ctx: &Context,
+        records: usize,
+    ) -> Result<(), DecodeError> {
+        self.spend(records.saturating_mul(RECORD_COST))?;
+        self.charge_run(ctx, records)
+    }
+
+    /// Charges `bytes`, then checks.
+    #[inline]
+    pub fn spend(&mut self, bytes: usize) -> Result<(), DecodeError> {
+        self.charge(bytes);
+        self.check()
+    }
+
+    #[cold]
+    fn exceeded(&self) -> DecodeError {
+        DecodeError::new(
+            Reason::OverBudget,
+            format!(
+                "a message of {} bytes would decode to more than {} bytes ({BUDGET_PER_INPUT_BYTE} per byte of protobuf, at most {BUDGET_MAX_BYTES}): refused",
+                self.input, self.limit
+            ),
+        )
+    }
+}
+
+/// At most the first 64 characters of `s`, quoted, for a message about it.
+pub(crate) fn short(s: &str) -> String {
+    const KEEP: usize = 64;
+    match s.char_indices().nth(KEEP) {
+        None => format!("{s:?}"),
+        Some((end, _)) => format!("{:?}... ({} bytes)", &s[..end], s.len()),
+    }
+}
+
+/// `s` cut to at most `max` characters on a character boundary, with `...`
+/// when cut: for messages sent back to clients.
+pub fn cut_text(s: &str, max: usize) -> Cow<'_, str> {
+    match s.char_indices().nth(max) {
+        None => Cow::Borrowed(s),
+        Some((end, _)) => Cow::Owned(format!("{}...", &s[..end])),
+    }
+}
 
 /// 2000-01-01T00:00:00Z and 2100-01-01T00:00:00Z in nanoseconds.
 const MIN_TIME: u64 = 946_684_800_000_000_000;
@@ -191,16 +313,38 @@ pub(crate) fn capped<'s>(
     what: &str,
     rejected: &mut Vec<Rejected>,
 ) -> Cow<'s, str> {
-    if s.len() <= MAX_ATTRIBUTE_BYTES {
+    capped_to(s, MAX_ATTRIBUTE_BYTES, what, rejected)
+}
+
+/// Truncates a name or key to at most [`MAX_NAME_BYTES`], as [`capped`] does.
+pub(crate) fn capped_name<'s>(
+    s: Cow<'s, str>,
+    what: &str,
+    rejected: &mut Vec<Rejected>,
+) -> Cow<'s, str> {
+    capped_to(s, MAX_NAME_BYTES, what, rejected)
+}
+
+fn capped_to<'s>(
+    s: Cow<'s, str>,
+    max: usize,
+    what: &str,
+    rejected: &mut Vec<Rejected>,
+) -> Cow<'s, str> {
+    if s.len() <= max {
         return s;
     }
-    let mut end = MAX_ATTRIBUTE_BYTES;
+    let mut end = max;
     while !s.is_char_boundary(end) {
         end -= 1;
     }
     rejected.push(Rejected {
         reason: Reason::Oversized,
-        detail: format!("{what}: {} bytes truncated to {end}", s.len()),
+        detail: format!(
+            "{}: {} bytes truncated to {end}",
+            cut_text(what, 64),
+            s.len()
+        ),
     });
     match s {
         Cow::Borrowed(b) => Cow::Borrowed(&b[..end]),
@@ -262,6 +406,8 @@ impl Context {
     /// Adds one resource attribute: a `service.*`/`deployment.*` one of the
     /// contract fills its column, every other one goes to `resource_attributes`.
     pub fn resource_attr(&mut self, key: &str, val: &Val<'_>, rejected: &mut Vec<Rejected>) {
+        let key = capped_name(Cow::Borrowed(key), "resource attribute key", rejected);
+        let key = key.as_ref();
         let text = val.text().map(|t| capped(t, key, rejected).into_owned());
         if let Some(i) = RESOURCE_PROMOTED.iter().position(|(k, _)| *k == key)
             && self.service[i].is_none()
@@ -277,18 +423,18 @@ impl Context {
     /// attributes are added to `resource_attributes` (version as
     /// `otel.scope.version`; an attribute whose key the resource already has is
     /// dropped: the resource's wins).
-    pub fn scope(&mut self, name: &str, version: &str) {
-        self.scope_name = (!name.is_empty()).then(|| name.to_owned());
+    pub fn scope(&mut self, name: &str, version: &str, rejected: &mut Vec<Rejected>) {
+        let name = capped_name(Cow::Borrowed(name), "scope name", rejected);
+        self.scope_name = (!name.is_empty()).then(|| name.into_owned());
         if !version.is_empty() {
-            self.scope_attr(
-                "otel.scope.version",
-                &Val::Str(Cow::Borrowed(version)),
-                &mut Vec::new(),
-            );
+            let version = capped_name(Cow::Borrowed(version), "scope version", rejected);
+            self.scope_attr("otel.scope.version", &Val::Str(version), rejected);
         }
     }
 
     pub fn scope_attr(&mut self, key: &str, val: &Val<'_>, rejected: &mut Vec<Rejected>) {
+        let key = capped_name(Cow::Borrowed(key), "scope attribute key", rejected);
+        let key = key.as_ref();
         let taken = RESOURCE_PROMOTED
             .iter()
             .position(|(k, _)| *k == key)
@@ -298,6 +444,18 @@ impl Context {
             let text = val.text().map(|t| capped(t, key, rejected).into_owned());
             self.resource_attributes.push((key.to_owned(), text));
         }
+    }
+
+    /// What each row of this context costs for the columns it repeats: the
+    /// service columns, the scope name and a copy of `resource_attributes`.
+    pub fn row_cost(&self) -> usize {
+        let service: usize = self.service.iter().flatten().map(String::len).sum();
+        let attributes: usize = self
+            .resource_attributes
+            .iter()
+            .map(|(k, v)| k.len() + v.as_ref().map_or(0, String::len) + ENTRY_COST)
+            .sum();
+        service + self.scope_name.as_ref().map_or(0, String::len) + attributes
     }
 
     /// The context of a prost resource (its attributes; no scope yet).
@@ -323,7 +481,7 @@ impl Context {
     ) -> Context {
         let mut ctx = self.clone();
         if let Some(s) = scope {
-            ctx.scope(&s.name, &s.version);
+            ctx.scope(&s.name, &s.version, rejected);
             for kv in &s.attributes {
                 ctx.scope_attr(&kv.key, &Val::of(kv.value.as_ref()), rejected);
             }
@@ -376,11 +534,15 @@ pub(crate) struct Tail {
     contexts: Vec<(Context, usize)>,
     /// room to write an integer's text in
     number: String,
+    /// what the message may still cost
+    pub budget: Budget,
+    /// what a row of the current context costs ([`Context::row_cost`])
+    row_cost: usize,
 }
 
 impl Tail {
-    /// Builders for about `rows` rows.
-    pub fn new(promoted: &'static [(&'static str, Promoted)], rows: usize) -> Tail {
+    /// Builders for about `rows` rows, decoding within `budget`.
+    pub fn new(promoted: &'static [(&'static str, Promoted)], rows: usize, budget: Budget) -> Tail {
         debug_assert!(promoted.len() <= 64);
         Tail {
             promoted,
@@ -397,11 +559,28 @@ impl Tail {
             attributes: map_builder(rows, rows * 2),
             contexts: Vec::new(),
             number: String::new(),
+            budget,
+            row_cost: 0,
         }
+    }
+
+    /// `Err` once the message costs more than its budget: called once per record.
+    #[inline]
+    pub fn check(&self) -> Result<(), DecodeError> {
+        self.budget.check()
+    }
+
+    /// Charges one row of the current context (its fixed columns, its copy
+    /// of the context's columns) and `extra` bytes, then checks: for rows not
+    /// charged ahead by [`Budget::charge_run`] (data points).
+    pub fn charge_row(&mut self, extra: usize) -> Result<(), DecodeError> {
+        self.budget
+            .spend((RECORD_COST + self.row_cost).saturating_add(extra))
     }
 
     /// The resource and scope of the rows that follow.
     pub fn set_context(&mut self, ctx: Context) {
+        self.row_cost = ctx.row_cost();
         self.contexts.push((ctx, 0));
     }
 
@@ -428,12 +607,15 @@ impl Tail {
     /// value that does not fit the column's type is kept, as text, in the map and
     /// reported `WrongType`. Every other attribute goes to the map.
     pub fn attr(&mut self, key: &str, val: Val<'_>, rejected: &mut Vec<Rejected>) {
+        self.budget.charge(key.len() + ENTRY_COST);
         if let Some(i) = self.open_column(key.as_bytes()) {
             let ok = match (&mut self.cols[i], &val) {
                 (_, Val::Empty) => false,
                 (Col::Text(b), v) => match v.text() {
                     Some(t) => {
-                        b.append_value(capped(t, key, rejected));
+                        let t = capped(t, key, rejected);
+                        self.budget.charge(t.len());
+                        b.append_value(t);
                         true
                     }
                     None => false,
@@ -469,9 +651,12 @@ impl Tail {
             }
         }
         let text = val.text().map(|t| capped(t, key, rejected));
-        self.attributes
-            .keys()
-            .append_value(capped(Cow::Borrowed(key), "attribute key", rejected));
+        self.budget.charge(text.as_ref().map_or(0, |t| t.len()));
+        self.attributes.keys().append_value(capped_name(
+            Cow::Borrowed(key),
+            "attribute key",
+            rejected,
+        ));
         self.attributes.values().append_option(text);
     }
 
@@ -499,9 +684,13 @@ impl Tail {
     /// The fast cases of [`Tail::wire_attr`]; false when `attr` must decide.
     #[inline]
     fn simple_attr(&mut self, key: &[u8], v: Simple<'_>) -> bool {
+        if key.len() > MAX_NAME_BYTES {
+            return false;
+        }
         if let Some(i) = self.open_column(key) {
             match (&mut self.cols[i], v) {
                 (Col::Text(b), Simple::Str(s)) if s.len() <= MAX_ATTRIBUTE_BYTES => {
+                    self.budget.charge(key.len() + s.len() + ENTRY_COST);
                     b.append_value(s)
                 }
                 (Col::Int(b), Simple::Int(n)) => b.append_value(n),
@@ -522,9 +711,10 @@ impl Tail {
                 self.number.as_str()
             }
         };
-        if key.len() > MAX_ATTRIBUTE_BYTES || value.len() > MAX_ATTRIBUTE_BYTES {
+        if value.len() > MAX_ATTRIBUTE_BYTES {
             return false;
         }
+        self.budget.charge(key.len() + value.len() + ENTRY_COST);
         self.attributes.keys().append_value(key);
         self.attributes.values().append_value(value);
         true

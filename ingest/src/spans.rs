@@ -13,8 +13,8 @@ use arrow::record_batch::RecordBatch;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 
 use crate::rows::{
-    Context, Tail, Val, absurd, append_id, arrow_error, nanos, prost_attrs, text_builder,
-    time_builder, time_ok,
+    Budget, Context, Tail, Val, absurd, append_id, arrow_error, capped, capped_name, nanos,
+    prost_attrs, short, text_builder, time_builder, time_ok,
 };
 use crate::schema::{SPAN_PROMOTED, SPANS};
 use crate::wire::{self, Msg, Records};
@@ -72,8 +72,8 @@ pub(crate) struct SpanColumns {
 }
 
 impl SpanColumns {
-    /// Builders for about `rows` rows.
-    pub fn new(rows: usize) -> SpanColumns {
+    /// Builders for about `rows` rows, decoding within `budget`.
+    pub fn new(rows: usize, budget: Budget) -> SpanColumns {
         SpanColumns {
             time: time_builder(rows),
             end_time: time_builder(rows),
@@ -85,7 +85,7 @@ impl SpanColumns {
             kind: text_builder(rows, 6),
             status_code: text_builder(rows, 5),
             status_message: text_builder(rows, 0),
-            tail: Tail::new(SPAN_PROMOTED, rows),
+            tail: Tail::new(SPAN_PROMOTED, rows, budget),
             rejected: Vec::new(),
         }
     }
@@ -94,14 +94,14 @@ impl SpanColumns {
     pub fn admit(&mut self, s: &SpanFields<'_>) -> bool {
         if !time_ok(s.start) {
             self.rejected.push(absurd(
-                &format!("span {:?}", s.name),
+                &format!("span {}", short(&s.name)),
                 "start_time_unix_nano",
                 s.start,
             ));
             false
         } else if !time_ok(s.end) {
             self.rejected.push(absurd(
-                &format!("span {:?}", s.name),
+                &format!("span {}", short(&s.name)),
                 "end_time_unix_nano",
                 s.end,
             ));
@@ -124,13 +124,17 @@ impl SpanColumns {
         append_id(&mut self.trace_id, s.trace_id, false);
         append_id(&mut self.span_id, s.span_id, false);
         append_id(&mut self.parent_span_id, s.parent_span_id, true);
-        self.name.append_value(&s.name);
+        let name = capped_name(Cow::Borrowed(&s.name), "span name", &mut self.rejected);
+        self.tail.budget.charge(name.len() + s.status_message.len());
+        self.name.append_value(name);
         self.kind.append_value(kind_name(s.kind));
         self.status_code.append_value(status_name(s.status_code));
         if s.status_message.is_empty() {
             self.status_message.append_null();
         } else {
-            self.status_message.append_value(&s.status_message);
+            let message = Cow::Borrowed(s.status_message.as_ref());
+            self.status_message
+                .append_value(capped(message, "status message", &mut self.rejected));
         }
         self.tail.end_row();
     }
@@ -160,19 +164,24 @@ impl SpanColumns {
 
 /// Rows of a prost request (the simple path).
 pub fn from_request(req: &ExportTraceServiceRequest) -> Result<Decoded, DecodeError> {
+    use prost::Message as _;
     let rows = req
         .resource_spans
         .iter()
         .flat_map(|rs| &rs.scope_spans)
         .map(|ss| ss.spans.len())
         .sum();
-    let mut cols = SpanColumns::new(rows);
+    let mut cols = SpanColumns::new(rows, Budget::for_message(req.encoded_len()));
     for rs in &req.resource_spans {
         let resource = Context::of_resource(rs.resource.as_ref(), &mut cols.rejected);
         for ss in &rs.scope_spans {
             let ctx = resource.with_scope(ss.scope.as_ref(), &mut cols.rejected);
+            cols.tail
+                .budget
+                .charge_run_and_records(&ctx, ss.spans.len())?;
             cols.tail.set_context(ctx);
             for span in &ss.spans {
+                cols.tail.check()?;
                 let status = span.status.as_ref();
                 let fields = SpanFields {
                     start: span.start_time_unix_nano,
@@ -201,13 +210,15 @@ pub fn from_request(req: &ExportTraceServiceRequest) -> Result<Decoded, DecodeEr
 /// Rows of protobuf bytes, read without materialising prost structs.
 pub fn decode_wire(bytes: &[u8]) -> Result<Decoded, DecodeError> {
     let mut rejected = Vec::new();
-    let records = Records::read(bytes, &mut rejected)?;
-    let mut cols = SpanColumns::new(records.rows_hint());
+    let mut budget = Budget::for_message(bytes.len());
+    let records = Records::read(bytes, &mut rejected, &mut budget)?;
+    let mut cols = SpanColumns::new(records.rows_hint(), budget);
     cols.rejected = rejected;
     let mut attrs = Vec::new();
     records.each_run(|ctx, spans| {
         cols.tail.set_context(ctx);
         for &span in spans {
+            cols.tail.check()?;
             attrs.clear();
             let fields = span_fields(span, &mut attrs, &mut cols.rejected)?;
             if !cols.admit(&fields) {

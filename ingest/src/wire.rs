@@ -9,7 +9,7 @@ use opentelemetry_proto::tonic::common::v1::{
     AnyValue, ArrayValue, KeyValue, KeyValueList, any_value,
 };
 
-use crate::rows::{Context, Val};
+use crate::rows::{Budget, Context, RECORD_COST, Val};
 use crate::{DecodeError, Reason, Rejected};
 
 /// Nesting deeper than this (arrays in arrays...) is refused, as prost does.
@@ -480,8 +480,14 @@ const PRESIZE_BYTES_PER_RECORD: usize = 64;
 
 impl<'a> Records<'a> {
     /// Splits a request down to its records; what the resources and scopes
-    /// carry is read into their contexts.
-    pub fn read(bytes: &'a [u8], rejected: &mut Vec<Rejected>) -> Result<Records<'a>, DecodeError> {
+    /// carry is read into their contexts. Each run is charged to `budget`
+    /// ([`Budget::charge_run`]) as it is found, so a request whose records
+    /// alone are over budget is refused before any row is made.
+    pub fn read(
+        bytes: &'a [u8],
+        rejected: &mut Vec<Rejected>,
+        budget: &mut Budget,
+    ) -> Result<Records<'a>, DecodeError> {
         let mut runs = Vec::new();
         let mut items = Vec::new();
         let mut scopes = Vec::new();
@@ -492,16 +498,17 @@ impl<'a> Records<'a> {
             }
             scopes.clear();
             let mut resource_ctx = Context::default();
-            if let Some(r) = split(f.msg()?, &mut scopes)? {
+            if let Some(r) = split(f.msg()?, &mut scopes, budget)? {
                 resource(r, &mut resource_ctx, rejected)?;
             }
             for &s in &scopes {
                 let before = items.len();
-                let scope_msg = split(s, &mut items)?;
+                let scope_msg = split(s, &mut items, budget)?;
                 let mut ctx = resource_ctx.clone();
                 if let Some(m) = scope_msg {
                     scope(m, &mut ctx, rejected)?;
                 }
+                budget.charge_run(&ctx, items.len() - before)?;
                 runs.push((ctx, items.len() - before));
             }
         }
@@ -565,7 +572,7 @@ fn scope(msg: Msg<'_>, ctx: &mut Context, rejected: &mut Vec<Rejected>) -> Resul
             _ => {}
         }
     }
-    ctx.scope(&name, &version);
+    ctx.scope(&name, &version, rejected);
     for m in attrs {
         let (k, v) = key_value(m, rejected)?;
         ctx.scope_attr(&k, &v, rejected);
@@ -574,14 +581,22 @@ fn scope(msg: Msg<'_>, ctx: &mut Context, rejected: &mut Vec<Rejected>) -> Resul
 }
 
 /// The children of a `Resource{Spans,Logs,Metrics}` or `Scope*` message: the
-/// context message (field 1, last one wins) and the list items (field 2).
-fn split<'a>(msg: Msg<'a>, items: &mut Vec<Msg<'a>>) -> Result<Option<Msg<'a>>, DecodeError> {
+/// context message (field 1, last one wins) and the list items (field 2),
+/// each item charged [`RECORD_COST`] as it is found.
+fn split<'a>(
+    msg: Msg<'a>,
+    items: &mut Vec<Msg<'a>>,
+    budget: &mut Budget,
+) -> Result<Option<Msg<'a>>, DecodeError> {
     let mut head = None;
     for f in msg.fields() {
         let f = f?;
         match f.num {
             1 => head = Some(f.msg()?),
-            2 => items.push(f.msg()?),
+            2 => {
+                budget.spend(RECORD_COST)?;
+                items.push(f.msg()?)
+            }
             _ => {}
         }
     }

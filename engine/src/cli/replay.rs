@@ -173,7 +173,19 @@ pub async fn replay_with(
             );
         }
     }
-    let _ = reading.join();
+    // A reader that died part way must not pass for the end of the capture.
+    if let Err(panic) = reading.join() {
+        let why = panic
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| panic.downcast_ref::<String>().cloned())
+            .unwrap_or_default();
+        anyhow::bail!(
+            "reading {} stopped part way after {} messages (the reader panicked: {why}); the replay is incomplete",
+            show(paths),
+            summary.messages
+        );
+    }
     let out = evaluator.finish().await;
     summary.outputs += out.len() as u64;
     emit(&out)?;
