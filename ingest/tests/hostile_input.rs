@@ -38,6 +38,10 @@ fn a_625_kb_request_with_many_resource_attributes_is_refused_over_budget() {
     let error = result.expect_err("over budget");
     assert_eq!(error.reason, Reason::OverBudget, "{error}");
     assert!(peak < 8 * MB, "decoding held {peak} bytes");
+    shown(
+        "625 KB, 2000 resource attributes x 8000 spans (decode)",
+        peak,
+    );
 }
 
 #[test]
@@ -58,6 +62,7 @@ fn empty_spans_cost_a_record_each_and_are_refused() {
     assert_eq!(error.reason, Reason::OverBudget, "{error}");
     // the budget (256 MiB) pays for 2 M records; what is held is their list
     assert!(peak < 96 * MB, "decoding held {peak} bytes");
+    shown("8 MiB of empty spans (decode)", peak);
 }
 
 #[test]
@@ -69,6 +74,7 @@ fn a_huge_metric_name_is_cut_and_its_messages_stay_short() {
     assert_eq!(decoded.batch.num_rows(), 0);
     assert!(decoded.rejected.iter().all(|r| r.detail.len() < 300));
     assert!(peak < 8 * MB, "decoding held {peak} bytes");
+    shown("526 KB metric, 500 KB name, absurd times (decode)", peak);
     // with plausible times the rows keep the name cut to MAX_NAME_BYTES
     let body = huge_metric_name(500_000, 2000, T0);
     let (result, peak) = thread_peak(|| decode_proto(Table::Metrics, &body));
@@ -84,6 +90,7 @@ fn a_huge_metric_name_is_cut_and_its_messages_stay_short() {
             .any(|r| r.reason == Reason::Oversized)
     );
     assert!(peak < 16 * MB, "decoding held {peak} bytes");
+    shown("526 KB metric, 500 KB name, 2000 rows (decode)", peak);
 }
 
 // ------------------------------------------------------------ the receiver
@@ -140,6 +147,7 @@ async fn the_1_27_mb_request_is_413_and_the_process_stays_small() {
         answer.len()
     );
     assert!(peak < 32 * MB, "the process grew by {peak} bytes");
+    shown("1.27 MB request over HTTP (process)", peak);
     assert_eq!(count(&r.counts, Reason::OverBudget), 1);
     r.handle.shutdown().await.expect("shutdown");
 }
@@ -155,6 +163,7 @@ async fn gzip_of_empty_spans_is_refused_over_http_and_grpc_within_bounds() {
     let ((status, _), peak) = process_peak(post(url, body, true)).await;
     assert_eq!(status, 413);
     assert!(peak < 160 * MB, "HTTP: the process grew by {peak} bytes");
+    shown("16 KB gzip of empty spans over HTTP (process)", peak);
 
     let grpc = format!("http://{}", r.handle.grpc_addr().expect("grpc"));
     let export = async {
@@ -179,6 +188,10 @@ async fn gzip_of_empty_spans_is_refused_over_http_and_grpc_within_bounds() {
     assert!(status.message().len() <= MAX_ANSWER_CHARS + 3);
     // the client's own 16 MiB message and its gzip are part of this figure
     assert!(peak < 200 * MB, "gRPC: the process grew by {peak} bytes");
+    shown(
+        "16 KB gzip of empty spans over gRPC (process, client included)",
+        peak,
+    );
     assert_eq!(count(&r.counts, Reason::OverBudget), 2);
     r.handle.shutdown().await.expect("shutdown");
 }

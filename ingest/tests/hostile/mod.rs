@@ -94,6 +94,14 @@ pub static PROCESS: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 pub const MB: usize = 1 << 20;
 
+/// Prints a measured peak (seen with `--nocapture`; BENCHMARKS.md quotes them).
+pub fn shown(what: &str, peak: usize) {
+    eprintln!(
+        "hostile input: {what}: peak {:.1} MB",
+        peak as f64 / MB as f64
+    );
+}
+
 fn varint(mut v: u64, out: &mut Vec<u8>) {
     while v >= 0x80 {
         out.push((v as u8) | 0x80);
