@@ -11,12 +11,43 @@ use anyhow::{Context, Result, anyhow, ensure};
 use serde_json::Value;
 use shop::services::Service;
 
+/// The hashing keys the tests' services run with (set explicitly: the shop
+/// has no default outside `SHOP_DEV_KEYS=true`); `shop-load` needs the same
+/// for its truth.
+pub const KEYS_ENV: [(&str, &str); 2] = [
+    ("SHOP_USER_HASH_KEY", "e2e user.hash key, not a secret"),
+    (
+        "SHOP_CARD_HASH_KEY",
+        "e2e card fingerprint key, not a secret",
+    ),
+];
+
+/// The `/admin/chaos` bearer token of the tests' services.
+pub const ADMIN_TOKEN: &str = "e2e chaos admin token, not a secret";
+
+/// The keys of [`KEYS_ENV`], to compute what the shop's events carry.
+pub fn keys() -> Result<shop::services::security::Keys> {
+    shop::services::security::Keys::from_vars(
+        |var| {
+            KEYS_ENV
+                .iter()
+                .find(|(k, _)| *k == var)
+                .map(|(_, v)| (*v).to_owned())
+        },
+        false,
+    )
+    .context("the e2e hashing keys")
+}
+
 /// The six services, started in dependency order; stopped (SIGTERM, then
 /// waited for) when dropped.
 pub struct Shop {
     children: Vec<(Service, Child, PathBuf)>,
     /// Base URL of each service by its short name (`gateway`, ...).
     pub urls: BTreeMap<&'static str, String>,
+    /// Base URL of the gateway's admin listener (`/admin/chaos`, never on the
+    /// gateway's public one).
+    pub gateway_admin: Option<String>,
 }
 
 impl Shop {
@@ -27,6 +58,7 @@ impl Shop {
         let mut shop = Shop {
             children: Vec::new(),
             urls: BTreeMap::new(),
+            gateway_admin: None,
         };
         for service in [
             Service::Payments,
@@ -52,6 +84,10 @@ impl Shop {
                 .env("OTEL_BLRP_SCHEDULE_DELAY", "200")
                 .env("OTEL_METRIC_EXPORT_INTERVAL", "2000")
                 .env("SHOP_ENVIRONMENT", "e2e")
+                .env("SHOP_ADMIN_TOKEN", ADMIN_TOKEN)
+                .env("SHOP_GATEWAY_ADMIN_ADDR", "127.0.0.1:0")
+                .envs(KEYS_ENV)
+                .env_remove("SHOP_DEV_KEYS")
                 .env("RUST_LOG", "info")
                 .stdin(Stdio::piped())
                 .stdout(Stdio::piped())
@@ -66,12 +102,20 @@ impl Shop {
             let stdout = child.stdout.take().context("child stdout")?;
             shop.children.push((service, child, log.clone()));
             let needle = format!("{} listening on ", service.service_name());
+            let admin_needle = format!("{} admin listening on ", service.service_name());
             let mut lines = BufReader::new(stdout).lines();
+            let mut admin = None;
             let url = lines
                 .by_ref()
                 .take(50)
                 .map_while(|l| l.ok())
-                .find_map(|l| l.split_once(&needle).map(|(_, url)| url.trim().to_owned()))
+                .find_map(|l| {
+                    if let Some((_, url)) = l.split_once(&admin_needle) {
+                        admin = Some(url.trim().to_owned());
+                        return None;
+                    }
+                    l.split_once(&needle).map(|(_, url)| url.trim().to_owned())
+                })
                 .ok_or_else(|| {
                     let tail = std::fs::read_to_string(&log).unwrap_or_default();
                     let tail: Vec<&str> = tail.lines().rev().take(15).collect();
@@ -85,12 +129,32 @@ impl Shop {
             // Keep draining the child's stdout: a closed pipe would fail its next write.
             std::thread::spawn(move || lines.for_each(drop));
             shop.urls.insert(service.name(), url);
+            if service == Service::Gateway {
+                shop.gateway_admin = admin;
+            }
         }
         Ok(shop)
     }
 
     pub fn gateway(&self) -> &str {
         &self.urls["gateway"]
+    }
+
+    /// Where `service` serves `/admin/chaos`: its own listener, or the
+    /// gateway's admin listener.
+    pub fn admin_url(&self, service: &str) -> Result<String> {
+        let base = match service {
+            "gateway" => self
+                .gateway_admin
+                .clone()
+                .context("the gateway printed no admin listener")?,
+            s => self
+                .urls
+                .get(s)
+                .cloned()
+                .with_context(|| format!("no service {s}"))?,
+        };
+        Ok(format!("{base}/admin/chaos"))
     }
 
     /// Stops every service gracefully (their telemetry is flushed on the way out).
@@ -159,7 +223,7 @@ impl Shopper {
     pub fn new(base: &str, forwarded_for: &str) -> Result<Shopper> {
         Ok(Shopper {
             http: reqwest::Client::builder()
-                .timeout(Duration::from_secs(30))
+                .timeout(Duration::from_secs(60))
                 .build()?,
             base: base.to_owned(),
             cookie: None,
@@ -251,3 +315,53 @@ pub fn nonce() -> u64 {
         .unwrap_or_default();
     (nanos as u64) ^ (u64::from(std::process::id()) << 32)
 }
+
+// ---------------------------------------------------------------------------
+// Traces the gateway started
+
+/// The traces the gateway started for requests whose `traceparent` carried
+/// the trace ids `callers`: the gateway never continues an outside trace, it
+/// starts its own and keeps the caller's context as a link on its SERVER
+/// span. Reads `otlp_spans` from `since_ms` until every caller is found;
+/// returns caller trace id → the gateway's trace id.
+pub async fn gateway_traces(
+    since_ms: i64,
+    group: &str,
+    callers: &[Vec<u8>],
+) -> Result<BTreeMap<Vec<u8>, Vec<u8>>> {
+    let mut found: BTreeMap<Vec<u8>, Vec<u8>> = BTreeMap::new();
+    let read = crate::otlp::read_spans_and_logs(
+        since_ms,
+        group,
+        &mut found,
+        |found, signal| {
+            if let crate::otlp::Signal::Span(service, span) = signal
+                && service == "shop-gateway"
+                && span.kind == SPAN_KIND_SERVER
+            {
+                for link in &span.links {
+                    if callers.contains(&link.trace_id) {
+                        found.insert(link.trace_id.clone(), span.trace_id.clone());
+                    }
+                }
+            }
+        },
+        |found| found.len() == callers.len(),
+    )
+    .await?;
+    ensure!(
+        read.complete,
+        "kafka: no gateway SERVER span links to {:?} (read {} records, idle {} s)",
+        callers
+            .iter()
+            .filter(|c| !found.contains_key(*c))
+            .map(|c| crate::otlp::hex(c))
+            .collect::<Vec<_>>(),
+        read.records,
+        read.idle
+    );
+    Ok(found)
+}
+
+/// `SPAN_KIND_SERVER` of OTLP.
+const SPAN_KIND_SERVER: i32 = 2;

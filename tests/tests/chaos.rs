@@ -11,9 +11,11 @@
 //!   `drop_downstream_ratio` (with `drop_downstream_targets`).
 //!
 //! Every flag is checked to show in `GET /admin/chaos` and to be gone after
-//! `DELETE /admin/chaos`. Each request that should show a fault carries a
-//! `traceparent` of the test's own, so its spans and log records are found by
-//! trace id. Durations are checked only from below (at least the injected delay).
+//! `DELETE /admin/chaos` (the gateway's on its admin listener; every call
+//! with the `SHOP_ADMIN_TOKEN` the harness sets, and refused without it).
+//! Each request that should show a fault carries a `traceparent` of the
+//! test's own; the gateway starts a trace of its own and links it to ours,
+//! so its spans and log records are found by that link, then by trace id. Durations are checked only from below (at least the injected delay).
 //!
 //! Run: `cargo test -p e2e --test chaos`.
 
@@ -22,7 +24,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result, bail, ensure};
 use e2e::otlp::{Signal, attr, attr_str, read_spans_and_logs};
-use e2e::shop::{Shop, Shopper, nonce, require_up};
+use e2e::shop::{ADMIN_TOKEN, Shop, Shopper, gateway_traces, nonce, require_up};
 use opentelemetry_proto::tonic::common::v1::{KeyValue, any_value};
 use reqwest::Method;
 use serde_json::{Value, json};
@@ -111,8 +113,28 @@ async fn admin_call(
     body: Option<Value>,
     forwarded: bool,
 ) -> Result<(u16, Value)> {
-    let url = format!("{}/admin/chaos", shop.urls[service]);
-    let mut req = reqwest::Client::new().request(method.clone(), &url);
+    admin_call_at(
+        &shop.admin_url(service)?,
+        method,
+        body,
+        forwarded,
+        Some(ADMIN_TOKEN),
+    )
+    .await
+}
+
+/// `method url` with the bearer `token`, through a proxy when `forwarded`.
+async fn admin_call_at(
+    url: &str,
+    method: Method,
+    body: Option<Value>,
+    forwarded: bool,
+    token: Option<&str>,
+) -> Result<(u16, Value)> {
+    let mut req = reqwest::Client::new().request(method.clone(), url);
+    if let Some(t) = token {
+        req = req.bearer_auth(t);
+    }
     if let Some(b) = body {
         req = req.json(&b);
     }
@@ -433,7 +455,7 @@ fn signature(fault: &str, t: &TraceSeen) -> Result<()> {
 /// Reads `otlp_spans` and `otlp_logs` from `since_ms` until every traced
 /// request shows its fault's signature (then a few quiet seconds more).
 async fn read_signatures(traced: &Traced, since_ms: i64) -> Result<u32> {
-    let by_id: BTreeMap<Vec<u8>, &'static str> = traced
+    let callers: BTreeMap<Vec<u8>, &'static str> = traced
         .ids
         .iter()
         .map(|(fault, id)| {
@@ -442,6 +464,14 @@ async fn read_signatures(traced: &Traced, since_ms: i64) -> Result<u32> {
                 .collect();
             (bytes, *fault)
         })
+        .collect();
+    // The gateway started a trace of its own for each request, linked to ours.
+    let group = format!("shop-e2e-chaos-{}", traced.seed);
+    let ids: Vec<Vec<u8>> = callers.keys().cloned().collect();
+    let by_id: BTreeMap<Vec<u8>, &'static str> = gateway_traces(since_ms, &group, &ids)
+        .await?
+        .into_iter()
+        .filter_map(|(caller, trace)| callers.get(&caller).map(|fault| (trace, *fault)))
         .collect();
     let nothing = TraceSeen::default();
     let pending = |seen: &BTreeMap<&'static str, TraceSeen>| -> Vec<String> {
@@ -458,7 +488,7 @@ async fn read_signatures(traced: &Traced, since_ms: i64) -> Result<u32> {
     let mut seen: BTreeMap<&'static str, TraceSeen> = BTreeMap::new();
     let read = read_spans_and_logs(
         since_ms,
-        &format!("shop-e2e-chaos-{}", traced.seed),
+        &group,
         &mut seen,
         |seen, signal| match signal {
             Signal::Span(service, s) => {
@@ -763,9 +793,36 @@ async fn every_fault_shows_its_signature_in_the_telemetry() -> Result<()> {
         status == 403 && answer["error"]["code"] == "admin_forbidden",
         "{status} {answer}"
     );
-    // Through the gateway as a client (X-Forwarded-For): refused too.
+    // Without the token, or with another: refused, on every service and on
+    // the gateway's admin listener.
+    for service in ["gateway", "auth", "catalog", "cart", "checkout", "payments"] {
+        let url = shop.admin_url(service)?;
+        for token in [None, Some("not the admin token at all")] {
+            let (status, answer) = admin_call_at(
+                &url,
+                Method::PUT,
+                Some(json!({"redis_down": true})),
+                false,
+                token,
+            )
+            .await?;
+            ensure!(
+                status == 401 && answer["error"]["code"] == "admin_unauthorized",
+                "{service} {token:?}: {status} {answer}"
+            );
+        }
+    }
+    // The gateway's public listener has no admin at all, token or not, from
+    // this host or as a client.
+    let public = format!("{}/admin/chaos", shop.gateway());
+    let (status, answer) =
+        admin_call_at(&public, Method::GET, None, false, Some(ADMIN_TOKEN)).await?;
+    ensure!(
+        status == 404,
+        "the gateway's public listener: {status} {answer}"
+    );
     let a = shopper.get("/admin/chaos").await?;
-    ensure!(a.status == 403, "{} {}", a.status, a.body);
+    ensure!(a.status == 404, "{} {}", a.status, a.body);
 
     // Graceful shutdown flushes every service's telemetry.
     shop.stop();

@@ -151,6 +151,8 @@ async fn a_short_brute_force_reaches_kafka_with_its_indicators() -> Result<()> {
     let truth_path = dir.join("brute_force.truth.json");
     // A seed of its own per run: another victim account each time.
     let out = Command::new(e2e::workspace_binary("shop-load"))
+        .envs(e2e::shop::KEYS_ENV)
+        .env_remove("SHOP_DEV_KEYS")
         .args(["--gateway", shop.gateway()])
         .args([
             "--rate",

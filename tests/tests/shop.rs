@@ -13,19 +13,23 @@
 //!   and checks that the checkout is one trace across gateway, checkout, cart
 //!   and payments, with the contract's events on it; then scans the Collector's
 //!   file-exporter capture for the raw e-mail, passwords and card number used.
+//!   The checkout request carries a `traceparent` with flags `00` (not
+//!   sampled): the gateway neither continues it nor lets it switch the shop's
+//!   spans off; it starts a trace of its own, sampled by its own policy, and
+//!   links it to the caller's context. The test finds the trace by that link.
 //! - `bad_input_is_answered_with_4xx_json`: malformed JSON, unknown products,
 //!   negative quantities, oversized bodies, SQL-injection strings.
 //! - `overload_is_answered_with_429_and_retry_after`: the gateway's rate limit,
 //!   and the refusals counted in `shop.http.shed` on the Collector's Prometheus exporter.
-//! - `unsampled_requests_still_emit_their_events`: head sampling at 0 with an
-//!   unsampled caller: the domain event still reaches Kafka, no span does.
-//!
-//! The checkout trace must survive the Collector's tail sampler, which keeps
-//! errors, slow traces and a percentage of the rest chosen by a hash of the
-//! trace id (FNV-1a with the processor's default salt). A successful checkout
-//! is neither an error nor slow, so the test starts the trace itself (a W3C
-//! `traceparent` on the checkout request, as any instrumented client does) with
-//! a trace id that hash keeps at any configured percentage of 1 or more.
+//! - `unsampled_requests_still_emit_their_events`: head sampling at 0: the
+//!   domain event still reaches Kafka, no span of its trace does.
+//! - `answers_do_not_tell_which_accounts_exist_and_lockout_holds_under_concurrency`:
+//!   registration answers alike for a new and a taken address; an unknown
+//!   name, a wrong password and a locked account are answered alike (401);
+//!   concurrent wrong guesses get no more than `SHOP_LOCKOUT_FAILURES`
+//!   password checks; the `shop.auth.login` events still say what happened.
+//! - `services_refuse_to_start_without_hashing_keys`: auth and payments stop
+//!   at start when a hashing key is missing and `SHOP_DEV_KEYS` is not set.
 //!
 //! Run: `cargo test -p e2e --test shop`.
 
@@ -34,7 +38,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result, bail, ensure};
 use e2e::otlp::{Signal, attr, attr_str, hex, read_spans_and_logs};
-use e2e::shop::{Shop, Shopper, nonce, require_up};
+use e2e::shop::{Shop, Shopper, gateway_traces, nonce, require_up};
 use opentelemetry_proto::tonic::common::v1::{KeyValue, any_value};
 use serde_json::json;
 
@@ -74,34 +78,17 @@ fn unique_card(seed: u64) -> String {
         .collect()
 }
 
-/// FNV-1a 64 of the tail sampler's default salt and the trace id.
-fn tail_hash(trace_id: &[u8; 16]) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in b"default-hash-seed".iter().chain(trace_id.iter()) {
-        h ^= u64::from(*b);
-        h = h.wrapping_mul(0x0000_0100_0000_01b3);
-    }
-    h
-}
-
-/// A trace id that the Collector's probabilistic tail policy keeps at 1 % or more.
-fn kept_trace_id(seed: u64) -> [u8; 16] {
-    let threshold = u64::MAX / 100;
-    let mut x = seed | 1;
-    for _ in 0..1_000_000 {
-        // xorshift
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        let y = x.wrapping_mul(0x9E37_79B9_7F4A_7C15);
-        let mut id = [0u8; 16];
-        id[..8].copy_from_slice(&x.to_be_bytes());
-        id[8..].copy_from_slice(&y.to_be_bytes());
-        if tail_hash(&id) <= threshold {
-            return id;
-        }
-    }
-    [0x11; 16]
+/// A trace id of the test's own, for a caller's `traceparent`.
+fn caller_trace_id(seed: u64) -> [u8; 16] {
+    let mut id = [0u8; 16];
+    id[..8].copy_from_slice(&seed.to_be_bytes());
+    id[8..].copy_from_slice(
+        &seed
+            .rotate_left(29)
+            .wrapping_mul(0x9E37_79B9_7F4A_7C15)
+            .to_be_bytes(),
+    );
+    id
 }
 
 // ---------------------------------------------------------------------------
@@ -114,6 +101,8 @@ struct SpanSeen {
     kind: i32,
     span_id: String,
     parent: String,
+    /// (trace id, span id) of each link.
+    links: Vec<(String, String)>,
     attributes: Vec<KeyValue>,
 }
 
@@ -178,6 +167,11 @@ async fn read_trace(
                 kind: s.kind,
                 span_id: hex(&s.span_id),
                 parent: hex(&s.parent_span_id),
+                links: s
+                    .links
+                    .iter()
+                    .map(|l| (hex(&l.trace_id), hex(&l.span_id)))
+                    .collect(),
                 attributes: s.attributes,
             }),
             Signal::Log(service, r) if r.trace_id == trace_id && !r.event_name.is_empty() => {
@@ -224,15 +218,14 @@ async fn checkout_is_one_connected_trace_with_the_contract_events() -> Result<()
     let mut shopper = Shopper::new(shop.gateway(), client)?;
 
     // Register; a failed login; the real login.
-    let created = shopper
+    shopper
         .expect(
             reqwest::Method::POST,
             "/api/auth/register",
             Some(json!({"email": email, "password": password})),
-            201,
+            202,
         )
         .await?;
-    let user_id = created["user_id"].as_str().context("user_id")?.to_owned();
     shopper
         .expect(
             reqwest::Method::POST,
@@ -249,10 +242,10 @@ async fn checkout_is_one_connected_trace_with_the_contract_events() -> Result<()
             200,
         )
         .await?;
-    ensure!(
-        logged["user_id"] == user_id.as_str(),
-        "login answered {logged}"
-    );
+    let user_id = logged["user_id"]
+        .as_str()
+        .with_context(|| format!("login answered {logged}"))?
+        .to_owned();
     // A seeded account with its known password works too.
     let mut other = Shopper::new(shop.gateway(), "198.51.100.23")?;
     other
@@ -312,9 +305,11 @@ async fn checkout_is_one_connected_trace_with_the_contract_events() -> Result<()
         .await?;
     ensure!(cart["items"][0]["quantity"] == 2, "{cart}");
 
-    // Check out and pay, in a trace this test starts.
-    let trace_id = kept_trace_id(n);
-    let traceparent = format!("00-{}-{:016x}-01", hex(&trace_id), n | 1);
+    // Check out and pay, sent as a caller that did not sample its trace
+    // (flags 00): the gateway starts a trace of its own all the same.
+    let caller_trace = caller_trace_id(n);
+    let caller_span = format!("{:016x}", n | 1);
+    let traceparent = format!("00-{}-{caller_span}-00", hex(&caller_trace));
     let body = json!({"card": {"number": card, "expiry": "12/39", "cvv": "737"}});
     let placed = shopper
         .send(
@@ -365,9 +360,22 @@ async fn checkout_is_one_connected_trace_with_the_contract_events() -> Result<()
     // Graceful shutdown flushes every service's telemetry.
     shop.stop();
 
+    // The gateway's trace, found by its link to ours: not ours, and exported
+    // although our flags said "not sampled".
+    let group = format!("shop-e2e-{}", hex(&caller_trace));
+    let started = gateway_traces(since_ms, &group, &[caller_trace.to_vec()]).await?;
+    let trace_id: [u8; 16] = started
+        .get(caller_trace.as_slice())
+        .and_then(|t| t.as_slice().try_into().ok())
+        .context("no gateway trace for the checkout")?;
+    ensure!(
+        trace_id != caller_trace,
+        "the gateway continued the caller's trace {}",
+        hex(&caller_trace)
+    );
     let seen = read_trace(&trace_id, since_ms, TraceSeen::complete).await?;
     // One connected trace: every span's parent is in the trace, except the
-    // gateway's SERVER span, whose parent is this test's traceparent.
+    // gateway's SERVER span, which has none (a new trace).
     let ids: BTreeSet<&str> = seen.spans.iter().map(|s| s.span_id.as_str()).collect();
     let roots: Vec<&SpanSeen> = seen
         .spans
@@ -381,8 +389,15 @@ async fn checkout_is_one_connected_trace_with_the_contract_events() -> Result<()
     );
     let root = roots[0];
     ensure!(
-        root.service == "shop-gateway" && root.name == "POST /api/checkout" && root.kind == 2,
-        "the root is not the gateway's SERVER span: {root:#?}"
+        root.service == "shop-gateway"
+            && root.name == "POST /api/checkout"
+            && root.kind == 2
+            && root.parent.is_empty(),
+        "the root is not the gateway's SERVER span starting the trace: {root:#?}"
+    );
+    ensure!(
+        root.links == vec![(hex(&caller_trace), caller_span.clone())],
+        "the gateway's SERVER span does not link to the caller's context: {root:#?}"
     );
     ensure!(
         attr_str(&root.attributes, "client.address") == Some(client),
@@ -764,9 +779,54 @@ async fn overload_is_answered_with_429_and_retry_after() -> Result<()> {
     )
 }
 
-/// Head sampling drops spans, never events: a request whose caller did not
-/// sample it (`traceparent` flags 00) still emits its domain event, with the
-/// request's trace id, and no span of that trace is exported.
+/// The `shop.auth.login` events of one account (by `user.hash`), and the
+/// trace ids of every span, read from Kafka until `wanted` events came.
+#[derive(Default)]
+struct Logins {
+    /// (trace id, `shop.auth.failure_reason` or `success`) per event.
+    events: Vec<(Vec<u8>, String)>,
+    span_traces: BTreeSet<Vec<u8>>,
+}
+
+async fn read_logins(since_ms: i64, user_hash: &str, wanted: usize) -> Result<Logins> {
+    let mut seen = Logins::default();
+    let read = read_spans_and_logs(
+        since_ms,
+        &format!("shop-e2e-logins-{user_hash}"),
+        &mut seen,
+        |seen, signal| match signal {
+            Signal::Span(_, s) => {
+                seen.span_traces.insert(s.trace_id);
+            }
+            Signal::Log(_, r)
+                if r.event_name == "shop.auth.login"
+                    && attr_str(&r.attributes, "user.hash") == Some(user_hash) =>
+            {
+                let what = attr_str(&r.attributes, "shop.auth.failure_reason")
+                    .or_else(|| attr_str(&r.attributes, "shop.auth.outcome"))
+                    .unwrap_or_default()
+                    .to_owned();
+                seen.events.push((r.trace_id, what));
+            }
+            Signal::Log(..) => {}
+        },
+        |seen| seen.events.len() >= wanted,
+    )
+    .await?;
+    ensure!(
+        read.complete,
+        "kafka: {} of {wanted} shop.auth.login events of {user_hash} (read {} records, idle {} s)",
+        seen.events.len(),
+        read.records,
+        read.idle
+    );
+    Ok(seen)
+}
+
+/// The gateway samples by its own policy, whatever the caller says: with
+/// head sampling at 0, a request whose caller claims a sampled trace (flags
+/// 01) exports no span; its domain event still reaches Kafka, in the
+/// gateway's trace, not the caller's. Head sampling drops spans, never events.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unsampled_requests_still_emit_their_events() -> Result<()> {
     require_up("kafka", 19092)?;
@@ -774,48 +834,173 @@ async fn unsampled_requests_still_emit_their_events() -> Result<()> {
     let since_ms = SystemTime::now().duration_since(UNIX_EPOCH)?.as_millis() as i64 - 10_000;
     let mut shop = Shop::start("unsampled", &[("OTEL_TRACES_SAMPLER_ARG", "0")])?;
     let n = nonce() ^ 0x5a5a;
-    let trace_id = kept_trace_id(n);
-    let traceparent = format!("00-{}-{:016x}-00", hex(&trace_id), n | 1);
+    let caller_trace = caller_trace_id(n);
+    let traceparent = format!("00-{}-{:016x}-01", hex(&caller_trace), n | 1);
     let mut s = Shopper::new(shop.gateway(), "198.51.100.99")?;
-    let body = json!({"email": format!("unsampled.{n:x}@example.org"), "password": format!("pw-{n:x}-unsampled")});
-    let created = s
+    let email = format!("unsampled.{n:x}@example.org");
+    let body = json!({"email": email, "password": format!("pw-{n:x}-unsampled")});
+    let answer = s
         .send(
             reqwest::Method::POST,
-            "/api/auth/register",
+            "/api/auth/login",
             Some(serde_json::to_vec(&body)?),
             Some(&traceparent),
         )
         .await?;
     ensure!(
-        created.status == 201,
-        "register: {} {}",
-        created.status,
-        created.body
+        answer.status == 401,
+        "login: {} {}",
+        answer.status,
+        answer.body
     );
-    let user_id = created.body["user_id"]
-        .as_str()
-        .context("user_id")?
-        .to_owned();
     shop.stop();
 
-    let seen = read_trace(&trace_id, since_ms, |seen| {
-        seen.event_names().contains("shop.account.created")
-    })
-    .await?;
-    let event = seen
-        .events
-        .iter()
-        .find(|e| e.name == "shop.account.created")
-        .context("no event")?;
-    ensure!(event.service == "shop-auth", "{event:?}");
+    let user_hash = e2e::shop::keys()?.user_hash(&email);
+    let seen = read_logins(since_ms, &user_hash, 1).await?;
+    let (trace, reason) = &seen.events[0];
+    ensure!(reason == "unknown_user", "the event says {reason}");
     ensure!(
-        attr_str(&event.attributes, "user.id") == Some(user_id.as_str()),
-        "{event:?}"
+        trace.as_slice() != caller_trace.as_slice(),
+        "the event is in the caller's trace"
     );
     ensure!(
-        seen.spans.is_empty(),
-        "spans of an unsampled trace were exported: {:#?}",
-        seen.spans
+        !seen.span_traces.contains(trace) && !seen.span_traces.contains(caller_trace.as_slice()),
+        "spans of a trace the gateway did not sample were exported"
     );
+    Ok(())
+}
+
+/// What a client can learn of accounts: nothing. Registration answers a new
+/// and a taken address alike; an unknown name, a wrong password and a locked
+/// account (even with the right password) are all 401 with the same body.
+/// The lockout's check and count are one step: 8 wrong guesses sent at once
+/// after one wrong login get exactly `SHOP_LOCKOUT_FAILURES` - 1 password
+/// checks between them, the rest are refused as locked. The events tell the
+/// truth the rules need (`unknown_user`, `bad_password`, `locked`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn answers_do_not_tell_which_accounts_exist_and_lockout_holds_under_concurrency() -> Result<()>
+{
+    const FAILURES: usize = 5;
+    const CONCURRENT: usize = 8;
+    require_up("kafka", 19092)?;
+    require_up("otelcol", 4317)?;
+    let since_ms = SystemTime::now().duration_since(UNIX_EPOCH)?.as_millis() as i64 - 10_000;
+    // Argon2 in a debug build takes a second or more per check: room for
+    // the concurrent ones, so that none is cut short by a timeout.
+    let mut shop = Shop::start(
+        "accounts",
+        &[
+            ("SHOP_LOCKOUT_FAILURES", "5"),
+            ("SHOP_UPSTREAM_TIMEOUT_MS", "120000"),
+            ("SHOP_ROUTE_TIMEOUT_MS", "120000"),
+        ],
+    )?;
+    let n = nonce();
+    let client = format!(
+        "10.{}.{}.{}",
+        40 + n % 50,
+        (n >> 8) % 250,
+        1 + (n >> 16) % 250
+    );
+    let mut s = Shopper::new(shop.gateway(), &client)?;
+    let email = format!("e2e.accounts.{n:x}@example.org");
+    let unknown = format!("e2e.nobody.{n:x}@example.org");
+    let password = format!("pw-{n:x}-Right!");
+    let register = "/api/auth/register";
+    let login = "/api/auth/login";
+
+    let new = send_credentials(&mut s, register, &email, &password, 202).await?;
+    let taken = send_credentials(&mut s, register, &email, "another-password", 202).await?;
+    ensure!(
+        new == taken,
+        "registration tells a taken address: {new} vs {taken}"
+    );
+    let nobody = send_credentials(&mut s, login, &unknown, &password, 401).await?;
+    let wrong = send_credentials(&mut s, login, &email, "wrong-guess-0", 401).await?;
+    ensure!(
+        nobody == wrong,
+        "unknown name {nobody} vs wrong password {wrong}"
+    );
+
+    let base = shop.gateway().to_owned();
+    let guesses: Vec<_> = (1..=CONCURRENT)
+        .map(|i| {
+            let (base, client, email) = (base.clone(), client.clone(), email.clone());
+            tokio::spawn(async move {
+                let mut guesser = Shopper::new(&base, &client)?;
+                let guess = format!("wrong-guess-{i}");
+                send_credentials(&mut guesser, login, &email, &guess, 401).await
+            })
+        })
+        .collect();
+    for g in guesses {
+        let body = g.await??;
+        ensure!(body == wrong, "a concurrent guess was answered {body}");
+    }
+    let locked = send_credentials(&mut s, login, &email, &password, 401).await?;
+    ensure!(
+        locked == wrong,
+        "a locked account answers {locked}, a wrong password {wrong}"
+    );
+    shop.stop();
+
+    let keys = e2e::shop::keys()?;
+    let seen = read_logins(since_ms, &keys.user_hash(&email), CONCURRENT + 2).await?;
+    let count = |what: &str| seen.events.iter().filter(|(_, w)| w == what).count();
+    ensure!(
+        count("bad_password") == FAILURES && count("locked") == CONCURRENT + 2 - FAILURES,
+        "expected {FAILURES} bad_password and the rest locked: {:?}",
+        seen.events.iter().map(|(_, w)| w).collect::<Vec<_>>()
+    );
+    let nobody = read_logins(since_ms, &keys.user_hash(&unknown), 1).await?;
+    ensure!(
+        nobody.events.iter().all(|(_, w)| w == "unknown_user"),
+        "{:?}",
+        nobody.events
+    );
+    Ok(())
+}
+
+/// `POST path` `{"email", "password"}` as `s`, expecting `status`; the answer's body.
+async fn send_credentials(
+    s: &mut Shopper,
+    path: &str,
+    email: &str,
+    password: &str,
+    status: u16,
+) -> Result<serde_json::Value> {
+    let body = json!({"email": email, "password": password});
+    s.expect(reqwest::Method::POST, path, Some(body), status)
+        .await
+}
+
+/// A missing hashing key stops the services that hash, with a message that
+/// says what to set; `SHOP_DEV_KEYS=true` is the only way to the public keys.
+#[test]
+fn services_refuse_to_start_without_hashing_keys() -> Result<()> {
+    require_up("postgres", 55432)?;
+    for service in ["payments", "auth"] {
+        let out = std::process::Command::new(e2e::workspace_binary("shop"))
+            .args(["serve", service])
+            .env(
+                format!("SHOP_{}_ADDR", service.to_uppercase()),
+                "127.0.0.1:0",
+            )
+            .env("OTEL_SDK_DISABLED", "true")
+            .env_remove("SHOP_USER_HASH_KEY")
+            .env_remove("SHOP_CARD_HASH_KEY")
+            .env_remove("SHOP_DEV_KEYS")
+            .stdin(std::process::Stdio::null())
+            .output()
+            .context("running shop serve")?;
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        ensure!(
+            !out.status.success()
+                && stderr.contains("HASH_KEY is not set")
+                && stderr.contains("SHOP_DEV_KEYS"),
+            "{service} without keys: {:?}\n{stderr}",
+            out.status
+        );
+    }
     Ok(())
 }

@@ -27,8 +27,8 @@ pub fn document() -> Value {
         "openapi": "3.1.0",
         "info": { "title": "otelguard shop", "version": env!("CARGO_PKG_VERSION") },
         "paths": {
-            "/api/auth/register": { "post": op("Create an account", Some("Credentials"), &[("201", "{\"user_id\"}"), ("409", "exists"), err, busy]) },
-            "/api/auth/login": { "post": op("Sign in (sets the session cookie)", Some("Credentials"), &[("200", "{\"user_id\"}"), ("401", "wrong e-mail or password"), ("403", "locked"), ("429", "rate limited"), busy]) },
+            "/api/auth/register": { "post": op("Create an account (the same answer when the address has one)", Some("Credentials"), &[("202", "{\"status\", \"message\"}"), err, busy]) },
+            "/api/auth/login": { "post": op("Sign in (sets the session cookie)", Some("Credentials"), &[("200", "{\"user_id\"}"), ("401", "wrong e-mail or password, or a locked account"), ("429", "rate limited"), busy]) },
             "/api/auth/logout": { "post": op("Sign out", None, &[("204", "signed out")]) },
             "/api/categories": { "get": op("List categories", None, &[("200", "{\"categories\"}"), busy]) },
             "/api/products": { "get": op("List products (?category=&page=&per_page=)", None, &[("200", "{\"products\"}"), err, busy]) },
