@@ -168,6 +168,9 @@ pub struct BadMessage {
     pub error: DecodeError,
     /// the bytes as found in the file (the record or the line without its end)
     pub raw: Vec<u8>,
+    /// the file ends inside this record: the capture was cut short (a copy
+    /// still being written, a disk that filled up)
+    pub truncated: bool,
 }
 
 impl Message {
@@ -506,6 +509,7 @@ fn decode_record(
             position,
             error,
             raw: bytes,
+            truncated: false,
         }),
     }
 }
@@ -711,6 +715,7 @@ impl FileReader {
                         format!("line longer than {max} bytes, skipped"),
                     ),
                     raw: Vec::new(),
+                    truncated: false,
                 }));
             }
             while matches!(line.last(), Some(b'\n' | b'\r')) {
@@ -751,6 +756,7 @@ impl FileReader {
                     format!("truncated record: the file ends {got} bytes into a 4-byte length"),
                 ),
                 raw: header[..got].to_vec(),
+                truncated: true,
             }));
         }
         let len = u32::from_be_bytes(header) as usize;
@@ -772,6 +778,7 @@ impl FileReader {
                 position: self.position(at),
                 error: DecodeError::new(Reason::Oversized, detail),
                 raw: Vec::new(),
+                truncated: (skipped as usize) < len,
             }));
         }
         let mut bytes = vec![0u8; len];
@@ -791,6 +798,7 @@ impl FileReader {
                     ),
                 ),
                 raw: bytes,
+                truncated: true,
             }));
         }
         Some(RawItem::Bytes {
@@ -1128,6 +1136,29 @@ mod tests {
                 ),
             ]
         );
+    }
+
+    #[test]
+    fn a_cut_tail_is_marked_truncated() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("logs.pb");
+        let mut bytes = length_prefixed(&[b"\x0a\x00"]);
+        bytes.extend_from_slice(&10u32.to_be_bytes());
+        bytes.extend_from_slice(b"12345");
+        std::fs::write(&path, bytes).expect("write");
+        let bad: Vec<(String, bool)> = open(&[path])
+            .expect("open")
+            .filter_map(|item| match item {
+                CaptureItem::Bad(b) => Some((b.position.to_string(), b.truncated)),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(bad.len(), 1, "{bad:?}");
+        assert!(
+            bad[0].0.ends_with("logs.pb:record 2 (byte offset 6)"),
+            "{bad:?}"
+        );
+        assert!(bad[0].1);
     }
 
     #[test]
