@@ -38,7 +38,10 @@
 //! A message that does not decode is a [`CaptureItem::Bad`] with its position and
 //! raw bytes, and reading goes on. A record longer than
 //! [`ReadOptions::max_message_bytes`] is skipped without being read into memory
-//! ([`Reason::Oversized`]). A truncated final record is a `Bad` item. A file that
+//! ([`Reason::Oversized`]). A truncated final record is a `Bad` item marked
+//! [`BadMessage::truncated`] (`engine replay` logs it and names it in its
+//! summary). A record a decoder panics on is a `Bad` item
+//! ([`Reason::DecoderPanic`]) and reading goes on with the next. A file that
 //! cannot be read any further (I/O error, corrupt compressed stream) is a
 //! [`CaptureItem::Unreadable`] and reading goes on with the next file.
 //!
