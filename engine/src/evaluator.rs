@@ -72,7 +72,23 @@ pub struct Stats {
     pub kpi_values: u64,
     pub buffered_rows: usize,
     pub watermark_ns: Option<i64>,
+    /// rows dated later than the wall clock plus the allowed skew (live only),
+    /// dropped, by table
+    pub future_rows: BTreeMap<&'static str, u64>,
 }
+
+/// Rows dated ahead of the wall clock (live evaluation only): a forged or
+/// wrong timestamp must not move event time on and make every honest row late.
+#[derive(Debug, Clone)]
+struct FutureGuard {
+    /// how far ahead of the wall clock a row may be
+    skew_ns: i64,
+    /// dropped since the last evaluation, by table, with the newest time seen
+    pending: BTreeMap<Table, (u64, i64)>,
+}
+
+/// The id of the built-in alert on future-dated input.
+pub const FUTURE_ROWS_RULE: &str = "otelguard.input.future_timestamps";
 
 struct SessionState {
     /// start of the first window not yet evaluated
@@ -92,6 +108,7 @@ pub struct Evaluator {
     max_seen: Option<i64>,
     min_seen: Option<i64>,
     stats: Stats,
+    future: Option<FutureGuard>,
 }
 
 /// The tables a plan reads (a view counts as the table under it).
@@ -151,7 +168,107 @@ impl Evaluator {
             max_seen: None,
             min_seen: None,
             stats: Stats::default(),
+            future: None,
         }
+    }
+
+    /// Live evaluation: rows dated more than `skew` ahead of the wall clock are
+    /// dropped and counted ([`Stats::future_rows`]), and an evaluation after
+    /// such rows reports them in a [`FUTURE_ROWS_RULE`] alert, so a source
+    /// cannot run event time ahead of the clock. Replay does not use it: it
+    /// stays deterministic.
+    pub fn with_future_limit(mut self, skew: std::time::Duration) -> Self {
+        self.future = Some(FutureGuard {
+            skew_ns: i64::try_from(skew.as_nanos()).unwrap_or(i64::MAX),
+            pending: BTreeMap::new(),
+        });
+        self
+    }
+
+    /// The source is cut off (its brokers do not answer, a rebalance is under
+    /// way): quiet streams hold the watermark until [`Evaluator::resume_source`].
+    pub fn suspend_source(&mut self) {
+        self.watermark.suspend();
+    }
+
+    /// The source is back; see [`Evaluator::suspend_source`].
+    pub fn resume_source(&mut self) {
+        self.watermark.resume();
+    }
+
+    /// Whether the source is cut off; see [`Evaluator::suspend_source`].
+    pub fn is_source_suspended(&self) -> bool {
+        self.watermark.is_suspended()
+    }
+
+    /// With the guard on, drops the rows of `batch` dated past the wall clock
+    /// plus the skew, counts them, and gives the wall clock: no stream's
+    /// newest time may pass it, so the rows within the skew are kept but do
+    /// not move event time ahead of the clock.
+    fn drop_future_rows(
+        &mut self,
+        table: Table,
+        batch: RecordBatch,
+    ) -> Result<(RecordBatch, Option<i64>), arrow::error::ArrowError> {
+        let Some(guard) = &mut self.future else {
+            return Ok((batch, None));
+        };
+        let now = chrono::Utc::now().timestamp_nanos_opt().unwrap_or(i64::MAX);
+        let limit = now.saturating_add(guard.skew_ns);
+        let times = window::times(&batch)?;
+        let newest = times.iter().flatten().max().unwrap_or(i64::MIN);
+        if newest <= limit {
+            return Ok((batch, Some(now)));
+        }
+        let keep: arrow::array::BooleanArray =
+            times.iter().map(|t| Some(t.is_none_or(|t| t <= limit))).collect();
+        let kept = arrow::compute::filter_record_batch(&batch, &keep)?;
+        let dropped = (batch.num_rows() - kept.num_rows()) as u64;
+        *self.stats.future_rows.entry(table.name()).or_default() += dropped;
+        let entry = guard.pending.entry(table).or_insert((0, i64::MIN));
+        if entry.0 == 0 {
+            tracing::warn!(
+                table = table.name(),
+                rows = dropped,
+                newest = %crate::alerts::rfc3339(newest),
+                "rows dated ahead of the wall clock dropped (a wrong clock or forged timestamps)"
+            );
+        }
+        entry.0 += dropped;
+        entry.1 = entry.1.max(newest);
+        Ok((kept, Some(now)))
+    }
+
+    /// The built-in alerts on future-dated rows since the last evaluation.
+    fn future_alerts(&mut self) -> Vec<Output> {
+        let Some(guard) = &mut self.future else {
+            return vec![];
+        };
+        let now = chrono::Utc::now().timestamp_nanos_opt().unwrap_or(i64::MAX);
+        let skew_s = guard.skew_ns / 1_000_000_000;
+        std::mem::take(&mut guard.pending)
+            .into_iter()
+            .map(|(table, (rows, newest))| {
+                Output::Alert(Alert {
+                    rule_id: FUTURE_ROWS_RULE.into(),
+                    severity: "medium".into(),
+                    state: crate::alerts::State::Firing,
+                    entity: [("table".to_string(), table.name().to_string())].into(),
+                    window_start: crate::alerts::rfc3339(now),
+                    window_end: crate::alerts::rfc3339(now),
+                    value: serde_json::Value::from(rows),
+                    tags: vec!["input".into()],
+                    summary: format!(
+                        "{rows} {} rows dated more than {skew_s} s ahead of the wall clock were dropped \
+                         (the newest: {}): a source's clock is wrong, or someone forges timestamps",
+                        table.name(),
+                        crate::alerts::rfc3339(newest)
+                    ),
+                    trace_ids: vec![],
+                    at_ns: now,
+                })
+            })
+            .collect()
     }
 
     pub fn rules(&self) -> &RuleSet {
@@ -210,6 +327,7 @@ impl Evaluator {
         batch: RecordBatch,
     ) -> Result<(), arrow::error::ArrowError> {
         let table = stream.table;
+        let (batch, clock) = self.drop_future_rows(table, batch)?;
         if batch.num_rows() == 0 {
             return Ok(());
         }
@@ -234,7 +352,7 @@ impl Evaluator {
         };
         self.stats.late_rows += late as u64;
         if hi >= lo {
-            self.watermark.observe(stream, hi);
+            self.watermark.observe(stream, clock.map_or(hi, |now| hi.min(now)));
             self.max_seen = Some(self.max_seen.map_or(hi, |m| m.max(hi)));
             self.min_seen = Some(self.min_seen.map_or(lo, |m| m.min(lo)));
         }
@@ -280,11 +398,25 @@ impl Evaluator {
 
     /// Evaluates every window that is final at the current watermark.
     pub async fn evaluate(&mut self) -> Vec<Output> {
-        let Some(w) = self.watermark.get() else {
-            return vec![];
+        let mut out = match self.watermark.get() {
+            Some(w) => {
+                self.evaluate_until(|spec| window::last_final_start(spec, w))
+                    .await
+            }
+            None => vec![],
         };
-        self.evaluate_until(|spec| window::last_final_start(spec, w))
-            .await
+        out.extend(self.future_alerts());
+        out
+    }
+
+    /// Whether an evaluation has something to report now: a final window, or
+    /// future-dated rows that were dropped.
+    pub fn has_news(&self) -> bool {
+        self.has_final_windows()
+            || self
+                .future
+                .as_ref()
+                .is_some_and(|g| !g.pending.is_empty())
     }
 
     /// Ends the input: every window that holds a row is evaluated.

@@ -10,7 +10,7 @@
 //!   cannot flood the log;
 //! - **dead-lettered**: a message rejected whole goes to the [`DeadLetterSink`],
 //!   if one is set: a JSON-lines file ([`DeadLetterFile`]) or a Kafka topic
-//!   ([`DeadLetterTopic`], `otlp_dead_letter` by default). Records skipped inside a
+//!   (`DeadLetterTopic`, `otlp_dead_letter` by default, with the `kafka` feature). Records skipped inside a
 //!   good message are not dead-lettered: the message's other rows were used, and
 //!   the message itself is where it came from.
 //!
@@ -32,14 +32,16 @@ use std::io::{self, BufWriter, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use base64::Engine as _;
-use rdkafka::ClientConfig;
-use rdkafka::message::{Header, OwnedHeaders};
-use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
 
 use crate::{DecodeError, Reason, RejectCounts, Rejected};
+
+#[cfg(feature = "kafka")]
+mod topic;
+#[cfg(feature = "kafka")]
+pub use topic::DeadLetterTopic;
 
 /// The default dead-letter topic.
 pub const DEFAULT_TOPIC: &str = "otlp_dead_letter";
@@ -90,6 +92,7 @@ pub enum DeadLetterError {
         source: io::Error,
     },
     /// The dead-letter topic's producer failed.
+    #[cfg(feature = "kafka")]
     #[error("dead-letter topic {topic} on {brokers}: {source}")]
     Kafka {
         /// the topic
@@ -195,123 +198,6 @@ impl DeadLetterSink for DeadLetterFile {
             path: self.path.clone(),
             source,
         })
-    }
-}
-
-/// Dead letters to a Kafka topic: the payload is the raw message (cut to a
-/// limit), the key its origin, and the headers `reason`, `source`, `origin`,
-/// `detail`, `raw_size` and, when cut, `raw_truncated: true`.
-pub struct DeadLetterTopic {
-    producer: ThreadedProducer<DefaultProducerContext>,
-    topic: String,
-    brokers: String,
-    raw_limit: usize,
-}
-
-impl fmt::Debug for DeadLetterTopic {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("DeadLetterTopic")
-            .field("topic", &self.topic)
-            .field("brokers", &self.brokers)
-            .finish_non_exhaustive()
-    }
-}
-
-impl DeadLetterTopic {
-    /// A producer to `topic` ([`DEFAULT_TOPIC`] if `None`) on `brokers`
-    /// (`host:port,...`). Creating it does not contact the brokers.
-    pub fn new(brokers: &str, topic: Option<&str>) -> Result<DeadLetterTopic, DeadLetterError> {
-        let topic = topic.unwrap_or(DEFAULT_TOPIC).to_string();
-        let producer = ClientConfig::new()
-            .set("bootstrap.servers", brokers)
-            .set("message.timeout.ms", "30000")
-            .set("compression.type", "zstd")
-            .create()
-            .map_err(|source| DeadLetterError::Kafka {
-                topic: topic.clone(),
-                brokers: brokers.to_string(),
-                source: Box::new(source),
-            })?;
-        Ok(DeadLetterTopic {
-            producer,
-            topic,
-            brokers: brokers.to_string(),
-            raw_limit: DEFAULT_TOPIC_RAW_LIMIT,
-        })
-    }
-
-    /// Keeps up to `raw_limit` raw bytes per letter.
-    pub fn raw_limit(mut self, raw_limit: usize) -> Self {
-        self.raw_limit = raw_limit;
-        self
-    }
-
-    /// The topic written to.
-    pub fn topic(&self) -> &str {
-        &self.topic
-    }
-
-    fn error(&self, source: rdkafka::error::KafkaError) -> DeadLetterError {
-        DeadLetterError::Kafka {
-            topic: self.topic.clone(),
-            brokers: self.brokers.clone(),
-            source: Box::new(source),
-        }
-    }
-}
-
-impl DeadLetterSink for DeadLetterTopic {
-    fn send(&mut self, letter: &DeadLetter<'_>) -> Result<(), DeadLetterError> {
-        let kept = &letter.raw[..letter.raw.len().min(self.raw_limit)];
-        let size = letter.raw.len().to_string();
-        let mut headers = OwnedHeaders::new()
-            .insert(Header {
-                key: "reason",
-                value: Some(letter.reason.as_str()),
-            })
-            .insert(Header {
-                key: "source",
-                value: Some(letter.source),
-            })
-            .insert(Header {
-                key: "origin",
-                value: Some(letter.origin),
-            })
-            .insert(Header {
-                key: "detail",
-                value: Some(letter.detail),
-            })
-            .insert(Header {
-                key: "raw_size",
-                value: Some(size.as_str()),
-            });
-        if kept.len() < letter.raw.len() {
-            headers = headers.insert(Header {
-                key: "raw_truncated",
-                value: Some("true"),
-            });
-        }
-        let record = BaseRecord::to(&self.topic)
-            .payload(kept)
-            .key(letter.origin)
-            .headers(headers);
-        self.producer
-            .send(record)
-            .map_err(|(source, _)| self.error(source))
-    }
-
-    fn flush(&mut self) -> Result<(), DeadLetterError> {
-        self.producer
-            .flush(Duration::from_secs(30))
-            .map_err(|source| self.error(source))
-    }
-}
-
-impl Drop for DeadLetterTopic {
-    fn drop(&mut self) {
-        if let Err(e) = self.producer.flush(Duration::from_secs(5)) {
-            tracing::warn!(topic = %self.topic, error = %e, "dead letters may be lost: flush failed");
-        }
     }
 }
 

@@ -48,7 +48,7 @@
 use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use rdkafka::consumer::{CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer};
@@ -286,14 +286,25 @@ impl fmt::Display for OffsetsUpTo {
     }
 }
 
-/// Logs broker errors with the brokers' names, and rebalances.
+/// Logs broker errors with the brokers' names, and rebalances; knows whether
+/// the consumer is cut off (its brokers unreachable, or a rebalance under way).
 struct Context {
     brokers: String,
     errors: AtomicU64,
+    /// the brokers stopped answering; cleared by a message or a metadata answer
+    unreachable: AtomicBool,
+    /// between the start and the end of a rebalance
+    rebalancing: AtomicBool,
 }
 
 impl ClientContext for Context {
     fn error(&self, error: KafkaError, reason: &str) {
+        if matches!(
+            error.rdkafka_error_code(),
+            Some(RDKafkaErrorCode::AllBrokersDown | RDKafkaErrorCode::BrokerTransportFailure)
+        ) {
+            self.unreachable.store(true, Ordering::Relaxed);
+        }
         let n = self.errors.fetch_add(1, Ordering::Relaxed);
         if n.is_multiple_of(100) {
             tracing::warn!(brokers = %self.brokers, error = %error, reason, count = n + 1, "Kafka client error (librdkafka retries by itself)");
@@ -302,7 +313,14 @@ impl ClientContext for Context {
 }
 
 impl ConsumerContext for Context {
+    fn pre_rebalance(&self, _: &rdkafka::consumer::BaseConsumer<Self>, _: &Rebalance<'_>) {
+        self.rebalancing.store(true, Ordering::Relaxed);
+    }
+
     fn post_rebalance(&self, _: &rdkafka::consumer::BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if !matches!(rebalance, Rebalance::Revoke(_)) {
+            self.rebalancing.store(false, Ordering::Relaxed);
+        }
         match rebalance {
             Rebalance::Assign(list) => {
                 tracing::info!(partitions = ?partitions(list), "Kafka partitions assigned")
@@ -328,6 +346,8 @@ pub struct KafkaSource {
     config: KafkaConfig,
     topics: Vec<(Arc<str>, Table)>,
     rejections: Arc<Rejections>,
+    /// a metadata request to unreachable brokers is under way
+    probing: Arc<AtomicBool>,
 }
 
 impl fmt::Debug for KafkaSource {
@@ -362,6 +382,8 @@ impl KafkaSource {
         let context = Context {
             brokers: config.brokers.clone(),
             errors: AtomicU64::new(0),
+            unreachable: AtomicBool::new(false),
+            rebalancing: AtomicBool::new(false),
         };
         let consumer: StreamConsumer<Context> =
             client
@@ -391,12 +413,41 @@ impl KafkaSource {
             config,
             topics,
             rejections,
+            probing: Arc::new(AtomicBool::new(false)),
         })
     }
 
     /// The configuration it runs with.
     pub fn config(&self) -> &KafkaConfig {
         &self.config
+    }
+
+    /// Whether a quiet consumer is really quiet: its brokers answer and no
+    /// rebalance is under way. While it is not, its partitions are absent,
+    /// not idle, and event time must not move on by the wall clock. When the
+    /// brokers were unreachable, a metadata request in the background (one at
+    /// a time) finds out whether they are back.
+    pub fn is_live(&self) -> bool {
+        let context = self.consumer.context();
+        if context.unreachable.load(Ordering::Relaxed)
+            && !self.probing.swap(true, Ordering::Relaxed)
+        {
+            let consumer = self.consumer.clone();
+            let probing = self.probing.clone();
+            tokio::task::spawn_blocking(move || {
+                if consumer
+                    .fetch_metadata(None, Duration::from_secs(2))
+                    .is_ok()
+                {
+                    consumer
+                        .context()
+                        .unreachable
+                        .store(false, Ordering::Relaxed);
+                }
+                probing.store(false, Ordering::Relaxed);
+            });
+        }
+        !context.unreachable.load(Ordering::Relaxed) && !context.rebalancing.load(Ordering::Relaxed)
     }
 
     /// The next message, decoded. A message that does not decode is returned
@@ -407,7 +458,13 @@ impl KafkaSource {
         let mut transient = 0u64;
         loop {
             match self.consumer.recv().await {
-                Ok(message) => return self.item(&message).await,
+                Ok(message) => {
+                    self.consumer
+                        .context()
+                        .unreachable
+                        .store(false, Ordering::Relaxed);
+                    return self.item(&message).await;
+                }
                 Err(e) if is_fatal(&e) => {
                     return Err(KafkaSourceError::Fatal {
                         group: self.config.group_id.clone(),

@@ -1,6 +1,6 @@
 //! OpenTelemetry data (OTLP protobuf and OTLP/JSON) into Arrow record batches.
 //!
-//! Sources: Kafka ([`kafka`]), capture files ([`file`]), a built-in OTLP receiver
+//! Sources: Kafka (`kafka`, with the `kafka` feature), capture files ([`file`]), a built-in OTLP receiver
 //! ([`otlp_receiver`]). Signals: [`spans`], [`logs`], [`metrics`]. The schema of
 //! the tables is in [`schema`]. Ingest never evaluates a rule.
 
@@ -9,6 +9,7 @@ pub mod dead_letter;
 pub mod decode;
 pub mod file;
 mod json;
+#[cfg(feature = "kafka")]
 pub mod kafka;
 pub mod logs;
 pub mod metrics;

@@ -59,7 +59,7 @@ if "$root/compose/local/stack" status | grep -qv ' up$\| up '; then
   "$root/compose/local/stack" up
 fi
 cargo build --quiet -p shop --bin shop --bin shop-load --manifest-path "$root/Cargo.toml"
-cargo build --quiet -p engine --bin engine --manifest-path "$root/Cargo.toml"
+cargo build --quiet -p engine --features kafka --bin engine --manifest-path "$root/Cargo.toml"
 bin="$CARGO_TARGET_DIR/debug"
 mkdir -p "$out"
 

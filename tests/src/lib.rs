@@ -55,6 +55,7 @@ pub fn run_marker(prefix: &str) -> String {
     format!("{prefix}-{letters}")
 }
 
+pub mod compose;
 pub mod engine;
 pub mod kafka;
 pub mod otlp;

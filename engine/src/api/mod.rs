@@ -75,6 +75,102 @@ pub fn router(shared: Shared) -> Router {
         .with_state(shared)
 }
 
+/// Who may read the API. It shows alerts, the entities they name and sample
+/// trace ids, so:
+/// - the `Host` header must name the machine it listens on (a loopback name,
+///   the address it is bound to, or one given with `--api-host`): a page on
+///   another site that rebinds its DNS name to 127.0.0.1 gets 421;
+/// - bound anywhere but loopback, a token is required (`--api-token`, or
+///   `OTELGUARD_API_TOKEN`), sent as `Authorization: Bearer TOKEN`; without
+///   one the engine refuses to start.
+#[derive(Debug, Clone, Default)]
+pub struct Access {
+    /// the bearer token every request but `/healthz` must carry
+    pub token: Option<String>,
+    /// the host names (without port) a request may name, besides loopback
+    pub hosts: Vec<String>,
+}
+
+impl Access {
+    /// The access rules for a listener bound to `addr`.
+    pub fn for_listener(
+        addr: std::net::SocketAddr,
+        token: Option<String>,
+        mut hosts: Vec<String>,
+    ) -> anyhow::Result<Access> {
+        let token = token.filter(|t| !t.is_empty());
+        if !addr.ip().is_loopback() && token.is_none() {
+            anyhow::bail!(
+                "the API would listen on {addr}, beyond this machine, with no token: it shows alerts, \
+                 the entities they name and trace ids. Give one with --api-token (or OTELGUARD_API_TOKEN), \
+                 or listen on 127.0.0.1"
+            );
+        }
+        let ip = addr.ip();
+        hosts.push(match ip {
+            std::net::IpAddr::V6(v6) => format!("[{v6}]"),
+            v4 => v4.to_string(),
+        });
+        Ok(Access { token, hosts })
+    }
+
+    /// Whether a request's `Host` header (with or without its port) names us.
+    fn host_allowed(&self, host: &str) -> bool {
+        let name = match host.rsplit_once(':') {
+            Some((name, port)) if port.bytes().all(|b| b.is_ascii_digit()) && !name.ends_with(':') => {
+                name
+            }
+            _ => host,
+        };
+        let name = name.to_ascii_lowercase();
+        ["localhost", "127.0.0.1", "[::1]"].contains(&name.as_str())
+            || self.hosts.iter().any(|h| h.eq_ignore_ascii_case(&name))
+    }
+}
+
+async fn guard(
+    State(access): State<Arc<Access>>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    use axum::http::StatusCode;
+    let host = request
+        .headers()
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or_default();
+    if !access.host_allowed(host) {
+        return (
+            StatusCode::MISDIRECTED_REQUEST,
+            "this engine does not answer to that Host (see --api-host)\n",
+        )
+            .into_response();
+    }
+    if let Some(token) = &access.token
+        && request.uri().path() != "/healthz"
+    {
+        let given = request
+            .headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|h| h.to_str().ok())
+            .and_then(|h| h.strip_prefix("Bearer "));
+        if given.is_none_or(|g| !constant_time_eq(g.as_bytes(), token.as_bytes())) {
+            return (
+                StatusCode::UNAUTHORIZED,
+                [(header::WWW_AUTHENTICATE, "Bearer")],
+                "a bearer token is required (--api-token)\n",
+            )
+                .into_response();
+        }
+    }
+    next.run(request).await
+}
+
+/// Compares without stopping at the first difference.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
 async fn alerts(State(s): State<Shared>) -> impl IntoResponse {
     let b = board(&s);
     Json(b.alerts.iter().cloned().collect::<Vec<_>>())
@@ -116,6 +212,13 @@ pub fn render_metrics(b: &Board) -> String {
         "# HELP otelguard_late_rows_total Rows that arrived after the watermark.\n# TYPE otelguard_late_rows_total counter"
     );
     let _ = writeln!(m, "otelguard_late_rows_total {}", b.stats.late_rows);
+    let _ = writeln!(
+        m,
+        "# HELP otelguard_future_rows_total Live rows dated ahead of the wall clock plus the allowed skew, dropped, by table.\n# TYPE otelguard_future_rows_total counter"
+    );
+    for (t, n) in &b.stats.future_rows {
+        let _ = writeln!(m, "otelguard_future_rows_total{{table=\"{t}\"}} {n}");
+    }
     let _ = writeln!(
         m,
         "# HELP otelguard_rejected_total Messages and records rejected by ingest, by reason.\n# TYPE otelguard_rejected_total counter"
@@ -178,24 +281,85 @@ async fn metrics(State(s): State<Shared>) -> impl IntoResponse {
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text)
 }
 
-/// Binds the API's address, with an error that says what to do.
+/// Binds the API's address, with an error that says what to do, and says where.
 pub async fn bind(addr: &str) -> anyhow::Result<tokio::net::TcpListener> {
-    let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| {
-        anyhow::anyhow!(
-            "cannot listen on {addr}: {e} (is another engine running? pick another with --listen)"
-        )
-    })?;
+    let listener = bind_quietly(addr).await?;
     eprintln!("viewer and API on http://{}/", listener.local_addr()?);
     Ok(listener)
 }
 
-/// Serves the API on a bound listener until the process ends.
-pub async fn serve_on(listener: tokio::net::TcpListener, shared: Shared) -> anyhow::Result<()> {
-    axum::serve(listener, router(shared)).await?;
+/// Binds the API's address, with an error that says what to do.
+pub async fn bind_quietly(addr: &str) -> anyhow::Result<tokio::net::TcpListener> {
+    tokio::net::TcpListener::bind(addr).await.map_err(|e| {
+        anyhow::anyhow!(
+            "cannot listen on {addr}: {e} (is another engine running? pick another with --listen)"
+        )
+    })
+}
+
+/// Serves the API on a bound listener until the process ends, to the
+/// requests `access` lets in.
+pub async fn serve_on(
+    listener: tokio::net::TcpListener,
+    shared: Shared,
+    access: Access,
+) -> anyhow::Result<()> {
+    let app = router(shared).layer(axum::middleware::from_fn_with_state(
+        Arc::new(access),
+        guard,
+    ));
+    axum::serve(listener, app).await?;
     Ok(())
 }
 
-/// Binds `addr` and serves the API until the process ends.
-pub async fn serve(addr: &str, shared: Shared) -> anyhow::Result<()> {
-    serve_on(bind(addr).await?, shared).await
+#[cfg(test)]
+mod access_tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+
+    /// The status code of one raw HTTP/1.1 request, so the test chooses the Host header.
+    async fn status(addr: std::net::SocketAddr, path: &str, headers: &str) -> u16 {
+        let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let request = format!("GET {path} HTTP/1.1\r\n{headers}Connection: close\r\n\r\n");
+        stream.write_all(request.as_bytes()).await.unwrap();
+        let mut answer = String::new();
+        stream.read_to_string(&mut answer).await.unwrap();
+        answer
+            .split_whitespace()
+            .nth(1)
+            .and_then(|code| code.parse().ok())
+            .unwrap_or(0)
+    }
+
+    #[tokio::test]
+    async fn the_api_answers_only_to_its_own_host_and_token() {
+        let listener = bind_quietly("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let access = Access::for_listener(addr, Some("s3cret".into()), vec!["engine.internal".into()]).unwrap();
+        tokio::spawn(serve_on(listener, Shared::default(), access));
+        let host = format!("Host: {addr}\r\n");
+        let bearer = "Authorization: Bearer s3cret\r\n";
+        assert_eq!(status(addr, "/api/alerts", &format!("{host}{bearer}")).await, 200);
+        assert_eq!(status(addr, "/api/alerts", &format!("Host: localhost:8080\r\n{bearer}")).await, 200);
+        assert_eq!(status(addr, "/api/alerts", &format!("Host: engine.internal\r\n{bearer}")).await, 200);
+        // DNS rebinding: a page of another site whose name now points here
+        assert_eq!(status(addr, "/api/alerts", &format!("Host: attacker.example\r\n{bearer}")).await, 421);
+        assert_eq!(status(addr, "/api/alerts", &format!("Host: 127.0.0.1.attacker.example\r\n{bearer}")).await, 421);
+        assert_eq!(status(addr, "/api/alerts", bearer).await, 421, "no Host at all");
+        // the token
+        assert_eq!(status(addr, "/api/alerts", &host).await, 401);
+        assert_eq!(status(addr, "/metrics", &format!("{host}Authorization: Bearer s3creT\r\n")).await, 401);
+        assert_eq!(status(addr, "/healthz", &host).await, 200);
+    }
+
+    #[test]
+    fn beyond_loopback_the_api_needs_a_token() {
+        let any: std::net::SocketAddr = "0.0.0.0:8080".parse().unwrap();
+        let err = Access::for_listener(any, None, vec![]).unwrap_err().to_string();
+        assert!(err.contains("--api-token"), "{err}");
+        assert!(Access::for_listener(any, Some(String::new()), vec![]).is_err());
+        assert!(Access::for_listener(any, Some("t".into()), vec![]).is_ok());
+        let local: std::net::SocketAddr = "127.0.0.1:8080".parse().unwrap();
+        assert!(Access::for_listener(local, None, vec![]).is_ok());
+    }
 }

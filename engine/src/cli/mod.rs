@@ -1,5 +1,7 @@
 //! The `engine` command line.
 
+pub mod postgres;
+pub mod demo;
 pub mod query;
 pub mod record;
 pub mod replay;
@@ -7,12 +9,12 @@ pub mod rules;
 pub mod run;
 
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 
-use crate::api::{self, Board};
+use crate::api;
 use crate::evaluator::{Evaluator, Output};
 use crate::rules::definition::parse_duration;
 use crate::rules::{RuleSet, Which};
@@ -49,6 +51,11 @@ pub enum Command {
         /// write messages that do not decode here (JSON lines with the raw bytes)
         #[arg(long)]
         dead_letter: Option<PathBuf>,
+        /// also write every KPI value and alert to PostgreSQL, the BI store the
+        /// dashboards read (postgres://USER:PASSWORD@HOST:PORT/DATABASE; needs the
+        /// `postgres` cargo feature)
+        #[arg(long, value_name = "URL")]
+        postgres: Option<String>,
     },
     /// Check or test the rule pack.
     Rules {
@@ -71,19 +78,8 @@ pub enum Command {
     /// Record what the built-in OTLP receiver takes to a capture file.
     Record(record::RecordArgs),
     /// Replay the bundled demo recording through the rule pack and serve the viewer.
-    Demo {
-        /// the capture to replay
-        #[arg(long)]
-        capture: Option<PathBuf>,
-        #[command(flatten)]
-        rules: RulesArg,
-        /// where the viewer and API listen
-        #[arg(long, default_value = "127.0.0.1:8080")]
-        listen: String,
-        /// print the alerts and exit instead of serving the viewer
-        #[arg(long)]
-        no_serve: bool,
-    },
+    Demo(demo::DemoArgs),
+
 }
 
 #[derive(Debug, Subcommand)]
@@ -118,6 +114,42 @@ impl RulesArg {
     }
 }
 
+/// Where the API, the viewer and /metrics listen, and who may read them
+/// (see `api::Access`).
+#[derive(Debug, clap::Args)]
+pub struct ApiArgs {
+    /// where the API, the viewer and /metrics listen
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    pub listen: String,
+    /// the bearer token the API requires (required when --listen is not loopback)
+    #[arg(long, env = "OTELGUARD_API_TOKEN", hide_env_values = true)]
+    pub api_token: Option<String>,
+    /// a host name the API answers to besides loopback and its own address
+    /// (the Host header is checked against DNS rebinding); repeatable
+    #[arg(long = "api-host")]
+    pub api_hosts: Vec<String>,
+}
+
+impl ApiArgs {
+    /// Binds the address and checks who may read it; `quiet` leaves the
+    /// address unsaid (the caller says it later).
+    pub async fn bind(
+        &self,
+        quiet: bool,
+    ) -> anyhow::Result<(tokio::net::TcpListener, api::Access)> {
+        let listener = match quiet {
+            true => api::bind_quietly(&self.listen).await?,
+            false => api::bind(&self.listen).await?,
+        };
+        let access = api::Access::for_listener(
+            listener.local_addr()?,
+            self.api_token.clone(),
+            self.api_hosts.clone(),
+        )?;
+        Ok((listener, access))
+    }
+}
+
 #[derive(Debug, clap::Args)]
 pub struct LatenessArg {
     /// how late a row may arrive (event time behind the newest row) and still count
@@ -139,6 +171,15 @@ pub fn bundled(name: &str) -> PathBuf {
         return here;
     }
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(name)
+}
+
+/// The answer to `--kafka` from an engine built without the `kafka` feature.
+#[cfg(not(feature = "kafka"))]
+pub fn kafka_not_built() -> anyhow::Error {
+    anyhow::anyhow!(
+        "--kafka: this engine was built without Kafka support (the `kafka` cargo feature); \
+         build it with Kafka, e.g. `cargo run --release -p engine --features kafka -- run --kafka 127.0.0.1:19092`"
+    )
 }
 
 /// Bad input's accounting, with a dead-letter file when one is asked for.
@@ -179,9 +220,16 @@ pub async fn main(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
             kpis,
             lateness,
             dead_letter,
+            postgres,
         } => {
-            let which = if kpis { Which::Kpis } else { Which::Alerts };
+            // the BI store takes both kinds; the printer shows the one asked for
+            let which = match (postgres.is_some(), kpis) {
+                (true, _) => Which::All,
+                (false, true) => Which::Kpis,
+                (false, false) => Which::Alerts,
+            };
             let set = load_rules(&rules.dir(), which).await?;
+            let bi = postgres::start(postgres.as_deref(), &set)?;
             let mut ev = Evaluator::new(set, lateness.nanos()?);
             let mut printer = Printer::new(std::io::stdout().lock(), format);
             let rejections = dead_letters(
@@ -189,10 +237,21 @@ pub async fn main(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
                 Arc::new(ingest::RejectCounts::default()),
             )?;
             let summary = replay::replay_with(&paths, &mut ev, speed, &rejections, |o| {
-                Ok(printer.print(o)?)
+                if let Some(bi) = &bi {
+                    bi.send(o);
+                }
+                let shown: Vec<Output> = o
+                    .iter()
+                    .filter(|x| matches!(x, Output::Kpi(_)) == kpis)
+                    .cloned()
+                    .collect();
+                Ok(printer.print(&shown)?)
             })
             .await?;
             eprintln!("{}", summary.line());
+            if let Some(bi) = bi {
+                eprintln!("{}", bi.finish().await);
+            }
             Ok(ExitCode::SUCCESS)
         }
         Command::Rules {
@@ -226,50 +285,6 @@ pub async fn main(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
         }
         Command::Run(args) => run::run(args).await.map(|_| ExitCode::SUCCESS),
         Command::Record(args) => record::record(args).await.map(|_| ExitCode::SUCCESS),
-        Command::Demo {
-            capture,
-            rules,
-            listen,
-            no_serve,
-        } => {
-            let capture = capture.unwrap_or_else(|| bundled("rules/captures/demo.jsonl.zst"));
-            let set = load_rules(&rules.dir(), Which::All).await?;
-            let shared = Arc::new(Mutex::new(Board {
-                source: format!("replay of {}", capture.display()),
-                rule_errors: set.errors.iter().map(|e| e.to_string()).collect(),
-                ..Board::default()
-            }));
-            let mut ev = Evaluator::new(set, 5_000_000_000);
-            let mut printer = Printer::new(std::io::stdout().lock(), Format::Table);
-            let board = shared.clone();
-            let summary =
-                replay::replay(std::slice::from_ref(&capture), &mut ev, Speed::Max, |o| {
-                    board.lock().unwrap_or_else(|e| e.into_inner()).record(o);
-                    let alerts: Vec<Output> = o
-                        .iter()
-                        .filter(|x| matches!(x, Output::Alert(_)))
-                        .cloned()
-                        .collect();
-                    Ok(printer.print(&alerts)?)
-                })
-                .await
-                .with_context(|| format!("replaying the demo capture {}", capture.display()))?;
-            drop(printer);
-            {
-                let mut b = shared.lock().unwrap_or_else(|e| e.into_inner());
-                b.rules = ev.health().to_vec();
-                b.stats = ev.stats();
-                b.rejected = summary
-                    .rejected
-                    .iter()
-                    .map(|(r, n)| (r.to_string(), *n))
-                    .collect();
-            }
-            eprintln!("{}", summary.line());
-            if !no_serve {
-                api::serve(&listen, shared).await?;
-            }
-            Ok(ExitCode::SUCCESS)
-        }
+        Command::Demo(args) => demo::demo(args).await.map(|_| ExitCode::SUCCESS),
     }
 }

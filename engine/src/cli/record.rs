@@ -46,8 +46,10 @@ pub async fn record(args: RecordArgs) -> anyhow::Result<()> {
     let (tx, mut rx) = mpsc::channel::<(ingest::Table, Vec<u8>)>(64);
     let counts = Arc::new(RejectCounts::default());
     let rejections = Arc::new(Rejections::new(counts.clone()));
-    let mut receiver = None;
-    match &args.kafka {
+    let receiver = match &args.kafka {
+        #[cfg(not(feature = "kafka"))]
+        Some(_) => return Err(super::kafka_not_built()),
+        #[cfg(feature = "kafka")]
         Some(brokers) => {
             let mut config = ingest::kafka::KafkaConfig::new(brokers.clone(), args.group.clone());
             config.keep_raw = true;
@@ -68,6 +70,7 @@ pub async fn record(args: RecordArgs) -> anyhow::Result<()> {
                     }
                 }
             });
+            None
         }
         None => {
             let config = ingest::otlp_receiver::ReceiverConfig {
@@ -92,9 +95,9 @@ pub async fn record(args: RecordArgs) -> anyhow::Result<()> {
                     }
                 }
             });
-            receiver = Some(handle);
+            Some(handle)
         }
-    }
+    };
     let started = Instant::now();
     let deadline = limit.map(|l| tokio::time::Instant::now() + l);
     let mut messages = 0u64;

@@ -78,7 +78,7 @@ pub struct Scenario {
 impl Scenario {
     /// Whether an alert's entity points at this scenario: every entity
     /// attribute the truth lists indicators for holds one of them.
-    fn names(&self, alert: &Alert) -> bool {
+    pub(crate) fn names(&self, alert: &Alert) -> bool {
         let mut any = false;
         for (k, v) in &alert.entity {
             if let Some(list) = self.indicators.get(k) {
@@ -114,7 +114,7 @@ fn firing(out: &[Output], rule: &str) -> Vec<Alert> {
         .collect()
 }
 
-fn parse_time(s: &str) -> Option<chrono::DateTime<chrono::Utc>> {
+pub(crate) fn parse_time(s: &str) -> Option<chrono::DateTime<chrono::Utc>> {
     chrono::DateTime::parse_from_rfc3339(s)
         .ok()
         .map(|t| t.with_timezone(&chrono::Utc))

@@ -45,17 +45,21 @@ pub struct RunArgs {
     /// send alerts to this Alertmanager, e.g. http://127.0.0.1:19093
     #[arg(long)]
     pub alertmanager: Option<String>,
-    /// where the API, the viewer and /metrics listen
-    #[arg(long, default_value = "127.0.0.1:8080")]
-    pub listen: String,
+    #[command(flatten)]
+    pub api: super::ApiArgs,
     #[command(flatten)]
     pub lateness: LatenessArg,
     /// write messages that do not decode here (JSON lines with the raw bytes)
     #[arg(long)]
     pub dead_letter: Option<std::path::PathBuf>,
-    /// after this long with no row, the wall clock moves event time on
+    /// after this long with no row, the wall clock moves event time on (never
+    /// while the source is cut off: a broker away, a rebalance under way)
     #[arg(long, default_value = "10s")]
     pub idle: String,
+    /// rows dated more than this ahead of the wall clock are dropped and
+    /// counted, and no stream's event time passes the wall clock
+    #[arg(long, default_value = "30s")]
+    pub clock_skew: String,
 }
 
 /// Where the built-in OTLP receiver listens.
@@ -89,6 +93,44 @@ fn addr(flag: &str, text: &str) -> anyhow::Result<Option<SocketAddr>> {
         .map_err(|e| anyhow::anyhow!("--{flag} {text}: not an address like 127.0.0.1:4317 ({e})"))
 }
 
+/// The Kafka source, or with no `kafka` feature a type that has no value, so
+/// that the live loop reads the same either way and `--kafka` is refused.
+#[cfg(feature = "kafka")]
+mod kafka {
+    pub use ingest::kafka::{KafkaSource as Source, OffsetsUpTo};
+}
+#[cfg(not(feature = "kafka"))]
+mod kafka {
+    /// No Kafka source can exist in this build.
+    pub enum Source {}
+
+    impl Source {
+        pub fn assignment(&self) -> Vec<String> {
+            match *self {}
+        }
+
+        pub fn is_live(&self) -> bool {
+            match *self {}
+        }
+
+        pub fn commit(&self, _: &OffsetsUpTo, _: bool) -> Result<(), std::convert::Infallible> {
+            match *self {}
+        }
+    }
+
+    /// Offsets to commit: none are ever taken in this build.
+    #[derive(Debug, Default)]
+    pub struct OffsetsUpTo;
+
+    impl OffsetsUpTo {
+        pub fn mark_at(&mut self, _: std::sync::Arc<str>, _: i32, _: i64) {}
+
+        pub fn is_empty(&self) -> bool {
+            true
+        }
+    }
+}
+
 /// One batch of rows from a live source.
 pub struct Incoming {
     pub table: Table,
@@ -118,8 +160,8 @@ impl Uncommitted {
 
     /// Takes the offsets, from the front of each partition, whose rows are all
     /// older than `done` (every window they are in was evaluated).
-    fn take_done(&mut self, done: i64) -> ingest::kafka::OffsetsUpTo {
-        let mut out = ingest::kafka::OffsetsUpTo::default();
+    fn take_done(&mut self, done: i64) -> kafka::OffsetsUpTo {
+        let mut out = kafka::OffsetsUpTo::default();
         for ((topic, partition), queue) in &mut self.partitions {
             while let Some(&(offset, newest)) = queue.front() {
                 if newest >= done {
@@ -186,7 +228,7 @@ impl Delivery {
 }
 
 /// Declares every partition assigned to the consumer as a stream of its table.
-fn expect_assigned(ev: &mut Evaluator, source: &ingest::kafka::KafkaSource, args: &RunArgs) {
+fn expect_assigned(ev: &mut Evaluator, source: &kafka::Source, args: &RunArgs) {
     for assigned in source.assignment() {
         let Some((topic, partition)) = assigned.rsplit_once('/') else {
             continue;
@@ -215,7 +257,7 @@ fn newest_time(batch: &RecordBatch) -> Option<i64> {
 /// Commits the Kafka offsets whose effects are durable: all their rows are in
 /// evaluated windows, and every alert so far was delivered.
 fn commit(
-    kafka: &Option<Arc<ingest::kafka::KafkaSource>>,
+    kafka: &Option<Arc<kafka::Source>>,
     uncommitted: &mut Uncommitted,
     ev: &Evaluator,
     delivery: &Delivery,
@@ -245,6 +287,32 @@ fn commit(
     }
 }
 
+/// On SIGINT or SIGTERM: stop taking input. The receiver stops accepting and
+/// lets the requests in flight finish, and the loop goes on until their rows
+/// are read; Kafka stops reading at once. Whether to leave the loop now.
+fn stop(
+    receiver: &mut Option<ingest::otlp_receiver::ReceiverHandle>,
+    source_task: &tokio::task::JoinHandle<anyhow::Result<()>>,
+    signal: &str,
+) -> bool {
+    match receiver.take() {
+        Some(handle) => {
+            eprintln!("stopping ({signal}): no new requests; evaluating every window that holds rows");
+            tokio::spawn(async move {
+                if let Err(e) = handle.shutdown().await {
+                    tracing::error!(error = %e, "the OTLP receiver did not stop cleanly");
+                }
+            });
+            false
+        }
+        None => {
+            eprintln!("stopping ({signal}): evaluating the final windows and committing what they hold");
+            source_task.abort();
+            true
+        }
+    }
+}
+
 /// Copies the evaluator's health and counters into what the API shows.
 fn refresh(board: &Mutex<Board>, ev: &Evaluator, counts: &RejectCounts) {
     let mut b = board.lock().unwrap_or_else(|e| e.into_inner());
@@ -260,26 +328,37 @@ fn refresh(board: &Mutex<Board>, ev: &Evaluator, counts: &RejectCounts) {
 pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let set = load_rules(&args.rules.dir(), Which::All).await?;
     // bind the API first: a taken port is an error at once, before any input is read
-    let listener = api::bind(&args.listen).await?;
+    let (listener, access) = args.api.bind(false).await?;
     let idle = crate::rules::definition::parse_duration(&args.idle)
         .map_err(|e| anyhow::anyhow!("--idle: {e}"))?;
     let board = Arc::new(Mutex::new(Board {
         rule_errors: set.errors.iter().map(|e| e.to_string()).collect(),
         ..Board::default()
     }));
+    let skew = crate::rules::definition::parse_duration(&args.clock_skew)
+        .map_err(|e| anyhow::anyhow!("--clock-skew: {e}"))?;
     let mut ev = Evaluator::new(set, args.lateness.nanos()?)
-        .with_idleness(crate::window::Idleness::WallClock(idle));
+        .with_idleness(crate::window::Idleness::WallClock(idle))
+        .with_future_limit(skew);
     let counts = Arc::new(RejectCounts::default());
     let rejections = Arc::new(super::dead_letters(
         args.dead_letter.as_deref(),
         counts.clone(),
     )?);
     let (tx, mut rx) = mpsc::channel::<Incoming>(64);
-    let mut kafka: Option<Arc<ingest::kafka::KafkaSource>> = None;
+    #[allow(unused_mut)] // assigned only where Kafka is built in
+    let mut kafka: Option<Arc<kafka::Source>> = None;
     let mut uncommitted = Uncommitted::default();
 
-    // the source
-    let _receiver: Option<ingest::otlp_receiver::ReceiverHandle> = match &args.kafka {
+    // the source, and the task that feeds its rows in: it ends with an error
+    // when the source fails, and the process then exits non-zero
+    let (mut receiver, source_task): (
+        Option<ingest::otlp_receiver::ReceiverHandle>,
+        tokio::task::JoinHandle<anyhow::Result<()>>,
+    ) = match &args.kafka {
+        #[cfg(not(feature = "kafka"))]
+        Some(_) => return Err(super::kafka_not_built()),
+        #[cfg(feature = "kafka")]
         Some(brokers) => {
             let source_name = format!("Kafka {brokers}, group {}", args.group);
             let mut config = ingest::kafka::KafkaConfig::new(brokers.clone(), args.group.clone());
@@ -288,7 +367,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
                 (args.logs_topic.clone(), Table::Logs),
                 (args.metrics_topic.clone(), Table::Metrics),
             ];
-            let source = ingest::kafka::KafkaSource::connect(config, rejections.clone())
+            let source = kafka::Source::connect(config, rejections.clone())
                 .await
                 .with_context(|| format!("cannot consume from Kafka at {brokers}"))?;
             let source = Arc::new(source);
@@ -296,32 +375,25 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
             board.lock().unwrap_or_else(|e| e.into_inner()).source = source_name;
             kafka = Some(source.clone());
             let tx = tx.clone();
-            tokio::spawn(async move {
+            let task = tokio::spawn(async move {
                 loop {
-                    match source.recv().await {
-                        Ok(item) => {
-                            let origin = Some((item.topic.clone(), item.partition, item.offset));
-                            let batch = item.decoded.ok().map(|d| d.batch);
-                            if tx
-                                .send(Incoming {
-                                    table: item.table,
-                                    batch,
-                                    kafka: origin,
-                                })
-                                .await
-                                .is_err()
-                            {
-                                break;
-                            }
-                        }
-                        Err(e) => {
-                            tracing::error!(error = %e, "the Kafka source stopped");
-                            break;
-                        }
+                    let item = source.recv().await.map_err(|e| {
+                        tracing::error!(error = %e, "the Kafka source stopped");
+                        anyhow::Error::new(e)
+                    })?;
+                    let origin = Some((item.topic.clone(), item.partition, item.offset));
+                    let batch = item.decoded.ok().map(|d| d.batch);
+                    let incoming = Incoming {
+                        table: item.table,
+                        batch,
+                        kafka: origin,
+                    };
+                    if tx.send(incoming).await.is_err() {
+                        return Ok(());
                     }
                 }
             });
-            None
+            (None, task)
         }
         None => {
             let config = args.receiver.config()?;
@@ -337,7 +409,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
             eprintln!("{source}");
             board.lock().unwrap_or_else(|e| e.into_inner()).source = source;
             let tx = tx.clone();
-            tokio::spawn(async move {
+            let task = tokio::spawn(async move {
                 while let Some(r) = rrx.recv().await {
                     let r: ingest::otlp_receiver::Received = r;
                     let incoming = Incoming {
@@ -349,15 +421,16 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
                         break;
                     }
                 }
+                Ok(())
             });
-            Some(handle)
+            (Some(handle), task)
         }
     };
     drop(tx);
 
     let api_board = board.clone();
     tokio::spawn(async move {
-        if let Err(e) = api::serve_on(listener, api_board).await {
+        if let Err(e) = api::serve_on(listener, api_board, access).await {
             tracing::error!(error = %e, "the API stopped");
         }
     });
@@ -368,8 +441,11 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         board: board.clone(),
         unsent: Vec::new(),
     };
+    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .context("cannot listen for SIGTERM")?;
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     let mut last_row = Instant::now();
+    let mut stopping = false;
     loop {
         tokio::select! {
             item = rx.recv() => {
@@ -395,7 +471,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
                 if let Some((topic, partition, offset)) = item.kafka {
                     uncommitted.add(topic, partition, offset, newest);
                 }
-                if ev.has_final_windows() {
+                if ev.has_news() {
                     let out = ev.evaluate().await;
                     delivery.deliver(&out).await;
                 }
@@ -403,10 +479,20 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
                 refresh(&board, &ev, &counts);
             }
             _ = tick.tick() => {
-                if last_row.elapsed() >= idle && ev.watermark().is_some() {
+                // a source cut off is absent, not idle: event time waits for it
+                if let Some(source) = &kafka {
+                    if !source.is_live() {
+                        ev.suspend_source();
+                    } else if ev.is_source_suspended() {
+                        ev.resume_source();
+                        // quiet starts now, not when the last row came before the outage
+                        last_row = Instant::now();
+                    }
+                }
+                if last_row.elapsed() >= idle && ev.watermark().is_some() && !ev.is_source_suspended() {
                     let now = chrono::Utc::now().timestamp_nanos_opt().unwrap_or(i64::MAX);
                     ev.advance(now);
-                    if ev.has_final_windows() {
+                    if ev.has_news() {
                         let out = ev.evaluate().await;
                         delivery.deliver(&out).await;
                     }
@@ -417,13 +503,35 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
                 commit(&kafka, &mut uncommitted, &ev, &delivery);
                 refresh(&board, &ev, &counts);
             }
-            _ = tokio::signal::ctrl_c() => {
-                eprintln!("stopping: evaluating the windows that hold rows");
-                break;
+            _ = tokio::signal::ctrl_c(), if !stopping => {
+                stopping = true;
+                if stop(&mut receiver, &source_task, "SIGINT") {
+                    break;
+                }
+            }
+            _ = terminate.recv(), if !stopping => {
+                stopping = true;
+                if stop(&mut receiver, &source_task, "SIGTERM") {
+                    break;
+                }
             }
         }
     }
-    let out = ev.finish().await;
+    // From the receiver, every row acknowledged has been read: all its windows
+    // are evaluated, since no one sends them again. From Kafka, only the final
+    // windows: the open ones are read again from the committed offsets.
+    let out = match &kafka {
+        None => ev.finish().await,
+        Some(_) => ev.evaluate().await,
+    };
     delivery.deliver(&out).await;
+    commit(&kafka, &mut uncommitted, &ev, &delivery);
+    if source_task.is_finished()
+        && let Ok(Err(e)) = source_task.await
+    {
+        return Err(e.context(
+            "the source stopped (the windows it had filled were evaluated and their alerts delivered)",
+        ));
+    }
     Ok(())
 }

@@ -95,6 +95,9 @@ pub struct Watermark {
     /// the watermark never goes back
     floor: Option<i64>,
     finished: bool,
+    /// since when the source is cut off (a broker unreachable, a rebalance):
+    /// quiet streams are then absent, not idle, and hold the watermark
+    suspended: Option<std::time::Instant>,
 }
 
 /// Replay's idleness: a stream a minute of event time behind the newest.
@@ -108,6 +111,7 @@ impl Watermark {
             streams: BTreeMap::new(),
             floor: None,
             finished: false,
+            suspended: None,
         }
     }
 
@@ -127,7 +131,9 @@ impl Watermark {
         }
         let newest = self.streams.values().filter_map(|s| s.newest).max()?;
         let active = |s: &&StreamState| match (self.idleness, s.newest) {
-            (Idleness::WallClock(quiet), _) => s.arrived.elapsed() < quiet,
+            (Idleness::WallClock(quiet), _) => {
+                self.suspended.is_some() || s.arrived.elapsed() < quiet
+            }
             (Idleness::EventTime(gap), Some(t)) => t >= newest.saturating_sub(gap),
             (Idleness::EventTime(_), None) => false,
         };
@@ -180,6 +186,28 @@ impl Watermark {
             s.newest = Some(s.newest.map_or(time, |t| t.max(time)));
         }
         self.floor = self.get();
+    }
+
+    /// The source is cut off (its brokers do not answer, its partitions are
+    /// being reassigned): until [`Watermark::resume`], a quiet stream is
+    /// absent, not idle, so it holds the watermark where it is.
+    pub fn suspend(&mut self) {
+        self.suspended.get_or_insert_with(std::time::Instant::now);
+    }
+
+    /// The source is back: the time it was cut off does not count as quiet.
+    pub fn resume(&mut self) {
+        if let Some(since) = self.suspended.take() {
+            let away = since.elapsed();
+            for s in self.streams.values_mut() {
+                s.arrived += away;
+            }
+        }
+    }
+
+    /// Whether the source is cut off.
+    pub fn is_suspended(&self) -> bool {
+        self.suspended.is_some()
     }
 
     /// Closes every window: used at the end of a replay.

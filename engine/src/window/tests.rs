@@ -192,3 +192,92 @@ async fn rows_of_a_table_no_rule_reads_are_not_held() {
         "the logs are still counted"
     );
 }
+
+/// Now on the wall clock, in nanoseconds.
+fn wall_clock() -> i64 {
+    chrono::Utc::now()
+        .timestamp_nanos_opt()
+        .expect("a clock within i64 nanoseconds")
+}
+
+#[tokio::test]
+async fn live_rows_dated_ahead_of_the_clock_neither_count_nor_move_event_time() {
+    use crate::evaluator::FUTURE_ROWS_RULE;
+    use crate::window::Idleness;
+    let at = |times: &[i64]| {
+        let clients = vec!["a"; times.len()];
+        rows(ingest::Table::Spans, times, &[("client_address", text(&clients))])
+    };
+    let mut ev = Evaluator::new(rule_set(&[&count_kpi("1m", "1m")]).await, 5 * S)
+        .with_idleness(Idleness::WallClock(std::time::Duration::from_secs(3600)))
+        .with_future_limit(std::time::Duration::from_secs(30));
+    // one span from 2099 first, as an attacker would send it
+    let forged = 4_070_908_800 * S;
+    ev.push(ingest::Table::Spans, at(&[forged])).unwrap();
+    assert_eq!(ev.stats().future_rows.get("spans"), Some(&1));
+    assert_eq!(ev.watermark(), None, "the forged row moved event time");
+    // honest rows are on time
+    let now = wall_clock();
+    ev.push(ingest::Table::Spans, at(&[now - 2 * S, now - S]))
+        .unwrap();
+    assert_eq!(ev.stats().late_rows, 0);
+    // a row within the skew is kept, but event time stays behind the clock
+    ev.push(ingest::Table::Spans, at(&[now + 20 * S])).unwrap();
+    assert!(ev.watermark().is_some_and(|w| w <= wall_clock() - 5 * S));
+    ev.push(ingest::Table::Spans, at(&[now - S])).unwrap();
+    assert_eq!(ev.stats().late_rows, 0);
+    assert_eq!(ev.stats().future_rows.get("spans"), Some(&1));
+    // the next evaluation says so, once
+    let said: Vec<_> = ev
+        .evaluate()
+        .await
+        .into_iter()
+        .filter_map(|o| match o {
+            Output::Alert(a) if a.rule_id == FUTURE_ROWS_RULE => Some(a),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(said.len(), 1, "{said:?}");
+    assert_eq!(said[0].value, serde_json::json!(1));
+    assert!(said[0].summary.contains("2099"), "{}", said[0].summary);
+    assert!(
+        !ev.evaluate()
+            .await
+            .iter()
+            .any(|o| matches!(o, Output::Alert(a) if a.rule_id == FUTURE_ROWS_RULE))
+    );
+}
+
+#[tokio::test]
+async fn a_cut_off_source_holds_the_watermark_however_long_it_is_quiet() {
+    use crate::window::{Idleness, Stream};
+    let spans_p = |partition| Stream {
+        table: ingest::Table::Spans,
+        partition,
+    };
+    let quiet = std::time::Duration::from_millis(200);
+    let longer = || std::thread::sleep(quiet * 2);
+    let mut ev = Evaluator::new(rule_set(&[&count_kpi("1m", "1m")]).await, 5 * S)
+        .with_idleness(Idleness::WallClock(quiet));
+    ev.push_from(spans_p(1), spans(&[(300.0, "b")])).unwrap();
+    ev.push_from(spans_p(0), spans(&[(10.0, "a")])).unwrap();
+    assert_eq!(ev.watermark(), Some(T0 + 5 * S));
+    // the broker goes away for longer than the idle time: partition 0 is
+    // absent, not idle, and still holds the watermark
+    ev.suspend_source();
+    longer();
+    assert_eq!(ev.watermark(), Some(T0 + 5 * S));
+    assert!(kpis(&ev.evaluate().await).is_empty());
+    // it comes back with the rest of its rows, which are on time
+    ev.push_from(spans_p(0), spans(&[(20.0, "a")])).unwrap();
+    assert_eq!(ev.stats().late_rows, 0);
+    // the time away does not count as quiet: partition 1 still holds nothing back
+    ev.resume_source();
+    assert_eq!(ev.watermark(), Some(T0 + 15 * S));
+    // connected and quiet for longer than the idle time: idle, the newest leads
+    longer();
+    assert_eq!(ev.watermark(), Some(T0 + 295 * S));
+    assert!(
+        kpis(&ev.evaluate().await).contains(&("2026-01-15T10:00:00Z".into(), "a".into(), 2))
+    );
+}

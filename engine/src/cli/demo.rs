@@ -1,0 +1,144 @@
+//! `demo`: replay the bundled recording through the rule pack, say what it
+//! found against the recording's ground truth, and serve the viewer.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use anyhow::Context;
+
+use super::replay::{self, Speed};
+use super::rules::{Truth, parse_time};
+use super::{RulesArg, bundled, load_rules};
+use crate::alerts::{Alert, State};
+use crate::api::{self, Board};
+use crate::evaluator::{Evaluator, Output};
+use crate::rules::Which;
+use crate::sinks::stdout::{Format, Printer};
+
+/// The demo's arguments.
+#[derive(Debug, clap::Args)]
+pub struct DemoArgs {
+    /// the capture to replay (default: rules/captures/demo.jsonl.zst)
+    #[arg(long)]
+    pub capture: Option<PathBuf>,
+    #[command(flatten)]
+    pub rules: RulesArg,
+    #[command(flatten)]
+    pub api: super::ApiArgs,
+    /// print the alerts and exit instead of serving the viewer
+    #[arg(long)]
+    pub no_serve: bool,
+}
+
+pub async fn demo(args: DemoArgs) -> anyhow::Result<()> {
+    let capture = args
+        .capture
+        .unwrap_or_else(|| bundled("rules/captures/demo.jsonl.zst"));
+    let set = load_rules(&args.rules.dir(), Which::All).await?;
+    // bind first: a taken port is an error now, not after the replay
+    let listener = match args.no_serve {
+        true => None,
+        false => Some(args.api.bind(true).await?),
+    };
+    let shared = Arc::new(Mutex::new(Board {
+        source: format!("replay of {}", capture.display()),
+        rule_errors: set.errors.iter().map(|e| e.to_string()).collect(),
+        ..Board::default()
+    }));
+    let mut ev = Evaluator::new(set, 5_000_000_000);
+    let mut printer = Printer::new(std::io::stdout().lock(), Format::Table);
+    let board = shared.clone();
+    let mut firing: Vec<Alert> = Vec::new();
+    let summary = replay::replay(std::slice::from_ref(&capture), &mut ev, Speed::Max, |o| {
+        board.lock().unwrap_or_else(|e| e.into_inner()).record(o);
+        let alerts: Vec<Output> = o
+            .iter()
+            .filter(|x| matches!(x, Output::Alert(_)))
+            .cloned()
+            .collect();
+        firing.extend(o.iter().filter_map(|x| match x {
+            Output::Alert(a) if a.state == State::Firing => Some(a.clone()),
+            _ => None,
+        }));
+        Ok(printer.print(&alerts)?)
+    })
+    .await
+    .with_context(|| format!("replaying the demo capture {}", capture.display()))?;
+    drop(printer);
+    {
+        let mut b = shared.lock().unwrap_or_else(|e| e.into_inner());
+        b.rules = ev.health().to_vec();
+        b.stats = ev.stats();
+        b.rejected = summary
+            .rejected
+            .iter()
+            .map(|(r, n)| (r.to_string(), *n))
+            .collect();
+    }
+    eprintln!("{}", summary.line());
+    if let Some(truth) = truth_beside(&capture) {
+        eprintln!("\n{}", against_truth(&truth, &firing));
+    }
+    if let Some((listener, access)) = listener {
+        let addr = listener.local_addr()?;
+        eprintln!(
+            "\nThe viewer is on http://{addr}/ (Ctrl-C to stop). Look first at:\n\
+             \x20 1. Alerts: one line per incident, with the rule, the entity (an address, an\n\
+             \x20    account, a card), the window, the value against the threshold and sample trace ids.\n\
+             \x20 2. KPIs: orders, revenue and conversion per minute, and the login failure ratio\n\
+             \x20    rising while the stuffing and brute-force attacks run.\n\
+             \x20 3. Rules: every rule's health (evaluations, alerts fired, failures).\n\
+             The same data as JSON: http://{addr}/api/alerts, /api/kpis, /api/rules; Prometheus text: /metrics."
+        );
+        api::serve_on(listener, shared, access).await?;
+    }
+    Ok(())
+}
+
+/// `NAME.truth.json` beside `NAME.jsonl.zst`, if there is one and it reads.
+fn truth_beside(capture: &Path) -> Option<Truth> {
+    let name = capture.file_name()?.to_str()?;
+    let stem = name.split('.').next()?;
+    let path = capture.with_file_name(format!("{stem}.truth.json"));
+    let text = std::fs::read_to_string(path).ok()?;
+    serde_json::from_str(&text).ok()
+}
+
+/// One line per scenario of the ground truth: for an attack, the rules that
+/// caught it and how long after its start; for a look-alike, whether anything
+/// fired on it.
+pub fn against_truth(truth: &Truth, firing: &[Alert]) -> String {
+    let mut lines = vec![format!(
+        "What the recording holds, and what the rule pack made of it ({} scenarios):",
+        truth.scenarios.len()
+    )];
+    for s in &truth.scenarios {
+        let mut caught: Vec<(&str, f64)> = Vec::new();
+        for a in firing.iter().filter(|a| s.names(a)) {
+            let Some(end) = parse_time(&a.window_end) else {
+                continue;
+            };
+            if end < s.start || parse_time(&a.window_start).is_some_and(|t| t > s.end) {
+                continue;
+            }
+            let delay = (end - s.start).num_milliseconds() as f64 / 1000.0;
+            match caught.iter_mut().find(|(rule, _)| *rule == a.rule_id) {
+                Some((_, first)) => *first = first.min(delay),
+                None => caught.push((&a.rule_id, delay)),
+            }
+        }
+        caught.sort_by(|a, b| a.1.total_cmp(&b.1));
+        let found = caught
+            .iter()
+            .map(|(rule, delay)| format!("{rule} after {delay:.0} s"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        lines.push(match (s.class.as_str(), caught.is_empty()) {
+            ("attack", false) => format!("  attack     {:<24} caught: {found}", s.name),
+            ("attack", true) => format!("  attack     {:<24} MISSED: no rule fired on it", s.name),
+            (_, true) => format!("  look-alike {:<24} silent, as it should be", s.name),
+            (_, false) => format!("  look-alike {:<24} FALSE ALARM: {found}", s.name),
+        });
+    }
+    lines.join("\n")
+}
