@@ -50,6 +50,8 @@ pub struct Summary {
     pub late_rows: u64,
     pub outputs: u64,
     pub elapsed: Duration,
+    /// where a capture file was cut short (`file:record N`), each also logged
+    pub truncated: Vec<String>,
 }
 
 impl Summary {
@@ -60,8 +62,13 @@ impl Summary {
             .iter()
             .map(|(r, n)| format!("{r}: {n}"))
             .collect();
+        let truncated = if self.truncated.is_empty() {
+            String::new()
+        } else {
+            format!("; CUT SHORT at {}", self.truncated.join(", "))
+        };
         format!(
-            "replayed {} messages, {} rows in {:.2} s ({:.0} rows/s); {} late rows; {} rejected{}; {} outputs",
+            "replayed {} messages, {} rows in {:.2} s ({:.0} rows/s); {} late rows; {} rejected{}; {} outputs{truncated}",
             self.messages,
             self.rows,
             self.elapsed.as_secs_f64(),
@@ -127,6 +134,10 @@ pub async fn replay_with(
             CaptureItem::Bad(bad) => {
                 // counted, logged once per reason, dead-lettered when asked
                 bad.report(rejections);
+                if bad.truncated {
+                    tracing::error!(at = %bad.position, error = %bad.error, "the capture file is cut short");
+                    summary.truncated.push(bad.position.to_string());
+                }
                 continue;
             }
             CaptureItem::Unreadable { position, error } => {
