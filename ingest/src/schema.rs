@@ -132,7 +132,11 @@ fn common_tail(signal_promoted: &[(&str, Promoted)]) -> Vec<Field> {
     fields.push(Field::new("scope_name", DataType::Utf8, true));
     fields.extend(promoted_fields(signal_promoted));
     fields.push(Field::new("attributes", attribute_map_type(), true));
-    fields.push(Field::new("resource_attributes", attribute_map_type(), true));
+    fields.push(Field::new(
+        "resource_attributes",
+        attribute_map_type(),
+        true,
+    ));
     fields
 }
 

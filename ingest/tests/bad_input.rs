@@ -2,7 +2,9 @@
 //! kept with a `Rejected` record.
 
 use arrow::array::{Array, AsArray};
-use ingest::decode::{MAX_ATTRIBUTE_BYTES, decode_any, decode_json, decode_proto, decode_proto_prost};
+use ingest::decode::{
+    MAX_ATTRIBUTE_BYTES, decode_any, decode_json, decode_proto, decode_proto_prost,
+};
 use ingest::{Reason, Table};
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
@@ -75,7 +77,10 @@ fn corrupt_protobuf_names_the_byte() {
     assert_eq!(err.reason, Reason::CorruptProtobuf);
     // a wrongly typed timestamp is refused, as prost refuses it
     let mut s = request(vec![span("x", T0, vec![])]);
-    let at = s.windows(1).position(|w| w[0] == 0x39).expect("start time tag"); // field 7, fixed64
+    let at = s
+        .windows(1)
+        .position(|w| w[0] == 0x39)
+        .expect("start time tag"); // field 7, fixed64
     s[at] = 0x38; // field 7, varint
     assert!(decode_proto(Table::Spans, &s).is_err());
     assert!(decode_proto_prost(Table::Spans, &s).is_err());
@@ -115,7 +120,11 @@ fn json_scalars_of_the_wrong_type_are_reported() {
             Reason::AbsurdTimestamp
         ]
     );
-    let kind = d.batch.column_by_name("kind").expect("kind").as_string::<i32>();
+    let kind = d
+        .batch
+        .column_by_name("kind")
+        .expect("kind")
+        .as_string::<i32>();
     assert_eq!(kind.value(0), "UNSPECIFIED");
 }
 
@@ -159,7 +168,11 @@ fn absurd_timestamps_skip_the_row() {
     let d = decode_proto(Table::Spans, &bytes).expect("decodes");
     assert_eq!(d.batch.num_rows(), 1);
     assert_eq!(reasons(&d), [Reason::AbsurdTimestamp; 3]);
-    assert!(d.rejected[0].detail.contains("\"zero\""), "{:?}", d.rejected[0]);
+    assert!(
+        d.rejected[0].detail.contains("\"zero\""),
+        "{:?}",
+        d.rejected[0]
+    );
 }
 
 #[test]
@@ -175,7 +188,11 @@ fn invalid_utf8_is_replaced_and_the_row_kept() {
     let d = decode_proto(Table::Spans, &bytes).expect("decodes");
     assert_eq!(d.batch.num_rows(), 1);
     assert_eq!(reasons(&d), [Reason::InvalidUtf8, Reason::InvalidUtf8]);
-    let name = d.batch.column_by_name("name").expect("name").as_string::<i32>();
+    let name = d
+        .batch
+        .column_by_name("name")
+        .expect("name")
+        .as_string::<i32>();
     assert_eq!(name.value(0), "GET \u{fffd}\u{fffd}\u{fffd}\u{fffd}");
     let user = d
         .batch
@@ -227,7 +244,9 @@ fn a_10_mb_attribute_is_truncated() {
 fn a_message_over_64_mib_is_refused() {
     let bytes = vec![0u8; 64 * 1024 * 1024 + 1];
     assert_eq!(
-        decode_proto(Table::Spans, &bytes).expect_err("too big").reason,
+        decode_proto(Table::Spans, &bytes)
+            .expect_err("too big")
+            .reason,
         Reason::Oversized
     );
     assert_eq!(
@@ -254,7 +273,11 @@ fn ids_and_int64_in_every_json_form() {
         .as_string::<i32>();
     assert_eq!(trace.value(0), "5b8efff798038103d269b633813fc60c");
     assert_eq!(trace.value(1), "5b8efff798038103d269b633813fc60c");
-    let kind = d.batch.column_by_name("kind").expect("kind").as_string::<i32>();
+    let kind = d
+        .batch
+        .column_by_name("kind")
+        .expect("kind")
+        .as_string::<i32>();
     assert_eq!((kind.value(0), kind.value(1)), ("SERVER", "CLIENT"));
     let attrs = d.batch.column_by_name("attributes").expect("map").as_map();
     let values = attrs.value(0);

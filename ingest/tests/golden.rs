@@ -35,7 +35,11 @@ pub fn render(d: &Decoded) -> String {
             if batch.column(i).is_null(row) {
                 continue;
             }
-            out.push_str(&format!("{} = {}\n", field.name(), formatters[i].value(row)));
+            out.push_str(&format!(
+                "{} = {}\n",
+                field.name(),
+                formatters[i].value(row)
+            ));
         }
     }
     for r in &d.rejected {
@@ -99,8 +103,10 @@ fn metrics_golden() {
 /// block of the row it becomes, printed as above.
 #[test]
 fn schema_doc_examples_are_true() {
-    let doc = std::fs::read_to_string(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../docs/schema.md"))
-        .expect("docs/schema.md");
+    let doc = std::fs::read_to_string(
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../docs/schema.md"),
+    )
+    .expect("docs/schema.md");
     let blocks: Vec<(&str, String)> = doc
         .split("```")
         .enumerate()
@@ -124,7 +130,11 @@ fn schema_doc_examples_are_true() {
             .lines()
             .filter(|l| !l.starts_with("table") && !l.starts_with("-- row"))
             .collect();
-        assert_eq!(printed, rows.lines().collect::<Vec<_>>(), "doc example differs");
+        assert_eq!(
+            printed,
+            rows.lines().collect::<Vec<_>>(),
+            "doc example differs"
+        );
         checked += 1;
     }
     assert_eq!(checked, 3);

@@ -13,8 +13,8 @@ use opentelemetry_proto::tonic::common::v1::{
 };
 use opentelemetry_proto::tonic::logs::v1::{LogRecord, ResourceLogs, ScopeLogs};
 use opentelemetry_proto::tonic::metrics::v1::{
-    ExponentialHistogram, ExponentialHistogramDataPoint, Gauge, Histogram, HistogramDataPoint, Metric,
-    NumberDataPoint, ResourceMetrics, ScopeMetrics, Sum, Summary, SummaryDataPoint,
+    ExponentialHistogram, ExponentialHistogramDataPoint, Gauge, Histogram, HistogramDataPoint,
+    Metric, NumberDataPoint, ResourceMetrics, ScopeMetrics, Sum, Summary, SummaryDataPoint,
     exponential_histogram_data_point, metric, number_data_point, summary_data_point,
 };
 use opentelemetry_proto::tonic::resource::v1::Resource;
@@ -133,10 +133,16 @@ fn span() -> impl Strategy<Value = Span> {
     (
         (id(), id(), id(), "\\PC{0,12}", -1i32..7),
         (time(), time(), attributes()),
-        proptest::option::of(("\\PC{0,8}", -1i32..4).prop_map(|(message, code)| Status { message, code })),
+        proptest::option::of(
+            ("\\PC{0,8}", -1i32..4).prop_map(|(message, code)| Status { message, code }),
+        ),
     )
         .prop_map(
-            |((trace_id, span_id, parent_span_id, name, kind), (start, end, attributes), status)| Span {
+            |(
+                (trace_id, span_id, parent_span_id, name, kind),
+                (start, end, attributes),
+                status,
+            )| Span {
                 trace_id,
                 span_id,
                 parent_span_id,
@@ -153,17 +159,19 @@ fn span() -> impl Strategy<Value = Span> {
 
 fn traces() -> impl Strategy<Value = ExportTraceServiceRequest> {
     vec(
-        (resource(), vec((scope(), vec(span(), 0..5)), 0..3)).prop_map(|(resource, scopes)| ResourceSpans {
-            resource,
-            scope_spans: scopes
-                .into_iter()
-                .map(|(scope, spans)| ScopeSpans {
-                    scope,
-                    spans,
-                    ..Default::default()
-                })
-                .collect(),
-            ..Default::default()
+        (resource(), vec((scope(), vec(span(), 0..5)), 0..3)).prop_map(|(resource, scopes)| {
+            ResourceSpans {
+                resource,
+                scope_spans: scopes
+                    .into_iter()
+                    .map(|(scope, spans)| ScopeSpans {
+                        scope,
+                        spans,
+                        ..Default::default()
+                    })
+                    .collect(),
+                ..Default::default()
+            }
         }),
         0..3,
     )
@@ -200,8 +208,8 @@ fn log_record() -> impl Strategy<Value = LogRecord> {
 
 fn logs() -> impl Strategy<Value = ExportLogsServiceRequest> {
     vec(
-        (resource(), vec((scope(), vec(log_record(), 0..5)), 0..3)).prop_map(|(resource, scopes)| {
-            ResourceLogs {
+        (resource(), vec((scope(), vec(log_record(), 0..5)), 0..3)).prop_map(
+            |(resource, scopes)| ResourceLogs {
                 resource,
                 scope_logs: scopes
                     .into_iter()
@@ -212,8 +220,8 @@ fn logs() -> impl Strategy<Value = ExportLogsServiceRequest> {
                     })
                     .collect(),
                 ..Default::default()
-            }
-        }),
+            },
+        ),
         0..3,
     )
     .prop_map(|resource_logs| ExportLogsServiceRequest { resource_logs })
@@ -268,14 +276,12 @@ fn histogram_point() -> impl Strategy<Value = HistogramDataPoint> {
 }
 
 fn buckets() -> impl Strategy<Value = Option<exponential_histogram_data_point::Buckets>> {
-    proptest::option::of(
-        (any::<i32>(), vec(any::<u64>(), 0..5)).prop_map(|(offset, bucket_counts)| {
-            exponential_histogram_data_point::Buckets {
-                offset,
-                bucket_counts,
-            }
-        }),
-    )
+    proptest::option::of((any::<i32>(), vec(any::<u64>(), 0..5)).prop_map(
+        |(offset, bucket_counts)| exponential_histogram_data_point::Buckets {
+            offset,
+            bucket_counts,
+        },
+    ))
 }
 
 fn exp_point() -> impl Strategy<Value = ExponentialHistogramDataPoint> {
@@ -285,7 +291,11 @@ fn exp_point() -> impl Strategy<Value = ExponentialHistogramDataPoint> {
         (any::<i32>(), any::<u64>(), buckets(), buckets()),
     )
         .prop_map(
-            |((t, start, attributes), (count, sum, min, max), (scale, zero_count, positive, negative))| {
+            |(
+                (t, start, attributes),
+                (count, sum, min, max),
+                (scale, zero_count, positive, negative),
+            )| {
                 ExponentialHistogramDataPoint {
                     time_unix_nano: t,
                     start_time_unix_nano: start,
@@ -310,18 +320,23 @@ fn summary_point() -> impl Strategy<Value = SummaryDataPoint> {
         (any::<u64>(), double()),
         vec((double(), double()), 0..4),
     )
-        .prop_map(|((t, start, attributes), (count, sum), qs)| SummaryDataPoint {
-            time_unix_nano: t,
-            start_time_unix_nano: start,
-            attributes,
-            count,
-            sum,
-            quantile_values: qs
-                .into_iter()
-                .map(|(quantile, value)| summary_data_point::ValueAtQuantile { quantile, value })
-                .collect(),
-            ..Default::default()
-        })
+        .prop_map(
+            |((t, start, attributes), (count, sum), qs)| SummaryDataPoint {
+                time_unix_nano: t,
+                start_time_unix_nano: start,
+                attributes,
+                count,
+                sum,
+                quantile_values: qs
+                    .into_iter()
+                    .map(|(quantile, value)| summary_data_point::ValueAtQuantile {
+                        quantile,
+                        value,
+                    })
+                    .collect(),
+                ..Default::default()
+            },
+        )
 }
 
 fn metric() -> impl Strategy<Value = Metric> {
@@ -343,13 +358,15 @@ fn metric() -> impl Strategy<Value = Metric> {
         ))),
         3 => vec(summary_point(), 0..3).prop_map(|data_points| Some(Data::Summary(Summary { data_points }))),
     ];
-    ("[a-z.]{0,12}", "\\PC{0,8}", "[a-zA-Z]{0,3}", data).prop_map(|(name, description, unit, data)| Metric {
-        name,
-        description,
-        unit,
-        data,
-        ..Default::default()
-    })
+    ("[a-z.]{0,12}", "\\PC{0,8}", "[a-zA-Z]{0,3}", data).prop_map(
+        |(name, description, unit, data)| Metric {
+            name,
+            description,
+            unit,
+            data,
+            ..Default::default()
+        },
+    )
 }
 
 fn metrics() -> impl Strategy<Value = ExportMetricsServiceRequest> {
@@ -375,7 +392,8 @@ fn metrics() -> impl Strategy<Value = ExportMetricsServiceRequest> {
 
 fn same_as_oracle(table: Table, bytes: &[u8]) -> Result<(), TestCaseError> {
     let wire = decode_proto(table, bytes).map_err(|e| TestCaseError::fail(format!("wire: {e}")))?;
-    let oracle = decode_proto_prost(table, bytes).map_err(|e| TestCaseError::fail(format!("prost: {e}")))?;
+    let oracle =
+        decode_proto_prost(table, bytes).map_err(|e| TestCaseError::fail(format!("prost: {e}")))?;
     prop_assert_eq!(&wire.batch, &oracle.batch);
     prop_assert_eq!(&wire.rejected, &oracle.rejected);
     Ok(())

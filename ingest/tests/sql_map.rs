@@ -10,17 +10,25 @@ use ingest::decode::decode_json;
 
 #[tokio::test]
 async fn attributes_map_access_in_sql() {
-    let json =
-        std::fs::read(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/corpus/spans.json"))
-            .expect("fixture");
+    let json = std::fs::read(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/corpus/spans.json"),
+    )
+    .expect("fixture");
     let d = decode_json(&json).expect("decodes");
     let ctx = SessionContext::new();
     let table = MemTable::try_new(d.batch.schema(), vec![vec![d.batch]]).expect("table");
-    ctx.register_table("spans", Arc::new(table)).expect("register");
+    ctx.register_table("spans", Arc::new(table))
+        .expect("register");
     let run = |sql: &'static str| {
         let ctx = ctx.clone();
         async move {
-            let batches = ctx.sql(sql).await.expect("plans").collect().await.expect("runs");
+            let batches = ctx
+                .sql(sql)
+                .await
+                .expect("plans")
+                .collect()
+                .await
+                .expect("runs");
             pretty_format_batches(&batches).expect("prints").to_string()
         }
     };
@@ -50,9 +58,14 @@ async fn attributes_map_access_in_sql() {
          +---+-------+---------+"
     );
     // map_keys / map_extract as functions
-    let out =
-        run("SELECT map_extract(attributes, 'db.query.text')[1] AS q FROM spans WHERE kind = 'CLIENT'").await;
-    assert!(out.contains("SELECT * FROM products WHERE id = $1"), "{out}");
+    let out = run(
+        "SELECT map_extract(attributes, 'db.query.text')[1] AS q FROM spans WHERE kind = 'CLIENT'",
+    )
+    .await;
+    assert!(
+        out.contains("SELECT * FROM products WHERE id = $1"),
+        "{out}"
+    );
     let out = run("SELECT cardinality(map_keys(attributes)) AS k FROM spans ORDER BY k").await;
     assert!(out.contains("| 1 |") && out.contains("| 6 |"), "{out}");
 }
