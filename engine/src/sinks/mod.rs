@@ -3,4 +3,6 @@
 //! count) what does not fit.
 
 pub mod alertmanager;
+#[cfg(feature = "postgres")]
+pub mod postgres;
 pub mod stdout;

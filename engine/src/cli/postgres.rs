@@ -1,0 +1,68 @@
+//! `--postgres URL`: KPI values and alerts into the BI store, for the commands
+//! that evaluate (`replay`; `run` next). The flag exists in every build; an
+//! engine built without the `postgres` cargo feature says how to rebuild.
+
+use crate::evaluator::Output;
+use crate::rules::RuleSet;
+
+/// The queue between evaluation and the PostgreSQL writer, in outputs.
+pub const QUEUE: usize = 100_000;
+
+/// The BI store sink of a command, started by [`start`].
+pub struct BiStore {
+    #[cfg(feature = "postgres")]
+    handle: crate::sinks::postgres::Handle,
+    #[cfg(feature = "postgres")]
+    task: tokio::task::JoinHandle<()>,
+    #[cfg(not(feature = "postgres"))]
+    never: std::convert::Infallible,
+}
+
+/// Starts the PostgreSQL sink when `url` is given, with the rule pack's
+/// descriptions (for runbooks and the `rules` table).
+#[cfg(feature = "postgres")]
+pub fn start(url: Option<&str>, rules: &RuleSet) -> anyhow::Result<Option<BiStore>> {
+    let Some(url) = url else { return Ok(None) };
+    let (handle, task) = crate::sinks::postgres::PostgresSink::start(url, QUEUE)?;
+    handle.describe(rules.rules.iter().map(|r| &r.def));
+    Ok(Some(BiStore { handle, task }))
+}
+
+/// Without the `postgres` feature, `--postgres` is an error that says how to rebuild.
+#[cfg(not(feature = "postgres"))]
+pub fn start(url: Option<&str>, _rules: &RuleSet) -> anyhow::Result<Option<BiStore>> {
+    match url {
+        None => Ok(None),
+        Some(_) => anyhow::bail!(
+            "--postgres: this engine was built without PostgreSQL support (the `postgres` cargo feature); \
+             rebuild it with `cargo build --release -p engine --features postgres`"
+        ),
+    }
+}
+
+impl BiStore {
+    /// Queues outputs; never waits (a full queue drops and counts).
+    pub fn send(&self, outputs: &[Output]) {
+        #[cfg(feature = "postgres")]
+        self.handle.send(outputs);
+        #[cfg(not(feature = "postgres"))]
+        {
+            let _ = outputs;
+            match self.never {}
+        }
+    }
+
+    /// Writes what is queued, ends the writer and returns its counters as one line.
+    pub async fn finish(self) -> String {
+        #[cfg(feature = "postgres")]
+        {
+            self.handle.flush().await;
+            let line = self.handle.stats().line();
+            drop(self.handle);
+            let _ = self.task.await;
+            line
+        }
+        #[cfg(not(feature = "postgres"))]
+        match self.never {}
+    }
+}
