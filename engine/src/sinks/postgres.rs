@@ -125,7 +125,9 @@ pub struct Handle {
 
 /// A URL that is not a PostgreSQL connection string.
 #[derive(Debug, thiserror::Error)]
-#[error("--postgres {url}: not a PostgreSQL URL ({reason}); expected postgres://USER:PASSWORD@HOST:PORT/DATABASE")]
+#[error(
+    "--postgres {url}: not a PostgreSQL URL ({reason}); expected postgres://USER:PASSWORD@HOST:PORT/DATABASE"
+)]
 pub struct UrlError {
     pub url: String,
     pub reason: String,
