@@ -266,6 +266,8 @@ impl Evaluator {
                     ),
                     trace_ids: vec![],
                     at_ns: now,
+                    rule_version: String::new(),
+                    incident_start_ns: None,
                 })
             })
             .collect()

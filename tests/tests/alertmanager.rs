@@ -29,6 +29,8 @@ fn alert(rule_id: &str, state: State) -> Alert {
         summary: "4000 requests in one minute from 203.0.113.9".into(),
         trace_ids: vec!["0af7651916cd43dd8448eb211c80319c".into()],
         at_ns: end,
+        rule_version: "e2e".into(),
+        incident_start_ns: Some(start),
     }
 }
 

@@ -37,6 +37,45 @@ pub struct Alert {
     /// event time of the window end, for ordering; not serialized
     #[serde(skip)]
     pub at_ns: i64,
+    /// the rule's version ([`crate::rules::Definition::version`]); part of the identity
+    #[serde(skip)]
+    pub rule_version: String,
+    /// event time of the first window of the incident; `None` for a notice
+    /// that belongs to no incident (the engine's own built-in alerts)
+    #[serde(skip)]
+    pub incident_start_ns: Option<i64>,
+}
+
+impl Alert {
+    /// The alert's stable identity: 16 hex digits of a hash of (rule id, rule
+    /// version, entity, incident start). The firing and the resolved alert of
+    /// one incident share it, and so does the same incident found again when
+    /// a restart reads its rows again; every sink carries it, so a sink
+    /// updates instead of duplicating. A notice without an incident uses its
+    /// window start.
+    pub fn identity(&self) -> String {
+        let entity = serde_json::to_string(&self.entity).unwrap_or_default();
+        let text = format!(
+            "{}\0{}\0{}\0{}",
+            self.rule_id,
+            self.rule_version,
+            entity,
+            self.incident_start()
+        );
+        format!(
+            "{:016x}",
+            crate::rules::definition::fnv1a64(text.as_bytes())
+        )
+    }
+
+    /// RFC 3339 text of the incident's first window start (the window start
+    /// for a notice).
+    pub fn incident_start(&self) -> String {
+        match self.incident_start_ns {
+            Some(ns) => rfc3339(ns),
+            None => self.window_start.clone(),
+        }
+    }
 }
 
 /// RFC 3339 UTC text of an event time in nanoseconds.
@@ -70,6 +109,8 @@ pub struct Incident {
     /// consecutive windows in which the condition held
     pub streak: u32,
     pub last_window_start: i64,
+    /// start of the first window in which the condition held
+    pub first_window_start: i64,
     pub value: f64,
     pub trace_ids: Vec<String>,
     /// whether its firing was notified (not suppressed)
@@ -110,6 +151,7 @@ impl RuleAlerts {
                 phase: Phase::Pending,
                 streak: 0,
                 last_window_start: i64::MIN,
+                first_window_start: start,
                 value,
                 trace_ids: vec![],
                 notified: false,
@@ -124,6 +166,9 @@ impl RuleAlerts {
             } else {
                 1
             };
+            if inc.streak == 1 && inc.phase == Phase::Pending {
+                inc.first_window_start = start;
+            }
             inc.last_window_start = start;
             inc.value = value;
             let mut traces = inc.trace_ids.clone();
@@ -192,6 +237,8 @@ fn alert(
         summary: summarize(def, summary.as_deref(), entity, inc.value, state),
         trace_ids: inc.trace_ids.clone(),
         at_ns: end,
+        rule_version: def.version.clone(),
+        incident_start_ns: Some(inc.first_window_start),
     }
 }
 

@@ -34,6 +34,8 @@ pub struct Board {
     pub rejected: Vec<(String, u64)>,
     pub rule_errors: Vec<String>,
     pub source: String,
+    /// each sink's counters, from the fan-out
+    pub sinks: Vec<crate::sinks::SinkStats>,
 }
 
 impl Board {
@@ -117,7 +119,9 @@ impl Access {
     /// Whether a request's `Host` header (with or without its port) names us.
     fn host_allowed(&self, host: &str) -> bool {
         let name = match host.rsplit_once(':') {
-            Some((name, port)) if port.bytes().all(|b| b.is_ascii_digit()) && !name.ends_with(':') => {
+            Some((name, port))
+                if port.bytes().all(|b| b.is_ascii_digit()) && !name.ends_with(':') =>
+            {
                 name
             }
             _ => host,
@@ -273,7 +277,91 @@ pub fn render_metrics(b: &Board) -> String {
             r.id, r.failures
         );
     }
+    render_sinks(&mut m, &b.sinks);
     m
+}
+
+/// The sinks' counters: `otelguard_sink_*{sink="..."}`.
+fn render_sinks(m: &mut String, sinks: &[crate::sinks::SinkStats]) {
+    type Figure = fn(&crate::sinks::SinkStats) -> u64;
+    let families: [(&str, &str, &str, Figure); 6] = [
+        (
+            "otelguard_sink_queued_total",
+            "counter",
+            "Outputs taken onto a sink's queue.",
+            |s| s.queued,
+        ),
+        (
+            "otelguard_sink_delivered_total",
+            "counter",
+            "Outputs a sink delivered.",
+            |s| s.delivered,
+        ),
+        (
+            "otelguard_sink_retried_total",
+            "counter",
+            "Deliveries a sink tried again after a failure.",
+            |s| s.retried,
+        ),
+        (
+            "otelguard_sink_dropped_total",
+            "counter",
+            "Outputs a sink dropped: its queue was full, or it refused them.",
+            |s| s.dropped,
+        ),
+        (
+            "otelguard_sink_queue_depth",
+            "gauge",
+            "Outputs queued for a sink and not yet delivered.",
+            |s| s.depth,
+        ),
+        (
+            "otelguard_sink_delivered_batch",
+            "gauge",
+            "The highest batch sequence number a sink has fully delivered (Kafka commits wait on the durable sinks').",
+            |s| s.progress,
+        ),
+    ];
+    if sinks.is_empty() {
+        return;
+    }
+    for (name, kind, help, figure) in families {
+        let _ = writeln!(m, "# HELP {name} {help}\n# TYPE {name} {kind}");
+        for s in sinks {
+            let _ = writeln!(m, "{name}{{sink=\"{}\"}} {}", s.sink, figure(s));
+        }
+    }
+}
+
+#[cfg(test)]
+mod sink_metrics_tests {
+    #[test]
+    fn every_sink_counter_is_a_metric() {
+        let board = super::Board {
+            sinks: vec![crate::sinks::SinkStats {
+                sink: "alertmanager".into(),
+                durable: true,
+                queued: 7,
+                delivered: 5,
+                retried: 2,
+                dropped: 1,
+                depth: 2,
+                progress: 4,
+            }],
+            ..Default::default()
+        };
+        let text = super::render_metrics(&board);
+        for line in [
+            "otelguard_sink_queued_total{sink=\"alertmanager\"} 7",
+            "otelguard_sink_delivered_total{sink=\"alertmanager\"} 5",
+            "otelguard_sink_retried_total{sink=\"alertmanager\"} 2",
+            "otelguard_sink_dropped_total{sink=\"alertmanager\"} 1",
+            "otelguard_sink_queue_depth{sink=\"alertmanager\"} 2",
+            "# TYPE otelguard_sink_queue_depth gauge",
+        ] {
+            assert!(text.lines().any(|l| l == line), "no `{line}` in\n{text}");
+        }
+    }
 }
 
 async fn metrics(State(s): State<Shared>) -> impl IntoResponse {
@@ -335,27 +423,78 @@ mod access_tests {
     async fn the_api_answers_only_to_its_own_host_and_token() {
         let listener = bind_quietly("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let access = Access::for_listener(addr, Some("s3cret".into()), vec!["engine.internal".into()]).unwrap();
+        let access =
+            Access::for_listener(addr, Some("s3cret".into()), vec!["engine.internal".into()])
+                .unwrap();
         tokio::spawn(serve_on(listener, Shared::default(), access));
         let host = format!("Host: {addr}\r\n");
         let bearer = "Authorization: Bearer s3cret\r\n";
-        assert_eq!(status(addr, "/api/alerts", &format!("{host}{bearer}")).await, 200);
-        assert_eq!(status(addr, "/api/alerts", &format!("Host: localhost:8080\r\n{bearer}")).await, 200);
-        assert_eq!(status(addr, "/api/alerts", &format!("Host: engine.internal\r\n{bearer}")).await, 200);
+        assert_eq!(
+            status(addr, "/api/alerts", &format!("{host}{bearer}")).await,
+            200
+        );
+        assert_eq!(
+            status(
+                addr,
+                "/api/alerts",
+                &format!("Host: localhost:8080\r\n{bearer}")
+            )
+            .await,
+            200
+        );
+        assert_eq!(
+            status(
+                addr,
+                "/api/alerts",
+                &format!("Host: engine.internal\r\n{bearer}")
+            )
+            .await,
+            200
+        );
         // DNS rebinding: a page of another site whose name now points here
-        assert_eq!(status(addr, "/api/alerts", &format!("Host: attacker.example\r\n{bearer}")).await, 421);
-        assert_eq!(status(addr, "/api/alerts", &format!("Host: 127.0.0.1.attacker.example\r\n{bearer}")).await, 421);
-        assert_eq!(status(addr, "/api/alerts", bearer).await, 421, "no Host at all");
+        assert_eq!(
+            status(
+                addr,
+                "/api/alerts",
+                &format!("Host: attacker.example\r\n{bearer}")
+            )
+            .await,
+            421
+        );
+        assert_eq!(
+            status(
+                addr,
+                "/api/alerts",
+                &format!("Host: 127.0.0.1.attacker.example\r\n{bearer}")
+            )
+            .await,
+            421
+        );
+        assert_eq!(
+            status(addr, "/api/alerts", bearer).await,
+            421,
+            "no Host at all"
+        );
         // the token
         assert_eq!(status(addr, "/api/alerts", &host).await, 401);
-        assert_eq!(status(addr, "/metrics", &format!("{host}Authorization: Bearer s3creT\r\n")).await, 401);
+        assert_eq!(
+            status(
+                addr,
+                "/metrics",
+                &format!("{host}Authorization: Bearer s3creT\r\n")
+            )
+            .await,
+            401
+        );
         assert_eq!(status(addr, "/healthz", &host).await, 200);
     }
 
     #[test]
     fn beyond_loopback_the_api_needs_a_token() {
         let any: std::net::SocketAddr = "0.0.0.0:8080".parse().unwrap();
-        let err = Access::for_listener(any, None, vec![]).unwrap_err().to_string();
+        let err = Access::for_listener(any, None, vec![])
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("--api-token"), "{err}");
         assert!(Access::for_listener(any, Some(String::new()), vec![]).is_err());
         assert!(Access::for_listener(any, Some("t".into()), vec![]).is_ok());

@@ -192,6 +192,17 @@ pub struct Definition {
     pub path: PathBuf,
     /// line of the file on which the SQL starts (1-based)
     pub sql_line: usize,
+    /// the rule's version: 16 hex digits of a hash of the file's text, part
+    /// of an alert's identity
+    pub version: String,
+}
+
+/// FNV-1a, 64 bits: a hash that stays the same across builds and Rust
+/// versions, for versions and identities (not for security).
+pub fn fnv1a64(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ u64::from(*b)).wrapping_mul(0x0000_0100_0000_01b3)
+    })
 }
 
 impl Definition {
@@ -399,6 +410,7 @@ pub fn parse_text(path: &Path, text: &str) -> Result<Definition, RuleError> {
         sql: sql.to_string(),
         path: path.to_path_buf(),
         sql_line,
+        version: format!("{:016x}", fnv1a64(text.as_bytes())),
     })
 }
 

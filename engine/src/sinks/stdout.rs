@@ -94,3 +94,66 @@ impl<W: Write> Printer<W> {
         self.out.flush()
     }
 }
+
+/// stdout as a [`Sink`]: alerts as JSON lines, written off the async
+/// threads. Not durable: Kafka offsets do not wait for it.
+pub struct StdoutSink {
+    printer: std::sync::Arc<std::sync::Mutex<Printer<Box<dyn Write + Send>>>>,
+}
+
+impl StdoutSink {
+    /// Alerts to the process's stdout in `format`.
+    pub fn new(format: Format) -> Self {
+        Self::to(Box::new(std::io::stdout()), format)
+    }
+
+    /// Alerts to `out` in `format`.
+    pub fn to(out: Box<dyn Write + Send>, format: Format) -> Self {
+        StdoutSink {
+            printer: std::sync::Arc::new(std::sync::Mutex::new(Printer::new(out, format))),
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl super::Sink for StdoutSink {
+    fn name(&self) -> &str {
+        "stdout"
+    }
+
+    fn address(&self) -> String {
+        "stdout".into()
+    }
+
+    fn durable(&self) -> bool {
+        false
+    }
+
+    fn takes(&self) -> super::Takes {
+        super::Takes::Alerts
+    }
+
+    async fn deliver(&mut self, outputs: &[Output]) -> Result<(), super::SinkError> {
+        let printer = self.printer.clone();
+        let outputs = outputs.to_vec();
+        let written = tokio::task::spawn_blocking(move || {
+            printer
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .print(&outputs)
+        })
+        .await;
+        let message = match written {
+            Ok(Ok(())) => return Ok(()),
+            Ok(Err(e)) => e.to_string(),
+            Err(e) => e.to_string(),
+        };
+        Err(super::SinkError {
+            sink: "stdout".into(),
+            address: "stdout".into(),
+            message,
+            // a closed stdout does not come back
+            permanent: true,
+        })
+    }
+}
