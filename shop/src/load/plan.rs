@@ -10,8 +10,8 @@ use serde_json::{Value, json};
 use crate::services::security::{Keys, luhn_valid, seed_account};
 use crate::sim::model::{BROWSER_AGENTS, shopper_address};
 use crate::sim::rng::Rng;
-use crate::sim::session::Habits;
 use crate::sim::scenario::{Class, INDICATOR_KEYS};
+use crate::sim::session::Habits;
 
 // ---------------------------------------------------------------------------
 // The shop as seeded (shop/migrations/0002_seed_catalog.sql, services/auth.rs)

@@ -414,7 +414,9 @@ impl<W: Write> Renderer<W> {
             return Ok(());
         }
         let mut line = String::from("{\"resourceSpans\":[");
-        for (n, ((service, inst), spans)) in std::mem::take(&mut self.spans.items).into_iter().enumerate()
+        for (n, ((service, inst), spans)) in std::mem::take(&mut self.spans.items)
+            .into_iter()
+            .enumerate()
         {
             if n > 0 {
                 line.push(',');
@@ -442,7 +444,9 @@ impl<W: Write> Renderer<W> {
             return Ok(());
         }
         let mut line = String::from("{\"resourceLogs\":[");
-        for (n, ((service, inst), recs)) in std::mem::take(&mut self.logs.items).into_iter().enumerate() {
+        for (n, ((service, inst), recs)) in
+            std::mem::take(&mut self.logs.items).into_iter().enumerate()
+        {
             if n > 0 {
                 line.push(',');
             }

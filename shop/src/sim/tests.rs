@@ -541,8 +541,20 @@ fn spans_and_logs_are_exported_in_time_order() {
     for line in lines(b) {
         // (signal, resource list, scope list, record list, the time it leaves by)
         let shapes = [
-            ("spans", "resourceSpans", "scopeSpans", "spans", "endTimeUnixNano"),
-            ("logs", "resourceLogs", "scopeLogs", "logRecords", "timeUnixNano"),
+            (
+                "spans",
+                "resourceSpans",
+                "scopeSpans",
+                "spans",
+                "endTimeUnixNano",
+            ),
+            (
+                "logs",
+                "resourceLogs",
+                "scopeLogs",
+                "logRecords",
+                "timeUnixNano",
+            ),
         ];
         let Some((signal, resources, scopes, records, time)) = shapes
             .into_iter()
