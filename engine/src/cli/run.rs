@@ -1,8 +1,9 @@
 //! `run`: live evaluation.
 //!
 //! Rows come from the built-in OTLP receiver (the default: no Collector, no
-//! Kafka) or from the Collector's Kafka topics. Every output goes to stdout as
-//! a JSON line and to the API; alerts also to Alertmanager when one is given.
+//! Kafka) or from the Collector's Kafka topics. Every output goes to the API,
+//! and through the sinks' fan-out (never awaited) to stdout as a JSON line and
+//! to Alertmanager, a webhook and PostgreSQL when they are given.
 //! When no row arrives for a while, the wall clock moves event time on, so
 //! that windows close and incidents resolve while the shop is quiet.
 
@@ -16,12 +17,13 @@ use ingest::{RejectCounts, Table};
 use tokio::sync::mpsc;
 
 use super::{LatenessArg, RulesArg, load_rules};
-use crate::alerts::Alert;
 use crate::api::{self, Board};
 use crate::evaluator::{Evaluator, Output};
 use crate::rules::Which;
-use crate::sinks::alertmanager::Alertmanager;
-use crate::sinks::stdout::{Format, Printer};
+use crate::sinks::FanOut;
+use crate::sinks::alertmanager::{Alertmanager, AlertmanagerSink};
+use crate::sinks::stdout::{Format, StdoutSink};
+use crate::sinks::webhook::{Webhook, WebhookFormat};
 
 #[derive(Debug, clap::Args)]
 pub struct RunArgs {
@@ -45,6 +47,16 @@ pub struct RunArgs {
     /// send alerts to this Alertmanager, e.g. http://127.0.0.1:19093
     #[arg(long)]
     pub alertmanager: Option<String>,
+    /// post alerts to this URL as JSON (http only), e.g. http://127.0.0.1:8099/alerts
+    #[arg(long)]
+    pub webhook: Option<String>,
+    /// the webhook's body: json ({"alerts": [...]}) or slack ({"text": ...})
+    #[arg(long, value_enum, default_value = "json")]
+    pub webhook_format: WebhookFormat,
+    /// each sink's queue, in outputs: what does not fit while a sink is slow
+    /// or down is dropped and counted (otelguard_sink_dropped_total)
+    #[arg(long, default_value_t = crate::sinks::fanout::DEFAULT_CAPACITY)]
+    pub sink_queue: usize,
     #[command(flatten)]
     pub api: super::ApiArgs,
     #[command(flatten)]
@@ -120,7 +132,7 @@ mod kafka {
 
     /// Offsets to commit: none are ever taken in this build.
     #[derive(Debug, Default)]
-    pub struct OffsetsUpTo;
+    pub struct OffsetsUpTo {}
 
     impl OffsetsUpTo {
         pub fn mark_at(&mut self, _: std::sync::Arc<str>, _: i32, _: i64) {}
@@ -128,6 +140,8 @@ mod kafka {
         pub fn is_empty(&self) -> bool {
             true
         }
+
+        pub fn merge(&mut self, _: &OffsetsUpTo) {}
     }
 }
 
@@ -144,10 +158,13 @@ pub struct Incoming {
 type Partition = (Arc<str>, i32);
 
 /// Kafka offsets waiting for their rows' windows to be evaluated and the
-/// resulting alerts delivered: per partition, in order, (offset, newest row time).
+/// resulting alerts delivered: per partition, in order, (offset, newest row
+/// time); then, once evaluated, with the sequence number of the last batch of
+/// outputs handed to the sinks, until every durable sink has delivered it.
 #[derive(Default)]
 struct Uncommitted {
     partitions: std::collections::BTreeMap<Partition, std::collections::VecDeque<(i64, i64)>>,
+    evaluated: std::collections::VecDeque<(u64, kafka::OffsetsUpTo)>,
 }
 
 impl Uncommitted {
@@ -175,55 +192,45 @@ impl Uncommitted {
     }
 }
 
-/// Everything outputs go to.
+/// How long the sinks get at the end to deliver what they hold.
+const SINKS_GRACE: Duration = Duration::from_secs(10);
+
+/// Everything outputs go to: the API's board at once, and the sinks through
+/// their fan-out, which never waits for a sink (`sinks::fanout`).
 struct Delivery {
-    printer: Printer<std::io::Stdout>,
-    alertmanager: Option<Alertmanager>,
     board: Arc<Mutex<Board>>,
-    /// alerts Alertmanager has not taken yet, retried on every delivery and tick
-    unsent: Vec<Alert>,
+    sinks: FanOut,
 }
 
 impl Delivery {
-    /// Delivers outputs, and retries what an earlier delivery could not send.
-    async fn deliver(&mut self, outputs: &[Output]) {
-        if !outputs.is_empty() {
-            self.board
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .record(outputs);
-            let alerts: Vec<Output> = outputs
-                .iter()
-                .filter(|o| matches!(o, Output::Alert(_)))
-                .cloned()
-                .collect();
-            if let Err(e) = self.printer.print(&alerts) {
-                tracing::error!(error = %e, "cannot write alerts to stdout");
-            }
-            if self.alertmanager.is_some() {
-                self.unsent.extend(outputs.iter().filter_map(|o| match o {
-                    Output::Alert(a) => Some(a.clone()),
-                    Output::Kpi(_) => None,
-                }));
-            }
+    /// The sinks the arguments name: stdout always; Alertmanager, the webhook
+    /// and PostgreSQL when given. A URL a sink cannot use is an error here.
+    fn start(args: &RunArgs, board: Arc<Mutex<Board>>) -> anyhow::Result<Delivery> {
+        let mut sinks = FanOut::new();
+        let queue = args.sink_queue;
+        sinks.add(Box::new(StdoutSink::new(Format::Json)), queue);
+        if let Some(url) = &args.alertmanager {
+            sinks.add(
+                Box::new(AlertmanagerSink::new(Alertmanager::new(url))),
+                queue,
+            );
         }
-        if let Some(am) = &self.alertmanager
-            && !self.unsent.is_empty()
-        {
-            match am.send(&self.unsent).await {
-                Ok(()) => self.unsent.clear(),
-                Err(e) => tracing::error!(
-                    error = %e,
-                    waiting = self.unsent.len(),
-                    "alerts not delivered to Alertmanager yet; retrying, and Kafka offsets wait"
-                ),
-            }
+        if let Some(url) = &args.webhook {
+            sinks.add(Box::new(Webhook::new(url, args.webhook_format)?), queue);
         }
+        Ok(Delivery { board, sinks })
     }
 
-    /// Whether every alert so far reached every sink that must have it.
-    fn is_clear(&self) -> bool {
-        self.unsent.is_empty()
+    /// Hands outputs to the API and to every sink; never waits for a sink.
+    fn deliver(&mut self, outputs: &[Output]) {
+        if outputs.is_empty() {
+            return;
+        }
+        self.board
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .record(outputs);
+        self.sinks.send(outputs);
     }
 }
 
@@ -255,7 +262,9 @@ fn newest_time(batch: &RecordBatch) -> Option<i64> {
 }
 
 /// Commits the Kafka offsets whose effects are durable: all their rows are in
-/// evaluated windows, and every alert so far was delivered.
+/// evaluated windows, and every durable sink has delivered the outputs handed
+/// to it up to then (a sink that dropped outputs never does: those offsets
+/// wait for a restart to read them again).
 fn commit(
     kafka: &Option<Arc<kafka::Source>>,
     uncommitted: &mut Uncommitted,
@@ -274,10 +283,21 @@ fn commit(
             .sum::<usize>(),
         "commit check"
     );
-    if !delivery.is_clear() {
-        return;
+    let evaluated = uncommitted.take_done(done);
+    if !evaluated.is_empty() {
+        // their outputs are in the batches handed to the sinks so far
+        uncommitted
+            .evaluated
+            .push_back((delivery.sinks.last_seq(), evaluated));
     }
-    let offsets = uncommitted.take_done(done);
+    let delivered = delivery.sinks.delivered_upto();
+    let mut offsets = kafka::OffsetsUpTo::default();
+    while let Some((seq, _)) = uncommitted.evaluated.front()
+        && *seq <= delivered
+        && let Some((_, done)) = uncommitted.evaluated.pop_front()
+    {
+        offsets.merge(&done);
+    }
     if offsets.is_empty() {
         return;
     }
@@ -297,7 +317,9 @@ fn stop(
 ) -> bool {
     match receiver.take() {
         Some(handle) => {
-            eprintln!("stopping ({signal}): no new requests; evaluating every window that holds rows");
+            eprintln!(
+                "stopping ({signal}): no new requests; evaluating every window that holds rows"
+            );
             tokio::spawn(async move {
                 if let Err(e) = handle.shutdown().await {
                     tracing::error!(error = %e, "the OTLP receiver did not stop cleanly");
@@ -306,16 +328,20 @@ fn stop(
             false
         }
         None => {
-            eprintln!("stopping ({signal}): evaluating the final windows and committing what they hold");
+            eprintln!(
+                "stopping ({signal}): evaluating the final windows and committing what they hold"
+            );
             source_task.abort();
             true
         }
     }
 }
 
-/// Copies the evaluator's health and counters into what the API shows.
-fn refresh(board: &Mutex<Board>, ev: &Evaluator, counts: &RejectCounts) {
+/// Copies the evaluator's health and counters, and the sinks', into what the API shows.
+fn refresh(board: &Mutex<Board>, ev: &Evaluator, counts: &RejectCounts, sinks: &FanOut) {
+    let sink_stats = sinks.stats();
     let mut b = board.lock().unwrap_or_else(|e| e.into_inner());
+    b.sinks = sink_stats;
     b.rules = ev.health().to_vec();
     b.stats = ev.stats();
     b.rejected = counts
@@ -327,14 +353,16 @@ fn refresh(board: &Mutex<Board>, ev: &Evaluator, counts: &RejectCounts) {
 
 pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let set = load_rules(&args.rules.dir(), Which::All).await?;
-    // bind the API first: a taken port is an error at once, before any input is read
-    let (listener, access) = args.api.bind(false).await?;
-    let idle = crate::rules::definition::parse_duration(&args.idle)
-        .map_err(|e| anyhow::anyhow!("--idle: {e}"))?;
+    // the sinks first: a URL they cannot use is an error before any input is read
     let board = Arc::new(Mutex::new(Board {
         rule_errors: set.errors.iter().map(|e| e.to_string()).collect(),
         ..Board::default()
     }));
+    let mut delivery = Delivery::start(&args, board.clone())?;
+    // bind the API first: a taken port is an error at once, before any input is read
+    let (listener, access) = args.api.bind(false).await?;
+    let idle = crate::rules::definition::parse_duration(&args.idle)
+        .map_err(|e| anyhow::anyhow!("--idle: {e}"))?;
     let skew = crate::rules::definition::parse_duration(&args.clock_skew)
         .map_err(|e| anyhow::anyhow!("--clock-skew: {e}"))?;
     let mut ev = Evaluator::new(set, args.lateness.nanos()?)
@@ -435,12 +463,6 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         }
     });
 
-    let mut delivery = Delivery {
-        printer: Printer::new(std::io::stdout(), Format::Json),
-        alertmanager: args.alertmanager.as_deref().map(Alertmanager::new),
-        board: board.clone(),
-        unsent: Vec::new(),
-    };
     let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .context("cannot listen for SIGTERM")?;
     let mut tick = tokio::time::interval(Duration::from_secs(1));
@@ -473,10 +495,10 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
                 }
                 if ev.has_news() {
                     let out = ev.evaluate().await;
-                    delivery.deliver(&out).await;
+                    delivery.deliver(&out);
                 }
                 commit(&kafka, &mut uncommitted, &ev, &delivery);
-                refresh(&board, &ev, &counts);
+                refresh(&board, &ev, &counts, &delivery.sinks);
             }
             _ = tick.tick() => {
                 // a source cut off is absent, not idle: event time waits for it
@@ -494,14 +516,11 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
                     ev.advance(now);
                     if ev.has_news() {
                         let out = ev.evaluate().await;
-                        delivery.deliver(&out).await;
+                        delivery.deliver(&out);
                     }
                 }
-                if !delivery.is_clear() {
-                    delivery.deliver(&[]).await;
-                }
                 commit(&kafka, &mut uncommitted, &ev, &delivery);
-                refresh(&board, &ev, &counts);
+                refresh(&board, &ev, &counts, &delivery.sinks);
             }
             _ = tokio::signal::ctrl_c(), if !stopping => {
                 stopping = true;
@@ -524,7 +543,15 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         None => ev.finish().await,
         Some(_) => ev.evaluate().await,
     };
-    delivery.deliver(&out).await;
+    delivery.deliver(&out);
+    for s in delivery.sinks.close(SINKS_GRACE).await {
+        if s.dropped > 0 || s.depth > 0 {
+            eprintln!(
+                "sink {}: {} delivered, {} dropped, {} undelivered",
+                s.sink, s.delivered, s.dropped, s.depth
+            );
+        }
+    }
     commit(&kafka, &mut uncommitted, &ev, &delivery);
     if source_task.is_finished()
         && let Ok(Err(e)) = source_task.await
