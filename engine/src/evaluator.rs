@@ -220,8 +220,10 @@ impl Evaluator {
         if newest <= limit {
             return Ok((batch, Some(now)));
         }
-        let keep: arrow::array::BooleanArray =
-            times.iter().map(|t| Some(t.is_none_or(|t| t <= limit))).collect();
+        let keep: arrow::array::BooleanArray = times
+            .iter()
+            .map(|t| Some(t.is_none_or(|t| t <= limit)))
+            .collect();
         let kept = arrow::compute::filter_record_batch(&batch, &keep)?;
         let dropped = (batch.num_rows() - kept.num_rows()) as u64;
         *self.stats.future_rows.entry(table.name()).or_default() += dropped;
@@ -354,7 +356,8 @@ impl Evaluator {
         };
         self.stats.late_rows += late as u64;
         if hi >= lo {
-            self.watermark.observe(stream, clock.map_or(hi, |now| hi.min(now)));
+            self.watermark
+                .observe(stream, clock.map_or(hi, |now| hi.min(now)));
             self.max_seen = Some(self.max_seen.map_or(hi, |m| m.max(hi)));
             self.min_seen = Some(self.min_seen.map_or(lo, |m| m.min(lo)));
         }
@@ -414,11 +417,7 @@ impl Evaluator {
     /// Whether an evaluation has something to report now: a final window, or
     /// future-dated rows that were dropped.
     pub fn has_news(&self) -> bool {
-        self.has_final_windows()
-            || self
-                .future
-                .as_ref()
-                .is_some_and(|g| !g.pending.is_empty())
+        self.has_final_windows() || self.future.as_ref().is_some_and(|g| !g.pending.is_empty())
     }
 
     /// Ends the input: every window that holds a row is evaluated.
@@ -473,32 +472,38 @@ impl Evaluator {
         for (table, t) in &session.tables {
             if self.sessions[si].tables.contains(table) {
                 let to = last.saturating_add(spec.size_ns);
-                let rows = self.buffer.overlapping(*table, first, to).cloned().collect();
+                let rows = self
+                    .buffer
+                    .overlapping(*table, first, to)
+                    .cloned()
+                    .collect();
                 t.set(rows, first, last);
             }
         }
         // The session's rules run at once, as tasks of their own: on a runtime
         // with several threads they share the cores. Their results are then
         // taken in rule order, so the output does not depend on which ends first.
-        let running: Vec<(usize, tokio::task::JoinHandle<DfResult<Vec<crate::rules::Finding>>>)> =
-            (0..self.rules.rules.len())
-                .filter(|&ri| self.rules.rules[ri].session == si && self.health[ri].enabled)
-                .map(|ri| {
-                    let rule = self.rules.rules[ri].clone();
-                    let session = self.rules.sessions[si].clone();
-                    let task = tokio::spawn(async move {
-                        // one immediate retry, planned afresh: a passing
-                        // failure should not skip windows
-                        let mut result = rule.execute(&session).await;
-                        if result.is_err() {
-                            rule.replan();
-                            result = rule.execute(&session).await;
-                        }
-                        result.and_then(|batches| rule.findings(&batches))
-                    });
-                    (ri, task)
-                })
-                .collect();
+        let running: Vec<(
+            usize,
+            tokio::task::JoinHandle<DfResult<Vec<crate::rules::Finding>>>,
+        )> = (0..self.rules.rules.len())
+            .filter(|&ri| self.rules.rules[ri].session == si && self.health[ri].enabled)
+            .map(|ri| {
+                let rule = self.rules.rules[ri].clone();
+                let session = self.rules.sessions[si].clone();
+                let task = tokio::spawn(async move {
+                    // one immediate retry, planned afresh: a passing
+                    // failure should not skip windows
+                    let mut result = rule.execute(&session).await;
+                    if result.is_err() {
+                        rule.replan();
+                        result = rule.execute(&session).await;
+                    }
+                    result.and_then(|batches| rule.findings(&batches))
+                });
+                (ri, task)
+            })
+            .collect();
         for (ri, task) in running {
             let rule = &self.rules.rules[ri];
             let findings = task.await.unwrap_or_else(|e| {
@@ -506,7 +511,11 @@ impl Evaluator {
                 rule.replan();
                 Err(DataFusionError::Execution(format!(
                     "the evaluation stopped: {}",
-                    if e.is_panic() { "it panicked" } else { "it was cancelled" }
+                    if e.is_panic() {
+                        "it panicked"
+                    } else {
+                        "it was cancelled"
+                    }
                 )))
             });
             let health = &mut self.health[ri];

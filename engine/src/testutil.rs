@@ -70,7 +70,10 @@ pub async fn rule_set(files: &[&str]) -> RuleSet {
 }
 
 /// A rule set from rule file texts, with scalar functions of the test's own.
-pub async fn rule_set_with(files: &[&str], functions: &[datafusion::logical_expr::ScalarUDF]) -> RuleSet {
+pub async fn rule_set_with(
+    files: &[&str],
+    functions: &[datafusion::logical_expr::ScalarUDF],
+) -> RuleSet {
     let defs = files
         .iter()
         .enumerate()

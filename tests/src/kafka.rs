@@ -14,11 +14,15 @@ pub const BROKERS: &str = "127.0.0.1:19092";
 /// would pile up run after run. A topic that cannot be deleted is reported,
 /// not a failure: the test itself has passed.
 pub async fn delete_topics(names: &[&str]) {
-    let admin: Result<AdminClient<DefaultClientContext>, _> =
-        ClientConfig::new().set("bootstrap.servers", BROKERS).create();
+    let admin: Result<AdminClient<DefaultClientContext>, _> = ClientConfig::new()
+        .set("bootstrap.servers", BROKERS)
+        .create();
     let result = match admin {
         Ok(admin) => admin
-            .delete_topics(names, &AdminOptions::new().operation_timeout(Some(Duration::from_secs(10))))
+            .delete_topics(
+                names,
+                &AdminOptions::new().operation_timeout(Some(Duration::from_secs(10))),
+            )
             .await
             .map_err(|e| e.to_string()),
         Err(e) => Err(e.to_string()),

@@ -27,9 +27,9 @@ fn command(name: &str, service: &Value) -> Result<Vec<String>> {
         .ok_or_else(|| anyhow!("docker-compose.yml: {name} has no command list"))?
         .iter()
         .map(|w| {
-            w.as_str()
-                .map(str::to_owned)
-                .ok_or_else(|| anyhow!("docker-compose.yml: {name}: a command word is not a string"))
+            w.as_str().map(str::to_owned).ok_or_else(|| {
+                anyhow!("docker-compose.yml: {name}: a command word is not a string")
+            })
         })
         .collect()
 }
@@ -54,8 +54,11 @@ fn the_engine_service_runs_what_the_local_stack_runs() -> Result<()> {
     let services = services()?;
     let engine = service(&services, "engine")?;
     let words = command("engine", engine)?;
-    let cli = engine::cli::Cli::try_parse_from(std::iter::once("engine".to_owned()).chain(words.clone()))
-        .map_err(|e| anyhow!("docker-compose.yml: the engine's command {words:?} does not parse: {e}"))?;
+    let cli =
+        engine::cli::Cli::try_parse_from(std::iter::once("engine".to_owned()).chain(words.clone()))
+            .map_err(|e| {
+                anyhow!("docker-compose.yml: the engine's command {words:?} does not parse: {e}")
+            })?;
     let engine::cli::Command::Run(run) = cli.command else {
         bail!("docker-compose.yml: the engine service does not `run` (it runs {words:?})");
     };
@@ -73,7 +76,10 @@ fn the_engine_service_runs_what_the_local_stack_runs() -> Result<()> {
         );
     }
     // ... and is not a second OTLP receiver on the Collector's ports.
-    for (flag, value) in [("--otlp-grpc", &run.receiver.otlp_grpc), ("--otlp-http", &run.receiver.otlp_http)] {
+    for (flag, value) in [
+        ("--otlp-grpc", &run.receiver.otlp_grpc),
+        ("--otlp-http", &run.receiver.otlp_http),
+    ] {
         if value != "off" {
             let port = port_in(value)?;
             let owner = ports.iter().find(|(_, p)| p.contains(&port));
@@ -152,7 +158,13 @@ fn every_shop_service_runs_a_shop_command_against_the_stack() -> Result<()> {
     }
     served.sort();
     ensure!(
-        served == Service::ALL.iter().copied().collect::<std::collections::BTreeSet<_>>().into_iter().collect::<Vec<_>>(),
+        served
+            == Service::ALL
+                .iter()
+                .copied()
+                .collect::<std::collections::BTreeSet<_>>()
+                .into_iter()
+                .collect::<Vec<_>>(),
         "docker-compose.yml serves {served:?}, not each of the shop's six services once"
     );
     Ok(())
@@ -196,7 +208,8 @@ fn no_two_services_listen_on_one_port() -> Result<()> {
     }
     // The services the local stack does not run: where they listen.
     let engine = engine::cli::Cli::try_parse_from(
-        std::iter::once("engine".to_owned()).chain(command("engine", service(&services, "engine")?)?),
+        std::iter::once("engine".to_owned())
+            .chain(command("engine", service(&services, "engine")?)?),
     )
     .context("the engine's command")?;
     if let engine::cli::Command::Run(run) = engine.command {
@@ -209,7 +222,10 @@ fn no_two_services_listen_on_one_port() -> Result<()> {
         .parse()?;
     claim(grafana, "grafana".into())?;
     let jaeger = read(&compose_dir().join("jaeger/config.yaml"))?;
-    for line in jaeger.lines().filter_map(|l| l.trim().strip_prefix("endpoint:")) {
+    for line in jaeger
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("endpoint:"))
+    {
         claim(port_in(line.trim())?, format!("jaeger ({})", line.trim()))?;
     }
     for service in Service::ALL {

@@ -89,7 +89,10 @@ async fn a_broker_outage_does_not_make_the_rest_of_an_attack_late() {
         NewTopic::new(&metrics_topic, 1, TopicReplication::Fixed(1)),
     ];
     for r in admin
-        .create_topics(&topics, &AdminOptions::new().operation_timeout(Some(Duration::from_secs(10))))
+        .create_topics(
+            &topics,
+            &AdminOptions::new().operation_timeout(Some(Duration::from_secs(10))),
+        )
         .await
         .unwrap_or_else(|e| panic!("cannot reach Kafka at {BROKERS} ({e}); is the stack up?"))
     {
@@ -99,7 +102,10 @@ async fn a_broker_outage_does_not_make_the_rest_of_an_attack_late() {
     let rules = std::env::temp_dir().join(format!("otelguard-outage-rules-{run}"));
     std::fs::create_dir_all(&rules).expect("a rules folder");
     std::fs::copy(
-        concat!(env!("CARGO_MANIFEST_DIR"), "/../rules/dos/http_flood_single_source.sql"),
+        concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../rules/dos/http_flood_single_source.sql"
+        ),
         rules.join("flood.sql"),
     )
     .expect("copy the flood rule");
@@ -108,7 +114,14 @@ async fn a_broker_outage_does_not_make_the_rest_of_an_attack_late() {
         .args(["--kafka", BROKERS, "--group", &group, "--idle", "10s"])
         .args(["--spans-topic", &spans_topic, "--logs-topic", &logs_topic])
         .args(["--metrics-topic", &metrics_topic])
-        .args(["--otlp-grpc", "off", "--otlp-http", "off", "--listen", "127.0.0.1:0"])
+        .args([
+            "--otlp-grpc",
+            "off",
+            "--otlp-http",
+            "off",
+            "--listen",
+            "127.0.0.1:0",
+        ])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -141,7 +154,9 @@ async fn a_broker_outage_does_not_make_the_rest_of_an_attack_late() {
     produce(&producer, &spans_topic, 1, &spans(t0, 1000, 1001, &client)).await;
     let mut read = 0.0;
     for _ in 0..600 {
-        read = metric(&api, "otelguard_rows_total{table=\"spans\"}").await.unwrap_or(0.0);
+        read = metric(&api, "otelguard_rows_total{table=\"spans\"}")
+            .await
+            .unwrap_or(0.0);
         if read >= 1001.0 {
             break;
         }

@@ -141,7 +141,10 @@ async fn five_bursts(ev: &mut Evaluator, extra: Option<&str>) -> Vec<Alert> {
 fn assert_broken_alone(ev: &Evaluator, id: &str, error: &str, fired: &[Alert]) {
     let health = ev.health();
     let broken = health.iter().find(|h| h.id == id).unwrap();
-    assert!(!broken.enabled, "disabled after repeated failures: {broken:?}");
+    assert!(
+        !broken.enabled,
+        "disabled after repeated failures: {broken:?}"
+    );
     assert_eq!(broken.failures, crate::evaluator::MAX_FAILURES);
     assert!(
         broken.last_error.as_deref().unwrap_or("").contains(error),
@@ -174,9 +177,9 @@ async fn a_rule_that_panics_fails_alone_and_is_disabled() {
             if text.iter().flatten().any(|v| v == "boom") {
                 panic!("boom");
             }
-            Ok(ColumnarValue::Array(Arc::new(arrow::array::BooleanArray::from(
-                vec![true; arrays[0].len()],
-            ))))
+            Ok(ColumnarValue::Array(Arc::new(
+                arrow::array::BooleanArray::from(vec![true; arrays[0].len()]),
+            )))
         }),
     );
     let panicking = "/*\nid = \"test.panics\"\nseverity = \"low\"\nwindow = \"10s\"\nentity = [\"client.address\"]\nvalue = \"n\"\n*/\nSELECT window_start, window_end, client_address, count(*) AS n FROM spans WHERE boom(client_address) GROUP BY 1, 2, 3";

@@ -1,7 +1,7 @@
 //! The `engine` command line.
 
-pub mod postgres;
 pub mod demo;
+pub mod postgres;
 pub mod query;
 pub mod record;
 pub mod replay;
@@ -81,7 +81,6 @@ pub enum Command {
     Record(record::RecordArgs),
     /// Replay the bundled demo recording through the rule pack and serve the viewer.
     Demo(demo::DemoArgs),
-
 }
 
 #[derive(Debug, Subcommand)]

@@ -18,10 +18,10 @@ use std::sync::Arc;
 
 use arrow::array::{Array, ArrayRef, BooleanArray, Int64Array, ListBuilder, StringBuilder};
 use arrow::datatypes::{DataType, FieldRef};
-use datafusion::common::tree_node::Transformed;
 use datafusion::common::DFSchema;
-use datafusion::logical_expr::ExprSchemable;
+use datafusion::common::tree_node::Transformed;
 use datafusion::error::{DataFusionError, Result as DfResult};
+use datafusion::logical_expr::ExprSchemable;
 use datafusion::logical_expr::expr::{AggregateFunction, AggregateFunctionParams};
 use datafusion::logical_expr::function::{AccumulatorArgs, StateFieldsArgs};
 use datafusion::logical_expr::{
@@ -266,7 +266,9 @@ impl Accumulator for One {
     }
 
     fn evaluate(&mut self) -> DfResult<ScalarValue> {
-        Ok(ScalarValue::Int64(Some(self.0.counts.first().copied().unwrap_or(0))))
+        Ok(ScalarValue::Int64(Some(
+            self.0.counts.first().copied().unwrap_or(0),
+        )))
     }
 
     fn state(&mut self) -> DfResult<Vec<ScalarValue>> {
@@ -381,7 +383,9 @@ impl OptimizerRule for DistinctText {
                 .schema
                 .iter()
                 .zip(agg.schema.iter())
-                .all(|((qa, a), (qb, b))| qa == qb && a.name() == b.name() && a.data_type() == b.data_type());
+                .all(|((qa, a), (qb, b))| {
+                    qa == qb && a.name() == b.name() && a.data_type() == b.data_type()
+                });
         Ok(if same {
             Transformed::yes(LogicalPlan::Aggregate(new))
         } else {
@@ -402,7 +406,10 @@ mod tests {
 
     async fn rows(ctx: &SessionContext, sql: &str) -> (String, String) {
         let df = ctx.sql(sql).await.unwrap();
-        let plan = format!("{}", df.clone().into_optimized_plan().unwrap().display_indent());
+        let plan = format!(
+            "{}",
+            df.clone().into_optimized_plan().unwrap().display_indent()
+        );
         let batches = df.collect().await.unwrap();
         let text = arrow::util::pretty::pretty_format_batches(&batches)
             .unwrap()
@@ -435,14 +442,21 @@ mod tests {
     fn emitting_the_first_groups_keeps_the_others() {
         let mut g = Groups::default();
         let values: ArrayRef = Arc::new(StringArray::from(vec!["x", "y", "x", "z", "y"]));
-        g.update_batch(&[values], &[0, 0, 1, 2, 2], None, 3).unwrap();
+        g.update_batch(&[values], &[0, 0, 1, 2, 2], None, 3)
+            .unwrap();
         let first = g.evaluate(EmitTo::First(1)).unwrap();
-        assert_eq!(first.as_primitive::<arrow::datatypes::Int64Type>().values(), &[2]);
+        assert_eq!(
+            first.as_primitive::<arrow::datatypes::Int64Type>().values(),
+            &[2]
+        );
         let states = g.state(EmitTo::All).unwrap();
         let mut merged = Groups::default();
         merged.merge_batch(&states, &[0, 0], 1).unwrap();
         // groups 1 {x} and 2 {z, y} merged into one: x, y, z
         let all = merged.evaluate(EmitTo::All).unwrap();
-        assert_eq!(all.as_primitive::<arrow::datatypes::Int64Type>().values(), &[3]);
+        assert_eq!(
+            all.as_primitive::<arrow::datatypes::Int64Type>().values(),
+            &[3]
+        );
     }
 }

@@ -49,7 +49,10 @@ impl WindowSession {
             .with_information_schema(true);
         // Physical plans are made once and run again on new rows; a dynamic
         // filter would carry one run's values into the next.
-        config.options_mut().optimizer.enable_dynamic_filter_pushdown = false;
+        config
+            .options_mut()
+            .optimizer
+            .enable_dynamic_filter_pushdown = false;
         let ctx = SessionContext::new_with_config(config);
         ctx.register_udaf(trace_sample::udaf());
         ctx.add_optimizer_rule(Arc::new(distinct::DistinctText::default()));

@@ -133,9 +133,11 @@ fn in_panes(agg: &AggregateExec) -> DfResult<Option<Arc<dyn ExecutionPlan>>> {
         .enumerate()
         .filter(|(i, _)| *i != start && Some(*i) != end)
         .all(|(_, (e, alias))| !reads_window(e) && !WINDOW_COLUMNS.contains(&alias.as_str()));
-    let aggregates_clean = agg.aggr_expr().iter().all(|a| {
-        a.order_bys().is_empty() && a.expressions().iter().all(|e| !reads_window(e))
-    }) && agg.filter_expr().iter().flatten().all(|f| !reads_window(f));
+    let aggregates_clean = agg
+        .aggr_expr()
+        .iter()
+        .all(|a| a.order_bys().is_empty() && a.expressions().iter().all(|e| !reads_window(e)))
+        && agg.filter_expr().iter().flatten().all(|f| !reads_window(f));
     if !others_clean || !aggregates_clean {
         return Ok(None);
     }
@@ -240,7 +242,12 @@ impl PaneStates {
             .zip(earliest_new)
             .is_some_and(|(to, t)| t < to + slide);
         self.chunks.retain(|c| c.1 >= first);
-        let hole = self.chunks.iter().map(|c| c.0).min().is_some_and(|f| f > first);
+        let hole = self
+            .chunks
+            .iter()
+            .map(|c| c.0)
+            .min()
+            .is_some_and(|f| f > first);
         if stale || hole {
             self.chunks.clear();
         }
@@ -424,7 +431,11 @@ mod tests {
         })
         .await
         .expect("a session");
-        s.tables[&Table::Spans].set(vec![crate::window::Buffered::new(rows()).unwrap()], T0 - 50 * S, T0 + 200 * S);
+        s.tables[&Table::Spans].set(
+            vec![crate::window::Buffered::new(rows()).unwrap()],
+            T0 - 50 * S,
+            T0 + 200 * S,
+        );
         let plan = s.plan(sql).await.expect("plans");
         let physical = Mutex::new(None);
         let batches = s.execute(&plan, &physical, panes).await.expect("runs");

@@ -104,7 +104,10 @@ impl SnapshotTable {
     /// table's own rows; rows outside those windows are ignored) the table's rows.
     pub fn set(&self, batches: Vec<Buffered>, first: i64, last: i64) {
         let ids = batches.iter().map(|b| b.id).collect();
-        self.kept.lock().unwrap_or_else(|e| e.into_inner()).retain(&ids);
+        self.kept
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(&ids);
         *self.rows.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(Rows {
             batches,
             first,
@@ -229,7 +232,10 @@ impl TableProvider for SnapshotTable {
             .collect();
         let key: Arc<str> = format!(
             "{} | {:?}",
-            filter.as_ref().map_or("true".to_string(), |f| format!("{:?} {}", f.columns, f.expr)),
+            filter.as_ref().map_or("true".to_string(), |f| format!(
+                "{:?} {}",
+                f.columns, f.expr
+            )),
             kept_columns
         )
         .into();
@@ -411,7 +417,10 @@ impl SnapshotExec {
         let known: Vec<Option<Option<RecordBatch>>> = {
             let mut kept = self.kept.lock().unwrap_or_else(|e| e.into_inner());
             let kept = kept.0.entry(self.key.clone()).or_default();
-            rows.batches.iter().map(|b| kept.get(&b.id).cloned()).collect()
+            rows.batches
+                .iter()
+                .map(|b| kept.get(&b.id).cloned())
+                .collect()
         };
         let mut made = Vec::new();
         let mut per_batch = Vec::with_capacity(known.len());
@@ -436,14 +445,9 @@ impl SnapshotExec {
             let Some(rows) = rows.as_ref() else {
                 continue;
             };
-            if let Some(w) = window::expand(
-                rows,
-                spec,
-                first,
-                last,
-                &self.kept_projection,
-                &self.schema,
-            )? {
+            if let Some(w) =
+                window::expand(rows, spec, first, last, &self.kept_projection, &self.schema)?
+            {
                 let w = if w.num_rows() > left {
                     w.slice(0, left)
                 } else {
@@ -549,7 +553,9 @@ mod tests {
     fn counts(batches: &[RecordBatch]) -> Vec<(i64, i64)> {
         let mut out = Vec::new();
         for b in batches {
-            let starts = b.column(0).as_primitive::<arrow::datatypes::TimestampNanosecondType>();
+            let starts = b
+                .column(0)
+                .as_primitive::<arrow::datatypes::TimestampNanosecondType>();
             let n = b.column(1).as_primitive::<Int64Type>();
             for i in 0..b.num_rows() {
                 out.push(((starts.value(i) - T0) / S, n.value(i)));
@@ -569,7 +575,8 @@ mod tests {
     async fn a_filter_runs_on_rows_before_they_are_put_in_windows() {
         let rows = spans(&[(10.0, "a"), (40.0, "b"), (45.0, "a"), (70.0, "a")]);
         let s = session_with(rows, T0 - 30 * S, T0 + 60 * S).await;
-        let sql = "SELECT window_start, count(*) AS n FROM spans WHERE client_address = 'a' GROUP BY 1";
+        let sql =
+            "SELECT window_start, count(*) AS n FROM spans WHERE client_address = 'a' GROUP BY 1";
         let plan = s.plan(sql).await.expect("plans");
         let physical = Mutex::new(None);
         let got = counts(&s.execute(&plan, &physical, false).await.expect("runs"));
@@ -582,7 +589,10 @@ mod tests {
             shown.contains("SnapshotExec") && shown.contains("client_address@"),
             "the filter is not in the scan:\n{shown}"
         );
-        assert!(!shown.contains("FilterExec"), "a filter stayed above the scan:\n{shown}");
+        assert!(
+            !shown.contains("FilterExec"),
+            "a filter stayed above the scan:\n{shown}"
+        );
     }
 
     #[tokio::test]
@@ -594,7 +604,11 @@ mod tests {
             T0
         );
         let plan = s.plan(&sql).await.expect("plans");
-        let got = counts(&s.execute(&plan, &Mutex::new(None), false).await.expect("runs"));
+        let got = counts(
+            &s.execute(&plan, &Mutex::new(None), false)
+                .await
+                .expect("runs"),
+        );
         assert_eq!(got, vec![(0, 2), (30, 1)]);
     }
 
@@ -606,7 +620,11 @@ mod tests {
                    WHERE client_address IN (SELECT client_address FROM spans \
                    GROUP BY client_address HAVING count(*) > 1) GROUP BY 1";
         let plan = s.plan(sql).await.expect("plans");
-        let got = counts(&s.execute(&plan, &Mutex::new(None), false).await.expect("runs"));
+        let got = counts(
+            &s.execute(&plan, &Mutex::new(None), false)
+                .await
+                .expect("runs"),
+        );
         assert_eq!(got, vec![(0, 2)]);
     }
 
@@ -621,11 +639,22 @@ mod tests {
         let physical = Mutex::new(None);
         let first = counts(&s.execute(&plan, &physical, false).await.expect("runs"));
         assert_eq!(first, vec![(0, 1)]);
-        s.tables[&Table::Spans].set(vec![Buffered::new(spans(&[(1.0, "b"), (2.0, "b"), (3.0, "b")])).unwrap()], T0, T0);
-        let second = counts(&s.execute(&plan, &physical, false).await.expect("runs again"));
+        s.tables[&Table::Spans].set(
+            vec![Buffered::new(spans(&[(1.0, "b"), (2.0, "b"), (3.0, "b")])).unwrap()],
+            T0,
+            T0,
+        );
+        let second = counts(
+            &s.execute(&plan, &physical, false)
+                .await
+                .expect("runs again"),
+        );
         assert_eq!(second, vec![(0, 3)]);
         s.tables[&Table::Spans].clear();
-        let empty = s.execute(&plan, &physical, false).await.expect("runs on nothing");
+        let empty = s
+            .execute(&plan, &physical, false)
+            .await
+            .expect("runs on nothing");
         assert_eq!(empty.iter().map(|b| b.num_rows()).sum::<usize>(), 0);
     }
 
@@ -636,23 +665,35 @@ mod tests {
         let table = &s.tables[&Table::Spans];
         table.set(vec![a.clone()], T0, T0);
         // the same filter and columns in two queries: one kept entry
-        let one = "SELECT window_start, count(*) AS n FROM spans WHERE client_address = 'a' GROUP BY 1";
+        let one =
+            "SELECT window_start, count(*) AS n FROM spans WHERE client_address = 'a' GROUP BY 1";
         let two = "SELECT window_start, count(*) AS m FROM spans WHERE client_address = 'a' GROUP BY 1 HAVING count(*) > 0";
         for sql in [one, two] {
             let plan = s.plan(sql).await.expect("plans");
-            let got = counts(&s.execute(&plan, &Mutex::new(None), false).await.expect("runs"));
+            let got = counts(
+                &s.execute(&plan, &Mutex::new(None), false)
+                    .await
+                    .expect("runs"),
+            );
             assert_eq!(got, vec![(0, 1)]);
         }
         let kept_ids = |t: &SnapshotTable| -> Vec<Vec<u64>> {
             let kept = t.kept.lock().unwrap();
-            kept.0.values().map(|m| m.keys().copied().collect()).collect()
+            kept.0
+                .values()
+                .map(|m| m.keys().copied().collect())
+                .collect()
         };
         assert_eq!(kept_ids(table), vec![vec![a.id]]);
         let b = Buffered::new(spans(&[(40.0, "a")])).unwrap();
         table.set(vec![b.clone()], T0, T0);
         assert_eq!(kept_ids(table), vec![Vec::<u64>::new()]);
         let plan = s.plan(one).await.expect("plans");
-        let got = counts(&s.execute(&plan, &Mutex::new(None), false).await.expect("runs"));
+        let got = counts(
+            &s.execute(&plan, &Mutex::new(None), false)
+                .await
+                .expect("runs"),
+        );
         assert_eq!(got, vec![(0, 1)]);
         assert_eq!(kept_ids(table), vec![vec![b.id]]);
     }
@@ -664,9 +705,16 @@ mod tests {
         let client = windowed.index_of("client_address").unwrap();
         let projection = vec![0, client];
         let schema = Arc::new(windowed.project(&projection).unwrap());
-        let out = window::expand(&rows, HOPPING, T0 - 30 * S, T0 + 30 * S, &projection, &schema)
-            .unwrap()
-            .expect("rows in the windows");
+        let out = window::expand(
+            &rows,
+            HOPPING,
+            T0 - 30 * S,
+            T0 + 30 * S,
+            &projection,
+            &schema,
+        )
+        .unwrap()
+        .expect("rows in the windows");
         assert_eq!(out.num_columns(), 2);
         // a: [-30, 30) and [0, 60); b: [0, 60) and [30, 90)
         assert_eq!(out.num_rows(), 4);

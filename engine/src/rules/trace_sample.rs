@@ -151,7 +151,10 @@ pub(super) fn counted(
 /// `array` as a list (a state), or an error naming the aggregate `who` and the type.
 pub(super) fn lists<'a>(array: &'a ArrayRef, who: &str) -> DfResult<&'a ListArray> {
     array.as_list_opt::<i32>().ok_or_else(|| {
-        DataFusionError::Internal(format!("{who}'s state is a list, not {}", array.data_type()))
+        DataFusionError::Internal(format!(
+            "{who}'s state is a list, not {}",
+            array.data_type()
+        ))
     })
 }
 
@@ -331,8 +334,13 @@ mod tests {
             Some("c"),
         ]));
         let filter = BooleanArray::from(vec![true, true, true, false, true]);
-        g.update_batch(std::slice::from_ref(&values), &[0, 0, 0, 1, 2], Some(&filter), 4)
-            .unwrap();
+        g.update_batch(
+            std::slice::from_ref(&values),
+            &[0, 0, 0, 1, 2],
+            Some(&filter),
+            4,
+        )
+        .unwrap();
         let state = g.state(EmitTo::All).unwrap();
         let out = g.evaluate(EmitTo::All).unwrap();
         // the state was taken: evaluate sees no groups

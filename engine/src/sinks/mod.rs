@@ -112,7 +112,13 @@ pub(crate) async fn http_outcome(
         Ok(r) if r.status().is_success() => Ok(()),
         Ok(r) => {
             let status = r.status();
-            let text: String = r.text().await.unwrap_or_default().chars().take(500).collect();
+            let text: String = r
+                .text()
+                .await
+                .unwrap_or_default()
+                .chars()
+                .take(500)
+                .collect();
             let permanent = status.is_client_error()
                 && status != reqwest::StatusCode::REQUEST_TIMEOUT
                 && status != reqwest::StatusCode::TOO_MANY_REQUESTS;

@@ -206,7 +206,11 @@ async fn live_rows_dated_ahead_of_the_clock_neither_count_nor_move_event_time() 
     use crate::window::Idleness;
     let at = |times: &[i64]| {
         let clients = vec!["a"; times.len()];
-        rows(ingest::Table::Spans, times, &[("client_address", text(&clients))])
+        rows(
+            ingest::Table::Spans,
+            times,
+            &[("client_address", text(&clients))],
+        )
     };
     let mut ev = Evaluator::new(rule_set(&[&count_kpi("1m", "1m")]).await, 5 * S)
         .with_idleness(Idleness::WallClock(std::time::Duration::from_secs(3600)))
@@ -277,7 +281,5 @@ async fn a_cut_off_source_holds_the_watermark_however_long_it_is_quiet() {
     // connected and quiet for longer than the idle time: idle, the newest leads
     longer();
     assert_eq!(ev.watermark(), Some(T0 + 295 * S));
-    assert!(
-        kpis(&ev.evaluate().await).contains(&("2026-01-15T10:00:00Z".into(), "a".into(), 2))
-    );
+    assert!(kpis(&ev.evaluate().await).contains(&("2026-01-15T10:00:00Z".into(), "a".into(), 2)));
 }
