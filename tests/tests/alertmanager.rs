@@ -11,7 +11,9 @@ use serde_json::Value;
 
 const ALERTMANAGER: &str = "http://127.0.0.1:19093";
 
-fn alert(rule_id: &str, state: State) -> Alert {
+/// An alert of the incident that began at `incident` (ns): its firing and its
+/// resolution are one alert at Alertmanager (one `incident_id` label).
+fn alert(rule_id: &str, state: State, incident: i64) -> Alert {
     let now = chrono::Utc::now().timestamp_nanos_opt().unwrap_or(0);
     let (start, end) = match state {
         State::Firing => (now - 60_000_000_000, now + 60_000_000_000),
@@ -30,7 +32,7 @@ fn alert(rule_id: &str, state: State) -> Alert {
         trace_ids: vec!["0af7651916cd43dd8448eb211c80319c".into()],
         at_ns: end,
         rule_version: "e2e".into(),
-        incident_start_ns: Some(start),
+        incident_start_ns: Some(incident),
     }
 }
 
@@ -48,8 +50,9 @@ async fn active(rule_id: &str) -> Vec<Value> {
 async fn alertmanager_receives_firing_then_resolved() {
     let rule_id = format!("e2e.flood.{:x}", e2e::shop::nonce());
     let sink = Alertmanager::new(ALERTMANAGER);
+    let incident = chrono::Utc::now().timestamp_nanos_opt().unwrap_or(0) - 60_000_000_000;
 
-    sink.send(&[alert(&rule_id, State::Firing)])
+    sink.send(&[alert(&rule_id, State::Firing, incident)])
         .await
         .expect("Alertmanager takes a firing alert");
     let mut listed = Vec::new();
@@ -67,7 +70,7 @@ async fn alertmanager_receives_firing_then_resolved() {
     assert_eq!(a["labels"]["client_address"], "203.0.113.9");
     assert_eq!(a["annotations"]["tags"], "T1498");
 
-    sink.send(&[alert(&rule_id, State::Resolved)])
+    sink.send(&[alert(&rule_id, State::Resolved, incident)])
         .await
         .expect("Alertmanager takes a resolved alert");
     let mut still = listed;
@@ -88,7 +91,7 @@ async fn alertmanager_receives_firing_then_resolved() {
 async fn an_unreachable_alertmanager_is_a_clear_error() {
     let sink = Alertmanager::new("http://127.0.0.1:9");
     let err = sink
-        .send(&[alert("e2e.unreachable", State::Firing)])
+        .send(&[alert("e2e.unreachable", State::Firing, 0)])
         .await
         .expect_err("nothing listens on port 9");
     let text = err.to_string();

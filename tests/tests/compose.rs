@@ -35,7 +35,11 @@ fn command(name: &str, service: &Value) -> Result<Vec<String>> {
 }
 
 fn services() -> Result<serde_yaml::Mapping> {
-    let compose = read_yaml(&compose_dir().join("docker-compose.yml"))?;
+    let mut compose = read_yaml(&compose_dir().join("docker-compose.yml"))?;
+    // `<<: *shop-env`, as docker compose reads it
+    compose
+        .apply_merge()
+        .context("docker-compose.yml: a `<<` merge key that does not apply")?;
     compose["services"]
         .as_mapping()
         .cloned()

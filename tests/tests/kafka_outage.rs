@@ -169,8 +169,17 @@ async fn a_broker_outage_does_not_make_the_rest_of_an_attack_late() {
     tokio::time::sleep(Duration::from_secs(20)).await;
     stack(&["up", "kafka"]);
 
-    // the rest of the flood, dated during the outage
-    produce(&producer, &spans_topic, 0, &spans(t0, 1000, 4000, &client)).await;
+    // the rest of the flood, dated during the outage, in messages under the
+    // broker's size limit
+    for from in (1000..4000).step_by(500) {
+        produce(
+            &producer,
+            &spans_topic,
+            0,
+            &spans(t0, from, from + 500, &client),
+        )
+        .await;
+    }
     let alert = loop {
         let line = lines
             .recv_timeout(Duration::from_secs(180))

@@ -18,10 +18,11 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{SocketAddr, TcpStream};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 use anyhow::{Context, Result, anyhow, bail, ensure};
+use e2e::compose::{compose_dir, port_in, port_of, read, read_yaml, stack_ports, yaml_str};
 use opentelemetry::KeyValue;
 use opentelemetry::logs::{
     AnyValue as LogValue, LogRecord as _, Logger as _, LoggerProvider as _, Severity,
@@ -58,58 +59,6 @@ const KAFKA_MAX_RECORDS: u32 = 200_000;
 /// How many one-second polls Prometheus, the Collector's exporter and
 /// Alertmanager get (Prometheus scrapes every 5 s).
 const HTTP_POLLS: u32 = 40;
-
-fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
-
-fn compose_dir() -> PathBuf {
-    repo_root().join("compose")
-}
-
-fn read(path: &Path) -> Result<String> {
-    std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))
-}
-
-fn read_yaml(path: &Path) -> Result<serde_yaml::Value> {
-    serde_yaml::from_str(&read(path)?)
-        .with_context(|| format!("parsing {} as YAML", path.display()))
-}
-
-/// The `PORTS` table of compose/local/stack: component name -> its ports, first the main one.
-fn stack_ports() -> Result<BTreeMap<String, Vec<u16>>> {
-    let path = compose_dir().join("local/stack");
-    let script = read(&path)?;
-    let block = script
-        .split_once("declare -A PORTS=(")
-        .and_then(|(_, rest)| rest.split_once("\n)"))
-        .map(|(block, _)| block)
-        .ok_or_else(|| anyhow!("{}: no `declare -A PORTS=( ... )` block", path.display()))?;
-    let mut ports = BTreeMap::new();
-    for line in block.lines().map(str::trim).filter(|l| !l.is_empty()) {
-        let (name, list) = line
-            .strip_prefix('[')
-            .and_then(|l| l.split_once("]=\""))
-            .and_then(|(name, rest)| Some((name, rest.strip_suffix('"')?)))
-            .ok_or_else(|| anyhow!("{}: unexpected line in PORTS: {line}", path.display()))?;
-        let list = list
-            .split_whitespace()
-            .map(|p| {
-                p.parse::<u16>()
-                    .with_context(|| format!("{}: port {p:?} of {name}", path.display()))
-            })
-            .collect::<Result<Vec<_>>>()?;
-        ports.insert(name.to_owned(), list);
-    }
-    Ok(ports)
-}
-
-fn port_of(ports: &BTreeMap<String, Vec<u16>>, component: &str) -> Result<u16> {
-    ports
-        .get(component)
-        .and_then(|p| p.first().copied())
-        .ok_or_else(|| anyhow!("compose/local/stack declares no port for {component}"))
-}
 
 /// Fails, naming the component, unless something listens on its main port.
 fn require_up(component: &str, port: u16) -> Result<()> {
@@ -507,29 +456,6 @@ async fn telemetry_flows_through_the_stack() -> Result<()> {
 // ---------------------------------------------------------------------------
 // Compose and the local stack: the same files, the same ports.
 
-/// Mounts in docker-compose.yml of repository paths that another crate writes
-/// (they may not exist yet): the Grafana provisioning of the dashboards crate.
-const WRITTEN_BY_OTHER_CRATES: [&str; 1] = ["../dashboards/provisioning"];
-
-fn yaml_str<'a>(value: &'a serde_yaml::Value, path: &[&str]) -> Result<&'a str> {
-    let mut v = value;
-    for key in path {
-        v = v
-            .get(*key)
-            .ok_or_else(|| anyhow!("no {}", path.join(".")))?;
-    }
-    v.as_str()
-        .ok_or_else(|| anyhow!("{} is not a string", path.join(".")))
-}
-
-/// The port of an `host:port` address, `${env:VAR:-host:port}` included.
-fn port_in(address: &str) -> Result<u16> {
-    let address = address.trim_end_matches('}');
-    let port = address.rsplit(':').next().unwrap_or_default();
-    port.parse()
-        .with_context(|| format!("no port in {address:?}"))
-}
-
 #[test]
 fn compose_and_local_stack_agree() -> Result<()> {
     let ports = stack_ports()?;
@@ -573,9 +499,6 @@ fn compose_and_local_stack_agree() -> Result<()> {
                 continue; // a named volume
             }
             mounted.insert(source.to_owned());
-            if WRITTEN_BY_OTHER_CRATES.contains(&source) {
-                continue;
-            }
             ensure!(
                 dir.join(source).exists(),
                 "docker-compose.yml: {name} mounts {source}, which does not exist"

@@ -198,9 +198,15 @@ impl Watermark {
     /// The source is back: the time it was cut off does not count as quiet.
     pub fn resume(&mut self) {
         if let Some(since) = self.suspended.take() {
-            let away = since.elapsed();
+            let now = std::time::Instant::now();
+            let away = now - since;
             for s in self.streams.values_mut() {
-                s.arrived += away;
+                // quiet before the cut-off counts, quiet during it does not
+                s.arrived = if s.arrived <= since {
+                    s.arrived + away
+                } else {
+                    now
+                };
             }
         }
     }

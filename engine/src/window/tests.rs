@@ -263,8 +263,8 @@ async fn a_cut_off_source_holds_the_watermark_however_long_it_is_quiet() {
     let longer = || std::thread::sleep(quiet * 2);
     let mut ev = Evaluator::new(rule_set(&[&count_kpi("1m", "1m")]).await, 5 * S)
         .with_idleness(Idleness::WallClock(quiet));
-    ev.push_from(spans_p(1), spans(&[(300.0, "b")])).unwrap();
     ev.push_from(spans_p(0), spans(&[(10.0, "a")])).unwrap();
+    ev.push_from(spans_p(1), spans(&[(300.0, "b")])).unwrap();
     assert_eq!(ev.watermark(), Some(T0 + 5 * S));
     // the broker goes away for longer than the idle time: partition 0 is
     // absent, not idle, and still holds the watermark
