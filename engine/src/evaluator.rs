@@ -7,6 +7,7 @@
 //! in it, so how pushes and evaluations are grouped never changes the output.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, Mutex};
 
 use arrow::record_batch::RecordBatch;
 use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
@@ -18,6 +19,7 @@ use serde::Serialize;
 use crate::alerts::{Alert, RuleAlerts};
 use crate::kpi::{self, KpiValue};
 use crate::rules::{RuleSet, WindowSpec};
+use crate::samples::Samples;
 use crate::window::{self, Buffer, Watermark};
 
 /// What an evaluation produced, in event-time order.
@@ -109,6 +111,8 @@ pub struct Evaluator {
     min_seen: Option<i64>,
     stats: Stats,
     future: Option<FutureGuard>,
+    /// the spans and logs of the traces firing alerts name, for the viewer
+    samples: Arc<Mutex<Samples>>,
 }
 
 /// The tables a plan reads (a view counts as the table under it).
@@ -169,6 +173,7 @@ impl Evaluator {
             min_seen: None,
             stats: Stats::default(),
             future: None,
+            samples: Arc::default(),
         }
     }
 
@@ -273,6 +278,11 @@ impl Evaluator {
                 })
             })
             .collect()
+    }
+
+    /// The sample traces of firing alerts, shared with whoever shows them.
+    pub fn samples(&self) -> Arc<Mutex<Samples>> {
+        self.samples.clone()
     }
 
     pub fn rules(&self) -> &RuleSet {
@@ -504,6 +514,7 @@ impl Evaluator {
                 (ri, task)
             })
             .collect();
+        let mut sampled: Vec<String> = Vec::new();
         for (ri, task) in running {
             let rule = &self.rules.rules[ri];
             let findings = task.await.unwrap_or_else(|e| {
@@ -567,9 +578,28 @@ impl Evaluator {
                     .filter(|a| a.state == crate::alerts::State::Firing)
                     .count() as u64;
                 self.stats.alerts += alerts.len() as u64;
+                for a in alerts
+                    .iter()
+                    .filter(|a| a.state == crate::alerts::State::Firing)
+                {
+                    sampled.extend(a.trace_ids.iter().cloned());
+                }
                 out.extend(alerts.into_iter().map(Output::Alert));
                 cursor += spec.slide_ns;
             }
+        }
+        if !sampled.is_empty() {
+            let to = last.saturating_add(spec.size_ns);
+            let ids: Vec<&str> = sampled.iter().map(String::as_str).collect();
+            self.samples.lock().unwrap_or_else(|e| e.into_inner()).keep(
+                &ids,
+                self.buffer
+                    .overlapping(Table::Spans, first, to)
+                    .map(|b| &b.batch),
+                self.buffer
+                    .overlapping(Table::Logs, first, to)
+                    .map(|b| &b.batch),
+            );
         }
         for t in self.rules.sessions[si].tables.values() {
             t.clear();

@@ -15,6 +15,7 @@ pub mod cli;
 pub mod evaluator;
 pub mod kpi;
 pub mod rules;
+pub mod samples;
 pub mod sinks;
 pub mod window;
 

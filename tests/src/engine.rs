@@ -1,6 +1,7 @@
 //! The engine as a child process, and the OTLP/JSON spans the tests feed it.
 
-use std::process::Child;
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
@@ -16,12 +17,42 @@ impl Drop for Engine {
     }
 }
 
+/// Starts the workspace's engine with `args`; returns it and its stderr and
+/// stdout, line by line.
+pub fn spawn(args: &[&str]) -> (Engine, mpsc::Receiver<String>, mpsc::Receiver<String>) {
+    let mut child = Command::new(crate::workspace_binary("engine"))
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start the engine");
+    let stderr = child.stderr.take().expect("stderr");
+    let stdout = child.stdout.take().expect("stdout");
+    let lines = |from: Box<dyn std::io::Read + Send>| {
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(from).lines().map_while(Result::ok) {
+                let _ = tx.send(line);
+            }
+        });
+        rx
+    };
+    let err = lines(Box::new(stderr));
+    let out = lines(Box::new(stdout));
+    (Engine(child), err, out)
+}
+
 /// An OTLP/JSON `TracesData` of the gateway's SERVER spans `from..to`, one every
 /// 10 ms from `t0` (ns), each 2 ms long, from `client`.
 pub fn spans(t0: i64, from: i64, to: i64, client: &str) -> Value {
+    spans_every(t0, from, to, 10_000_000, client)
+}
+
+/// [`spans`], one every `step_ns` nanoseconds.
+pub fn spans_every(t0: i64, from: i64, to: i64, step_ns: i64, client: &str) -> Value {
     let spans: Vec<Value> = (from..to)
         .map(|n| {
-            let t = t0 + n * 10_000_000;
+            let t = t0 + n * step_ns;
             json!({
                 "traceId": format!("{:032x}", n + 1), "spanId": format!("{:016x}", n + 1),
                 "name": "GET /api/products/{id}", "kind": 2,

@@ -1,48 +1,26 @@
 //! `engine run` as the embedded default (no external service needed): the built-in OTLP receiver takes
 //! OTLP/HTTP, alerts come out on stdout as JSON lines and in the API.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
-use std::sync::mpsc;
+use std::process::Command;
 use std::time::Duration;
 
-use e2e::engine::{Engine, address_after, spans};
+use e2e::engine::{address_after, spans, spawn};
 use serde_json::{Value, json};
 
 #[tokio::test]
 async fn run_receives_otlp_and_raises_alerts() {
     let rules = concat!(env!("CARGO_MANIFEST_DIR"), "/../rules");
-    let mut child = Command::new(e2e::workspace_binary("engine"))
-        .args([
-            "run",
-            "--rules",
-            rules,
-            "--otlp-grpc",
-            "off",
-            "--otlp-http",
-            "127.0.0.1:0",
-            "--listen",
-            "127.0.0.1:0",
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start engine run");
-    let stderr = child.stderr.take().expect("stderr");
-    let stdout = child.stdout.take().expect("stdout");
-    let _engine = Engine(child);
-    let (tx, err_lines) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            let _ = tx.send(line);
-        }
-    });
-    let (otx, out_lines) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            let _ = otx.send(line);
-        }
-    });
+    let (_engine, err_lines, out_lines) = spawn(&[
+        "run",
+        "--rules",
+        rules,
+        "--otlp-grpc",
+        "off",
+        "--otlp-http",
+        "127.0.0.1:0",
+        "--listen",
+        "127.0.0.1:0",
+    ]);
     let api = address_after(&err_lines, "viewer and API on http://");
     let otlp = address_after(&err_lines, "HTTP ");
 
@@ -122,28 +100,16 @@ async fn record_writes_a_capture_that_replays_to_the_same_alert() {
     let dir = std::env::temp_dir().join(format!("otelguard-record-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let out = dir.join("recorded.jsonl.zst");
-    let mut child = Command::new(e2e::workspace_binary("engine"))
-        .args([
-            "record",
-            out.to_str().unwrap(),
-            "--otlp-grpc",
-            "off",
-            "--otlp-http",
-            "127.0.0.1:0",
-            "--max-messages",
-            "3",
-        ])
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start engine record");
-    let stderr = child.stderr.take().expect("stderr");
-    let mut recorder = Engine(child);
-    let (tx, err_lines) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            let _ = tx.send(line);
-        }
-    });
+    let (mut recorder, err_lines, _out) = spawn(&[
+        "record",
+        out.to_str().unwrap(),
+        "--otlp-grpc",
+        "off",
+        "--otlp-http",
+        "127.0.0.1:0",
+        "--max-messages",
+        "3",
+    ]);
     let otlp = address_after(&err_lines, "HTTP ");
     let t0 = 1_768_471_200_000_000_000;
     let client = reqwest::Client::new();

@@ -3,8 +3,12 @@
 //!
 //! - `GET /`: the viewer (alerts table, a chart per KPI), reading the API below
 //! - `GET /api/alerts`, `GET /api/kpis?kpi=NAME`, `GET /api/rules`
+//! - `GET /api/traces/{id}`: a sample trace of a firing alert, its spans and logs
+//! - `GET /api/dashboards…`: the Grafana dashboards and their panels' data ([`panels`])
 //! - `GET /metrics`: Prometheus text format
 //! - `GET /healthz`
+
+pub mod panels;
 
 use std::collections::VecDeque;
 use std::fmt::Write as _;
@@ -36,6 +40,10 @@ pub struct Board {
     pub source: String,
     /// each sink's counters, from the fan-out
     pub sinks: Vec<crate::sinks::SinkStats>,
+    /// the dashboards of the loaded pack, which the viewer draws
+    pub dashboards: Arc<panels::Dashboards>,
+    /// the sample traces of firing alerts (the evaluator's)
+    pub samples: Arc<Mutex<crate::samples::Samples>>,
 }
 
 impl Board {
@@ -73,6 +81,14 @@ pub fn router(shared: Shared) -> Router {
         .route("/api/alerts", get(alerts))
         .route("/api/kpis", get(kpis))
         .route("/api/rules", get(rules))
+        .route("/api/traces/{id}", get(trace))
+        .route("/api/dashboards", get(panels::list))
+        .route("/api/dashboards/{uid}", get(panels::one))
+        .route("/api/dashboards/{uid}/panels/{id}", get(panels::panel))
+        .route(
+            "/api/dashboards/{uid}/variables/{name}",
+            get(panels::variable),
+        )
         .route("/metrics", get(metrics))
         .with_state(shared)
 }
@@ -194,6 +210,24 @@ async fn kpis(State(s): State<Shared>, Query(q): Query<KpiQuery>) -> impl IntoRe
         .cloned()
         .collect();
     Json(rows)
+}
+
+async fn trace(
+    State(s): State<Shared>,
+    axum::extract::Path(id): axum::extract::Path<String>,
+) -> axum::response::Response {
+    let samples = board(&s).samples.clone();
+    let samples = samples.lock().unwrap_or_else(|e| e.into_inner());
+    match samples.get(&id) {
+        Some(t) => Json(t).into_response(),
+        None => (
+            axum::http::StatusCode::NOT_FOUND,
+            Json(serde_json::json!({
+                "error": format!("no spans kept for trace {id}: the engine keeps those of the last {} traces firing alerts named", crate::samples::KEEP_TRACES)
+            })),
+        )
+            .into_response(),
+    }
 }
 
 async fn rules(State(s): State<Shared>) -> impl IntoResponse {

@@ -10,6 +10,7 @@ use super::replay::{self, Speed};
 use super::rules::{Truth, parse_time};
 use super::{RulesArg, bundled, load_rules};
 use crate::alerts::{Alert, State};
+use crate::api::panels::Dashboards;
 use crate::api::{self, Board};
 use crate::evaluator::{Evaluator, Output};
 use crate::rules::Which;
@@ -43,9 +44,11 @@ pub async fn demo(args: DemoArgs) -> anyhow::Result<()> {
     let shared = Arc::new(Mutex::new(Board {
         source: format!("replay of {}", capture.display()),
         rule_errors: set.errors.iter().map(|e| e.to_string()).collect(),
+        dashboards: Arc::new(Dashboards::load(&args.rules.dir())),
         ..Board::default()
     }));
     let mut ev = Evaluator::new(set, 5_000_000_000);
+    shared.lock().unwrap_or_else(|e| e.into_inner()).samples = ev.samples();
     let mut printer = Printer::new(std::io::stdout().lock(), Format::Table);
     let board = shared.clone();
     let mut firing: Vec<Alert> = Vec::new();

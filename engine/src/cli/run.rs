@@ -17,6 +17,7 @@ use ingest::{RejectCounts, Table};
 use tokio::sync::mpsc;
 
 use super::{LatenessArg, RulesArg, load_rules};
+use crate::api::panels::Dashboards;
 use crate::api::{self, Board};
 use crate::evaluator::{Evaluator, Output};
 use crate::rules::Which;
@@ -356,6 +357,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     // the sinks first: a URL they cannot use is an error before any input is read
     let board = Arc::new(Mutex::new(Board {
         rule_errors: set.errors.iter().map(|e| e.to_string()).collect(),
+        dashboards: Arc::new(Dashboards::load(&args.rules.dir())),
         ..Board::default()
     }));
     let mut delivery = Delivery::start(&args, board.clone())?;
@@ -368,6 +370,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let mut ev = Evaluator::new(set, args.lateness.nanos()?)
         .with_idleness(crate::window::Idleness::WallClock(idle))
         .with_future_limit(skew);
+    board.lock().unwrap_or_else(|e| e.into_inner()).samples = ev.samples();
     let counts = Arc::new(RejectCounts::default());
     let rejections = Arc::new(super::dead_letters(
         args.dead_letter.as_deref(),
