@@ -59,6 +59,50 @@ pub struct RuleHealth {
     pub last_error: Option<String>,
     pub evaluations: u64,
     pub fired: u64,
+    /// how long its evaluations took (one per evaluated session of windows)
+    pub eval_seconds: Durations,
+}
+
+/// A histogram of durations in seconds, with Prometheus' cumulative buckets.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Durations {
+    /// counts per upper bound of [`Durations::BOUNDS`], not cumulative; the
+    /// last counts what exceeds every bound
+    pub counts: [u64; Durations::BOUNDS.len() + 1],
+    pub sum: f64,
+    pub count: u64,
+}
+
+impl Durations {
+    /// The upper bounds, in seconds.
+    pub const BOUNDS: [f64; 11] = [
+        0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+    ];
+
+    pub fn observe(&mut self, seconds: f64) {
+        let i = Self::BOUNDS
+            .iter()
+            .position(|&b| seconds <= b)
+            .unwrap_or(Self::BOUNDS.len());
+        self.counts[i] += 1;
+        self.sum += seconds;
+        self.count += 1;
+    }
+
+    /// (`le` label, cumulative count) per bucket, `+Inf` last.
+    pub fn cumulative(&self) -> Vec<(String, u64)> {
+        let mut total = 0;
+        let mut out = Vec::with_capacity(self.counts.len());
+        for (i, n) in self.counts.iter().enumerate() {
+            total += n;
+            let le = Self::BOUNDS
+                .get(i)
+                .map(|b| b.to_string())
+                .unwrap_or_else(|| "+Inf".into());
+            out.push((le, total));
+        }
+        out
+    }
 }
 
 /// Consecutive run-time failures after which a rule is disabled.
@@ -160,6 +204,7 @@ impl Evaluator {
                 last_error: None,
                 evaluations: 0,
                 fired: 0,
+                eval_seconds: Durations::default(),
             })
             .collect();
         Evaluator {
@@ -495,13 +540,14 @@ impl Evaluator {
         // taken in rule order, so the output does not depend on which ends first.
         let running: Vec<(
             usize,
-            tokio::task::JoinHandle<DfResult<Vec<crate::rules::Finding>>>,
+            tokio::task::JoinHandle<(DfResult<Vec<crate::rules::Finding>>, f64)>,
         )> = (0..self.rules.rules.len())
             .filter(|&ri| self.rules.rules[ri].session == si && self.health[ri].enabled)
             .map(|ri| {
                 let rule = self.rules.rules[ri].clone();
                 let session = self.rules.sessions[si].clone();
                 let task = tokio::spawn(async move {
+                    let started = std::time::Instant::now();
                     // one immediate retry, planned afresh: a passing
                     // failure should not skip windows
                     let mut result = rule.execute(&session).await;
@@ -509,7 +555,8 @@ impl Evaluator {
                         rule.replan();
                         result = rule.execute(&session).await;
                     }
-                    result.and_then(|batches| rule.findings(&batches))
+                    let findings = result.and_then(|batches| rule.findings(&batches));
+                    (findings, started.elapsed().as_secs_f64())
                 });
                 (ri, task)
             })
@@ -517,20 +564,22 @@ impl Evaluator {
         let mut sampled: Vec<String> = Vec::new();
         for (ri, task) in running {
             let rule = &self.rules.rules[ri];
-            let findings = task.await.unwrap_or_else(|e| {
+            let (findings, seconds) = task.await.unwrap_or_else(|e| {
                 // planned afresh next time, in case the plan's state is what broke
                 rule.replan();
-                Err(DataFusionError::Execution(format!(
+                let stopped = DataFusionError::Execution(format!(
                     "the evaluation stopped: {}",
                     if e.is_panic() {
                         "it panicked"
                     } else {
                         "it was cancelled"
                     }
-                )))
+                ));
+                (Err(stopped), 0.0)
             });
             let health = &mut self.health[ri];
             health.evaluations += 1;
+            health.eval_seconds.observe(seconds);
             let findings = match findings {
                 Ok(f) => {
                     health.failures = 0;

@@ -311,6 +311,24 @@ pub fn render_metrics(b: &Board) -> String {
             r.id, r.failures
         );
     }
+    let _ = writeln!(
+        m,
+        "# HELP otelguard_rule_eval_seconds Time a rule's evaluation of a session of windows took, by rule.\n# TYPE otelguard_rule_eval_seconds histogram"
+    );
+    for r in &b.rules {
+        for (le, n) in r.eval_seconds.cumulative() {
+            let _ = writeln!(
+                m,
+                "otelguard_rule_eval_seconds_bucket{{rule=\"{}\",le=\"{le}\"}} {n}",
+                r.id
+            );
+        }
+        let _ = writeln!(
+            m,
+            "otelguard_rule_eval_seconds_sum{{rule=\"{}\"}} {}\notelguard_rule_eval_seconds_count{{rule=\"{}\"}} {}",
+            r.id, r.eval_seconds.sum, r.id, r.eval_seconds.count
+        );
+    }
     render_sinks(&mut m, &b.sinks);
     m
 }
@@ -363,6 +381,42 @@ fn render_sinks(m: &mut String, sinks: &[crate::sinks::SinkStats]) {
         let _ = writeln!(m, "# HELP {name} {help}\n# TYPE {name} {kind}");
         for s in sinks {
             let _ = writeln!(m, "{name}{{sink=\"{}\"}} {}", s.sink, figure(s));
+        }
+    }
+}
+
+#[cfg(test)]
+mod eval_time_tests {
+    #[test]
+    fn a_rules_evaluation_time_is_a_cumulative_histogram() {
+        let mut durations = crate::evaluator::Durations::default();
+        for s in [0.0004, 0.003, 0.003, 7.0] {
+            durations.observe(s);
+        }
+        let board = super::Board {
+            rules: vec![crate::evaluator::RuleHealth {
+                id: "dos.flood".into(),
+                kind: "alert",
+                enabled: true,
+                failures: 0,
+                last_error: None,
+                evaluations: 4,
+                fired: 0,
+                eval_seconds: durations,
+            }],
+            ..Default::default()
+        };
+        let text = super::render_metrics(&board);
+        for line in [
+            "# TYPE otelguard_rule_eval_seconds histogram",
+            "otelguard_rule_eval_seconds_bucket{rule=\"dos.flood\",le=\"0.001\"} 1",
+            "otelguard_rule_eval_seconds_bucket{rule=\"dos.flood\",le=\"0.0025\"} 1",
+            "otelguard_rule_eval_seconds_bucket{rule=\"dos.flood\",le=\"0.005\"} 3",
+            "otelguard_rule_eval_seconds_bucket{rule=\"dos.flood\",le=\"2.5\"} 3",
+            "otelguard_rule_eval_seconds_bucket{rule=\"dos.flood\",le=\"+Inf\"} 4",
+            "otelguard_rule_eval_seconds_count{rule=\"dos.flood\"} 4",
+        ] {
+            assert!(text.lines().any(|l| l == line), "no `{line}` in\n{text}");
         }
     }
 }
