@@ -234,3 +234,53 @@ fn kpis_come_out_per_window() {
         .expect("login failure ratio");
     assert_eq!(failures["value"], json!(1));
 }
+
+#[test]
+fn cart_abandonment_counts_only_the_sessions_that_added_to_a_cart() {
+    let dir = temp_dir("abandonment");
+    // s1 adds and orders; s2 and s4 add only; s3 orders what it added before
+    // the capture began: 2 of the 3 sessions that added abandoned
+    let events = [
+        ("s1", "shop.cart.item_added"),
+        ("s1", "shop.order.placed"),
+        ("s2", "shop.cart.item_added"),
+        ("s3", "shop.order.placed"),
+        ("s4", "shop.cart.item_added"),
+    ];
+    let records: Vec<Value> = events
+        .iter()
+        .enumerate()
+        .map(|(i, (session, event))| {
+            json!({
+                "timeUnixNano": (T0_NS + i as i64 * 1_000_000_000).to_string(),
+                "eventName": event,
+                "attributes": [attr("session.id", json!({"stringValue": session}))],
+            })
+        })
+        .collect();
+    let line = json!({"resourceLogs": [{
+        "resource": {"attributes": [attr("service.name", json!({"stringValue": "shop-cart"}))]},
+        "scopeLogs": [{"logRecords": records}]}]});
+    let capture = dir.join("sessions.jsonl");
+    std::fs::write(&capture, format!("{line}\n")).expect("write capture");
+    let out = replay_json(&capture, &rules_dir(), &["--kpis"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let rows: Vec<Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .filter(|r: &Value| r["kpi"] == "cart_abandonment")
+        .collect();
+    assert!(!rows.is_empty(), "cart abandonment is reported");
+    for r in &rows {
+        let v = r["value"].as_f64().unwrap();
+        // values are printed to six decimals
+        assert!(
+            (v - 2.0 / 3.0).abs() < 1e-6,
+            "every window holds all four sessions: {r}"
+        );
+    }
+}
