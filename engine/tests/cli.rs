@@ -284,3 +284,25 @@ fn cart_abandonment_counts_only_the_sessions_that_added_to_a_cart() {
         );
     }
 }
+
+#[test]
+fn an_empty_rule_folder_takes_input_and_evaluates_nothing() {
+    let dir = temp_dir("empty-pack");
+    let capture = write_capture(&dir);
+    let rules = dir.join("rules");
+    std::fs::create_dir_all(&rules).unwrap();
+    let out = replay_json(&capture, &rules, &[]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(err.contains("no rules in"), "{err}");
+    assert!(out.stdout.is_empty(), "no rule, no output");
+    // a folder whose every rule is broken is still an error
+    std::fs::write(
+        rules.join("broken.sql"),
+        "/*\nid = \"x\"\n*/\nSELEC nothing",
+    )
+    .unwrap();
+    let out = replay_json(&capture, &rules, &[]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no usable rules"));
+}

@@ -204,8 +204,16 @@ pub async fn load_rules(dir: &Path, which: Which) -> anyhow::Result<RuleSet> {
     for e in &set.errors {
         eprintln!("error: {e}\n  (this file is skipped; the other rules run)");
     }
-    if set.rules.is_empty() {
+    if set.rules.is_empty() && !set.errors.is_empty() {
         anyhow::bail!("no usable rules in {}", dir.display());
+    }
+    if set.rules.is_empty() {
+        // a folder with no rules at all: the engine still takes input (to
+        // record it, or to measure intake alone) and evaluates nothing
+        eprintln!(
+            "note: no rules in {}: input is taken and counted, nothing is evaluated",
+            dir.display()
+        );
     }
     Ok(set)
 }
