@@ -30,8 +30,9 @@
 //!   `503` / `UNAVAILABLE`.
 //! - **Connections**: at most [`ReceiverConfig::max_connections`] open per
 //!   listener (more are closed at once), each closed after
-//!   [`ReceiverConfig::idle_timeout`] without a byte moving, a request not
-//!   answered within [`ReceiverConfig::request_timeout`] is `408` /
+//!   [`ReceiverConfig::idle_timeout`] without a byte moving or (HTTP) after
+//!   [`ReceiverConfig::header_timeout`] without a request's headers complete,
+//!   a request not answered within [`ReceiverConfig::request_timeout`] is `408` /
 //!   `DEADLINE_EXCEEDED`, and every socket has `TCP_NODELAY` (see
 //!   `connections.rs`). Counted as `connection`.
 //! - **Rejections and refusals** are counted (`otelguard_rejected_total` in the
@@ -58,7 +59,7 @@
 //! # }
 //! ```
 
-mod connections;
+pub mod connections;
 
 use std::fmt;
 use std::io::Read;
@@ -91,7 +92,7 @@ use crate::capture::Encoding;
 use crate::dead_letter::{DeadLetter, Rejections};
 use crate::decode::{budget_for, cut_text, decode_json_as, decode_proto};
 use crate::{DecodeError, Decoded, Reason, Rejected, Table};
-use connections::Guarded;
+use connections::{Guarded, Limits, Refused};
 
 /// Messages sent back to clients (errors, partial success) are cut to this
 /// many characters: a hostile request must not be echoed back whole.
@@ -122,6 +123,9 @@ pub struct ReceiverConfig {
     pub idle_timeout: Duration,
     /// A request must be read, decoded and answered within this (default 60 s).
     pub request_timeout: Duration,
+    /// HTTP: a request's headers must have arrived this long after its
+    /// first byte (default 10 s).
+    pub header_timeout: Duration,
     /// Requests decoded at once, both protocols together (default 8).
     pub max_concurrent_requests: usize,
     /// Bytes held by requests being decoded (their budget) and by decoded
@@ -140,8 +144,20 @@ impl Default for ReceiverConfig {
             max_connections: 128,
             idle_timeout: Duration::from_secs(30),
             request_timeout: Duration::from_secs(60),
+            header_timeout: Duration::from_secs(10),
             max_concurrent_requests: 8,
             max_bytes_in_flight: 512 << 20,
+        }
+    }
+}
+
+impl ReceiverConfig {
+    /// The connection limits of a listener.
+    fn limits(&self, header_timeout: Option<Duration>) -> Limits {
+        Limits {
+            max_connections: self.max_connections,
+            idle_timeout: self.idle_timeout,
+            header_timeout,
         }
     }
 }
@@ -312,7 +328,11 @@ pub async fn start(
     if let Some(addr) = config.grpc {
         let listener = bind("gRPC", addr).await?;
         let local = listener.local_addr().unwrap_or(addr);
-        let listener = Guarded::new(listener, &config, Protocol::Grpc, rejections.clone());
+        let listener = Guarded::new(
+            listener,
+            config.limits(None),
+            refused(&rejections, Protocol::Grpc),
+        );
         handle.grpc = Some(local);
         handle.tasks.push(tokio::spawn(serve_grpc(
             listener,
@@ -325,7 +345,12 @@ pub async fn start(
     if let Some(addr) = config.http {
         let listener = bind("HTTP", addr).await?;
         let local = listener.local_addr().unwrap_or(addr);
-        let listener = Guarded::new(listener, &config, Protocol::Http, rejections.clone());
+        let header_timeout = Some(config.header_timeout);
+        let listener = Guarded::new(
+            listener,
+            config.limits(header_timeout),
+            refused(&rejections, Protocol::Http),
+        );
         handle.http = Some(local);
         handle.tasks.push(tokio::spawn(serve_http(
             listener,
@@ -336,6 +361,14 @@ pub async fn start(
         tracing::info!(addr = %local, "OTLP/HTTP receiver listening");
     }
     Ok(handle)
+}
+
+/// Connections closed and requests given up on count as `connection`.
+fn refused(rejections: &Arc<Rejections>, protocol: Protocol) -> Refused {
+    let rejections = rejections.clone();
+    Arc::new(move |detail: &str, what: &str| {
+        rejections.refused(protocol.source(), Reason::Connection, detail, what);
+    })
 }
 
 async fn bind(
@@ -1061,24 +1094,8 @@ async fn within_timeout(
     request: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> Response {
-    let timeout = shared.config.request_timeout;
-    let path = request.uri().path().to_string();
-    match tokio::time::timeout(timeout, next.run(request)).await {
-        Ok(response) => response,
-        Err(_) => {
-            shared.rejections.refused(
-                Protocol::Http.source(),
-                Reason::Connection,
-                &format!("{peer} {path}: not done within {timeout:?}"),
-                "gave up on a slow request",
-            );
-            (
-                StatusCode::REQUEST_TIMEOUT,
-                format!("the request was not read and answered within {timeout:?}"),
-            )
-                .into_response()
-        }
-    }
+    let refused = refused(&shared.rejections, Protocol::Http);
+    connections::answer_within(shared.config.request_timeout, refused, peer, request, next).await
 }
 
 async fn serve_http(

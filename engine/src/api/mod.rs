@@ -15,11 +15,13 @@ use std::fmt::Write as _;
 use std::sync::{Arc, Mutex};
 
 use axum::Router;
-use axum::extract::{Query, State};
+use axum::extract::{ConnectInfo, Query, State};
 use axum::http::header;
 use axum::response::{Html, IntoResponse, Json};
 use axum::routing::get;
 use serde::Deserialize;
+
+use ingest::otlp_receiver::connections::{Guarded, Limits, Refused, answer_within};
 
 use crate::alerts::Alert;
 use crate::evaluator::{Output, RuleHealth, Stats};
@@ -44,6 +46,9 @@ pub struct Board {
     pub dashboards: Arc<panels::Dashboards>,
     /// the sample traces of firing alerts (the evaluator's)
     pub samples: Arc<Mutex<crate::samples::Samples>>,
+    /// connections the API closed (shed at its cap, idle, headers too slow)
+    /// and requests it gave up on ([`API_LIMITS`])
+    pub api_refused: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl Board {
@@ -329,6 +334,15 @@ pub fn render_metrics(b: &Board) -> String {
             r.id, r.eval_seconds.sum, r.id, r.eval_seconds.count
         );
     }
+    let _ = writeln!(
+        m,
+        "# HELP otelguard_api_refused_total Connections the API closed (shed at its cap, idle, headers too slow) and requests it gave up on.\n# TYPE otelguard_api_refused_total counter"
+    );
+    let _ = writeln!(
+        m,
+        "otelguard_api_refused_total {}",
+        b.api_refused.load(std::sync::atomic::Ordering::Relaxed)
+    );
     render_sinks(&mut m, &b.sinks);
     m
 }
@@ -473,18 +487,68 @@ pub async fn bind_quietly(addr: &str) -> anyhow::Result<tokio::net::TcpListener>
     })
 }
 
+/// The API's connections: at most this many open (one more sheds the
+/// longest idle), each closed after 30 s without a byte moving or 10 s
+/// without its request's headers complete; a request is answered within
+/// [`API_REQUEST_TIMEOUT`] or gets `408`. The same sockets as the OTLP
+/// receiver's (`ingest::otlp_receiver::connections`).
+pub const API_LIMITS: Limits = Limits {
+    max_connections: 256,
+    idle_timeout: std::time::Duration::from_secs(30),
+    header_timeout: Some(std::time::Duration::from_secs(10)),
+};
+
+/// See [`API_LIMITS`].
+pub const API_REQUEST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// Serves the API on a bound listener until the process ends, to the
-/// requests `access` lets in.
+/// requests `access` lets in, within [`API_LIMITS`].
 pub async fn serve_on(
     listener: tokio::net::TcpListener,
     shared: Shared,
     access: Access,
 ) -> anyhow::Result<()> {
-    let app = router(shared).layer(axum::middleware::from_fn_with_state(
-        Arc::new(access),
-        guard,
-    ));
-    axum::serve(listener, app).await?;
+    serve_within(listener, shared, access, API_LIMITS, API_REQUEST_TIMEOUT).await
+}
+
+/// [`serve_on`] with other limits. Every connection closed and request
+/// given up on counts in `otelguard_api_refused_total`, and is logged once.
+pub async fn serve_within(
+    listener: tokio::net::TcpListener,
+    shared: Shared,
+    access: Access,
+    limits: Limits,
+    request_timeout: std::time::Duration,
+) -> anyhow::Result<()> {
+    use axum::serve::ListenerExt as _;
+    let counter = board(&shared).api_refused.clone();
+    let logged = Arc::new(std::sync::Once::new());
+    let refused: Refused = Arc::new(move |detail: &str, what: &str| {
+        counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        logged.call_once(|| tracing::warn!(%detail, "API: {what} (logged once; counted in otelguard_api_refused_total)"));
+        tracing::debug!(%detail, "API: {what}");
+    });
+    let timeout_refused = refused.clone();
+    let app = router(shared)
+        .layer(axum::middleware::from_fn_with_state(
+            Arc::new(access),
+            guard,
+        ))
+        .layer(axum::middleware::from_fn(
+            move |ConnectInfo(peer): ConnectInfo<std::net::SocketAddr>, request, next| {
+                answer_within(
+                    request_timeout,
+                    timeout_refused.clone(),
+                    peer,
+                    request,
+                    next,
+                )
+            },
+        ))
+        .into_make_service_with_connect_info::<std::net::SocketAddr>();
+    let listener = Guarded::new(listener, limits, refused);
+    // (`tap_io` does nothing here: it lets axum give handlers the peer's SocketAddr)
+    axum::serve(listener.tap_io(|_| {}), app).await?;
     Ok(())
 }
 
@@ -575,6 +639,42 @@ mod access_tests {
             401
         );
         assert_eq!(status(addr, "/healthz", &host).await, 200);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn three_hundred_idle_connections_do_not_make_the_api_unreachable() {
+        let listener = bind_quietly("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let access = Access::for_listener(addr, None, vec![]).unwrap();
+        let shared = Shared::default();
+        let limits = Limits {
+            max_connections: 32,
+            ..API_LIMITS
+        };
+        tokio::spawn(serve_within(
+            listener,
+            shared.clone(),
+            access,
+            limits,
+            API_REQUEST_TIMEOUT,
+        ));
+        let mut idle = Vec::new();
+        for _ in 0..300 {
+            idle.push(tokio::net::TcpStream::connect(addr).await.unwrap());
+        }
+        let host = format!("Host: {addr}\r\n");
+        assert_eq!(status(addr, "/api/alerts", &host).await, 200);
+        // every connection over the cap shed an idle one, and says so
+        let refused = board(&shared)
+            .api_refused
+            .load(std::sync::atomic::Ordering::Relaxed);
+        assert!(refused > 300 - 32, "{refused}");
+        let metrics = render_metrics(&board(&shared));
+        assert!(
+            metrics.contains(&format!("otelguard_api_refused_total {refused}")),
+            "{metrics}"
+        );
+        drop(idle);
     }
 
     #[test]
