@@ -42,6 +42,61 @@ pub fn spawn(args: &[&str]) -> (Engine, mpsc::Receiver<String>, mpsc::Receiver<S
     (Engine(child), err, out)
 }
 
+/// `engine run` with the workspace's rule pack, its OTLP/HTTP receiver and
+/// its API on ports of their own (gRPC off), and `extra` arguments.
+pub struct Running {
+    pub engine: Engine,
+    pub err: mpsc::Receiver<String>,
+    pub out: mpsc::Receiver<String>,
+    /// the API's address
+    pub api: String,
+    /// the OTLP/HTTP receiver's address
+    pub otlp: String,
+}
+
+/// Starts [`Running`].
+pub fn run_receiving(extra: &[&str]) -> Running {
+    let rules = concat!(env!("CARGO_MANIFEST_DIR"), "/../rules");
+    let mut args = vec![
+        "run",
+        "--rules",
+        rules,
+        "--otlp-grpc",
+        "off",
+        "--otlp-http",
+        "127.0.0.1:0",
+        "--listen",
+        "127.0.0.1:0",
+    ];
+    args.extend_from_slice(extra);
+    let (engine, err, out) = spawn(&args);
+    let api = address_after(&err, "viewer and API on http://");
+    let otlp = address_after(&err, "HTTP ");
+    Running {
+        engine,
+        err,
+        out,
+        api,
+        otlp,
+    }
+}
+
+/// Posts `body` (OTLP/JSON traces) to the receiver at `otlp`; panics unless
+/// it is acknowledged.
+pub async fn post_traces(otlp: &str, body: &Value) {
+    let r = reqwest::Client::new()
+        .post(format!("http://{otlp}/v1/traces"))
+        .json(body)
+        .send()
+        .await
+        .expect("post spans");
+    assert!(
+        r.status().is_success(),
+        "{}",
+        r.text().await.unwrap_or_default()
+    );
+}
+
 /// An OTLP/JSON `TracesData` of the gateway's SERVER spans `from..to`, one every
 /// 10 ms from `t0` (ns), each 2 ms long, from `client`.
 pub fn spans(t0: i64, from: i64, to: i64, client: &str) -> Value {

@@ -4,41 +4,19 @@
 use std::process::Command;
 use std::time::Duration;
 
-use e2e::engine::{address_after, spans, spawn};
+use e2e::engine::{address_after, post_traces, run_receiving, spans, spawn};
 use serde_json::{Value, json};
 
 #[tokio::test]
 async fn run_receives_otlp_and_raises_alerts() {
-    let rules = concat!(env!("CARGO_MANIFEST_DIR"), "/../rules");
-    let (_engine, err_lines, out_lines) = spawn(&[
-        "run",
-        "--rules",
-        rules,
-        "--otlp-grpc",
-        "off",
-        "--otlp-http",
-        "127.0.0.1:0",
-        "--listen",
-        "127.0.0.1:0",
-    ]);
-    let api = address_after(&err_lines, "viewer and API on http://");
-    let otlp = address_after(&err_lines, "HTTP ");
+    let running = run_receiving(&[]);
+    let (out_lines, api, otlp) = (&running.out, &running.api, &running.otlp);
 
     // event time: ten minutes ago, as a live shop's would be
     let t0 = (chrono::Utc::now().timestamp() - 600) / 60 * 60 * 1_000_000_000;
     let client = reqwest::Client::new();
     for (from, to) in [(0, 2000), (2000, 4000)] {
-        let r = client
-            .post(format!("http://{otlp}/v1/traces"))
-            .json(&spans(t0, from, to, "203.0.113.50"))
-            .send()
-            .await
-            .expect("post spans");
-        assert!(
-            r.status().is_success(),
-            "{}",
-            r.text().await.unwrap_or_default()
-        );
+        post_traces(otlp, &spans(t0, from, to, "203.0.113.50")).await;
     }
     // a later span moves the watermark past the windows of the flood
     client

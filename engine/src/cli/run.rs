@@ -556,12 +556,57 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         }
     }
     commit(&kafka, &mut uncommitted, &ev, &delivery);
-    if source_task.is_finished()
-        && let Ok(Err(e)) = source_task.await
-    {
-        return Err(e.context(
-            "the source stopped (the windows it had filled were evaluated and their alerts delivered)",
-        ));
+    let ended = if source_task.is_finished() {
+        Some(source_task.await)
+    } else {
+        None
+    };
+    source_outcome(ended)
+}
+
+/// How the run ends, by how its source task ended: a source that failed or
+/// panicked makes the process exit non-zero (after the drain), so that a
+/// service manager restarts it and says so; a task stopped by the drain
+/// itself (aborted on SIGINT or SIGTERM), or still running, does not.
+fn source_outcome(
+    ended: Option<Result<anyhow::Result<()>, tokio::task::JoinError>>,
+) -> anyhow::Result<()> {
+    let after = "the windows it had filled were evaluated and their alerts delivered";
+    match ended {
+        None | Some(Ok(Ok(()))) => Ok(()),
+        Some(Ok(Err(e))) => Err(e.context(format!("the source stopped ({after})"))),
+        Some(Err(e)) if e.is_cancelled() => Ok(()),
+        Some(Err(e)) => Err(anyhow::anyhow!("the source's task died: {e} ({after})")),
     }
-    Ok(())
+}
+
+#[cfg(test)]
+mod source_tests {
+    use super::source_outcome;
+
+    async fn ended(task: tokio::task::JoinHandle<anyhow::Result<()>>) -> anyhow::Result<()> {
+        source_outcome(Some(task.await))
+    }
+
+    #[tokio::test]
+    async fn a_source_that_fails_or_panics_ends_the_run_with_an_error() {
+        let failed = tokio::spawn(async { Err(anyhow::anyhow!("all brokers down for good")) });
+        let error = ended(failed).await.expect_err("an error exit");
+        assert!(
+            format!("{error:#}").contains("all brokers down"),
+            "{error:#}"
+        );
+        let panicked = tokio::spawn(async { panic!("the reader task died") });
+        let error = ended(panicked).await.expect_err("an error exit");
+        assert!(error.to_string().contains("panicked"), "{error:#}");
+    }
+
+    #[tokio::test]
+    async fn a_source_stopped_by_the_drain_ends_the_run_cleanly() {
+        let stopped = tokio::spawn(std::future::pending::<anyhow::Result<()>>());
+        stopped.abort();
+        assert!(ended(stopped).await.is_ok());
+        assert!(ended(tokio::spawn(async { Ok(()) })).await.is_ok());
+        assert!(source_outcome(None).is_ok());
+    }
 }
