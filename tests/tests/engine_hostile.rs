@@ -10,6 +10,8 @@ use e2e::engine::{Running, post_traces, run_receiving, spans_every};
 use serde_json::Value;
 
 const FLOOD_RULE: &str = "dos.http_flood.single_source";
+/// The engine's built-in alert on future-dated rows (`engine::evaluator::FUTURE_ROWS_RULE`).
+const FUTURE_RULE: &str = engine::evaluator::FUTURE_ROWS_RULE;
 
 /// 4000 requests from `client`, one every 2 ms, the last about 1 s ago:
 /// every one-minute window holding 3000 of them is still open (the watermark
@@ -87,4 +89,68 @@ async fn sigterm_evaluates_the_open_windows_of_what_was_acknowledged_and_exits_0
         said.iter().any(|l| l.contains("stopping (SIGTERM)")),
         "{said:?}"
     );
+}
+
+/// The `otelguard_future_rows_total{table="spans"}` figure of the engine's `/metrics`.
+async fn future_spans(api: &str) -> Option<u64> {
+    let metrics = reqwest::get(format!("http://{api}/metrics"))
+        .await
+        .ok()?
+        .text()
+        .await
+        .ok()?;
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("otelguard_future_rows_total{table=\"spans\"} "))
+        .and_then(|n| n.parse().ok())
+}
+
+#[tokio::test]
+async fn a_span_dated_2099_is_counted_and_reported_and_the_flood_after_it_still_alerts() {
+    let Running {
+        engine: _engine,
+        out,
+        api,
+        otlp,
+        ..
+    } = run_receiving(&[]);
+    // 2099-01-01T00:00:00Z
+    let future = 4_070_908_800_000_000_000;
+    post_traces(&otlp, &spans_every(future, 0, 1, 1, "198.51.100.99")).await;
+    // the flood of engine_run, ten minutes ago, then a later span that closes its windows
+    let t0 = (chrono::Utc::now().timestamp() - 600) / 60 * 60 * 1_000_000_000;
+    for (from, to) in [(0, 2000), (2000, 4000), (12_000, 12_001)] {
+        post_traces(
+            &otlp,
+            &spans_every(t0, from, to, 10_000_000, "203.0.113.50"),
+        )
+        .await;
+    }
+    let mut alerts: Vec<Value> = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while firing(&alerts, FLOOD_RULE).is_empty() || firing(&alerts, FUTURE_RULE).is_empty() {
+        let left = deadline
+            .checked_duration_since(Instant::now())
+            .unwrap_or_default();
+        match out.recv_timeout(left) {
+            Ok(line) => alerts.push(serde_json::from_str(&line).expect("a JSON line")),
+            Err(_) => panic!("not both alerts within 60 s: {alerts:?}"),
+        }
+    }
+    let flood = firing(&alerts, FLOOD_RULE);
+    assert_eq!(flood[0]["entity"]["client.address"], "203.0.113.50");
+    assert!(
+        flood[0]["value"].as_u64().is_some_and(|v| v >= 3000),
+        "{flood:?}"
+    );
+    let notice = firing(&alerts, FUTURE_RULE);
+    assert_eq!(notice[0]["entity"]["table"], "spans");
+    assert_eq!(notice[0]["value"], 1);
+    assert!(
+        notice[0]["summary"]
+            .as_str()
+            .is_some_and(|s| s.contains("2099")),
+        "{notice:?}"
+    );
+    assert_eq!(future_spans(&api).await, Some(1));
 }
