@@ -121,6 +121,13 @@ pub struct Stats {
     /// rows dated later than the wall clock plus the allowed skew (live only),
     /// dropped, by table
     pub future_rows: BTreeMap<&'static str, u64>,
+    /// on-time rows not buffered: the buffer held its cap ([`Buffer::with_cap`]), by table
+    pub buffer_refused_rows: BTreeMap<&'static str, u64>,
+    /// per alerting rule: findings for a new entity refused at the cap of
+    /// open incidents, and suppression memories forgotten at the cap
+    /// ([`RuleAlerts::with_cap`])
+    pub incidents_refused: BTreeMap<String, u64>,
+    pub suppressions_forgotten: BTreeMap<String, u64>,
 }
 
 /// Rows dated ahead of the wall clock (live evaluation only): a forged or
@@ -342,7 +349,32 @@ impl Evaluator {
         let mut s = self.stats.clone();
         s.buffered_rows = self.buffer.rows();
         s.watermark_ns = self.watermark.get();
+        for (rule, state) in self.rules.rules.iter().zip(&self.alerts) {
+            if !rule.def.is_kpi() {
+                let id = rule.def.id.clone();
+                s.incidents_refused.insert(id.clone(), state.refused());
+                s.suppressions_forgotten.insert(id, state.forgotten());
+            }
+        }
         s
+    }
+
+    /// Holds at most `rows` rows for open windows (live evaluation); see
+    /// [`Buffer::with_cap`]. Call before the first push.
+    pub fn with_buffer_cap(mut self, rows: usize) -> Self {
+        self.buffer = Buffer::with_cap(rows);
+        self
+    }
+
+    /// Keeps at most `entities` open incidents, and as many suppression
+    /// memories, per rule; see [`RuleAlerts::with_cap`].
+    pub fn with_incident_cap(mut self, entities: usize) -> Self {
+        self.alerts = self
+            .alerts
+            .iter()
+            .map(|_| RuleAlerts::with_cap(entities))
+            .collect();
+        self
     }
 
     /// Open incidents per rule id, for the API.
@@ -404,12 +436,28 @@ impl Evaluator {
         };
         // a table no rule reads is not held: it only moves the watermark
         let read = self.sessions.iter().any(|st| st.tables.contains(&table));
-        let late = if read {
+        let pushed = if read {
             self.buffer.push(table, batch, keep_from)?
         } else {
-            0
+            window::Pushed::default()
         };
-        self.stats.late_rows += late as u64;
+        self.stats.late_rows += pushed.late as u64;
+        if pushed.refused > 0 {
+            let refused = self
+                .stats
+                .buffer_refused_rows
+                .entry(table.name())
+                .or_default();
+            if *refused == 0 {
+                tracing::warn!(
+                    table = table.name(),
+                    held = self.buffer.rows(),
+                    "the window buffer is full: rows beyond it are dropped and counted \
+                     (otelguard_buffer_refused_rows_total; raise --max-buffered-rows)"
+                );
+            }
+            *refused += pushed.refused as u64;
+        }
         if hi >= lo {
             self.watermark
                 .observe(stream, clock.map_or(hi, |now| hi.min(now)));

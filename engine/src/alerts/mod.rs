@@ -117,15 +117,92 @@ pub struct Incident {
     pub notified: bool,
 }
 
+/// The default of [`RuleAlerts::with_cap`] (`engine run --max-incidents`).
+pub const DEFAULT_MAX_INCIDENTS: usize = 100_000;
+
 /// The lifecycle state of one rule.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct RuleAlerts {
     pub incidents: BTreeMap<BTreeMap<String, String>, Incident>,
     /// window end of the last notification per entity, for suppression
-    last_notified: BTreeMap<BTreeMap<String, String>, i64>,
+    last_notified: Notified,
+    /// see [`RuleAlerts::with_cap`]
+    cap: usize,
+    refused: u64,
+}
+
+/// The window end of the last notification per entity, within a cap.
+#[derive(Debug)]
+struct Notified {
+    at: BTreeMap<BTreeMap<String, String>, i64>,
+    cap: usize,
+    forgotten: u64,
+}
+
+impl Notified {
+    fn get(&self, keys: &BTreeMap<String, String>) -> Option<&i64> {
+        self.at.get(keys)
+    }
+
+    /// Remembers that `keys` was notified at `end`, within the cap: memories
+    /// whose suppression is over go first, then the oldest.
+    fn remember(&mut self, keys: &BTreeMap<String, String>, end: i64, suppress_ns: i64) {
+        if !self.at.contains_key(keys) && self.at.len() >= self.cap {
+            self.at.retain(|_, t| end < t.saturating_add(suppress_ns));
+            if self.at.len() >= self.cap
+                && let Some(oldest) = self
+                    .at
+                    .iter()
+                    .min_by_key(|(_, t)| **t)
+                    .map(|(k, _)| k.clone())
+            {
+                self.at.remove(&oldest);
+                self.forgotten += 1;
+            }
+        }
+        self.at.insert(keys.clone(), end);
+    }
+}
+
+impl Default for RuleAlerts {
+    fn default() -> Self {
+        RuleAlerts::with_cap(DEFAULT_MAX_INCIDENTS)
+    }
 }
 
 impl RuleAlerts {
+    /// At most `entities` open incidents (pending or firing) and as many
+    /// entities remembered for suppression. At the cap, a finding for an
+    /// entity with no open incident is refused and counted
+    /// ([`RuleAlerts::refused`]; the open ones go on, and room comes back as
+    /// they resolve); a suppression memory whose time is over is forgotten
+    /// first, then the oldest, counted ([`RuleAlerts::forgotten`]): that
+    /// entity may be notified again within its suppression, noise rather
+    /// than silence.
+    pub fn with_cap(entities: usize) -> Self {
+        let cap = entities.max(1);
+        RuleAlerts {
+            incidents: BTreeMap::new(),
+            last_notified: Notified {
+                at: BTreeMap::new(),
+                cap,
+                forgotten: 0,
+            },
+            cap,
+            refused: 0,
+        }
+    }
+
+    /// Findings refused at the cap of open incidents.
+    pub fn refused(&self) -> u64 {
+        self.refused
+    }
+
+    /// Suppression memories forgotten at the cap while still in force.
+    pub fn forgotten(&self) -> u64 {
+        self.last_notified.forgotten
+    }
+
     /// Whether any incident is open (so absent windows matter).
     pub fn is_idle(&self) -> bool {
         self.incidents.is_empty()
@@ -147,6 +224,18 @@ impl RuleAlerts {
         let mut out = Vec::new();
         for f in findings {
             let value = f.values.first().copied().unwrap_or(f64::NAN);
+            if self.incidents.len() >= self.cap && !self.incidents.contains_key(&f.keys) {
+                if self.refused == 0 {
+                    tracing::warn!(
+                        rule = %def.id,
+                        open = self.incidents.len(),
+                        "the cap of open incidents is reached: findings for new entities are \
+                         refused and counted (otelguard_incidents_refused_total; --max-incidents)"
+                    );
+                }
+                self.refused += 1;
+                continue;
+            }
             let inc = self.incidents.entry(f.keys.clone()).or_insert(Incident {
                 phase: Phase::Pending,
                 streak: 0,
@@ -185,7 +274,7 @@ impl RuleAlerts {
                     .is_some_and(|t| end < t.saturating_add(*suppress_ns));
                 if !suppressed {
                     inc.notified = true;
-                    self.last_notified.insert(f.keys.clone(), end);
+                    self.last_notified.remember(&f.keys, end, *suppress_ns);
                     out.push(alert(def, State::Firing, &f.keys, inc, start));
                 }
             }

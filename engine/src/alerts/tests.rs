@@ -188,3 +188,47 @@ async fn a_rule_that_panics_fails_alone_and_is_disabled() {
     let fired = five_bursts(&mut ev, Some("boom")).await;
     assert_broken_alone(&ev, "test.panics", "panicked", &fired);
 }
+
+/// At the cap of open incidents a new entity is refused and counted while
+/// the open ones go on; room comes back as they resolve. At the cap of
+/// suppression memories the oldest is forgotten: that entity is notified again.
+#[tokio::test]
+async fn at_the_incident_cap_new_entities_are_refused_and_counted_and_evaluation_goes_on() {
+    let rule = flood_rule("10s", "10s", 3, 1, "1h");
+    let mut ev = Evaluator::new(rule_set(&[&rule]).await, 0).with_incident_cap(2);
+    let mut rows = Vec::new();
+    for (at, clients) in [
+        (0.0, &["a", "b"][..]),
+        (10.0, &["a", "b", "c", "d"][..]),
+        (30.0, &["c", "d"][..]),
+        (50.0, &["a"][..]),
+    ] {
+        for client in clients {
+            rows.extend(burst(at, 5, client));
+        }
+    }
+    rows.sort_by(|x, y| x.0.total_cmp(&y.0));
+    let rows: Vec<(f64, &str)> = rows.iter().map(|(t, c)| (*t, c.as_str())).collect();
+    ev.push(ingest::Table::Spans, spans(&rows)).unwrap();
+    let fired: Vec<(String, String)> = alerts(ev.finish().await)
+        .into_iter()
+        .filter(|a| a.state == State::Firing)
+        .map(|a| (a.window_start, a.entity["client.address"].clone()))
+        .collect();
+    let at = |s: &str, c: &str| (format!("2026-01-15T10:00:{s}Z"), c.to_string());
+    assert_eq!(
+        fired,
+        vec![
+            at("00", "a"),
+            at("00", "b"),
+            // c and d, refused at 10:00:10 while a and b were open
+            at("30", "c"),
+            at("30", "d"),
+            // a's suppression (1 h) forgotten to make room for c and d
+            at("50", "a"),
+        ]
+    );
+    let stats = ev.stats();
+    assert_eq!(stats.incidents_refused.get("test.flood"), Some(&2));
+    assert_eq!(stats.suppressions_forgotten.get("test.flood"), Some(&3));
+}

@@ -46,6 +46,8 @@ pub struct Board {
     pub dashboards: Arc<panels::Dashboards>,
     /// the sample traces of firing alerts (the evaluator's)
     pub samples: Arc<Mutex<crate::samples::Samples>>,
+    /// Kafka offsets folded into the one before at the commit queue's cap
+    pub commit_folded: u64,
     /// connections the API closed (shed at its cap, idle, headers too slow)
     /// and requests it gave up on ([`API_LIMITS`])
     pub api_refused: Arc<std::sync::atomic::AtomicU64>,
@@ -274,6 +276,30 @@ pub fn render_metrics(b: &Board) -> String {
         "# HELP otelguard_buffered_rows Rows held for open windows.\n# TYPE otelguard_buffered_rows gauge"
     );
     let _ = writeln!(m, "otelguard_buffered_rows {}", b.stats.buffered_rows);
+    family(
+        &mut m,
+        "otelguard_buffer_refused_rows_total",
+        "On-time rows not held for their windows: the buffer was at its cap (--max-buffered-rows), by table.",
+        by("table", &b.stats.buffer_refused_rows),
+    );
+    family(
+        &mut m,
+        "otelguard_incidents_refused_total",
+        "Findings for a new entity refused: the rule had its cap of open incidents (--max-incidents), by rule.",
+        by("rule", &b.stats.incidents_refused),
+    );
+    family(
+        &mut m,
+        "otelguard_suppressions_forgotten_total",
+        "Entities forgotten while still suppressed: the rule remembered its cap of them (--max-incidents), by rule.",
+        by("rule", &b.stats.suppressions_forgotten),
+    );
+    family(
+        &mut m,
+        "otelguard_commit_queue_folded_total",
+        "Kafka offsets waiting to be committed folded into the one before them: the queue was at its cap; they are committed later, together.",
+        [(String::new(), b.commit_folded)],
+    );
     if let Some(w) = b.stats.watermark_ns {
         let _ = writeln!(
             m,
@@ -345,6 +371,25 @@ pub fn render_metrics(b: &Board) -> String {
     );
     render_sinks(&mut m, &b.sinks);
     m
+}
+
+/// One counter family: its HELP and TYPE lines, then a line per (labels, value).
+fn family(m: &mut String, name: &str, help: &str, rows: impl IntoIterator<Item = (String, u64)>) {
+    let _ = writeln!(m, "# HELP {name} {help}\n# TYPE {name} counter");
+    for (labels, n) in rows {
+        let _ = writeln!(m, "{name}{labels} {n}");
+    }
+}
+
+/// Counts by one label, as [`family`] rows.
+fn by<K: std::fmt::Display>(
+    label: &str,
+    counts: &std::collections::BTreeMap<K, u64>,
+) -> Vec<(String, u64)> {
+    counts
+        .iter()
+        .map(|(k, n)| (format!("{{{label}=\"{k}\"}}"), *n))
+        .collect()
 }
 
 /// The sinks' counters: `otelguard_sink_*{sink="..."}`.
@@ -429,6 +474,33 @@ mod eval_time_tests {
             "otelguard_rule_eval_seconds_bucket{rule=\"dos.flood\",le=\"2.5\"} 3",
             "otelguard_rule_eval_seconds_bucket{rule=\"dos.flood\",le=\"+Inf\"} 4",
             "otelguard_rule_eval_seconds_count{rule=\"dos.flood\"} 4",
+        ] {
+            assert!(text.lines().any(|l| l == line), "no `{line}` in\n{text}");
+        }
+    }
+}
+
+#[cfg(test)]
+mod cap_metrics_tests {
+    #[test]
+    fn what_every_cap_refuses_is_a_counter() {
+        let mut board = super::Board {
+            commit_folded: 4,
+            ..Default::default()
+        };
+        board.stats.buffer_refused_rows.insert("spans", 7);
+        board.stats.incidents_refused.insert("dos.flood".into(), 2);
+        board
+            .stats
+            .suppressions_forgotten
+            .insert("dos.flood".into(), 1);
+        let text = super::render_metrics(&board);
+        for line in [
+            "otelguard_buffer_refused_rows_total{table=\"spans\"} 7",
+            "otelguard_incidents_refused_total{rule=\"dos.flood\"} 2",
+            "otelguard_suppressions_forgotten_total{rule=\"dos.flood\"} 1",
+            "otelguard_commit_queue_folded_total 4",
+            "# TYPE otelguard_commit_queue_folded_total counter",
         ] {
             assert!(text.lines().any(|l| l == line), "no `{line}` in\n{text}");
         }

@@ -73,6 +73,16 @@ pub struct RunArgs {
     /// counted, and no stream's event time passes the wall clock
     #[arg(long, default_value = "30s")]
     pub clock_skew: String,
+    /// rows held for open windows at most; beyond, rows are dropped and
+    /// counted (otelguard_buffer_refused_rows_total) while windows close and
+    /// free room
+    #[arg(long, default_value_t = crate::window::DEFAULT_MAX_BUFFERED_ROWS)]
+    pub max_buffered_rows: usize,
+    /// open incidents per rule at most (and entities remembered for
+    /// suppression); beyond, findings for new entities are refused and
+    /// counted (otelguard_incidents_refused_total)
+    #[arg(long, default_value_t = crate::alerts::DEFAULT_MAX_INCIDENTS)]
+    pub max_incidents: usize,
 }
 
 /// Where the built-in OTLP receiver listens.
@@ -158,22 +168,73 @@ pub struct Incoming {
 /// A Kafka topic and partition.
 type Partition = (Arc<str>, i32);
 
+/// Entries of the commit queue at most ([`Uncommitted`]): about 3 MB.
+const COMMIT_QUEUE_CAP: usize = 100_000;
+
 /// Kafka offsets waiting for their rows' windows to be evaluated and the
 /// resulting alerts delivered: per partition, in order, (offset, newest row
 /// time); then, once evaluated, with the sequence number of the last batch of
 /// outputs handed to the sinks, until every durable sink has delivered it.
-#[derive(Default)]
+///
+/// At most `cap` entries wait in each of the two queues (long windows at a
+/// high rate, or a durable sink down for long, would grow them without end).
+/// At the cap a new entry is folded into the last one of its queue: a
+/// message's offset joins the one before it in its partition (committed
+/// when both messages' rows are evaluated), an evaluated set joins the one
+/// before it (committed when the sinks have delivered both). Nothing is
+/// committed early and nothing is lost; commits come later and coarser.
+/// Counted in `folded` (`otelguard_commit_queue_folded_total`).
 struct Uncommitted {
     partitions: std::collections::BTreeMap<Partition, std::collections::VecDeque<(i64, i64)>>,
     evaluated: std::collections::VecDeque<(u64, kafka::OffsetsUpTo)>,
+    /// entries in `partitions`, across partitions
+    waiting: usize,
+    cap: usize,
+    folded: u64,
+}
+
+impl Default for Uncommitted {
+    fn default() -> Self {
+        Uncommitted::with_cap(COMMIT_QUEUE_CAP)
+    }
 }
 
 impl Uncommitted {
+    fn with_cap(cap: usize) -> Self {
+        Uncommitted {
+            partitions: Default::default(),
+            evaluated: Default::default(),
+            waiting: 0,
+            cap: cap.max(1),
+            folded: 0,
+        }
+    }
+
     fn add(&mut self, topic: Arc<str>, partition: i32, offset: i64, newest: i64) {
-        self.partitions
-            .entry((topic, partition))
-            .or_default()
-            .push_back((offset, newest));
+        let queue = self.partitions.entry((topic, partition)).or_default();
+        if self.waiting >= self.cap
+            && let Some(last) = queue.back_mut()
+        {
+            *last = (offset, last.1.max(newest));
+            self.folded += 1;
+            return;
+        }
+        queue.push_back((offset, newest));
+        self.waiting += 1;
+    }
+
+    /// Queues offsets whose windows are evaluated, to be committed once the
+    /// sinks have delivered up to batch `seq`.
+    fn evaluated(&mut self, seq: u64, offsets: kafka::OffsetsUpTo) {
+        if self.evaluated.len() >= self.cap
+            && let Some((last_seq, last)) = self.evaluated.back_mut()
+        {
+            *last_seq = seq;
+            last.merge(&offsets);
+            self.folded += 1;
+            return;
+        }
+        self.evaluated.push_back((seq, offsets));
     }
 
     /// Takes the offsets, from the front of each partition, whose rows are all
@@ -187,6 +248,7 @@ impl Uncommitted {
                 }
                 out.mark_at(topic.clone(), *partition, offset);
                 queue.pop_front();
+                self.waiting -= 1;
             }
         }
         out
@@ -287,9 +349,7 @@ fn commit(
     let evaluated = uncommitted.take_done(done);
     if !evaluated.is_empty() {
         // their outputs are in the batches handed to the sinks so far
-        uncommitted
-            .evaluated
-            .push_back((delivery.sinks.last_seq(), evaluated));
+        uncommitted.evaluated(delivery.sinks.last_seq(), evaluated);
     }
     let delivered = delivery.sinks.delivered_upto();
     let mut offsets = kafka::OffsetsUpTo::default();
@@ -339,9 +399,16 @@ fn stop(
 }
 
 /// Copies the evaluator's health and counters, and the sinks', into what the API shows.
-fn refresh(board: &Mutex<Board>, ev: &Evaluator, counts: &RejectCounts, sinks: &FanOut) {
+fn refresh(
+    board: &Mutex<Board>,
+    ev: &Evaluator,
+    counts: &RejectCounts,
+    sinks: &FanOut,
+    uncommitted: &Uncommitted,
+) {
     let sink_stats = sinks.stats();
     let mut b = board.lock().unwrap_or_else(|e| e.into_inner());
+    b.commit_folded = uncommitted.folded;
     b.sinks = sink_stats;
     b.rules = ev.health().to_vec();
     b.stats = ev.stats();
@@ -369,7 +436,9 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         .map_err(|e| anyhow::anyhow!("--clock-skew: {e}"))?;
     let mut ev = Evaluator::new(set, args.lateness.nanos()?)
         .with_idleness(crate::window::Idleness::WallClock(idle))
-        .with_future_limit(skew);
+        .with_future_limit(skew)
+        .with_buffer_cap(args.max_buffered_rows)
+        .with_incident_cap(args.max_incidents);
     board.lock().unwrap_or_else(|e| e.into_inner()).samples = ev.samples();
     let counts = Arc::new(RejectCounts::default());
     let rejections = Arc::new(super::dead_letters(
@@ -501,7 +570,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
                     delivery.deliver(&out);
                 }
                 commit(&kafka, &mut uncommitted, &ev, &delivery);
-                refresh(&board, &ev, &counts, &delivery.sinks);
+                refresh(&board, &ev, &counts, &delivery.sinks, &uncommitted);
             }
             _ = tick.tick() => {
                 // a source cut off is absent, not idle: event time waits for it
@@ -523,7 +592,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
                     }
                 }
                 commit(&kafka, &mut uncommitted, &ev, &delivery);
-                refresh(&board, &ev, &counts, &delivery.sinks);
+                refresh(&board, &ev, &counts, &delivery.sinks, &uncommitted);
             }
             _ = tokio::signal::ctrl_c(), if !stopping => {
                 stopping = true;
@@ -577,6 +646,41 @@ fn source_outcome(
         Some(Ok(Err(e))) => Err(e.context(format!("the source stopped ({after})"))),
         Some(Err(e)) if e.is_cancelled() => Ok(()),
         Some(Err(e)) => Err(anyhow::anyhow!("the source's task died: {e} ({after})")),
+    }
+}
+
+#[cfg(test)]
+mod commit_queue_tests {
+    use super::Uncommitted;
+
+    #[test]
+    fn at_its_cap_the_commit_queue_folds_and_still_commits_everything() {
+        let mut queue = Uncommitted::with_cap(3);
+        let topic: std::sync::Arc<str> = "otlp_spans".into();
+        // a long window: 10 messages wait on one partition
+        for offset in 0..10 {
+            queue.add(topic.clone(), 0, offset, 1_000 + offset);
+        }
+        let waiting: Vec<(i64, i64)> = queue.partitions.values().flatten().copied().collect();
+        assert_eq!(waiting, vec![(0, 1_000), (1, 1_001), (9, 1_009)]);
+        assert_eq!(queue.folded, 7);
+        // the windows of the first two are evaluated: they go, room comes back
+        let _ = queue.take_done(1_002);
+        assert_eq!(queue.waiting, 1);
+        queue.add(topic.clone(), 0, 10, 1_010);
+        assert_eq!(queue.waiting, 2);
+        assert_eq!(queue.folded, 7);
+        // a durable sink down: evaluated sets fold too
+        for seq in 0..5 {
+            queue.evaluated(seq, Default::default());
+        }
+        assert_eq!(queue.evaluated.len(), 3);
+        assert_eq!(queue.evaluated.back().map(|(seq, _)| *seq), Some(4));
+        assert_eq!(queue.folded, 9);
+        // every folded offset is still committed once its windows are done
+        let _ = queue.take_done(i64::MAX);
+        assert_eq!(queue.waiting, 0);
+        assert!(queue.partitions.values().all(|q| q.is_empty()));
     }
 }
 

@@ -251,24 +251,61 @@ impl Buffered {
     }
 }
 
-/// The rows not yet needed by every window, per table.
-#[derive(Debug, Default)]
+/// The default of [`Buffer::with_cap`] in live evaluation (`engine run
+/// --max-buffered-rows`): about 4 GB of spans at 400 bytes a row.
+pub const DEFAULT_MAX_BUFFERED_ROWS: usize = 10_000_000;
+
+/// The rows not yet needed by every window, per table, up to a cap.
+#[derive(Debug)]
 pub struct Buffer {
     tables: BTreeMap<Table, Vec<Buffered>>,
     rows: usize,
+    /// rows held at most: see [`Buffer::with_cap`]
+    cap: usize,
+}
+
+impl Default for Buffer {
+    fn default() -> Self {
+        Buffer {
+            tables: BTreeMap::new(),
+            rows: 0,
+            cap: usize::MAX,
+        }
+    }
+}
+
+/// What became of a batch's rows: those not buffered, and why.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Pushed {
+    /// older than the stream's watermark or in windows already evaluated
+    pub late: usize,
+    /// on time, but beyond the buffer's cap
+    pub refused: usize,
 }
 
 impl Buffer {
-    /// Adds the on-time rows of `batch`, those at or after `keep_from`; returns
-    /// how many rows were late.
+    /// A buffer that holds at most `rows` rows. Rows that would go beyond are
+    /// not buffered: they are refused and counted ([`Pushed::refused`]), the
+    /// first rows of a batch kept up to the cap. Their times still move the
+    /// watermark, so windows keep closing and the buffer frees room; the
+    /// rules see fewer rows while it is full.
+    pub fn with_cap(rows: usize) -> Self {
+        Buffer {
+            cap: rows,
+            ..Buffer::default()
+        }
+    }
+
+    /// Adds the on-time rows of `batch`, those at or after `keep_from`, up to
+    /// the cap; says how many were late and how many refused.
     pub fn push(
         &mut self,
         table: Table,
         batch: RecordBatch,
         keep_from: Option<i64>,
-    ) -> Result<usize, ArrowError> {
+    ) -> Result<Pushed, ArrowError> {
         if batch.num_rows() == 0 {
-            return Ok(0);
+            return Ok(Pushed::default());
         }
         let (batch, late) = match keep_from {
             Some(w) => {
@@ -284,6 +321,13 @@ impl Buffer {
             }
             None => (batch, 0),
         };
+        let room = self.cap.saturating_sub(self.rows);
+        let refused = batch.num_rows().saturating_sub(room);
+        let batch = if refused > 0 {
+            batch.slice(0, room)
+        } else {
+            batch
+        };
         if batch.num_rows() > 0 {
             self.rows += batch.num_rows();
             self.tables
@@ -291,7 +335,7 @@ impl Buffer {
                 .or_default()
                 .push(Buffered::new(batch)?);
         }
-        Ok(late)
+        Ok(Pushed { late, refused })
     }
 
     /// Forgets batches whose every row is before `keep_from`.

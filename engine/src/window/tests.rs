@@ -283,3 +283,30 @@ async fn a_cut_off_source_holds_the_watermark_however_long_it_is_quiet() {
     assert_eq!(ev.watermark(), Some(T0 + 295 * S));
     assert!(kpis(&ev.evaluate().await).contains(&("2026-01-15T10:00:00Z".into(), "a".into(), 2)));
 }
+
+#[tokio::test]
+async fn at_its_cap_the_buffer_refuses_and_counts_rows_and_evaluation_goes_on() {
+    let mut ev = Evaluator::new(rule_set(&[&count_kpi("10s", "10s")]).await, 0).with_buffer_cap(3);
+    let a = |times: &[f64]| spans(&times.iter().map(|&t| (t, "a")).collect::<Vec<_>>());
+    // window 10:00:00: five rows, room for three
+    ev.push(ingest::Table::Spans, a(&[0.0, 1.0, 2.0, 3.0, 4.0]))
+        .unwrap();
+    assert_eq!(ev.stats().buffer_refused_rows.get("spans"), Some(&2));
+    assert_eq!(ev.stats().buffered_rows, 3);
+    // full: the next row is refused too, but its time closes the window,
+    // which frees the buffer
+    ev.push(ingest::Table::Spans, a(&[15.0])).unwrap();
+    let first = ev.evaluate().await;
+    assert_eq!(ev.stats().buffered_rows, 0);
+    ev.push(ingest::Table::Spans, a(&[16.0, 17.0])).unwrap();
+    let mut out = first;
+    out.extend(ev.finish().await);
+    assert_eq!(
+        kpis(&out),
+        vec![
+            ("2026-01-15T10:00:00Z".into(), "a".into(), 3),
+            ("2026-01-15T10:00:10Z".into(), "a".into(), 2),
+        ]
+    );
+    assert_eq!(ev.stats().buffer_refused_rows.get("spans"), Some(&3));
+}
