@@ -10,12 +10,11 @@ use std::time::Duration;
 
 use hostile::*;
 use ingest::dead_letter::Rejections;
-use ingest::decode::{BUDGET_PER_INPUT_BYTE, MAX_NAME_BYTES, budget_for, decode_proto};
+use ingest::decode::{MAX_NAME_BYTES, budget_for, decode_proto};
 use ingest::otlp_receiver::{
     self, MAX_ANSWER_CHARS, RawCodec, Received, ReceiverConfig, ReceiverHandle,
 };
 use ingest::{Reason, RejectCounts, Table};
-use proptest::prelude::*;
 use tokio::sync::mpsc;
 
 #[global_allocator]
@@ -279,40 +278,4 @@ async fn bytes_in_flight_refuse_a_request_with_429_until_the_consumer_takes_its_
     let (status, _) = post(url, body, false).await;
     assert_eq!(status, 200);
     r.handle.shutdown().await.expect("shutdown");
-}
-
-// ------------------------------------------------------------ the bound
-
-/// A request of any shape the generators make: resource attributes repeated
-/// per row, empty records, long names, mixed with random bytes.
-fn any_request() -> impl Strategy<Value = (Table, Vec<u8>)> {
-    prop_oneof![
-        (0usize..400, 0usize..300, 0u64..3000)
-            .prop_map(|(a, v, s)| (Table::Spans, resource_heavy_traces(a, v, s))),
-        (0usize..200_000).prop_map(|n| (Table::Spans, empty_spans(n))),
-        (0usize..100_000, 0usize..3000, any::<bool>()).prop_map(|(n, p, ok)| {
-            (
-                Table::Metrics,
-                huge_metric_name(n, p, if ok { T0 } else { 0 }),
-            )
-        }),
-        (
-            prop::sample::select(vec![Table::Spans, Table::Logs, Table::Metrics]),
-            prop::collection::vec(any::<u8>(), 0..4096)
-        ),
-    ]
-}
-
-proptest! {
-    #![proptest_config(ProptestConfig::with_cases(64))]
-
-    /// Bytes held while decoding stay within a constant times the input's
-    /// size, plus a constant: the budget, and what the Arrow builders round
-    /// up to.
-    #[test]
-    fn decoding_holds_at_most_k_bytes_per_input_byte((table, bytes) in any_request()) {
-        let (_, peak) = thread_peak(|| decode_proto(table, &bytes));
-        let bound = 3 * BUDGET_PER_INPUT_BYTE * bytes.len() + 4 * MB;
-        prop_assert!(peak <= bound, "{} input bytes held {} (bound {})", bytes.len(), peak, bound);
-    }
 }

@@ -1,10 +1,21 @@
 //! Property tests: for random valid OTLP messages, the wire reader
 //! (`decode_proto`) gives exactly the rows of the prost path
-//! (`decode_proto_prost`, the oracle); and no mutation of valid bytes makes any
-//! decoder panic.
+//! (`decode_proto_prost`, the oracle); and every decoder (protobuf and JSON,
+//! spans, logs and metrics), fed valid, mutated, arbitrary and hostile
+//! input, neither panics nor holds more than a bounded number of bytes per
+//! input byte (issue 12).
 
-use ingest::Table;
-use ingest::decode::{decode_any, decode_json, decode_proto, decode_proto_prost};
+mod hostile;
+
+use std::cell::RefCell;
+
+use hostile::{
+    Counting, MB, T0, empty_spans, huge_metric_name, resource_heavy_traces, thread_peak,
+};
+use ingest::decode::{
+    BUDGET_PER_INPUT_BYTE, budget_for, decode_json_as, decode_proto, decode_proto_prost,
+};
+use ingest::{Reason, Table};
 use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
 use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
@@ -21,7 +32,11 @@ use opentelemetry_proto::tonic::resource::v1::Resource;
 use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span, Status};
 use proptest::collection::vec;
 use proptest::prelude::*;
+use proptest::test_runner::TestRunner;
 use prost::Message;
+
+#[global_allocator]
+static ALLOCATOR: Counting = Counting;
 
 const KEYS: &[&str] = &[
     "service.name",
@@ -441,36 +456,147 @@ proptest! {
     fn metrics_wire_matches_prost(req in metrics()) {
         same_as_oracle(Table::Metrics, &req.encode_to_vec())?;
     }
+}
 
-    #[test]
-    fn mutated_protobuf_never_panics(req in traces(), logs in logs(), metrics in metrics(), edits in edits()) {
-        for (table, bytes) in [
-            (Table::Spans, req.encode_to_vec()),
-            (Table::Logs, logs.encode_to_vec()),
-            (Table::Metrics, metrics.encode_to_vec()),
-        ] {
-            let bytes = mutate(&bytes, &edits);
-            for t in Table::ALL {
-                let _ = decode_proto(t, &bytes);
-                let _ = decode_any(t, &bytes);
+fn json(request: &impl serde::Serialize) -> Vec<u8> {
+    serde_json::to_vec(request).unwrap_or_default()
+}
+
+/// A valid message of each signal: its table, protobuf bytes and OTLP/JSON bytes.
+fn valid() -> impl Strategy<Value = (Table, Vec<u8>, Vec<u8>)> {
+    prop_oneof![
+        traces().prop_map(|r| (Table::Spans, r.encode_to_vec(), json(&r))),
+        logs().prop_map(|r| (Table::Logs, r.encode_to_vec(), json(&r))),
+        metrics().prop_map(|r| (Table::Metrics, r.encode_to_vec(), json(&r))),
+    ]
+}
+
+/// An input for a decoder: the table, the bytes, and whether they are read
+/// as JSON (else as protobuf of that table). Valid messages, mutated or not,
+/// in either encoding; arbitrary bytes; and the hostile shapes of
+/// `hostile_input.rs` (resource attributes copied into every row, empty
+/// records, huge names).
+fn input() -> impl Strategy<Value = (Table, Vec<u8>, bool)> {
+    let table = || proptest::sample::select(Table::ALL.to_vec());
+    prop_oneof![
+        4 => (valid(), any::<bool>(), proptest::option::of(edits())).prop_map(
+            |((table, proto, json), as_json, edits)| {
+                let bytes = if as_json { json } else { proto };
+                let bytes = edits.map_or(bytes.clone(), |e| mutate(&bytes, &e));
+                (table, bytes, as_json)
             }
-            let _ = table;
-        }
-    }
+        ),
+        1 => (table(), vec(any::<u8>(), 0..4096), any::<bool>()),
+        1 => (0usize..400, 0usize..300, 0u64..3000)
+            .prop_map(|(a, v, s)| (Table::Spans, resource_heavy_traces(a, v, s), false)),
+        1 => (0usize..200_000).prop_map(|n| (Table::Spans, empty_spans(n), false)),
+        1 => (0usize..100_000, 0usize..3000, any::<bool>()).prop_map(|(n, p, ok)| {
+            (Table::Metrics, huge_metric_name(n, p, if ok { T0 } else { 0 }), false)
+        }),
+    ]
+}
 
-    #[test]
-    fn mutated_json_never_panics(which in 0usize..3, edits in edits()) {
-        let name = ["spans.json", "logs.json", "metrics.json"][which];
-        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/corpus").join(name);
-        let bytes = std::fs::read(path).map_err(|e| TestCaseError::fail(e.to_string()))?;
-        let _ = decode_json(&mutate(&bytes, &edits));
-    }
+/// The worst figures seen, for BENCHMARKS.md.
+#[derive(Default)]
+struct Worst {
+    inputs: usize,
+    decoded: usize,
+    /// the most Arrow bytes per input byte of a decoded batch (inputs of 4 KiB or more)
+    arrow_per_byte: f64,
+    /// the most Arrow bytes of a decoded batch, against its budget
+    arrow: (usize, usize),
+    /// the most bytes held while decoding, per input byte (inputs of 4 KiB or more)
+    peak_per_byte: f64,
+    /// the most bytes held while decoding
+    peak: usize,
+}
 
-    #[test]
-    fn arbitrary_bytes_never_panic(bytes in vec(any::<u8>(), 0..256)) {
-        for t in Table::ALL {
-            let _ = decode_proto(t, &bytes);
+/// Every decoder, on every kind of input: no panic (not even one the
+/// decoders catch: `decoder_panic` is a bug too); a decoded batch takes no
+/// more Arrow memory (`RecordBatch::get_array_memory_size`) than twice the
+/// decode budget of its input (`budget_for`: 32 bytes per input byte, at
+/// least 1 MiB): the budget charges the bytes written, and Arrow's builders
+/// grow their buffers by doubling, so a batch may hold up to twice that (a
+/// metric name of 1 KiB copied into 1025 rows: 1 MB charged, 2.1 MB held);
+/// and what the decode holds at its peak stays within three budgets' worth
+/// per input byte, plus 4 MiB for the builders' first capacity.
+#[test]
+fn no_decoder_panics_or_holds_more_than_its_budget_per_input_byte() {
+    let worst = RefCell::new(Worst::default());
+    let mut runner = TestRunner::new(ProptestConfig::with_cases(512));
+    let result = runner.run(&input(), |(table, bytes, as_json)| {
+        let (result, peak) = thread_peak(|| {
+            if as_json {
+                decode_json_as(Some(table), &bytes)
+            } else {
+                decode_proto(table, &bytes)
+            }
+        });
+        if let Err(e) = &result {
+            prop_assert_ne!(e.reason, Reason::DecoderPanic, "{}", e);
         }
-        let _ = decode_json(&bytes);
+        let budget = budget_for(bytes.len());
+        let bound = 3 * BUDGET_PER_INPUT_BYTE * bytes.len() + 4 * MB;
+        prop_assert!(
+            peak <= bound,
+            "{} input bytes held {} (bound {})",
+            bytes.len(),
+            peak,
+            bound
+        );
+        let mut w = worst.borrow_mut();
+        w.inputs += 1;
+        w.peak = w.peak.max(peak);
+        if bytes.len() >= 4096 {
+            w.peak_per_byte = w.peak_per_byte.max(peak as f64 / bytes.len() as f64);
+        }
+        if let Ok(decoded) = &result {
+            let arrow = decoded.batch.get_array_memory_size();
+            prop_assert!(
+                arrow <= 2 * budget,
+                "{} input bytes ({} of {}) decoded to {} rows in {} Arrow bytes (budget {}); \
+                 by column: {:?}",
+                bytes.len(),
+                if as_json { "JSON" } else { "protobuf" },
+                table.name(),
+                decoded.batch.num_rows(),
+                arrow,
+                budget,
+                decoded
+                    .batch
+                    .schema()
+                    .fields()
+                    .iter()
+                    .zip(decoded.batch.columns())
+                    .map(|(f, c)| (f.name().clone(), c.get_array_memory_size()))
+                    .filter(|(_, n)| *n > 16_384)
+                    .collect::<Vec<_>>()
+            );
+            w.decoded += 1;
+            if bytes.len() >= 4096 {
+                w.arrow_per_byte = w.arrow_per_byte.max(arrow as f64 / bytes.len() as f64);
+            }
+            if arrow > w.arrow.0 {
+                w.arrow = (arrow, budget);
+            }
+        }
+        Ok(())
+    });
+    if let Err(e) = result {
+        panic!("{e}");
     }
+    let w = worst.into_inner();
+    eprintln!(
+        "decode bounds: {} inputs ({} decoded): Arrow bytes per input byte at most {:.1} \
+         (inputs of 4 KiB or more); \
+         the largest batch {:.2} MB (budget {:.0} MB); peak held {:.1} MB, at most {:.1} bytes \
+         per input byte (inputs of 4 KiB or more)",
+        w.inputs,
+        w.decoded,
+        w.arrow_per_byte,
+        w.arrow.0 as f64 / MB as f64,
+        w.arrow.1 as f64 / MB as f64,
+        w.peak as f64 / MB as f64,
+        w.peak_per_byte,
+    );
 }

@@ -63,6 +63,14 @@ async fn sigterm_evaluates_the_open_windows_of_what_was_acknowledged_and_exits_0
     );
 
     let pid = engine.0.id().to_string();
+    let peak = std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|status| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix("VmHWM:").map(|v| v.trim().to_string()))
+        })
+        .unwrap_or_default();
     let sent = Command::new("kill")
         .args(["-TERM", &pid])
         .status()
@@ -83,6 +91,12 @@ async fn sigterm_evaluates_the_open_windows_of_what_was_acknowledged_and_exits_0
             .any(|a| a["entity"]["client.address"] == "203.0.113.77"
                 && a["value"].as_u64().is_some_and(|v| v >= 3000)),
         "no flood alert printed on SIGTERM: {alerts:?}"
+    );
+    eprintln!(
+        "hostile input: SIGTERM: {status}, {} alert lines printed by the drain, flood value {}, \
+         engine peak resident {peak} (debug)",
+        alerts.len(),
+        flood[0]["value"]
     );
     let said: Vec<String> = err.try_iter().collect();
     assert!(
@@ -153,4 +167,8 @@ async fn a_span_dated_2099_is_counted_and_reported_and_the_flood_after_it_still_
         "{notice:?}"
     );
     assert_eq!(future_spans(&api).await, Some(1));
+    eprintln!(
+        "hostile input: 2099: 1 future span counted and reported, flood alert value {}",
+        flood[0]["value"]
+    );
 }
