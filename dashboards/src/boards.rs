@@ -3,16 +3,12 @@
 //! definitions and the Security dashboard's rule list from the rule pack, so a
 //! new KPI file gets its panels and a new rule appears without a change here.
 
+use crate::expand::{PROM_ALL, SQL_ALL};
 use crate::grafana::{Board, Check, Datasource, Panel, Variable, Viz};
 use crate::pack::{Kpi, Pack};
 
 /// The dimension the `currency` variable filters.
 const CURRENCY: &str = "shop.order.currency";
-/// What "All" stands for in SQL variables: `('*' IN ($v) OR column IN ($v))`
-/// holds for All even when the variable has no values.
-const SQL_ALL: &str = "'*'";
-/// What "All" stands for in Prometheus variables (a regex).
-const PROM_ALL: &str = ".*";
 
 /// Every dashboard of the pack.
 pub fn boards(pack: &Pack) -> Vec<Board> {
@@ -76,6 +72,15 @@ fn kpi_text(k: &Kpi) -> String {
     text
 }
 
+/// Buckets (a column named `hour` or `day` holding each bucket's start) that
+/// overlap the time range. `$__timeFilter(day)` would leave out the day the
+/// range starts in, so a range within one day would show no day at all.
+fn overlaps(bucket: &str) -> String {
+    format!(
+        "{bucket} <= $__timeTo()::timestamptz AND {bucket} > $__timeFrom()::timestamptz - interval '1 {bucket}'"
+    )
+}
+
 fn business(pack: &Pack) -> Board {
     let mut panels = vec![Panel::row("This period against the previous one")];
     for k in pack.kpis.iter().filter(|k| k.name == k.file_kpi) {
@@ -131,9 +136,9 @@ fn business(pack: &Pack) -> Board {
     ] {
         panels.push(
             Panel::new(viz, format!("Revenue and orders per {bucket}"))
-                .describe(format!("View {view}: the revenue and orders KPIs summed per {bucket} (UTC) of their window start, by currency."))
+                .describe(format!("View {view}: the revenue and orders KPIs summed per {bucket} (UTC) of their window start, by currency; every {bucket} that overlaps the time range."))
                 .sql(
-                    format!("SELECT {bucket} AS \"time\", currency, revenue, orders\nFROM {view}\nWHERE $__timeFilter({bucket})\n  AND ('*' IN ($currency) OR currency IN ($currency))\nORDER BY 1, 2"),
+                    format!("SELECT {bucket} AS \"time\", currency, revenue, orders\nFROM {view}\nWHERE {}\n  AND ('*' IN ($currency) OR currency IN ($currency))\nORDER BY 1, 2", overlaps(bucket)),
                     "table",
                     Check::Revenue { bucket },
                 ),
@@ -201,9 +206,9 @@ fn security(pack: &Pack) -> Board {
     panels.push(
         Panel::new(Viz::Table, "Firing alerts per rule per hour")
             .size(12, 8)
-            .describe("View alerts_hourly.")
+            .describe("View alerts_hourly: every hour that overlaps the time range.")
             .sql(
-                format!("SELECT hour AS \"time\", rule_id, severity, alerts\nFROM alerts_hourly\nWHERE $__timeFilter(hour)\n  AND {ALERT_FILTER}\nORDER BY 1, 2"),
+                format!("SELECT hour AS \"time\", rule_id, severity, alerts\nFROM alerts_hourly\nWHERE {}\n  AND {ALERT_FILTER}\nORDER BY 1, 2", overlaps("hour")),
                 "table",
                 Check::AlertsHourly,
             ),

@@ -51,13 +51,15 @@ pub enum Check {
         kpi: String,
         dimensions: Vec<String>,
     },
-    /// revenue and orders per hour or day (of window start) and currency
+    /// revenue and orders per hour or day (of window start) and currency, for
+    /// every bucket that overlaps the range
     Revenue { bucket: &'static str },
     /// each funnel step's sessions summed over the range
     Funnel { steps: Vec<String> },
     /// firing alerts per minute of window end, by `rule_id` or `severity`
     AlertsOverTime { by: &'static str },
-    /// firing alerts per hour of window end, rule and severity
+    /// firing alerts per hour of window end, rule and severity, for every hour
+    /// that overlaps the range
     AlertsHourly,
     /// the entities with the most firing alerts
     TopEntities { limit: usize },

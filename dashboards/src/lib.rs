@@ -8,6 +8,8 @@
 //!   memory (the engine's viewer without PostgreSQL; the panels' test).
 //! - [`boards`]: the dashboards: Business, Security (PostgreSQL, the BI store the
 //!   engine's `postgres` sink writes), Services and Engine (Prometheus).
+//! - [`expand`]: a panel's query with Grafana's macros and variables expanded as
+//!   Grafana does, to run it without Grafana (the end-to-end test, the viewer).
 //!
 //! `cargo run -p dashboards` writes `dashboards/grafana/*.json`; a test fails when
 //! the committed files differ from what the generator makes. See docs/dashboards.md.
@@ -21,6 +23,7 @@
 //! ```
 
 pub mod boards;
+pub mod expand;
 pub mod frames;
 pub mod grafana;
 pub mod pack;
