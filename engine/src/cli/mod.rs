@@ -259,7 +259,7 @@ pub async fn main(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
             .await?;
             eprintln!("{}", summary.line());
             if let Some(bi) = bi {
-                eprintln!("{}", bi.finish().await);
+                eprintln!("{}", bi.finish().await?);
             }
             Ok(ExitCode::SUCCESS)
         }

@@ -52,15 +52,23 @@ impl BiStore {
         }
     }
 
-    /// Writes what is queued, ends the writer and returns its counters as one line.
-    pub async fn finish(self) -> String {
+    /// Writes what is queued, ends the writer and returns its counters as one
+    /// line; an error, with that line, when PostgreSQL refused the sink for
+    /// good (then nothing more was written).
+    pub async fn finish(self) -> anyhow::Result<String> {
         #[cfg(feature = "postgres")]
         {
             self.handle.flush().await;
-            let line = self.handle.stats().line();
+            let stats = self.handle.stats();
             drop(self.handle);
             let _ = self.task.await;
-            line
+            match &stats.refused {
+                Some(why) => anyhow::bail!(
+                    "PostgreSQL refused the BI store's writes: {why}\n({})",
+                    stats.line()
+                ),
+                None => Ok(stats.line()),
+            }
         }
         #[cfg(not(feature = "postgres"))]
         match self.never {}

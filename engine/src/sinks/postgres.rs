@@ -7,9 +7,21 @@
 //! waits: what does not fit is dropped and counted. The task takes what is
 //! queued in batches and writes each batch in one transaction of upserts, so a
 //! replay of the same capture, a restart or a Kafka re-read writes no
-//! duplicate row. When PostgreSQL refuses a batch (down, full, wrong schema),
-//! the reason is logged once, the batch is retried with backoff until it is
-//! written, and nothing queued is lost.
+//! duplicate row. What PostgreSQL does not take is handled by why:
+//! - it is away or busy (connection refused or lost, shutting down, out of
+//!   room): the reason is logged once, the batch is retried with backoff until
+//!   it is written, and nothing queued is lost;
+//! - it refuses us for good (the password, a database or a schema that does
+//!   not exist, no privilege, a store made by other migrations): the reason is
+//!   logged with what to do, nothing more is tried, what is queued and what
+//!   comes after is dropped and counted, and [`Stats::refused`] says why (a
+//!   replay then fails with it, instead of waiting for ever);
+//! - it refuses a batch for its data: the batch is written one output at a
+//!   time, and only the outputs it refuses are dropped and counted.
+//!
+//! Text is stored with every NUL character replaced by U+FFFD: PostgreSQL
+//! cannot hold NUL in `text` or `jsonb`, and an entity or dimension comes
+//! from telemetry anyone can send.
 //!
 //! ```no_run
 //! # async fn f(outputs: Vec<engine::evaluator::Output>) -> anyhow::Result<()> {
@@ -37,6 +49,10 @@ use sqlx::error::BoxDynError;
 use sqlx::migrate::{Migration, MigrationSource, MigrationType, Migrator};
 use sqlx::postgres::{PgConnectOptions, PgConnection};
 use tokio::sync::{mpsc, oneshot};
+
+/// The sqlx this sink is built on, for callers of [`migrate`] and for tests
+/// that read the store (the end-to-end tests run the dashboards' SQL with it).
+pub use sqlx;
 
 use crate::alerts::{Alert, State};
 use crate::evaluator::Output;
@@ -81,6 +97,7 @@ struct Counters {
     retried: AtomicU64,
     dropped: AtomicU64,
     last_error: std::sync::Mutex<Option<String>>,
+    refused: std::sync::Mutex<Option<String>>,
 }
 
 /// What the sink did so far.
@@ -96,6 +113,9 @@ pub struct Stats {
     pub dropped: u64,
     /// why the last try failed, while the sink is failing
     pub failing: Option<String>,
+    /// why PostgreSQL refuses the sink for good, once it has; nothing is
+    /// written after that
+    pub refused: Option<String>,
 }
 
 impl Stats {
@@ -107,10 +127,11 @@ impl Stats {
             self.written,
             self.retried,
             self.dropped,
-            self.failing
-                .as_deref()
-                .map(|e| format!("; failing: {e}"))
-                .unwrap_or_default()
+            match (&self.refused, &self.failing) {
+                (Some(e), _) => format!("; refused: {e}"),
+                (None, Some(e)) => format!("; failing: {e}"),
+                (None, None) => String::new(),
+            }
         )
     }
 }
@@ -157,6 +178,7 @@ impl PostgresSink {
             conn: None,
             counters: counters.clone(),
             runbooks: HashMap::new(),
+            refused: false,
         };
         let task = tokio::spawn(writer.run(rx));
         Ok((Handle { tx, counters }, task))
@@ -219,6 +241,7 @@ impl Handle {
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
                 .clone(),
+            refused: c.refused.lock().unwrap_or_else(|e| e.into_inner()).clone(),
         }
     }
 }
@@ -271,6 +294,128 @@ struct Writer {
     counters: Arc<Counters>,
     /// runbooks by rule id, from [`Handle::describe`]
     runbooks: HashMap<String, Option<String>>,
+    /// set once PostgreSQL refuses the sink for good: nothing more is tried
+    refused: bool,
+}
+
+/// Why a write failed, and whether trying the same again can help.
+#[derive(Debug)]
+struct Failure {
+    reason: String,
+    kind: FailureKind,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum FailureKind {
+    /// PostgreSQL is away or busy: try again
+    Transient,
+    /// it refuses the batch for its data: the same batch fails again
+    Data,
+    /// it refuses the sink for good (credentials, database, schema, privilege,
+    /// migrations): nothing will be written until someone changes something
+    Refused,
+}
+
+impl Failure {
+    fn new(kind: FailureKind, reason: impl Into<String>) -> Failure {
+        Failure {
+            reason: reason.into(),
+            kind,
+        }
+    }
+}
+
+/// What to do about a refusal for good, by SQLSTATE.
+fn refusal_hint(code: &str) -> Option<&'static str> {
+    Some(match code {
+        c if c.starts_with("28") => "check the user and password in the URL",
+        "3D000" => "the database does not exist: create it, or name another in the URL",
+        "3F000" => {
+            "the schema the URL's options[search_path] names does not exist: create it (CREATE SCHEMA), or name another"
+        }
+        "42501" => {
+            "the user may not create or write the BI store's tables here: grant it, or use another user or schema"
+        }
+        _ => return None,
+    })
+}
+
+/// The kind of a failed statement or connection, and what to do about a
+/// refusal for good.
+fn classify(e: &sqlx::Error) -> (FailureKind, Option<&'static str>) {
+    match e {
+        sqlx::Error::Database(db) => match db.code().as_deref() {
+            Some(code) if refusal_hint(code).is_some() => {
+                (FailureKind::Refused, refusal_hint(code))
+            }
+            // data exception, integrity constraint, program limit (a value too long)
+            Some(code)
+                if code.starts_with("22") || code.starts_with("23") || code.starts_with("54") =>
+            {
+                (FailureKind::Data, None)
+            }
+            _ => (FailureKind::Transient, None),
+        },
+        sqlx::Error::Encode(_) | sqlx::Error::TypeNotFound { .. } => (FailureKind::Data, None),
+        sqlx::Error::Configuration(_) => (FailureKind::Refused, None),
+        _ => (FailureKind::Transient, None),
+    }
+}
+
+fn with_hint(text: String, hint: Option<&str>) -> String {
+    match hint {
+        Some(h) => format!("{text} ({h})"),
+        None => text,
+    }
+}
+
+impl From<sqlx::Error> for Failure {
+    fn from(e: sqlx::Error) -> Failure {
+        let (kind, hint) = classify(&e);
+        Failure::new(kind, with_hint(e.to_string(), hint))
+    }
+}
+
+impl From<sqlx::migrate::MigrateError> for Failure {
+    fn from(e: sqlx::migrate::MigrateError) -> Failure {
+        let (kind, hint) = match &e {
+            // a connection lost while migrating is worth another try; a
+            // migration PostgreSQL refuses fails again
+            sqlx::migrate::MigrateError::Execute(inner) => match classify(inner) {
+                (FailureKind::Transient, hint) => (FailureKind::Transient, hint),
+                (_, hint) => (FailureKind::Refused, hint),
+            },
+            // an edited or unknown migration: the store was made by another engine
+            _ => (
+                FailureKind::Refused,
+                Some("the store was made by other migrations than this engine's engine/migrations"),
+            ),
+        };
+        Failure::new(
+            kind,
+            with_hint(format!("applying engine/migrations: {e}"), hint),
+        )
+    }
+}
+
+/// How many outputs an item stands for in the counters.
+fn weight(item: &Item) -> u64 {
+    match item {
+        Item::Output(_) => 1,
+        Item::Rules(r) => r.len() as u64,
+        Item::Flush(_) => 0,
+    }
+}
+
+/// Text as PostgreSQL can hold it: NUL replaced by U+FFFD.
+fn storable(text: &str) -> String {
+    text.replace('\0', "\u{FFFD}")
+}
+
+fn storable_map(map: &BTreeMap<String, String>) -> BTreeMap<String, String> {
+    map.iter()
+        .map(|(k, v)| (storable(k), storable(v)))
+        .collect()
 }
 
 impl Writer {
@@ -294,17 +439,64 @@ impl Writer {
         }
     }
 
-    /// Writes `batch`, trying again with backoff until PostgreSQL takes it;
-    /// the first failure of a run of failures is logged with its reason.
+    /// Writes `batch`: tried again with backoff while PostgreSQL is away;
+    /// one output at a time when it refuses the batch for its data; dropped
+    /// once it refuses the sink for good.
     async fn write_until_done(&mut self, batch: &mut Vec<Item>) {
         if batch.is_empty() {
             return;
         }
+        match self.write_retrying(batch).await {
+            None => {}
+            Some(f) if f.kind == FailureKind::Data && batch.len() > 1 => {
+                tracing::warn!(place = %self.place, error = %f.reason, "PostgreSQL refuses a batch for its data; writing it one output at a time");
+                for item in std::mem::take(batch) {
+                    let one = [item];
+                    if let Some(f) = self.write_retrying(&one).await {
+                        self.drop_refused(&one, &f);
+                    }
+                }
+            }
+            Some(f) => self.drop_refused(batch, &f),
+        }
+        batch.clear();
+    }
+
+    /// Counts what PostgreSQL did not take as dropped; a refusal for good
+    /// stops the sink.
+    fn drop_refused(&mut self, items: &[Item], f: &Failure) {
+        let n: u64 = items.iter().map(weight).sum();
+        self.counters.dropped.fetch_add(n, Ordering::Relaxed);
+        if f.kind == FailureKind::Refused && !self.refused {
+            self.refused = true;
+            tracing::error!(place = %self.place, error = %f.reason, "PostgreSQL refuses the BI store's writes; nothing more is tried, outputs are dropped and counted");
+            eprintln!(
+                "error: PostgreSQL at {} refuses the BI store's writes: {} (nothing more is tried)",
+                self.place, f.reason
+            );
+            *self
+                .counters
+                .refused
+                .lock()
+                .unwrap_or_else(|e| e.into_inner()) = Some(f.reason.clone());
+        } else if f.kind == FailureKind::Data {
+            tracing::error!(place = %self.place, error = %f.reason, dropped = n, "PostgreSQL refuses an output for its data; dropped");
+        }
+    }
+
+    /// Writes `batch`, trying again with backoff while the failure is
+    /// transient (the first of a run of failures is logged with its reason);
+    /// the failure that trying again cannot mend, if any.
+    async fn write_retrying(&mut self, batch: &[Item]) -> Option<Failure> {
+        if self.refused {
+            return Some(Failure::new(FailureKind::Refused, "refused before"));
+        }
         let mut wait = Duration::from_millis(250);
         let mut failures = 0u64;
         loop {
-            match self.write(batch).await {
-                Ok(n) => {
+            let f = match self.write(batch).await {
+                Ok(()) => {
+                    let n: u64 = batch.iter().map(weight).sum();
                     self.counters.written.fetch_add(n, Ordering::Relaxed);
                     if failures > 0 {
                         tracing::warn!(place = %self.place, failures, "PostgreSQL takes writes again; nothing queued was lost");
@@ -314,52 +506,49 @@ impl Writer {
                             .lock()
                             .unwrap_or_else(|e| e.into_inner()) = None;
                     }
-                    batch.clear();
-                    return;
+                    return None;
                 }
-                Err(e) => {
-                    let reason = format!("{e:#}");
-                    if failures == 0 {
-                        tracing::error!(place = %self.place, error = %reason, "cannot write to PostgreSQL; keeping the queue and retrying with backoff");
-                        eprintln!(
-                            "error: cannot write to PostgreSQL at {}: {reason} (retrying; nothing queued is lost)",
-                            self.place
-                        );
-                    }
-                    *self
-                        .counters
-                        .last_error
-                        .lock()
-                        .unwrap_or_else(|e| e.into_inner()) = Some(reason);
-                    failures += 1;
-                    self.counters.retried.fetch_add(1, Ordering::Relaxed);
-                    // a broken connection is made afresh (and the schema checked again)
-                    if let Some(conn) = self.conn.take() {
-                        let _ = conn.close().await;
-                    }
-                    tokio::time::sleep(wait).await;
-                    wait = (wait * 2).min(MAX_BACKOFF);
-                }
+                Err(f) if f.kind != FailureKind::Transient => return Some(f),
+                Err(f) => f,
+            };
+            if failures == 0 {
+                tracing::error!(place = %self.place, error = %f.reason, "cannot write to PostgreSQL; keeping the queue and retrying with backoff");
+                eprintln!(
+                    "error: cannot write to PostgreSQL at {}: {} (retrying; nothing queued is lost)",
+                    self.place, f.reason
+                );
             }
+            *self
+                .counters
+                .last_error
+                .lock()
+                .unwrap_or_else(|e| e.into_inner()) = Some(f.reason);
+            failures += 1;
+            self.counters.retried.fetch_add(1, Ordering::Relaxed);
+            // a broken connection is made afresh (and the schema checked again)
+            if let Some(conn) = self.conn.take() {
+                let _ = conn.close().await;
+            }
+            tokio::time::sleep(wait).await;
+            wait = (wait * 2).min(MAX_BACKOFF);
         }
     }
 
-    async fn connection(&mut self) -> anyhow::Result<&mut PgConnection> {
+    async fn connection(&mut self) -> Result<&mut PgConnection, Failure> {
         let conn = match self.conn.take() {
             Some(c) => c,
             None => {
                 let mut c = PgConnection::connect_with(&self.options).await?;
-                migrate(&mut c)
-                    .await
-                    .map_err(|e| anyhow::anyhow!("applying engine/migrations: {e}"))?;
+                migrate(&mut c).await?;
                 c
             }
         };
         Ok(self.conn.insert(conn))
     }
 
-    /// Writes one batch in one transaction; returns the outputs written.
-    async fn write(&mut self, batch: &[Item]) -> anyhow::Result<u64> {
+    /// Writes one batch in one transaction.
+    async fn write(&mut self, batch: &[Item]) -> Result<(), Failure> {
+        let data = |e: anyhow::Error| Failure::new(FailureKind::Data, format!("{e:#}"));
         let mut rules = Vec::new();
         // owned: what the transaction's futures hold must be Send for the spawned task
         let mut kpis: BTreeMap<(String, String, String, String), KpiValue> = BTreeMap::new();
@@ -370,12 +559,14 @@ impl Writer {
                 Item::Output(o) => match o.as_ref() {
                     // the last value of a key wins: one statement cannot upsert a row twice
                     Output::Kpi(k) => {
+                        let dims = serde_json::to_string(&storable_map(&k.dimensions))
+                            .map_err(|e| data(e.into()))?;
                         kpis.insert(
                             (
-                                k.kpi.clone(),
+                                storable(&k.kpi),
                                 k.window_start.clone(),
                                 k.window_end.clone(),
-                                serde_json::to_string(&k.dimensions)?,
+                                dims,
                             ),
                             k.clone(),
                         );
@@ -388,8 +579,19 @@ impl Writer {
         for r in &rules {
             self.runbooks.insert(r.id.clone(), r.runbook.clone());
         }
-        let written = (rules.len() + kpis.len() + alerts.len()) as u64;
         let runbooks = self.runbooks.clone();
+        let mut kpi_rows = (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        for ((name, start, end, d), k) in kpis {
+            kpi_rows.0.push(name);
+            kpi_rows
+                .1
+                .push(time(&start, "window_start", &k.kpi).map_err(data)?);
+            kpi_rows
+                .2
+                .push(time(&end, "window_end", &k.kpi).map_err(data)?);
+            kpi_rows.3.push(d);
+            kpi_rows.4.push(k.value.as_f64());
+        }
         let conn = self.connection().await?;
         let mut tx = conn.begin().await?;
         for r in rules {
@@ -398,27 +600,15 @@ impl Writer {
                  ON CONFLICT (rule_id) DO UPDATE SET title = EXCLUDED.title, severity = EXCLUDED.severity,
                    tags = EXCLUDED.tags, runbook = EXCLUDED.runbook, updated_at = now()",
             )
-            .bind(r.id)
-            .bind(r.title)
-            .bind(r.severity)
-            .bind(r.tags)
-            .bind(r.runbook)
+            .bind(storable(&r.id))
+            .bind(storable(&r.title))
+            .bind(storable(&r.severity))
+            .bind(r.tags.iter().map(|t| storable(t)).collect::<Vec<_>>())
+            .bind(r.runbook.as_deref().map(storable))
             .execute(&mut *tx)
             .await?;
         }
-        if !kpis.is_empty() {
-            let mut names = Vec::with_capacity(kpis.len());
-            let mut starts = Vec::with_capacity(kpis.len());
-            let mut ends = Vec::with_capacity(kpis.len());
-            let mut dims = Vec::with_capacity(kpis.len());
-            let mut values = Vec::with_capacity(kpis.len());
-            for ((name, start, end, d), k) in kpis {
-                names.push(name);
-                starts.push(time(&start, "window_start", &k.kpi)?);
-                ends.push(time(&end, "window_end", &k.kpi)?);
-                dims.push(d);
-                values.push(k.value.as_f64());
-            }
+        if !kpi_rows.0.is_empty() {
             sqlx::query(
                 "INSERT INTO kpi_values (kpi, window_start, window_end, dimensions, value)
                  SELECT k, s, e, d::jsonb, v
@@ -426,11 +616,11 @@ impl Writer {
                  ON CONFLICT (kpi, window_start, window_end, dimensions)
                  DO UPDATE SET value = EXCLUDED.value, written_at = now()",
             )
-            .bind(names)
-            .bind(starts)
-            .bind(ends)
-            .bind(dims)
-            .bind(values)
+            .bind(kpi_rows.0)
+            .bind(kpi_rows.1)
+            .bind(kpi_rows.2)
+            .bind(kpi_rows.3)
+            .bind(kpi_rows.4)
             .execute(&mut *tx)
             .await?;
         }
@@ -440,7 +630,7 @@ impl Writer {
             write_alert(&mut tx, a, runbook).await?;
         }
         tx.commit().await?;
-        Ok(written)
+        Ok(())
     }
 }
 
@@ -457,10 +647,11 @@ async fn write_alert(
     tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
     a: Alert,
     runbook: Option<String>,
-) -> anyhow::Result<()> {
-    let start = time(&a.window_start, "window_start", &a.rule_id)?;
-    let end = time(&a.window_end, "window_end", &a.rule_id)?;
-    let entity = serde_json::to_string(&a.entity)?;
+) -> Result<(), Failure> {
+    let data = |e: anyhow::Error| Failure::new(FailureKind::Data, format!("{e:#}"));
+    let start = time(&a.window_start, "window_start", &a.rule_id).map_err(data)?;
+    let end = time(&a.window_end, "window_end", &a.rule_id).map_err(data)?;
+    let entity = serde_json::to_string(&storable_map(&a.entity)).map_err(|e| data(e.into()))?;
     let state = match a.state {
         State::Firing => "firing",
         State::Resolved => "resolved",
@@ -480,17 +671,17 @@ async fn write_alert(
            summary = EXCLUDED.summary, trace_ids = EXCLUDED.trace_ids, runbook = EXCLUDED.runbook,
            written_at = now()",
     )
-    .bind(a.rule_id)
+    .bind(storable(&a.rule_id))
     .bind(entity)
     .bind(state)
-    .bind(a.severity)
+    .bind(storable(&a.severity))
     .bind(start)
     .bind(end)
     .bind(a.value.as_f64())
-    .bind(a.tags)
-    .bind(a.summary)
-    .bind(a.trace_ids)
-    .bind(runbook)
+    .bind(a.tags.iter().map(|t| storable(t)).collect::<Vec<_>>())
+    .bind(storable(&a.summary))
+    .bind(a.trace_ids.iter().map(|t| storable(t)).collect::<Vec<_>>())
+    .bind(runbook.as_deref().map(storable))
     .execute(&mut **tx)
     .await?;
     Ok(())
@@ -507,6 +698,47 @@ mod tests {
             "postgres://otelguard@127.0.0.1:55432/otelguard"
         );
         assert_eq!(redact("postgres://h/db"), "postgres://h/db");
+    }
+
+    #[test]
+    fn text_postgres_cannot_hold_is_stored_with_a_replacement_character() {
+        assert_eq!(storable("203.0.113.9\0x"), "203.0.113.9\u{FFFD}x");
+        let entity = BTreeMap::from([("client.address\0".to_string(), "a\0b".to_string())]);
+        assert_eq!(
+            serde_json::to_string(&storable_map(&entity)).expect("JSON"),
+            "{\"client.address\u{FFFD}\":\"a\u{FFFD}b\"}"
+        );
+    }
+
+    #[test]
+    fn refusals_for_good_say_what_to_do_and_the_rest_is_tried_again() {
+        assert!(refusal_hint("28P01").is_some_and(|h| h.contains("password")));
+        assert!(refusal_hint("3F000").is_some_and(|h| h.contains("CREATE SCHEMA")));
+        assert!(refusal_hint("3D000").is_some());
+        assert!(refusal_hint("42501").is_some());
+        // connection failure, shutting down, out of room: worth another try
+        for code in ["08006", "57P01", "53100", "40001"] {
+            assert_eq!(refusal_hint(code), None, "{code}");
+        }
+        let io = sqlx::Error::Io(std::io::Error::from(std::io::ErrorKind::ConnectionRefused));
+        assert_eq!(classify(&io).0, FailureKind::Transient);
+        let config = sqlx::Error::Configuration("bad".into());
+        assert_eq!(classify(&config).0, FailureKind::Refused);
+    }
+
+    #[test]
+    fn a_refused_sink_says_why_in_its_line() {
+        let s = Stats {
+            queued: 3,
+            dropped: 3,
+            failing: Some("old".into()),
+            refused: Some("password authentication failed".into()),
+            ..Stats::default()
+        };
+        assert_eq!(
+            s.line(),
+            "postgres: 3 queued, 0 written, 0 retried batches, 3 dropped; refused: password authentication failed"
+        );
     }
 
     #[tokio::test]
