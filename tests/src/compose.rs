@@ -17,6 +17,19 @@ pub fn compose_dir() -> PathBuf {
     repo_root().join("compose")
 }
 
+/// Runs `compose/local/stack ARGS...` (e.g. `up postgres`: starts what is
+/// not running and waits until it answers).
+pub fn stack(args: &[&str]) -> Result<()> {
+    let script = compose_dir().join("local/stack");
+    let status = std::process::Command::new("bash")
+        .arg(&script)
+        .args(args)
+        .status()
+        .with_context(|| format!("running {}", script.display()))?;
+    anyhow::ensure!(status.success(), "compose/local/stack {args:?} failed");
+    Ok(())
+}
+
 /// A file's text, with its path in the error.
 pub fn read(path: &Path) -> Result<String> {
     std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))

@@ -56,6 +56,7 @@ pub fn run_marker(prefix: &str) -> String {
 }
 
 pub mod compose;
+pub mod dashboards;
 pub mod engine;
 pub mod kafka;
 pub mod otlp;
