@@ -18,6 +18,7 @@ declare -A duration=(
   # scenarios that need more event time than the default
   [password_spraying]=15m
   [nat_office]=13m
+  [credential_stuffing_low_slow]=17m
 )
 
 run() { # name args...

@@ -436,8 +436,8 @@ fn no_secrets_leak() {
     }
     // No card-number-like numbers (13 to 18 digits that pass the Luhn check; 19
     // digits are nanosecond timestamps). Digits inside a longer token (a hex id, a decimal
-    // fraction) and the values of the id fields (hex that may happen to be all
-    // digits) do not count.
+    // fraction) and the values of the id fields and of the keyed hashes (hex
+    // that may happen to be all digits) do not count.
     let bytes = text.as_bytes();
     let mut start = None;
     for (i, &c) in bytes.iter().chain(std::iter::once(&b' ')).enumerate() {
@@ -450,7 +450,10 @@ fn no_secrets_leak() {
         let before = if from == 0 { b' ' } else { bytes[from - 1] };
         let standalone =
             !before.is_ascii_alphanumeric() && before != b'.' && !c.is_ascii_alphanumeric();
-        let id_value = text[..from].ends_with("Id\":\"");
+        let id_value = text[..from].ends_with("Id\":\"")
+            || ["user.hash", "shop.payment.card.fingerprint"]
+                .iter()
+                .any(|k| text[..from].ends_with(&format!("{k}\",\"value\":{{\"stringValue\":\"")));
         let card_like = (13..=19).contains(&run)
             && run != 19
             && crate::services::security::luhn_valid(&text[from..i]);

@@ -1,12 +1,12 @@
 //! Attack traffic. Each function documents its figures; the one-line summary
 //! with the same figures is in the registry (`SCENARIOS`).
 
-use super::{Ctx, Injected, S, at};
+use super::{Ctx, Injected, S, at, users};
 use crate::sim::hash::{card_fingerprint, user_hash};
 use crate::sim::model::{
     BROWSER_AGENTS, TOOL_AGENTS, User, attacker_address, card_number, login_name,
 };
-use crate::sim::request::{self as shop, Client, Login, Payment, Request, session_id};
+use crate::sim::request::{self as shop, Client, Login, Nanos, Payment, Request, session_id};
 use crate::sim::session::{Shopper, visit};
 
 /// Distinct attacker addresses.
@@ -16,19 +16,6 @@ fn addresses(ctx: &mut Ctx<'_>, n: usize, botnet: bool) -> Vec<String> {
         let a = attacker_address(&mut ctx.rng, botnet);
         if !out.contains(&a) {
             out.push(a);
-        }
-    }
-    out
-}
-
-/// Distinct registered users.
-fn users<'m>(ctx: &mut Ctx<'m>, n: usize) -> Vec<&'m User> {
-    let model = ctx.model;
-    let mut out: Vec<&User> = Vec::with_capacity(n);
-    while out.len() < n.min(model.users.len()) {
-        let u = ctx.rng.pick(&model.users);
-        if !out.iter().any(|x| x.id == u.id) {
-            out.push(u);
         }
     }
     out
@@ -231,6 +218,44 @@ pub fn brute_force_distributed(ctx: &mut Ctx<'_>) -> Injected {
 /// can check they do not leak.
 pub const SPRAYED_PASSWORDS: [&str; 2] = ["Winter2025!", "Spring2026!"];
 
+/// An account a sprayer tries: its hash, and the registered user if it exists.
+type Target<'m> = (String, Option<&'m User>);
+
+/// `registered` distinct registered accounts and `unknown` names the shop never
+/// had, shuffled together.
+fn spray_targets<'m>(ctx: &mut Ctx<'m>, registered: usize, unknown: usize) -> Vec<Target<'m>> {
+    let mut targets: Vec<Target<'m>> = users(ctx, registered)
+        .iter()
+        .map(|u| (u.hash.clone(), Some(*u)))
+        .collect();
+    for _ in 0..unknown {
+        targets.push((user_hash(&login_name(&mut ctx.rng)), None));
+    }
+    // Interleave the unknown accounts with the known ones.
+    for i in (1..targets.len()).rev() {
+        let j = ctx.rng.range(0, i as u64) as usize;
+        targets.swap(i, j);
+    }
+    targets
+}
+
+/// One sprayed password on `target`: unknown user, wrong password, or (on the
+/// weak account) a success.
+fn spray_attempt(
+    ctx: &mut Ctx<'_>,
+    t: Nanos,
+    c: &Client,
+    target: &Target<'_>,
+    weak: bool,
+) -> Request {
+    let (hash, user) = target;
+    match user {
+        None => shop::login(&mut ctx.rng, t, c, hash, Login::UnknownUser, None),
+        Some(u) if weak => shop::login(&mut ctx.rng, t, c, hash, Login::Success, Some(&u.id)),
+        Some(_) => shop::login(&mut ctx.rng, t, c, hash, Login::BadPassword, None),
+    }
+}
+
 /// 3 addresses, 60 accounts (48 registered, 12 that do not exist), the first
 /// password on every account, the second on half of them: ~90 attempts, one
 /// every ~8 s over 12 min. One account uses the first password: a success.
@@ -241,19 +266,7 @@ pub fn password_spraying(ctx: &mut Ctx<'_>) -> Injected {
         .into_iter()
         .map(|a| no_session(Client::new(&mut ctx.rng, a, TOOL_AGENTS[1])))
         .collect();
-    let registered = users(ctx, 48);
-    let mut targets: Vec<(String, Option<&User>)> = registered
-        .iter()
-        .map(|u| (u.hash.clone(), Some(*u)))
-        .collect();
-    for _ in 0..12 {
-        targets.push((user_hash(&login_name(&mut ctx.rng)), None));
-    }
-    // Interleave the unknown accounts with the known ones.
-    for i in (1..targets.len()).rev() {
-        let j = ctx.rng.range(0, i as u64) as usize;
-        targets.swap(i, j);
-    }
+    let targets = spray_targets(ctx, 48, 12);
     let weak = ctx.rng.range(0, targets.len() as u64 - 1) as usize;
     let mut attempts: Vec<(usize, usize)> = (0..targets.len()).map(|i| (i, 0)).collect();
     attempts.extend(
@@ -264,19 +277,53 @@ pub fn password_spraying(ctx: &mut Ctx<'_>) -> Injected {
     let gap = 720.0 / attempts.len() as f64;
     let mut t = ctx.t0;
     for (n, (target, _password)) in attempts.into_iter().enumerate() {
-        let (hash, user) = &targets[target];
         let c = &clients[n % clients.len()];
-        let r = match user {
-            None => shop::login(&mut ctx.rng, t, c, hash, Login::UnknownUser, None),
-            Some(u) if target == weak => {
-                shop::login(&mut ctx.rng, t, c, hash, Login::Success, Some(&u.id))
-            }
-            Some(_) => shop::login(&mut ctx.rng, t, c, hash, Login::BadPassword, None),
-        };
+        let r = spray_attempt(ctx, t, c, &targets[target], target == weak);
         inj.requests.push(r);
         t += at(ctx.rng.between(0.6 * gap, 1.4 * gap));
     }
     inj
+}
+
+/// One leaked name/password pair tried from `c` at `t`: 55% of the names were
+/// never registered; ~6% of the registered ones still use the leaked password,
+/// and the attacker then opens the account's cart.
+fn replay_pair(ctx: &mut Ctx<'_>, inj: &mut Injected, t: Nanos, mut c: Client) {
+    if ctx.rng.chance(0.55) {
+        let hash = user_hash(&login_name(&mut ctx.rng));
+        inj.requests.push(shop::login(
+            &mut ctx.rng,
+            t,
+            &c,
+            &hash,
+            Login::UnknownUser,
+            None,
+        ));
+    } else {
+        let u = ctx.rng.pick(&ctx.model.users);
+        if ctx.rng.chance(0.06) {
+            inj.requests.push(shop::login(
+                &mut ctx.rng,
+                t,
+                &c,
+                &u.hash,
+                Login::Success,
+                Some(&u.id),
+            ));
+            c.user = Some(u.id.clone());
+            inj.requests
+                .push(shop::view_cart(&mut ctx.rng, t + at(0.6), &c));
+        } else {
+            inj.requests.push(shop::login(
+                &mut ctx.rng,
+                t,
+                &c,
+                &u.hash,
+                Login::BadPassword,
+                None,
+            ));
+        }
+    }
 }
 
 /// 6 addresses replay 420 leaked name/password pairs in 3 min (~2.3 a second
@@ -290,42 +337,8 @@ pub fn credential_stuffing(ctx: &mut Ctx<'_>) -> Injected {
     let mut n = 0usize;
     while n < 420 {
         let agent = *ctx.rng.pick(&BROWSER_AGENTS);
-        let mut c = Client::new(&mut ctx.rng, addrs[n % addrs.len()].clone(), agent);
-        if ctx.rng.chance(0.55) {
-            let hash = user_hash(&login_name(&mut ctx.rng));
-            inj.requests.push(shop::login(
-                &mut ctx.rng,
-                t,
-                &c,
-                &hash,
-                Login::UnknownUser,
-                None,
-            ));
-        } else {
-            let u = ctx.rng.pick(&ctx.model.users);
-            if ctx.rng.chance(0.06) {
-                inj.requests.push(shop::login(
-                    &mut ctx.rng,
-                    t,
-                    &c,
-                    &u.hash,
-                    Login::Success,
-                    Some(&u.id),
-                ));
-                c.user = Some(u.id.clone());
-                inj.requests
-                    .push(shop::view_cart(&mut ctx.rng, t + at(0.6), &c));
-            } else {
-                inj.requests.push(shop::login(
-                    &mut ctx.rng,
-                    t,
-                    &c,
-                    &u.hash,
-                    Login::BadPassword,
-                    None,
-                ));
-            }
-        }
+        let c = Client::new(&mut ctx.rng, addrs[n % addrs.len()].clone(), agent);
+        replay_pair(ctx, &mut inj, t, c);
         n += 1;
         t += at(ctx.rng.exp(180.0 / 420.0));
     }
@@ -407,67 +420,158 @@ pub fn account_takeover(ctx: &mut Ctx<'_>) -> Injected {
     inj
 }
 
-/// One guest session and address: a cheap item in the cart, checkout, then 45
-/// payment attempts of 1-3 EUR every ~6 s with ~38 distinct stolen cards,
-/// about 85% declined.
-pub fn card_testing(ctx: &mut Ctx<'_>) -> Injected {
-    let mut inj = Injected::default();
+/// A cheap item viewed, put in the cart and checked out by `c` from `t`; the
+/// time of the checkout.
+fn cheap_checkout(ctx: &mut Ctx<'_>, inj: &mut Injected, c: &Client, mut t: Nanos) -> Nanos {
     let model = ctx.model;
-    let addr = addresses(ctx, 1, false).remove(0);
-    let c = Client::new(&mut ctx.rng, addr, TOOL_AGENTS[4]);
     let cheap = model
         .products
         .iter()
         .min_by(|a, b| a.price.total_cmp(&b.price))
         .unwrap_or(&model.products[0]);
-    let mut t = ctx.t0;
     inj.requests.push(shop::product_view(
         &mut ctx.rng,
         t,
-        &c,
+        c,
         cheap.id,
         Some(cheap),
     ));
     t += at(2.0);
     inj.requests
-        .push(shop::add_to_cart(&mut ctx.rng, t, &c, cheap, 1));
+        .push(shop::add_to_cart(&mut ctx.rng, t, c, cheap, 1));
     t += at(2.0);
     inj.requests
-        .push(shop::checkout(&mut ctx.rng, t, &c, cheap.price, "EUR"));
+        .push(shop::checkout(&mut ctx.rng, t, c, cheap.price, "EUR"));
+    t
+}
+
+/// One payment of 1-3 EUR with a stolen card: a new one, or (15%) one of
+/// `cards` again; about 85% declined.
+fn tested_card(ctx: &mut Ctx<'_>, t: Nanos, c: &Client, cards: &mut Vec<String>) -> Request {
+    let pan = if !cards.is_empty() && ctx.rng.chance(0.15) {
+        ctx.rng.pick(cards).clone()
+    } else {
+        let brand = if ctx.rng.chance(0.7) { 4 } else { 5 };
+        let p = card_number(&mut ctx.rng, brand);
+        cards.push(p.clone());
+        p
+    };
+    let outcome = if ctx.rng.chance(0.15) {
+        Payment::Approved
+    } else {
+        let codes = [
+            "do_not_honor",
+            "incorrect_cvc",
+            "stolen_card",
+            "expired_card",
+            "insufficient_funds",
+        ];
+        Payment::Declined(codes[ctx.rng.weighted(&[0.35, 0.25, 0.1, 0.15, 0.15])])
+    };
+    let amount = ctx.rng.between(1.0, 3.0);
+    shop::payment(
+        &mut ctx.rng,
+        t,
+        c,
+        amount,
+        "EUR",
+        &card_fingerprint(&pan),
+        outcome,
+        1,
+    )
+}
+
+/// One guest session and address: a cheap item in the cart, checkout, then 45
+/// payment attempts of 1-3 EUR every ~6 s with ~38 distinct stolen cards,
+/// about 85% declined.
+pub fn card_testing(ctx: &mut Ctx<'_>) -> Injected {
+    let mut inj = Injected::default();
+    let addr = addresses(ctx, 1, false).remove(0);
+    let c = Client::new(&mut ctx.rng, addr, TOOL_AGENTS[4]);
+    let mut t = cheap_checkout(ctx, &mut inj, &c, ctx.t0);
     let mut cards: Vec<String> = Vec::new();
     for _ in 0..45 {
         t += at(ctx.rng.exp(6.0).max(1.5));
-        let pan = if !cards.is_empty() && ctx.rng.chance(0.15) {
-            ctx.rng.pick(&cards).clone()
-        } else {
-            let brand = if ctx.rng.chance(0.7) { 4 } else { 5 };
-            let p = card_number(&mut ctx.rng, brand);
-            cards.push(p.clone());
-            p
-        };
-        let outcome = if ctx.rng.chance(0.15) {
-            Payment::Approved
-        } else {
-            let codes = [
-                "do_not_honor",
-                "incorrect_cvc",
-                "stolen_card",
-                "expired_card",
-                "insufficient_funds",
-            ];
-            Payment::Declined(codes[ctx.rng.weighted(&[0.35, 0.25, 0.1, 0.15, 0.15])])
-        };
-        let amount = ctx.rng.between(1.0, 3.0);
-        inj.requests.push(shop::payment(
-            &mut ctx.rng,
-            t,
-            &c,
-            amount,
-            "EUR",
-            &card_fingerprint(&pan),
-            outcome,
-            1,
-        ));
+        inj.requests.push(tested_card(ctx, t, &c, &mut cards));
+    }
+    inj
+}
+
+/// Password spraying that keeps every address and account under the
+/// per-entity rules: 90 residential-looking botnet addresses (browser user
+/// agents, no cookies), 3-4 accounts each (~315, a fifth of them names the
+/// shop never had), the first common password on every account and the
+/// second on about half: ~470 attempts at random moments over 10 min. One
+/// account uses the first password: a success.
+pub fn password_spraying_distributed(ctx: &mut Ctx<'_>) -> Injected {
+    let mut inj = Injected::default();
+    let clients: Vec<Client> = addresses(ctx, 90, true)
+        .into_iter()
+        .map(|a| {
+            let agent = *ctx.rng.pick(&BROWSER_AGENTS);
+            no_session(Client::new(&mut ctx.rng, a, agent))
+        })
+        .collect();
+    let per_address: Vec<usize> = clients
+        .iter()
+        .map(|_| ctx.rng.range(3, 4) as usize)
+        .collect();
+    let total: usize = per_address.iter().sum();
+    let targets = spray_targets(ctx, total - total / 5, total / 5);
+    let weak = ctx.rng.range(0, total as u64 - 1) as usize;
+    let mut next = 0;
+    for (c, n) in clients.iter().zip(per_address) {
+        for target in next..next + n {
+            let passwords = if target != weak && ctx.rng.chance(0.5) {
+                2
+            } else {
+                1
+            };
+            for _ in 0..passwords {
+                let t = ctx.t0 + at(ctx.rng.between(0.0, 600.0));
+                let r = spray_attempt(ctx, t, c, &targets[target], target == weak);
+                inj.requests.push(r);
+            }
+        }
+        next += n;
+    }
+    inj
+}
+
+/// Credential stuffing from a pool of 400 botnet addresses, each used for one
+/// or two tries at random moments over 15 min (~600 tries, ~0.7 a second
+/// overall), a fresh cookie jar per try; the pairs as in `credential_stuffing`
+/// (55% unknown names, ~6% of the rest valid).
+pub fn credential_stuffing_low_slow(ctx: &mut Ctx<'_>) -> Injected {
+    let mut inj = Injected::default();
+    for addr in addresses(ctx, 400, true) {
+        for _ in 0..ctx.rng.range(1, 2) {
+            let t = ctx.t0 + at(ctx.rng.between(0.0, 900.0));
+            let agent = *ctx.rng.pick(&BROWSER_AGENTS);
+            let c = Client::new(&mut ctx.rng, addr.clone(), agent);
+            replay_pair(ctx, &mut inj, t, c);
+        }
+    }
+    inj
+}
+
+/// Card testing spread over 60 botnet addresses (browser user agents), one
+/// starting every ~7 s over 7 min: each puts a cheap item in the cart, checks
+/// out, then pays 3-5 times, 1-3 EUR, 5-20 s apart, with a new stolen card
+/// almost every time (~240 payments, ~85% declined; never more than 5 cards
+/// an address).
+pub fn card_testing_distributed(ctx: &mut Ctx<'_>) -> Injected {
+    let mut inj = Injected::default();
+    for addr in addresses(ctx, 60, true) {
+        let agent = *ctx.rng.pick(&BROWSER_AGENTS);
+        let c = Client::new(&mut ctx.rng, addr, agent);
+        let start = ctx.t0 + at(ctx.rng.between(0.0, 420.0));
+        let mut t = cheap_checkout(ctx, &mut inj, &c, start);
+        let mut cards: Vec<String> = Vec::new();
+        for _ in 0..ctx.rng.range(3, 5) {
+            t += at(ctx.rng.between(5.0, 20.0));
+            inj.requests.push(tested_card(ctx, t, &c, &mut cards));
+        }
     }
     inj
 }

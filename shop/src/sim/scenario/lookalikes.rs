@@ -1,6 +1,6 @@
 //! Benign traffic that resembles an attack. Rules must stay quiet on these.
 
-use super::{Ctx, Injected, S, at};
+use super::{Ctx, Injected, S, at, users};
 use crate::sim::model::shopper_address;
 use crate::sim::session::{Shopper, log_in_after, visit};
 
@@ -84,4 +84,21 @@ pub fn power_user(ctx: &mut Ctx<'_>) -> Injected {
         requests: visit(&mut r, model, ctx.t0, s),
         ..Injected::default()
     }
+}
+
+/// An e-mail campaign brings 600 registered customers back within 5 min,
+/// most in the first minutes (arrivals thin out as the mail gets old): each
+/// from their own home address, logging in on arrival with the usual typos
+/// (~6%, some in the name), three times as likely as usual to order.
+pub fn campaign_logins(ctx: &mut Ctx<'_>) -> Injected {
+    let mut inj = Injected::default();
+    let model = ctx.model;
+    for user in users(ctx, 600) {
+        let start = ctx.t0 + at(300.0 * ctx.rng.unit().powf(1.5));
+        let mut r = ctx.rng.fork();
+        let mut s = Shopper::customer(&mut r, user, &user.home);
+        s.habits.campaign();
+        inj.requests.extend(visit(&mut r, model, start, s));
+    }
+    inj
 }

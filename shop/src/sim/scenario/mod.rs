@@ -10,7 +10,7 @@ mod lookalikes;
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use super::model::Model;
+use super::model::{Model, User};
 use super::request::{Nanos, Request, SECOND, Value};
 use super::rng::Rng;
 
@@ -181,6 +181,27 @@ pub const SCENARIOS: &[Scenario] = &[
         build: attacks::card_testing,
     },
     Scenario {
+        name: "password_spraying_distributed",
+        class: Class::Attack,
+        about: "90 residential-looking botnet addresses, 3-4 accounts each (~315, a fifth unknown), 1-2 common passwords: ~470 attempts at random moments over 10 min; 1 success",
+        offset_s: 60,
+        build: attacks::password_spraying_distributed,
+    },
+    Scenario {
+        name: "credential_stuffing_low_slow",
+        class: Class::Attack,
+        about: "a pool of 400 botnet addresses, 1-2 tries each, ~600 leaked pairs over 15 min (~0.7/s): 55% unknown_user, the rest bad_password but ~6% success",
+        offset_s: 60,
+        build: attacks::credential_stuffing_low_slow,
+    },
+    Scenario {
+        name: "card_testing_distributed",
+        class: Class::Attack,
+        about: "60 botnet addresses starting over 7 min, each a cheap cart then 3-5 payments of 1-3 EUR with new cards (~240 payments, at most 5 cards an address), 85% declined",
+        offset_s: 180,
+        build: attacks::card_testing_distributed,
+    },
+    Scenario {
         name: "flash_sale",
         class: Class::Benign,
         about: "a 5 min surge of ~750 extra genuine sessions (~2.5/s, ~20 req/s more) from many addresses, focused on one product, many real orders",
@@ -208,6 +229,13 @@ pub const SCENARIOS: &[Scenario] = &[
         offset_s: 120,
         build: lookalikes::power_user,
     },
+    Scenario {
+        name: "campaign_logins",
+        class: Class::Benign,
+        about: "an e-mail campaign brings 600 registered customers back within 5 min (most in the first two), each from their own address, logging in on arrival (~6% typos), many ordering",
+        offset_s: 180,
+        build: lookalikes::campaign_logins,
+    },
 ];
 
 /// A scenario by name.
@@ -226,6 +254,19 @@ pub fn build(s: &Scenario, seed: u64, index: usize, model: &Model, t0: Nanos) ->
     let mut inj = (s.build)(&mut ctx);
     inj.requests.sort_by_key(|r| (r.start, r.ids));
     inj
+}
+
+/// Distinct registered users.
+fn users<'m>(ctx: &mut Ctx<'m>, n: usize) -> Vec<&'m User> {
+    let model = ctx.model;
+    let mut out: Vec<&User> = Vec::with_capacity(n);
+    while out.len() < n.min(model.users.len()) {
+        let u = ctx.rng.pick(&model.users);
+        if !out.iter().any(|x| x.id == u.id) {
+            out.push(u);
+        }
+    }
+    out
 }
 
 /// Seconds to nanoseconds.
