@@ -115,6 +115,9 @@ pub struct Incident {
     pub trace_ids: Vec<String>,
     /// whether its firing was notified (not suppressed)
     pub notified: bool,
+    /// the latest window's summary details ([`Finding::details`])
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub details: BTreeMap<String, String>,
 }
 
 /// The default of [`RuleAlerts::with_cap`] (`engine run --max-incidents`).
@@ -244,6 +247,7 @@ impl RuleAlerts {
                 value,
                 trace_ids: vec![],
                 notified: false,
+                details: BTreeMap::new(),
             });
             if inc.last_window_start == start {
                 // two rows for one entity in a window: keep the larger figure
@@ -260,6 +264,7 @@ impl RuleAlerts {
             }
             inc.last_window_start = start;
             inc.value = value;
+            inc.details = f.details.clone();
             let mut traces = inc.trace_ids.clone();
             traces.extend(f.trace_ids.iter().cloned());
             traces.sort();
@@ -323,7 +328,7 @@ fn alert(
         window_end: rfc3339(end),
         value: json_number(inc.value),
         tags: tags.clone(),
-        summary: summarize(def, summary.as_deref(), entity, inc.value, state),
+        summary: summarize(def, summary.as_deref(), entity, inc, state),
         trace_ids: inc.trace_ids.clone(),
         at_ns: end,
         rule_version: def.version.clone(),
@@ -331,22 +336,23 @@ fn alert(
     }
 }
 
-/// Fills a summary template: `{value}` and `{attribute.name}` are replaced.
+/// Fills a summary template: `{value}`, `{attribute.name}` of the entity and
+/// `{column}` of the incident's details are replaced.
 fn summarize(
     def: &Definition,
     template: Option<&str>,
     entity: &BTreeMap<String, String>,
-    value: f64,
+    inc: &Incident,
     state: State,
 ) -> String {
-    let value_text = match json_number(value) {
+    let value_text = match json_number(inc.value) {
         serde_json::Value::Null => "n/a".to_string(),
         v => v.to_string(),
     };
     let text = match template {
         Some(t) => {
             let mut s = t.replace("{value}", &value_text);
-            for (k, v) in entity {
+            for (k, v) in entity.iter().chain(&inc.details) {
                 s = s.replace(&format!("{{{k}}}"), v);
             }
             s

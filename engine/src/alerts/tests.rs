@@ -189,6 +189,49 @@ async fn a_rule_that_panics_fails_alone_and_is_disabled() {
     assert_broken_alone(&ev, "test.panics", "panicked", &fired);
 }
 
+/// A population rule: one entity for the whole service, and the addresses
+/// that contribute most named in the summary through an extra text column.
+#[tokio::test]
+async fn the_summary_names_extra_text_columns() {
+    let rule = r#"/*
+id = "test.population"
+severity = "high"
+window = "10s"
+entity = ["service.name"]
+value = "requests"
+summary = "{value} requests, most from {top_addresses}"
+*/
+WITH per_address AS (
+    SELECT window_start, window_end, service_name, client_address, count(*) AS n
+    FROM spans GROUP BY 1, 2, 3, 4
+)
+SELECT window_start, window_end, service_name, sum(n) AS requests,
+       array_to_string(array_slice(array_agg(client_address || ' (' || n || ')'
+           ORDER BY n DESC, client_address), 1, 3), ', ') AS top_addresses
+FROM per_address GROUP BY 1, 2, 3 HAVING sum(n) >= 10"#;
+    let mut rows = burst(0.0, 6, "a");
+    rows.extend(burst(0.0, 3, "b"));
+    rows.extend(burst(0.0, 2, "c"));
+    rows.extend(burst(0.0, 1, "d"));
+    rows.extend(burst(30.0, 1, "quiet"));
+    let got = run(rule, rows).await;
+    let summaries: Vec<(State, &str)> = got.iter().map(|a| (a.state, a.summary.as_str())).collect();
+    assert_eq!(
+        summaries,
+        vec![
+            (State::Firing, "12 requests, most from a (6), b (3), c (2)"),
+            (
+                State::Resolved,
+                "resolved: 12 requests, most from a (6), b (3), c (2)"
+            ),
+        ]
+    );
+    assert_eq!(
+        got[0].entity.keys().collect::<Vec<_>>(),
+        vec!["service.name"]
+    );
+}
+
 /// At the cap of open incidents a new entity is refused and counted while
 /// the open ones go on; room comes back as they resolve. At the cap of
 /// suppression memories the oldest is forgotten: that entity is notified again.

@@ -182,6 +182,9 @@ pub struct Finding {
     pub values: Vec<f64>,
     /// sample trace ids, sorted, at most five
     pub trace_ids: Vec<String>,
+    /// other output columns the alert's summary names (`{top_addresses}`),
+    /// as text: what a responder acts on, not part of the entity
+    pub details: BTreeMap<String, String>,
 }
 
 /// A definition planned against the schema.
@@ -294,6 +297,25 @@ impl CompiledRule {
                         })?,
                 );
             }
+            let template = match &self.def.kind {
+                Kind::Alert {
+                    summary: Some(t), ..
+                } => t.as_str(),
+                _ => "",
+            };
+            let details = batch
+                .schema()
+                .fields()
+                .iter()
+                .zip(batch.columns())
+                .filter(|(f, _)| template.contains(&format!("{{{}}}", f.name())))
+                .map(|(f, a)| {
+                    Ok((
+                        f.name().clone(),
+                        ArrayFormatter::try_new(a.as_ref(), &options)?,
+                    ))
+                })
+                .collect::<Result<Vec<_>, arrow::error::ArrowError>>()?;
             let traces = batch.column_by_name("trace_ids");
             for row in 0..batch.num_rows() {
                 if starts.is_null(row) {
@@ -324,6 +346,10 @@ impl CompiledRule {
                     trace_ids: traces
                         .map(|t| sample_traces(t.as_ref(), row))
                         .unwrap_or_default(),
+                    details: details
+                        .iter()
+                        .map(|(name, fmt)| (name.clone(), fmt.value(row).to_string()))
+                        .collect(),
                 });
             }
         }
