@@ -149,6 +149,9 @@ struct SessionState {
     tables: BTreeSet<Table>,
 }
 
+/// One rule's evaluation, from its task: its findings, and how long it took in seconds.
+type Evaluated = (DfResult<Vec<crate::rules::Finding>>, f64);
+
 /// Rows in, alerts and KPI values out.
 pub struct Evaluator {
     rules: RuleSet,
@@ -586,10 +589,7 @@ impl Evaluator {
         // The session's rules run at once, as tasks of their own: on a runtime
         // with several threads they share the cores. Their results are then
         // taken in rule order, so the output does not depend on which ends first.
-        let running: Vec<(
-            usize,
-            tokio::task::JoinHandle<(DfResult<Vec<crate::rules::Finding>>, f64)>,
-        )> = (0..self.rules.rules.len())
+        let running: Vec<(usize, tokio::task::JoinHandle<Evaluated>)> = (0..self.rules.rules.len())
             .filter(|&ri| self.rules.rules[ri].session == si && self.health[ri].enabled)
             .map(|ri| {
                 let rule = self.rules.rules[ri].clone();

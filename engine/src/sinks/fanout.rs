@@ -227,7 +227,7 @@ impl FanOut {
 
     /// Each sink's counters, in the order the sinks were added.
     pub fn stats(&self) -> Vec<SinkStats> {
-        self.slots.iter().map(|s| stats(s)).collect()
+        self.slots.iter().map(stats).collect()
     }
 
     /// No more outputs: waits until every sink has delivered its queue, or
