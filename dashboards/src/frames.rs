@@ -97,7 +97,7 @@ impl Range {
 /// A column's kind: `time` (milliseconds), `string` or `number`.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Column {
-    pub name: &'static str,
+    pub name: String,
     pub kind: &'static str,
 }
 
@@ -110,7 +110,10 @@ pub struct Frame {
 
 fn columns(spec: &[(&'static str, &'static str)]) -> Vec<Column> {
     spec.iter()
-        .map(|&(name, kind)| Column { name, kind })
+        .map(|&(name, kind)| Column {
+            name: name.to_string(),
+            kind,
+        })
         .collect()
 }
 

@@ -1266,3 +1266,152 @@ async fn prove(schema: &str) -> Result<()> {
     eprintln!("rows per panel over the whole capture, variables at All: {whole:#?}");
     Ok(())
 }
+
+// ---------------------------------------------------------------------------
+// The viewer on the BI store, and `engine run --postgres`
+
+/// A JSON cell for comparing frames: numbers within [`TOLERANCE`].
+fn same_cell(a: &Value, b: &Value) -> bool {
+    match (a.as_f64(), b.as_f64()) {
+        (Some(x), Some(y)) => (x - y).abs() <= TOLERANCE * x.abs().max(y.abs()).max(1.0),
+        _ => a == b,
+    }
+}
+
+/// A frame's rows in an order that does not depend on the database's collation.
+fn sorted_rows(frame: &Value) -> Vec<Vec<Value>> {
+    let mut rows: Vec<Vec<Value>> = frame["rows"]
+        .as_array()
+        .map(|r| {
+            r.iter()
+                .map(|row| row.as_array().cloned().unwrap_or_default())
+                .collect()
+        })
+        .unwrap_or_default();
+    rows.sort_by_key(|r| serde_json::to_string(r).unwrap_or_default());
+    rows
+}
+
+/// `engine demo --postgres` draws the SQL panels from the BI store (the
+/// panels' own SQL, expanded as Grafana would): every panel of the Business
+/// and Security dashboards shows the same rows as the viewer of a demo
+/// without PostgreSQL, which draws them from memory.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_viewer_draws_the_panels_from_the_bi_store_when_given_one() -> Result<()> {
+    in_schema("e2e_viewer", |schema| async move {
+        let url = url_of(&schema);
+        let (_stored, stored_err, _o1) =
+            e2e::engine::spawn(&["demo", "--postgres", &url, "--listen", "127.0.0.1:0"]);
+        let (_memory, memory_err, _o2) = e2e::engine::spawn(&["demo", "--listen", "127.0.0.1:0"]);
+        let stored = e2e::engine::address_after(&stored_err, "The viewer is on http://");
+        let memory = e2e::engine::address_after(&memory_err, "The viewer is on http://");
+        let get = |url: String| async move {
+            let r = reqwest::get(&url).await.with_context(|| url.clone())?;
+            anyhow::Ok(r.json::<Value>().await?)
+        };
+        let span = get(format!("http://{memory}/api/dashboards")).await?["span"].clone();
+        let range = format!("from={}&to={}", span["from"], span["to"]);
+        let mut compared = 0;
+        for uid in ["otelguard-business", "otelguard-security"] {
+            let d = get(format!("http://{memory}/api/dashboards/{uid}")).await?;
+            for p in d["panels"].as_array().into_iter().flatten() {
+                if p["targets"].as_array().is_none() {
+                    continue;
+                }
+                let (id, title) = (&p["id"], p["title"].as_str().unwrap_or_default());
+                let path = format!("/api/dashboards/{uid}/panels/{id}?{range}");
+                let from_store = get(format!("http://{stored}{path}")).await?;
+                let from_memory = get(format!("http://{memory}{path}")).await?;
+                ensure!(
+                    from_store["source"] == "postgres",
+                    "{uid} {title}: not drawn from the store: {from_store}"
+                );
+                let (a, b) = (
+                    sorted_rows(&from_store["frames"][0]),
+                    sorted_rows(&from_memory["frames"][0]),
+                );
+                let same = a.len() == b.len()
+                    && a.iter().zip(&b).all(|(x, y)| {
+                        x.len() == y.len() && x.iter().zip(y).all(|(u, v)| same_cell(u, v))
+                    });
+                ensure!(
+                    same,
+                    "{uid} {title}: the store gives {a:?}\nmemory gives {b:?}"
+                );
+                compared += a.len();
+            }
+        }
+        ensure!(compared > 100, "only {compared} rows compared");
+        eprintln!("{compared} panel rows equal from the store and from memory");
+        // the currency variable asks the store
+        let values = get(format!(
+            "http://{stored}/api/dashboards/otelguard-business/variables/currency"
+        ))
+        .await?;
+        ensure!(
+            values["values"] == serde_json::json!(["EUR", "GBP", "USD"]),
+            "{values}"
+        );
+        Ok(())
+    })
+    .await
+}
+
+/// `engine run --postgres`: the live engine writes its alerts to the BI store
+/// as a durable sink, counted in `/metrics`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_live_engine_writes_the_bi_store() -> Result<()> {
+    in_schema("e2e_run", |schema| async move {
+        let url = url_of(&schema);
+        let engine = e2e::engine::run_receiving(&["--postgres", &url]);
+        let (api, otlp, out) = (&engine.api, &engine.otlp, &engine.out);
+        let t0 = (Utc::now().timestamp() - 600) / 60 * 60 * 1_000_000_000;
+        for (from, to, who) in [
+            (0, 2000, "203.0.113.61"),
+            (2000, 4000, "203.0.113.61"),
+            (12_000, 12_001, "192.0.2.1"),
+        ] {
+            e2e::engine::post_traces(otlp, &e2e::engine::spans(t0, from, to, who)).await;
+        }
+        let client = reqwest::Client::new();
+        out.recv_timeout(Duration::from_secs(120))
+            .context("an alert on stdout")?;
+        let mut conn = PgConnection::connect(&url).await?;
+        let mut stored = 0;
+        for _ in 0..100 {
+            stored = sqlx::query_scalar::<_, i64>(
+                "SELECT count(*) FROM alerts WHERE entity ->> 'client.address' = '203.0.113.61'",
+            )
+            .fetch_one(&mut conn)
+            .await
+            .unwrap_or(0);
+            if stored > 0 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        ensure!(stored > 0, "the flood's alert is not in the store");
+        // the sinks' counters reach /metrics with the loop's next report
+        let (mut delivered, mut metrics) = (0, String::new());
+        for _ in 0..100 {
+            metrics = client
+                .get(format!("http://{api}/metrics"))
+                .send()
+                .await?
+                .text()
+                .await?;
+            delivered = metrics
+                .lines()
+                .find_map(|l| l.strip_prefix("otelguard_sink_delivered_total{sink=\"postgres\"} "))
+                .and_then(|n| n.parse::<u64>().ok())
+                .unwrap_or(0);
+            if delivered > 0 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        ensure!(delivered > 0, "no delivery to postgres counted:\n{metrics}");
+        Ok(())
+    })
+    .await
+}

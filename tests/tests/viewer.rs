@@ -237,34 +237,16 @@ async fn the_demo_viewer_draws_every_panel_with_the_apis_values() {
 
 #[tokio::test]
 async fn text_from_telemetry_is_escaped_in_every_view() {
-    let rules = concat!(env!("CARGO_MANIFEST_DIR"), "/../rules");
-    let (_engine, api, err_lines, out_lines) = start(&[
-        "run",
-        "--rules",
-        rules,
-        "--otlp-grpc",
-        "off",
-        "--otlp-http",
-        "127.0.0.1:0",
-        "--listen",
-        "127.0.0.1:0",
-    ]);
-    let otlp = address_after(&err_lines, "HTTP ");
+    let engine = e2e::engine::run_receiving(&[]);
+    let (api, otlp, out_lines) = (&engine.api, &engine.otlp, &engine.out);
     // a flood from an "address" that is markup, then a later span to close its windows
     let t0 = (chrono::Utc::now().timestamp() - 600) / 60 * 60 * 1_000_000_000;
-    let client = reqwest::Client::new();
     for (from, to, who) in [
         (0, 2000, HOSTILE),
         (2000, 4000, HOSTILE),
         (12_000, 12_001, "192.0.2.1"),
     ] {
-        let r = client
-            .post(format!("http://{otlp}/v1/traces"))
-            .json(&spans(t0, from, to, who))
-            .send()
-            .await
-            .expect("post spans");
-        assert!(r.status().is_success());
+        e2e::engine::post_traces(otlp, &spans(t0, from, to, who)).await;
     }
     let line = out_lines
         .recv_timeout(std::time::Duration::from_secs(120))

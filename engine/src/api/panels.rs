@@ -27,6 +27,9 @@ use super::{Board, Shared, board};
 use crate::alerts::{Alert, State as AlertState};
 use crate::kpi::KpiValue;
 
+#[cfg(feature = "postgres")]
+mod store;
+
 /// The dashboards of the loaded pack, and the rules' runbooks.
 #[derive(Debug, Default)]
 pub struct Dashboards {
@@ -34,6 +37,9 @@ pub struct Dashboards {
     runbooks: BTreeMap<String, String>,
     /// why there are none, when the pack's headers did not read
     error: Option<String>,
+    /// the BI store the SQL panels read, when the engine writes one
+    #[cfg(feature = "postgres")]
+    store: Option<sqlx::PgPool>,
 }
 
 impl Dashboards {
@@ -49,7 +55,7 @@ impl Dashboards {
                     .filter_map(|r| Some((r.id.clone(), r.runbook.clone()?)))
                     .collect(),
                 boards: dashboards::boards::boards(&pack),
-                error: None,
+                ..Dashboards::default()
             },
             Err(e) => {
                 tracing::warn!(dir = %rules_dir.display(), error = %e, "no dashboards in the viewer");
@@ -62,6 +68,14 @@ impl Dashboards {
                 }
             }
         }
+    }
+
+    /// The SQL panels read the BI store at `url` (the engine's `--postgres`)
+    /// instead of the outputs in memory.
+    #[cfg(feature = "postgres")]
+    pub fn reading(mut self, url: &str) -> anyhow::Result<Dashboards> {
+        self.store = Some(store::connect(url)?);
+        Ok(self)
     }
 
     fn find(&self, uid: &str) -> Option<&Dashboard> {
@@ -199,6 +213,17 @@ pub(super) async fn panel(
         Ok(c) => c,
         Err(e) => return (StatusCode::BAD_REQUEST, Json(json!({ "error": e }))).into_response(),
     };
+    #[cfg(feature = "postgres")]
+    {
+        let stored = {
+            let b = board(&s);
+            let d = b.dashboards.find(&uid).cloned();
+            b.dashboards.store.clone().zip(d)
+        };
+        if let Some((pool, d)) = stored {
+            return from_store(&pool, &d, id, range, &vars).await;
+        }
+    }
     let b = board(&s);
     let Some(d) = b.dashboards.find(&uid) else {
         return not_found(format!("no dashboard {uid}"));
@@ -220,19 +245,89 @@ pub(super) async fn panel(
             PanelQuery::Sql { check, .. } => {
                 json!(dashboards::frames::frame(check, &records, range, &vars))
             }
-            PanelQuery::Prom { expr, .. } => json!({
-                "unavailable": "this panel reads Prometheus: open the dashboard in Grafana (docs/dashboards.md)",
-                "expr": expr,
-            }),
+            PanelQuery::Prom { expr, .. } => unavailable(expr),
         })
         .collect();
     Json(json!({ "frames": frames })).into_response()
+}
+
+/// A panel's frames from the BI store.
+#[cfg(feature = "postgres")]
+async fn from_store(
+    pool: &sqlx::PgPool,
+    d: &Dashboard,
+    id: usize,
+    range: Range,
+    vars: &BTreeMap<String, Vec<String>>,
+) -> Response {
+    let Some(p) = id.checked_sub(1).and_then(|i| d.panels.get(i)) else {
+        return not_found(format!("no panel {id} on dashboard {}", d.uid));
+    };
+    let mut frames = Vec::new();
+    for query in &p.queries {
+        frames.push(match query {
+            PanelQuery::Sql { sql, .. } => {
+                match store::frame(pool, d, sql, range.from, range.to, vars).await {
+                    Ok(f) => json!(f),
+                    Err(e) => {
+                        return (StatusCode::BAD_GATEWAY, Json(json!({ "error": e })))
+                            .into_response();
+                    }
+                }
+            }
+            PanelQuery::Prom { expr, .. } => unavailable(expr),
+        });
+    }
+    Json(json!({ "frames": frames, "source": "postgres" })).into_response()
+}
+
+fn unavailable(expr: &str) -> Value {
+    json!({
+        "unavailable": "this panel reads Prometheus: open the dashboard in Grafana (docs/dashboards.md)",
+        "expr": expr,
+    })
 }
 
 pub(super) async fn variable(
     State(s): State<Shared>,
     UrlPath((uid, name)): UrlPath<(String, String)>,
 ) -> Response {
+    #[cfg(feature = "postgres")]
+    {
+        // a query variable on the BI store asks it
+        let stored = {
+            let b = board(&s);
+            let d = b.dashboards.find(&uid);
+            let query = d
+                .and_then(|d| d.variables.iter().find(|v| v.name() == name))
+                .and_then(|v| match v {
+                    Variable::Query {
+                        query,
+                        datasource: dashboards::grafana::Datasource::Postgres,
+                        ..
+                    } => Some(query.clone()),
+                    _ => None,
+                });
+            b.dashboards.store.clone().zip(d.cloned()).zip(query)
+        };
+        if let Some(((pool, d), query)) = stored {
+            let all = Range {
+                from: i64::MIN / 4,
+                to: i64::MAX / 4,
+            };
+            return match store::frame(&pool, &d, &query, all.from, all.to, &BTreeMap::new()).await {
+                Ok(f) => {
+                    let values: Vec<String> = f
+                        .rows
+                        .iter()
+                        .filter_map(|r| r.first()?.as_str().map(String::from))
+                        .collect();
+                    Json(json!({ "values": values })).into_response()
+                }
+                Err(e) => (StatusCode::BAD_GATEWAY, Json(json!({ "error": e }))).into_response(),
+            };
+        }
+    }
     let b = board(&s);
     let Some(d) = b.dashboards.find(&uid) else {
         return not_found(format!("no dashboard {uid}"));

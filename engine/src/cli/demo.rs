@@ -29,6 +29,12 @@ pub struct DemoArgs {
     /// print the alerts and exit instead of serving the viewer
     #[arg(long)]
     pub no_serve: bool,
+    /// also write the KPI values and alerts to this PostgreSQL (the BI store
+    /// the Grafana dashboards read), and draw the viewer's dashboards from it
+    /// (postgres://USER:PASSWORD@HOST:PORT/DATABASE; needs the `postgres`
+    /// cargo feature)
+    #[arg(long, value_name = "URL")]
+    pub postgres: Option<String>,
 }
 
 pub async fn demo(args: DemoArgs) -> anyhow::Result<()> {
@@ -36,6 +42,7 @@ pub async fn demo(args: DemoArgs) -> anyhow::Result<()> {
         .capture
         .unwrap_or_else(|| bundled("rules/captures/demo.jsonl.zst"));
     let set = load_rules(&args.rules.dir(), Which::All).await?;
+    let bi = super::postgres::start(args.postgres.as_deref(), &set)?;
     // bind first: a taken port is an error now, not after the replay
     let listener = match args.no_serve {
         true => None,
@@ -44,7 +51,7 @@ pub async fn demo(args: DemoArgs) -> anyhow::Result<()> {
     let shared = Arc::new(Mutex::new(Board {
         source: format!("replay of {}", capture.display()),
         rule_errors: set.errors.iter().map(|e| e.to_string()).collect(),
-        dashboards: Arc::new(Dashboards::load(&args.rules.dir())),
+        dashboards: Arc::new(dashboards(&args.rules.dir(), args.postgres.as_deref())?),
         ..Board::default()
     }));
     let mut ev = Evaluator::new(set, 5_000_000_000);
@@ -54,6 +61,9 @@ pub async fn demo(args: DemoArgs) -> anyhow::Result<()> {
     let mut firing: Vec<Alert> = Vec::new();
     let summary = replay::replay(std::slice::from_ref(&capture), &mut ev, Speed::Max, |o| {
         board.lock().unwrap_or_else(|e| e.into_inner()).record(o);
+        if let Some(bi) = &bi {
+            bi.send(o);
+        }
         let alerts: Vec<Output> = o
             .iter()
             .filter(|x| matches!(x, Output::Alert(_)))
@@ -79,6 +89,9 @@ pub async fn demo(args: DemoArgs) -> anyhow::Result<()> {
             .collect();
     }
     eprintln!("{}", summary.line());
+    if let Some(bi) = bi {
+        eprintln!("{}", bi.finish().await?);
+    }
     if let Some(truth) = truth_beside(&capture) {
         eprintln!("\n{}", against_truth(&truth, &firing));
     }
@@ -96,6 +109,17 @@ pub async fn demo(args: DemoArgs) -> anyhow::Result<()> {
         api::serve_on(listener, shared, access).await?;
     }
     Ok(())
+}
+
+/// The viewer's dashboards: from the outputs in memory, or from the BI store
+/// when one is given.
+pub(super) fn dashboards(rules: &Path, postgres: Option<&str>) -> anyhow::Result<Dashboards> {
+    let d = Dashboards::load(rules);
+    match postgres {
+        #[cfg(feature = "postgres")]
+        Some(url) => d.reading(url),
+        _ => Ok(d),
+    }
 }
 
 /// `NAME.truth.json` beside `NAME.jsonl.zst`, if there is one and it reads.

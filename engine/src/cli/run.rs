@@ -17,7 +17,6 @@ use ingest::{RejectCounts, Table};
 use tokio::sync::mpsc;
 
 use super::{LatenessArg, RulesArg, load_rules};
-use crate::api::panels::Dashboards;
 use crate::api::{self, Board};
 use crate::evaluator::{Evaluator, Output};
 use crate::rules::Which;
@@ -54,6 +53,12 @@ pub struct RunArgs {
     /// the webhook's body: json ({"alerts": [...]}) or slack ({"text": ...})
     #[arg(long, value_enum, default_value = "json")]
     pub webhook_format: WebhookFormat,
+    /// also write KPI values and alerts to this PostgreSQL (the BI store the
+    /// Grafana dashboards read), and draw the viewer's dashboards from it
+    /// (postgres://USER:PASSWORD@HOST:PORT/DATABASE; needs the `postgres`
+    /// cargo feature). Kafka commits wait until the store has the outputs.
+    #[arg(long, value_name = "URL")]
+    pub postgres: Option<String>,
     /// each sink's queue, in outputs: what does not fit while a sink is slow
     /// or down is dropped and counted (otelguard_sink_dropped_total)
     #[arg(long, default_value_t = crate::sinks::fanout::DEFAULT_CAPACITY)]
@@ -268,7 +273,11 @@ struct Delivery {
 impl Delivery {
     /// The sinks the arguments name: stdout always; Alertmanager, the webhook
     /// and PostgreSQL when given. A URL a sink cannot use is an error here.
-    fn start(args: &RunArgs, board: Arc<Mutex<Board>>) -> anyhow::Result<Delivery> {
+    fn start(
+        args: &RunArgs,
+        set: &crate::rules::RuleSet,
+        board: Arc<Mutex<Board>>,
+    ) -> anyhow::Result<Delivery> {
         let mut sinks = FanOut::new();
         let queue = args.sink_queue;
         sinks.add(Box::new(StdoutSink::new(Format::Json)), queue);
@@ -280,6 +289,17 @@ impl Delivery {
         }
         if let Some(url) = &args.webhook {
             sinks.add(Box::new(Webhook::new(url, args.webhook_format)?), queue);
+        }
+        match &args.postgres {
+            #[cfg(feature = "postgres")]
+            Some(url) => {
+                let defs = set.rules.iter().map(|r| &r.def);
+                let sink = crate::sinks::postgres::BiStoreSink::start(url, defs)?;
+                sinks.add(Box::new(sink), queue);
+            }
+            #[cfg(not(feature = "postgres"))]
+            Some(_) => super::postgres::start(args.postgres.as_deref(), set).map(|_| ())?,
+            None => {}
         }
         Ok(Delivery { board, sinks })
     }
@@ -424,10 +444,13 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     // the sinks first: a URL they cannot use is an error before any input is read
     let board = Arc::new(Mutex::new(Board {
         rule_errors: set.errors.iter().map(|e| e.to_string()).collect(),
-        dashboards: Arc::new(Dashboards::load(&args.rules.dir())),
+        dashboards: Arc::new(super::demo::dashboards(
+            &args.rules.dir(),
+            args.postgres.as_deref(),
+        )?),
         ..Board::default()
     }));
-    let mut delivery = Delivery::start(&args, board.clone())?;
+    let mut delivery = Delivery::start(&args, &set, board.clone())?;
     // bind the API first: a taken port is an error at once, before any input is read
     let (listener, access) = args.api.bind(false).await?;
     let idle = crate::rules::definition::parse_duration(&args.idle)

@@ -687,6 +687,85 @@ async fn write_alert(
     Ok(())
 }
 
+/// The BI store as one sink of the live loop's fan-out (`engine run
+/// --postgres`): a batch is delivered once PostgreSQL has committed it, so
+/// Kafka offsets wait for the store like for any durable sink. While
+/// PostgreSQL is away the delivery waits (the writer retries with backoff)
+/// and the fan-out's queue holds what comes meanwhile; a store that refuses
+/// the sink for good fails the batch for good, with the reason.
+pub struct BiStoreSink {
+    handle: Handle,
+    task: tokio::task::JoinHandle<()>,
+    place: String,
+}
+
+impl BiStoreSink {
+    /// Starts the writer for `url`, with the rule pack's descriptions.
+    pub fn start<'a>(
+        url: &str,
+        definitions: impl IntoIterator<Item = &'a Definition>,
+    ) -> Result<BiStoreSink, UrlError> {
+        // one batch at a time is queued: the fan-out's queue is the one that holds
+        let (handle, task) = PostgresSink::start(url, 100_000)?;
+        handle.describe(definitions);
+        Ok(BiStoreSink {
+            handle,
+            task,
+            place: redact(url),
+        })
+    }
+}
+
+impl Drop for BiStoreSink {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+#[async_trait::async_trait]
+impl super::Sink for BiStoreSink {
+    fn name(&self) -> &str {
+        "postgres"
+    }
+
+    fn address(&self) -> String {
+        self.place.clone()
+    }
+
+    fn durable(&self) -> bool {
+        true
+    }
+
+    fn takes(&self) -> super::Takes {
+        super::Takes::Everything
+    }
+
+    async fn deliver(&mut self, outputs: &[Output]) -> Result<(), super::SinkError> {
+        let before = self.handle.stats().dropped;
+        self.handle.send(outputs);
+        self.handle.flush().await;
+        let stats = self.handle.stats();
+        let failed = |message: String| super::SinkError {
+            sink: "postgres".into(),
+            address: self.place.clone(),
+            message,
+            permanent: true,
+        };
+        if let Some(why) = stats.refused {
+            return Err(failed(format!(
+                "PostgreSQL refuses the BI store's writes: {why}"
+            )));
+        }
+        if stats.dropped > before {
+            return Err(failed(format!(
+                "PostgreSQL refused {} of these outputs for their data",
+                stats.dropped - before
+            )));
+        }
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
