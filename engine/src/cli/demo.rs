@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use anyhow::Context;
 
 use super::replay::{self, Speed};
-use super::rules::{Truth, parse_time};
+use super::rules::{Truth, parse_time, scenarios_of};
 use super::{RulesArg, bundled, load_rules};
 use crate::alerts::{Alert, State};
 use crate::api::panels::Dashboards;
@@ -141,13 +141,15 @@ pub fn against_truth(truth: &Truth, firing: &[Alert]) -> String {
     )];
     for s in &truth.scenarios {
         let mut caught: Vec<(&str, f64)> = Vec::new();
-        for a in firing.iter().filter(|a| s.names(a)) {
+        let belongs = |a: &&Alert| {
+            scenarios_of(&truth.scenarios, a)
+                .iter()
+                .any(|x| std::ptr::eq(*x, s))
+        };
+        for a in firing.iter().filter(belongs) {
             let Some(end) = parse_time(&a.window_end) else {
                 continue;
             };
-            if end < s.start || parse_time(&a.window_start).is_some_and(|t| t > s.end) {
-                continue;
-            }
             let delay = (end - s.start).num_milliseconds() as f64 / 1000.0;
             match caught.iter_mut().find(|(rule, _)| *rule == a.rule_id) {
                 Some((_, first)) => *first = first.min(delay),
@@ -168,4 +170,68 @@ pub fn against_truth(truth: &Truth, firing: &[Alert]) -> String {
         });
     }
     lines.join("\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn alert(rule: &str, entity: (&str, &str), summary: &str, start: &str, end: &str) -> Alert {
+        Alert {
+            rule_id: rule.into(),
+            severity: "high".into(),
+            state: State::Firing,
+            entity: [(entity.0.to_string(), entity.1.to_string())].into(),
+            window_start: start.into(),
+            window_end: end.into(),
+            value: 1.into(),
+            tags: vec![],
+            summary: summary.into(),
+            trace_ids: vec![],
+            at_ns: 0,
+            rule_version: String::new(),
+            incident_start_ns: None,
+        }
+    }
+
+    #[test]
+    fn an_alert_tied_by_time_only_goes_to_the_scenarios_it_names() {
+        let truth: Truth = serde_json::from_value(serde_json::json!({"scenarios": [
+            {"name": "flash_sale", "class": "benign",
+             "start": "2026-01-15T10:08:00Z", "end": "2026-01-15T10:15:00Z",
+             "indicators": {"client.address": ["198.51.100.10", "198.51.100.11"]}},
+            {"name": "card_testing", "class": "attack",
+             "start": "2026-01-15T10:09:00Z", "end": "2026-01-15T10:13:00Z",
+             "indicators": {"client.address": ["203.0.113.184"]}},
+        ]}))
+        .unwrap();
+        // a population alert on the payments service naming the card tester
+        let population = alert(
+            "fraud.card_testing.population",
+            ("service.name", "shop-payments"),
+            "tiny payments declined on 12 cards; top addresses: 203.0.113.184 (11)",
+            "2026-01-15T10:06:00Z",
+            "2026-01-15T10:11:00Z",
+        );
+        let text = against_truth(&truth, &[population]);
+        assert!(text.contains("flash_sale               silent"), "{text}");
+        assert!(
+            text.contains("card_testing             caught: fraud.card_testing.population"),
+            "{text}"
+        );
+        // an alert naming nobody is tied by time to both
+        let route = alert(
+            "dos.route_error_surge",
+            ("http.route", "/api/payments"),
+            "errors on /api/payments",
+            "2026-01-15T10:09:00Z",
+            "2026-01-15T10:10:00Z",
+        );
+        let text = against_truth(&truth, &[route]);
+        assert!(
+            text.contains("flash_sale               FALSE ALARM"),
+            "{text}"
+        );
+        assert!(text.contains("card_testing             caught"), "{text}");
+    }
 }

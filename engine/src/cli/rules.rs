@@ -89,8 +89,49 @@ impl Scenario {
             }
         }
         // an entity the truth has no indicators for (a route, say) matches by time
-        any || !alert.entity.keys().any(|k| self.indicators.contains_key(k))
+        any || self.by_time_only(alert)
     }
+
+    /// Whether the alert's entity has no attribute this truth lists
+    /// indicators for, so that only its time can tie it to the scenario.
+    pub(crate) fn by_time_only(&self, alert: &Alert) -> bool {
+        !alert.entity.keys().any(|k| self.indicators.contains_key(k))
+    }
+
+    /// Whether the alert's summary names one of the scenario's indicators
+    /// (a population rule lists the addresses that contributed most).
+    pub(crate) fn named_in_summary(&self, alert: &Alert) -> bool {
+        self.indicators
+            .values()
+            .flatten()
+            .any(|v| v.len() >= 7 && alert.summary.contains(v.as_str()))
+    }
+}
+
+/// The scenarios an alert belongs to, among those whose time it overlaps: by
+/// its entity; and where some are tied to it by more than time (the entity's
+/// own indicators, such as a route the scenario lists, or addresses its
+/// summary names), only those: a population alert listing the card testers'
+/// addresses is not laid at the door of a flash sale running at the same time.
+pub(crate) fn scenarios_of<'t>(scenarios: &'t [Scenario], alert: &Alert) -> Vec<&'t Scenario> {
+    let (Some(start), Some(end)) = (
+        parse_time(&alert.window_start),
+        parse_time(&alert.window_end),
+    ) else {
+        return vec![];
+    };
+    let matching: Vec<&Scenario> = scenarios
+        .iter()
+        .filter(|s| end >= s.start && start <= s.end && s.names(alert))
+        .collect();
+    // tied by more than time: by the entity's own indicators (a route the
+    // scenario lists), or by the addresses the summary names
+    let tied: Vec<&Scenario> = matching
+        .iter()
+        .copied()
+        .filter(|s| !s.by_time_only(alert) || s.named_in_summary(alert))
+        .collect();
+    if tied.is_empty() { matching } else { tied }
 }
 
 /// What one case found.
