@@ -478,6 +478,11 @@ fn engine() -> Board {
             .size(8, 8)
             .describe("Rules disabled after repeated failed evaluations.")
             .prom(format!("sum(1 - otelguard_rule_enabled{on})"), "disabled", true),
+        Panel::new(Viz::TimeSeries, "Evaluation time p95, by rule")
+            .size(8, 8)
+            .unit("s")
+            .describe("How long a rule takes to evaluate its windows (otelguard_rule_eval_seconds), the 95th percentile.")
+            .prom(format!("histogram_quantile(0.95, sum by (le, rule) (rate(otelguard_rule_eval_seconds_bucket{on}[$__rate_interval])))"), "{{rule}}", true),
         Panel::new(Viz::TimeSeries, "Failing evaluations in a row, by rule")
             .prom(format!("max by (rule) (otelguard_rule_failures{on})"), "{{rule}}", true),
         Panel::new(Viz::TimeSeries, "Alerts fired, by rule")
