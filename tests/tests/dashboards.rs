@@ -1415,3 +1415,59 @@ async fn the_live_engine_writes_the_bi_store() -> Result<()> {
     })
     .await
 }
+
+/// A PostgreSQL that is down when the engine starts, and comes back: the
+/// sink says why once, retries, and writes everything once the store is
+/// back (nothing queued meanwhile is lost). The store is reached through a
+/// port of the test's own that refuses connections until the test starts
+/// forwarding it to the stack's PostgreSQL, so the other tests' store stays up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_that_is_down_gets_everything_once_it_is_back() -> Result<()> {
+    in_schema("e2e_bi_down", |schema| async move {
+        let port = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0")?;
+            l.local_addr()?.port()
+        };
+        let url = url_of(&schema).replace("127.0.0.1:55432", &format!("127.0.0.1:{port}"));
+        let capture = capture_of("down", &[flood("203.0.113.253")])?;
+        let replaying = {
+            let (capture, url) = (capture.clone(), url.clone());
+            tokio::task::spawn_blocking(move || replay(&capture, &url, false))
+        };
+        // the store is away for a few seconds, then the port forwards to it
+        tokio::time::sleep(Duration::from_secs(4)).await;
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await?;
+        let forwarding = tokio::spawn(async move {
+            while let Ok((mut client, _)) = listener.accept().await {
+                tokio::spawn(async move {
+                    if let Ok(mut server) = tokio::net::TcpStream::connect("127.0.0.1:55432").await
+                    {
+                        let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+                    }
+                });
+            }
+        });
+        let r = replaying.await??;
+        forwarding.abort();
+        let _ = std::fs::remove_file(&capture);
+        ensure!(
+            r.sink.retried > 0,
+            "the store was down at first, yet no batch was retried: {:?}",
+            r.sink
+        );
+        ensure!(
+            r.sink.dropped == 0 && r.sink.written == r.sink.queued,
+            "not everything was written once the store was back: {:?}",
+            r.sink
+        );
+        let mut conn = PgConnection::connect(&url_of(&schema)).await?;
+        let alerts = count(&mut conn, "alerts").await?;
+        let printed = r.lines.len() as u64;
+        ensure!(
+            alerts == printed && alerts > 0,
+            "{alerts} alert rows in the store, {printed} alerts printed"
+        );
+        Ok(())
+    })
+    .await
+}
