@@ -261,8 +261,9 @@ pub fn frame(
         }
         Check::Revenue { bucket } => {
             let size = if *bucket == "day" { DAY } else { HOUR };
-            let mut sums: BTreeMap<(i64, Option<String>), (Option<f64>, Option<f64>)> =
-                BTreeMap::new();
+            // (bucket start, currency) -> (revenue, orders)
+            type Sums = BTreeMap<(i64, Option<String>), (Option<f64>, Option<f64>)>;
+            let mut sums = Sums::new();
             for k in records
                 .kpis
                 .iter()
@@ -436,8 +437,9 @@ pub fn frame(
 /// The alerts as the store keeps them: one row per (rule, entity, incident
 /// start, state), the latest write winning, as the sink's upsert does.
 fn latest(alerts: &[AlertRecord]) -> Vec<&AlertRecord> {
-    let mut by_key: BTreeMap<(&str, &BTreeMap<String, String>, i64, &str), &AlertRecord> =
-        BTreeMap::new();
+    // (rule, entity, incident start, state): the store's key
+    type Key<'a> = (&'a str, &'a BTreeMap<String, String>, i64, &'a str);
+    let mut by_key: BTreeMap<Key, &AlertRecord> = BTreeMap::new();
     for a in alerts {
         by_key.insert(
             (

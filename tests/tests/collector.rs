@@ -108,8 +108,8 @@ fn limits() -> Result<Limits> {
     // A later line wins, as in Kafka.
     let broker = properties
         .lines()
-        .filter_map(|l| l.trim().strip_prefix("message.max.bytes="))
-        .last()
+        .rev()
+        .find_map(|l| l.trim().strip_prefix("message.max.bytes="))
         .ok_or_else(|| anyhow!("kafka/server.properties sets no message.max.bytes"))?
         .trim()
         .parse()

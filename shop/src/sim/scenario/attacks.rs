@@ -521,7 +521,7 @@ pub fn password_spraying_distributed(ctx: &mut Ctx<'_>) -> Injected {
     let weak = ctx.rng.range(0, total as u64 - 1) as usize;
     let mut next = 0;
     for (c, n) in clients.iter().zip(per_address) {
-        for target in next..next + n {
+        for (target, victim) in targets.iter().enumerate().skip(next).take(n) {
             let passwords = if target != weak && ctx.rng.chance(0.5) {
                 2
             } else {
@@ -529,7 +529,7 @@ pub fn password_spraying_distributed(ctx: &mut Ctx<'_>) -> Injected {
             };
             for _ in 0..passwords {
                 let t = ctx.t0 + at(ctx.rng.between(0.0, 600.0));
-                let r = spray_attempt(ctx, t, c, &targets[target], target == weak);
+                let r = spray_attempt(ctx, t, c, victim, target == weak);
                 inj.requests.push(r);
             }
         }
