@@ -18,7 +18,7 @@ use serde::Serialize;
 
 use crate::alerts::{Alert, RuleAlerts};
 use crate::kpi::{self, KpiValue};
-use crate::rules::{RuleSet, WindowSpec};
+use crate::rules::{CompiledRule, RuleError, RuleSet, WindowSession, WindowSpec};
 use crate::samples::Samples;
 use crate::window::{self, Buffer, Watermark};
 
@@ -61,6 +61,22 @@ pub struct RuleHealth {
     pub fired: u64,
     /// how long its evaluations took (one per evaluated session of windows)
     pub eval_seconds: Durations,
+}
+
+impl RuleHealth {
+    /// A rule that has not run yet.
+    fn of(rule: &CompiledRule) -> RuleHealth {
+        RuleHealth {
+            id: rule.def.id.clone(),
+            kind: if rule.def.is_kpi() { "kpi" } else { "alert" },
+            enabled: rule.def.enabled,
+            failures: 0,
+            last_error: None,
+            evaluations: 0,
+            fired: 0,
+            eval_seconds: Durations::default(),
+        }
+    }
 }
 
 /// A histogram of durations in seconds, with Prometheus' cumulative buckets.
@@ -167,6 +183,40 @@ pub struct Evaluator {
     future: Option<FutureGuard>,
     /// the spans and logs of the traces firing alerts name, for the viewer
     samples: Arc<Mutex<Samples>>,
+    /// open incidents per rule at most ([`Evaluator::with_incident_cap`])
+    incident_cap: usize,
+}
+
+/// What a reload ([`Evaluator::reload`]) changed, by rule id.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Reloaded {
+    /// the pack's version now ([`RuleSet::version`])
+    pub version: String,
+    /// rules whose file is unchanged: their windows and open incidents go on
+    pub kept: Vec<String>,
+    /// rules new to the pack: they start with no incident
+    pub added: Vec<String>,
+    /// rules whose file changed: they start anew, as new ones do
+    pub changed: Vec<String>,
+    /// rules gone from the pack
+    pub removed: Vec<String>,
+    /// the resolutions of the open incidents of changed and removed rules
+    #[serde(skip)]
+    pub outputs: Vec<Output>,
+}
+
+/// Where a rule of a reloaded pack comes from.
+enum Origin {
+    /// the running rule of that index, unchanged
+    Kept(usize),
+    /// planned anew; replacing the running rule of that index, if any
+    New(Option<usize>),
+}
+
+/// The first multiple of `step` at or after `t`.
+fn align_up(t: i64, step: i64) -> i64 {
+    let down = t.div_euclid(step) * step;
+    if down < t { down + step } else { down }
 }
 
 /// The tables a plan reads (a view counts as the table under it).
@@ -203,20 +253,7 @@ impl Evaluator {
         for r in &rules.rules {
             sessions[r.session].tables.extend(tables_of(&r.plan));
         }
-        let health = rules
-            .rules
-            .iter()
-            .map(|r| RuleHealth {
-                id: r.def.id.clone(),
-                kind: if r.def.is_kpi() { "kpi" } else { "alert" },
-                enabled: r.def.enabled,
-                failures: 0,
-                last_error: None,
-                evaluations: 0,
-                fired: 0,
-                eval_seconds: Durations::default(),
-            })
-            .collect();
+        let health = rules.rules.iter().map(|r| RuleHealth::of(r)).collect();
         Evaluator {
             alerts: rules.rules.iter().map(|_| RuleAlerts::default()).collect(),
             rules,
@@ -229,7 +266,154 @@ impl Evaluator {
             stats: Stats::default(),
             future: None,
             samples: Arc::default(),
+            incident_cap: crate::alerts::DEFAULT_MAX_INCIDENTS,
         }
+    }
+
+    /// Replaces the rule pack while running. A pack with errors is refused
+    /// as a whole (its errors returned, nothing changed). Otherwise a rule
+    /// whose version (the hash of its file) is unchanged keeps its window
+    /// state, its plan and its open incidents; a new or changed rule starts
+    /// with none, on the rows still buffered (its first window is the first
+    /// one no running rule has evaluated); the open incidents of a changed
+    /// or removed rule are resolved ([`Reloaded::outputs`]: a firing one
+    /// notified gets its resolution, under the identity of its version).
+    pub async fn reload(&mut self, pack: RuleSet) -> Result<Reloaded, Vec<RuleError>> {
+        if !pack.errors.is_empty() {
+            return Err(pack.errors);
+        }
+        let version = pack.version();
+        let running: BTreeMap<&str, usize> = self
+            .rules
+            .rules
+            .iter()
+            .enumerate()
+            .map(|(i, r)| (r.def.id.as_str(), i))
+            .collect();
+        // First everything that may fail, changing nothing: where each rule's
+        // session is (a running session of its spec, else the new pack's),
+        // and the plans of new and changed rules in running sessions.
+        let mut sessions: Vec<(Arc<WindowSession>, Option<usize>)> = Vec::new();
+        let mut placed: Vec<(Arc<CompiledRule>, Origin)> = Vec::new();
+        for rule in &pack.rules {
+            let spec = rule.def.window;
+            let index = match sessions.iter().position(|(s, _)| s.spec == spec) {
+                Some(i) => i,
+                None => {
+                    let old = self.rules.sessions.iter().position(|s| s.spec == spec);
+                    let session = match old {
+                        Some(o) => self.rules.sessions[o].clone(),
+                        None => pack.sessions[rule.session].clone(),
+                    };
+                    sessions.push((session, old));
+                    sessions.len() - 1
+                }
+            };
+            let prior = running.get(rule.def.id.as_str()).copied();
+            let compiled = match prior {
+                Some(o) if self.rules.rules[o].def.version == rule.def.version => {
+                    placed.push((
+                        Arc::new(self.rules.rules[o].moved_to(index)),
+                        Origin::Kept(o),
+                    ));
+                    continue;
+                }
+                _ if sessions[index].1.is_some() => {
+                    CompiledRule::plan_in(rule.def.clone(), &sessions[index].0, index)
+                        .await
+                        .map_err(|e| vec![e])?
+                }
+                _ => rule.moved_to(index),
+            };
+            placed.push((Arc::new(compiled), Origin::New(prior)));
+        }
+        // Then the swap.
+        let mut report = Reloaded {
+            version,
+            ..Reloaded::default()
+        };
+        let cap = self.incident_cap;
+        let first_new_window = self.evaluated_upto();
+        let mut old_states: Vec<Option<SessionState>> = std::mem::take(&mut self.sessions)
+            .into_iter()
+            .map(Some)
+            .collect();
+        let mut old_alerts: Vec<Option<RuleAlerts>> = std::mem::take(&mut self.alerts)
+            .into_iter()
+            .map(Some)
+            .collect();
+        let old_health = std::mem::take(&mut self.health);
+        let old_rules = std::mem::take(&mut self.rules.rules);
+        let mut states: Vec<SessionState> = sessions
+            .iter()
+            .map(|(s, old)| {
+                let next_start = match old.and_then(|o| old_states[o].take()) {
+                    Some(state) => state.next_start,
+                    None => first_new_window.map(|t| align_up(t, s.spec.slide_ns)),
+                };
+                SessionState {
+                    next_start,
+                    tables: BTreeSet::new(),
+                }
+            })
+            .collect();
+        let mut kept = vec![false; old_rules.len()];
+        for (rule, origin) in &placed {
+            states[rule.session].tables.extend(tables_of(&rule.plan));
+            match origin {
+                Origin::Kept(o) => {
+                    kept[*o] = true;
+                    report.kept.push(rule.def.id.clone());
+                    self.alerts.push(
+                        old_alerts[*o]
+                            .take()
+                            .unwrap_or_else(|| RuleAlerts::with_cap(cap)),
+                    );
+                    self.health.push(old_health[*o].clone());
+                }
+                Origin::New(prior) => {
+                    match prior {
+                        Some(_) => report.changed.push(rule.def.id.clone()),
+                        None => report.added.push(rule.def.id.clone()),
+                    }
+                    self.alerts.push(RuleAlerts::with_cap(cap));
+                    self.health.push(RuleHealth::of(rule));
+                }
+            }
+        }
+        // the incidents of the rules that go: resolved at their next window
+        for (o, rule) in old_rules.iter().enumerate() {
+            if kept[o] {
+                continue;
+            }
+            if !placed.iter().any(|(r, _)| r.def.id == rule.def.id) {
+                report.removed.push(rule.def.id.clone());
+            }
+            let Some(mut alerts) = old_alerts[o].take() else {
+                continue;
+            };
+            let next = self
+                .rules
+                .sessions
+                .get(rule.session)
+                .zip(first_new_window)
+                .map_or(i64::MIN, |(s, t)| align_up(t, s.spec.slide_ns));
+            report.outputs.extend(
+                alerts
+                    .resolve_all(&rule.def, next)
+                    .into_iter()
+                    .map(Output::Alert),
+            );
+        }
+        report.outputs.sort_by_cached_key(Output::order_key);
+        self.stats.alerts += report.outputs.len() as u64;
+        self.rules = RuleSet {
+            sessions: sessions.into_iter().map(|(s, _)| s).collect(),
+            rules: placed.into_iter().map(|(r, _)| r).collect(),
+            errors: vec![],
+        };
+        self.sessions = states;
+        Ok(report)
     }
 
     /// Live evaluation: rows dated more than `skew` ahead of the wall clock are
@@ -372,6 +556,7 @@ impl Evaluator {
     /// Keeps at most `entities` open incidents, and as many suppression
     /// memories, per rule; see [`RuleAlerts::with_cap`].
     pub fn with_incident_cap(mut self, entities: usize) -> Self {
+        self.incident_cap = entities;
         self.alerts = self
             .alerts
             .iter()
@@ -704,3 +889,6 @@ impl Evaluator {
         out
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -56,7 +56,11 @@ pub struct Running {
 
 /// Starts [`Running`].
 pub fn run_receiving(extra: &[&str]) -> Running {
-    let rules = concat!(env!("CARGO_MANIFEST_DIR"), "/../rules");
+    run_receiving_rules(concat!(env!("CARGO_MANIFEST_DIR"), "/../rules"), extra)
+}
+
+/// Starts [`Running`] with the rule pack in the folder `rules`.
+pub fn run_receiving_rules(rules: &str, extra: &[&str]) -> Running {
     let mut args = vec![
         "run",
         "--rules",
@@ -123,6 +127,22 @@ pub fn spans_every(t0: i64, from: i64, to: i64, step_ns: i64, client: &str) -> V
     json!({"resourceSpans": [{
         "resource": {"attributes": [{"key": "service.name", "value": {"stringValue": "shop-gateway"}}]},
         "scopeSpans": [{"spans": spans}]}]})
+}
+
+/// A rules folder of its own (`otelguard-{name}-rules-{run}` in the temp
+/// folder) holding only the flood rule of the pack, as `flood.sql`.
+pub fn flood_rule_folder(name: &str, run: &str) -> std::path::PathBuf {
+    let rules = std::env::temp_dir().join(format!("otelguard-{name}-rules-{run}"));
+    std::fs::create_dir_all(&rules).expect("a rules folder");
+    std::fs::copy(
+        concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../rules/dos/http_flood_single_source.sql"
+        ),
+        rules.join("flood.sql"),
+    )
+    .expect("copy the flood rule");
+    rules
 }
 
 /// Reads stderr lines until one contains `marker`; returns the address after it.

@@ -302,6 +302,23 @@ impl RuleAlerts {
     }
 }
 
+impl RuleAlerts {
+    /// Closes every open incident, as when the rule goes away (a reload
+    /// removed or changed it): a notified firing incident is resolved at the
+    /// window starting at `start` (the first one not evaluated), the others
+    /// are forgotten.
+    pub fn resolve_all(&mut self, def: &Definition, start: i64) -> Vec<Alert> {
+        std::mem::take(&mut self.incidents)
+            .into_iter()
+            .filter(|(_, inc)| inc.phase == Phase::Firing && inc.notified)
+            .map(|(keys, inc)| {
+                let at = start.max(inc.last_window_start.saturating_add(def.window.slide_ns));
+                alert(def, State::Resolved, &keys, &inc, at)
+            })
+            .collect()
+    }
+}
+
 fn alert(
     def: &Definition,
     state: State,

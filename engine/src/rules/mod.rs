@@ -495,25 +495,63 @@ impl RuleSet {
                     set.sessions.len() - 1
                 }
             };
-            let plan = match set.sessions[session].plan(&def.sql).await {
-                Ok(plan) => plan,
-                Err(e) => {
-                    set.errors.push(sql_error(&def, &e));
-                    continue;
-                }
-            };
-            if let Err(e) = CompiledRule::check_output(&def, &plan) {
-                set.errors.push(e);
-                continue;
+            match CompiledRule::plan_in(def, &set.sessions[session], session).await {
+                Ok(rule) => set.rules.push(Arc::new(rule)),
+                Err(e) => set.errors.push(e),
             }
-            set.rules.push(Arc::new(CompiledRule {
-                def,
-                plan,
-                physical: Mutex::new(None),
-                session,
-            }));
         }
         set.rules.sort_by(|a, b| a.def.id.cmp(&b.def.id));
         Ok(set)
+    }
+
+    /// The pack's version: 16 hex digits of a hash over every rule's id and
+    /// version ([`Definition::version`], a hash of its file), so that any
+    /// change of any rule file, a rule added or one removed changes it.
+    pub fn version(&self) -> String {
+        let mut ids: Vec<(&str, &str)> = self
+            .rules
+            .iter()
+            .map(|r| (r.def.id.as_str(), r.def.version.as_str()))
+            .collect();
+        ids.sort();
+        let text: String = ids.iter().map(|(id, v)| format!("{id}\0{v}\n")).collect();
+        format!("{:016x}", definition::fnv1a64(text.as_bytes()))
+    }
+}
+
+impl CompiledRule {
+    /// Plans `def` in `session` (index `index` of its rule set) and checks its output.
+    pub async fn plan_in(
+        def: Definition,
+        session: &WindowSession,
+        index: usize,
+    ) -> Result<CompiledRule, RuleError> {
+        let plan = session
+            .plan(&def.sql)
+            .await
+            .map_err(|e| sql_error(&def, &e))?;
+        CompiledRule::check_output(&def, &plan)?;
+        Ok(CompiledRule {
+            def,
+            plan,
+            physical: Mutex::new(None),
+            session: index,
+        })
+    }
+
+    /// The same rule, plans and state, as session `index` of another rule
+    /// set (a reloaded pack in which its session sits elsewhere).
+    pub fn moved_to(&self, index: usize) -> CompiledRule {
+        CompiledRule {
+            def: self.def.clone(),
+            plan: self.plan.clone(),
+            physical: Mutex::new(
+                self.physical
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .clone(),
+            ),
+            session: index,
+        }
     }
 }
