@@ -23,6 +23,21 @@
 //!   dead-letter path. With [`Compression::Zstd`] the whole file is one zstd
 //!   stream (`.jsonl.zst`).
 //!
+//! # The partition a message came from
+//!
+//! A capture of Kafka topics (`engine record --kafka`) keeps each message's
+//! partition, so that a replay judges rows by their own partition's event
+//! time, as the live run does (one stream per partition; merged, the
+//! partitions' interleaving makes rows look late). The formats have no place
+//! for it, so it is an extra field that the Collector's readers, like any
+//! protobuf or OTLP/JSON reader, skip as unknown, and that [`crate::file`]
+//! takes out before decoding ([`split_partition`]):
+//! - an OTLP/JSON message gets a first key, `{"otelguardPartition":3,...`;
+//! - a protobuf message is prefixed with field 1000 as a varint (bytes
+//!   `c0 3e`, then the partition), a field no OTLP message has.
+//!
+//! A message without it (any other capture) is one stream per table.
+//!
 //! ```
 //! use ingest::Table;
 //! use ingest::capture::{CaptureOptions, CaptureWriter};
@@ -185,6 +200,66 @@ impl Out {
     }
 }
 
+/// The key of the partition field in an OTLP/JSON message.
+pub const PARTITION_KEY: &str = "otelguardPartition";
+
+/// The tag of the partition field before a protobuf message: field 1000, varint.
+const PARTITION_TAG: [u8; 2] = [0xc0, 0x3e];
+
+/// Writes `raw` with its partition into `out` (see the module documentation).
+fn tag_partition(raw: &[u8], partition: i32, out: &mut Vec<u8>) {
+    let partition = partition.max(0) as u32;
+    match Encoding::sniff(raw) {
+        Encoding::Json => {
+            let text = raw.trim_ascii();
+            let rest = text.strip_prefix(b"{").unwrap_or(text);
+            out.extend_from_slice(format!("{{\"{PARTITION_KEY}\":{partition}").as_bytes());
+            if !rest.trim_ascii_start().starts_with(b"}") {
+                out.push(b',');
+            }
+            out.extend_from_slice(rest);
+        }
+        Encoding::Proto => {
+            out.extend_from_slice(&PARTITION_TAG);
+            let mut v = u64::from(partition);
+            while v >= 0x80 {
+                out.push((v as u8) | 0x80);
+                v >>= 7;
+            }
+            out.push(v as u8);
+            out.extend_from_slice(raw);
+        }
+    }
+}
+
+/// The partition field of a message and the message without it, or `None`
+/// for a message that has none (see the module documentation).
+pub fn split_partition(bytes: &[u8]) -> Option<(i32, std::borrow::Cow<'_, [u8]>)> {
+    use std::borrow::Cow;
+    if let Some(rest) = bytes.strip_prefix(&PARTITION_TAG) {
+        let mut value: u64 = 0;
+        for (i, b) in rest.iter().take(5).enumerate() {
+            value |= u64::from(b & 0x7f) << (7 * i);
+            if b & 0x80 == 0 {
+                let partition = i32::try_from(value).ok()?;
+                return Some((partition, Cow::Borrowed(&rest[i + 1..])));
+            }
+        }
+        return None;
+    }
+    let start = bytes.iter().position(|b| !b.is_ascii_whitespace())?;
+    let key = format!("{{\"{PARTITION_KEY}\":");
+    let rest = bytes[start..].strip_prefix(key.as_bytes())?;
+    let digits = rest.iter().take_while(|b| b.is_ascii_digit()).count();
+    let partition: i32 = std::str::from_utf8(&rest[..digits]).ok()?.parse().ok()?;
+    let rest = &rest[digits..];
+    let rest = rest.strip_prefix(b",").unwrap_or(rest);
+    let mut message = Vec::with_capacity(rest.len() + 1);
+    message.push(b'{');
+    message.extend_from_slice(rest);
+    Some((partition, Cow::Owned(message)))
+}
+
 /// Writes raw messages as a capture. Call [`CaptureWriter::finish`] at the end
 /// (dropping it finishes too, logging any error).
 pub struct CaptureWriter {
@@ -257,9 +332,27 @@ impl CaptureWriter {
     /// Appends one message of `table` (`otlp_proto` or `otlp_json`, told apart as
     /// [`Encoding::sniff`] does) as it came in.
     pub fn write(&mut self, table: Table, raw: &[u8]) -> Result<(), CaptureError> {
+        self.write_from(table, raw, None)
+    }
+
+    /// [`CaptureWriter::write`], with the Kafka partition the message came
+    /// from, kept as the module documentation says.
+    pub fn write_from(
+        &mut self,
+        table: Table,
+        raw: &[u8],
+        partition: Option<i32>,
+    ) -> Result<(), CaptureError> {
         match self.options.format {
-            CaptureFormat::LengthPrefixed => self.write_record(raw)?,
-            CaptureFormat::JsonLines => self.write_line(table, raw)?,
+            CaptureFormat::LengthPrefixed => match partition {
+                Some(p) => {
+                    let mut tagged = Vec::with_capacity(raw.len() + 32);
+                    tag_partition(raw, p, &mut tagged);
+                    self.write_record(&tagged)?
+                }
+                None => self.write_record(raw)?,
+            },
+            CaptureFormat::JsonLines => self.write_line(table, raw, partition)?,
         }
         self.stats.messages += 1;
         self.stats.raw_bytes += raw.len() as u64;
@@ -290,7 +383,12 @@ impl CaptureWriter {
         result.map_err(|e| self.io(e))
     }
 
-    fn write_line(&mut self, table: Table, raw: &[u8]) -> Result<(), CaptureError> {
+    fn write_line(
+        &mut self,
+        table: Table,
+        raw: &[u8],
+        partition: Option<i32>,
+    ) -> Result<(), CaptureError> {
         self.scratch.clear();
         match Encoding::sniff(raw) {
             Encoding::Json => {
@@ -323,6 +421,11 @@ impl CaptureWriter {
                     detail: e.to_string(),
                 })?;
             }
+        }
+        if let Some(p) = partition {
+            let mut tagged = Vec::with_capacity(self.scratch.len() + 32);
+            tag_partition(&self.scratch, p, &mut tagged);
+            self.scratch = tagged;
         }
         self.scratch.push(b'\n');
         let Some(out) = self.out.as_mut() else {
@@ -390,6 +493,67 @@ mod tests {
         assert_eq!(o("a.pb").format, CaptureFormat::LengthPrefixed);
         assert_eq!(o("a.pb.zst").compression, Compression::Zstd);
         assert_eq!(o("a.pb.zst").format, CaptureFormat::LengthPrefixed);
+    }
+
+    #[test]
+    fn a_kept_partition_reads_back_and_the_message_decodes_as_written() {
+        use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
+        let request = ExportTraceServiceRequest {
+            resource_spans: vec![ResourceSpans {
+                scope_spans: vec![ScopeSpans {
+                    spans: vec![Span {
+                        trace_id: vec![1; 16],
+                        span_id: vec![2; 8],
+                        name: "GET /".into(),
+                        start_time_unix_nano: 1_768_471_200_000_000_000,
+                        end_time_unix_nano: 1_768_471_200_002_000_000,
+                        ..Default::default()
+                    }],
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+        };
+        let proto = request.encode_to_vec();
+        let json = serde_json::to_vec(&request).expect("json");
+        let dir = tempfile::tempdir().expect("tempdir");
+        for name in ["c.pb", "c.pb.zst", "c.jsonl", "c.jsonl.zst"] {
+            let path = dir.path().join(name);
+            let mut w =
+                CaptureWriter::create(&path, CaptureOptions::for_path(&path)).expect("create");
+            w.write_from(Table::Spans, &proto, Some(3)).expect("write");
+            w.write_from(Table::Spans, &json, Some(130)).expect("write");
+            w.write(Table::Spans, &proto).expect("write");
+            w.finish().expect("finish");
+            let read: Vec<(Option<i32>, usize)> = crate::file::open(&[path])
+                .expect("open")
+                .map(|item| match item {
+                    crate::file::CaptureItem::Message(m) => {
+                        (m.partition, m.decoded.batch.num_rows())
+                    }
+                    other => panic!("{name}: {other:?}"),
+                })
+                .collect();
+            assert_eq!(
+                read,
+                vec![(Some(3), 1), (Some(130), 1), (None, 1)],
+                "{name}"
+            );
+        }
+        // other readers see an unknown field: protobuf skips it
+        let mut tagged = Vec::new();
+        tag_partition(&proto, 7, &mut tagged);
+        assert_eq!(
+            ExportTraceServiceRequest::decode(tagged.as_slice()).expect("decodes"),
+            request
+        );
+        let mut tagged = Vec::new();
+        tag_partition(&json, 7, &mut tagged);
+        let value: serde_json::Value = serde_json::from_slice(&tagged).expect("JSON");
+        assert_eq!(value["otelguardPartition"], 7);
+        let mut tagged = Vec::new();
+        tag_partition(b" {} ", 2, &mut tagged);
+        assert_eq!(tagged, b"{\"otelguardPartition\":2}");
     }
 
     #[test]

@@ -159,6 +159,9 @@ pub struct Message {
     pub position: Position,
     /// its rows, and the records inside it that were rejected
     pub decoded: Decoded,
+    /// the Kafka partition it came from, when the capture kept it
+    /// ([`crate::capture`]): each partition of a table is a stream of its own
+    pub partition: Option<i32>,
 }
 
 /// A message that could not be decoded, its position and raw bytes (empty for
@@ -498,16 +501,30 @@ fn decode_record(
     hint: Option<Table>,
     max_bytes: usize,
 ) -> CaptureItem {
+    let mut partition = None;
+    let mut untagged = |payload: &[u8], decode: &dyn Fn(&[u8]) -> Result<Decoded, DecodeError>| {
+        match crate::capture::split_partition(payload) {
+            Some((p, message)) => {
+                partition = Some(p);
+                decode(&message)
+            }
+            None => decode(payload),
+        }
+    };
     let result = match framing {
-        Framing::JsonLines => decode_json_as(hint, &bytes),
+        Framing::JsonLines => untagged(&bytes, &|b| decode_json_as(hint, b)),
         Framing::LengthPrefixed => match decompress_record(&bytes, max_bytes) {
-            Ok(Some(inner)) => decode_payload(&inner, hint),
-            Ok(None) => decode_payload(&bytes, hint),
+            Ok(Some(inner)) => untagged(&inner, &|b| decode_payload(b, hint)),
+            Ok(None) => untagged(&bytes, &|b| decode_payload(b, hint)),
             Err(e) => Err(e),
         },
     };
     match result {
-        Ok(decoded) => CaptureItem::Message(Message { position, decoded }),
+        Ok(decoded) => CaptureItem::Message(Message {
+            position,
+            decoded,
+            partition,
+        }),
         Err(error) => CaptureItem::Bad(BadMessage {
             position,
             error,

@@ -16,6 +16,23 @@
 //! from the last commit: that is the at-least-once part, and why alert keys are
 //! idempotent. A commit of a partition no longer assigned fails and is reported.
 //!
+//! # Where a new group starts, and restarting quickly
+//!
+//! A group with no committed offset for a partition starts where
+//! [`KafkaConfig::start_at`] says: at the end (`latest`, so a new engine
+//! does not notify every old incident still in the topics), at the
+//! beginning (`earliest`), or at the first message at or after a time
+//! (each assigned partition looked up with `offsets_for_times`). A
+//! partition with a committed offset always resumes from it.
+//!
+//! Dropping the source closes the consumer: without
+//! [`KafkaConfig::group_instance_id`] it leaves the group, which rebalances
+//! at once. With one (static membership, `group.instance.id`) it does not
+//! leave: the broker keeps its partitions for [`KafkaConfig::session_timeout`],
+//! and a member that comes back with the same id within it gets them again
+//! at once, without a rebalance; one killed without closing is replaced the
+//! same way.
+//!
 //! # A broker that is down
 //!
 //! [`KafkaSource::connect`] asks the brokers for metadata, retrying with
@@ -77,8 +94,14 @@ pub struct KafkaConfig {
     pub group_id: String,
     /// each topic and the table its messages fill
     pub topics: Vec<(String, Table)>,
-    /// where a group with no commit starts: `earliest` (default) or `latest`
-    pub auto_offset_reset: String,
+    /// where a group with no commit starts (default: earliest)
+    pub start_at: StartAt,
+    /// static group membership (`group.instance.id`): a restart with the
+    /// same id gets its partitions back without a rebalance
+    pub group_instance_id: Option<String>,
+    /// how long the broker waits for a silent member before it gives its
+    /// partitions to the others (`session.timeout.ms`); librdkafka's 45 s if none
+    pub session_timeout: Option<Duration>,
     /// metadata requests before [`KafkaSource::connect`] gives up (default 5)
     pub connect_attempts: u32,
     /// the first wait between them, doubled each time up to 10 s (default 500 ms)
@@ -92,7 +115,7 @@ pub struct KafkaConfig {
 }
 
 impl KafkaConfig {
-    /// The defaults: the Collector's three topics, `earliest`, 5 attempts.
+    /// The defaults: the Collector's three topics, [`StartAt::Earliest`], 5 attempts.
     pub fn new(brokers: impl Into<String>, group_id: impl Into<String>) -> KafkaConfig {
         KafkaConfig {
             brokers: brokers.into(),
@@ -101,7 +124,9 @@ impl KafkaConfig {
                 .iter()
                 .map(|(t, table)| (t.to_string(), *table))
                 .collect(),
-            auto_offset_reset: "earliest".into(),
+            start_at: StartAt::Earliest,
+            group_instance_id: None,
+            session_timeout: None,
             connect_attempts: 5,
             connect_backoff: Duration::from_millis(500),
             connect_timeout: Duration::from_secs(5),
@@ -109,6 +134,18 @@ impl KafkaConfig {
             properties: Vec::new(),
         }
     }
+}
+
+/// Where a consumer group starts reading a partition it has no committed offset for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StartAt {
+    /// the first message still in the partition
+    Earliest,
+    /// the end: only what is written from now on
+    Latest,
+    /// the first message whose timestamp is at or after this time
+    /// (milliseconds since the epoch); the end if there is none
+    Time(i64),
 }
 
 /// An error of the Kafka source, naming the brokers, topic, partition or offset.
@@ -295,6 +332,61 @@ struct Context {
     unreachable: AtomicBool,
     /// between the start and the end of a rebalance
     rebalancing: AtomicBool,
+    /// [`StartAt::Time`]: where partitions with no committed offset start
+    start_at_ms: Option<i64>,
+}
+
+/// How long the look-ups of a [`StartAt::Time`] assignment may take.
+const SEEK_TIMEOUT: Duration = Duration::from_secs(10);
+
+impl Context {
+    /// Sets the start of every partition in `assigned` that has no committed
+    /// offset to the first message at or after `ms` (the end if none). A
+    /// look-up that fails leaves the partition to `auto.offset.reset`
+    /// (latest), and says so.
+    fn start_from_time(
+        &self,
+        consumer: &rdkafka::consumer::BaseConsumer<Self>,
+        assigned: &mut TopicPartitionList,
+        ms: i64,
+    ) {
+        let committed = match consumer.committed_offsets(assigned.clone(), SEEK_TIMEOUT) {
+            Ok(list) => list,
+            Err(e) => {
+                tracing::warn!(error = %e, "Kafka: cannot read the committed offsets; partitions without one start at the end");
+                return;
+            }
+        };
+        let mut times = TopicPartitionList::new();
+        for e in committed.elements() {
+            if !matches!(e.offset(), Offset::Offset(_)) {
+                let _ = times.add_partition_offset(e.topic(), e.partition(), Offset::Offset(ms));
+            }
+        }
+        if times.count() == 0 {
+            return;
+        }
+        let found = match consumer.offsets_for_times(times, SEEK_TIMEOUT) {
+            Ok(list) => list,
+            Err(e) => {
+                tracing::warn!(error = %e, "Kafka: cannot look up offsets by time; partitions without a commit start at the end");
+                return;
+            }
+        };
+        for e in found.elements() {
+            let start = match e.offset() {
+                Offset::Offset(o) => Offset::Offset(o),
+                _ => Offset::End,
+            };
+            tracing::info!(
+                topic = e.topic(),
+                partition = e.partition(),
+                ?start,
+                "Kafka: a new partition starts at the time asked"
+            );
+            let _ = assigned.set_partition_offset(e.topic(), e.partition(), start);
+        }
+    }
 }
 
 impl ClientContext for Context {
@@ -313,6 +405,46 @@ impl ClientContext for Context {
 }
 
 impl ConsumerContext for Context {
+    /// rdkafka's own rebalance (pre, assign or unassign, post), with the
+    /// start of new partitions set first when a time is asked.
+    fn rebalance(
+        &self,
+        consumer: &rdkafka::consumer::BaseConsumer<Self>,
+        err: rdkafka::types::RDKafkaRespErr,
+        tpl: &mut TopicPartitionList,
+    ) {
+        use rdkafka::consumer::RebalanceProtocol;
+        use rdkafka::types::RDKafkaRespErr::{
+            RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS as ASSIGN,
+            RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS as REVOKE,
+        };
+        if err == ASSIGN
+            && let Some(ms) = self.start_at_ms
+        {
+            self.start_from_time(consumer, tpl, ms);
+        }
+        let rebalance = match err {
+            ASSIGN => Rebalance::Assign(tpl),
+            REVOKE => Rebalance::Revoke(tpl),
+            other => Rebalance::Error(KafkaError::Rebalance(other.into())),
+        };
+        self.pre_rebalance(consumer, &rebalance);
+        let cooperative = matches!(
+            consumer.rebalance_protocol(),
+            RebalanceProtocol::Cooperative
+        );
+        let done = match (err, cooperative) {
+            (ASSIGN, true) => consumer.incremental_assign(tpl),
+            (ASSIGN, false) => consumer.assign(tpl),
+            (_, true) => consumer.incremental_unassign(tpl),
+            (_, false) => consumer.unassign(),
+        };
+        if let Err(e) = done {
+            tracing::warn!(error = %e, "Kafka: the rebalance's assignment failed");
+        }
+        self.post_rebalance(consumer, &rebalance);
+    }
+
     fn pre_rebalance(&self, _: &rdkafka::consumer::BaseConsumer<Self>, _: &Rebalance<'_>) {
         self.rebalancing.store(true, Ordering::Relaxed);
     }
@@ -374,8 +506,22 @@ impl KafkaSource {
             .set("enable.auto.commit", "false")
             .set("enable.auto.offset.store", "false")
             .set("enable.partition.eof", "false")
-            .set("auto.offset.reset", &config.auto_offset_reset)
+            .set(
+                "auto.offset.reset",
+                match config.start_at {
+                    StartAt::Earliest => "earliest",
+                    // a time is sought on assignment; a partition with no
+                    // message at or after it starts at the end
+                    StartAt::Latest | StartAt::Time(_) => "latest",
+                },
+            )
             .set("client.id", "otelguard-ingest");
+        if let Some(id) = &config.group_instance_id {
+            client.set("group.instance.id", id);
+        }
+        if let Some(timeout) = config.session_timeout {
+            client.set("session.timeout.ms", timeout.as_millis().to_string());
+        }
         for (k, v) in &config.properties {
             client.set(k, v);
         }
@@ -384,6 +530,10 @@ impl KafkaSource {
             errors: AtomicU64::new(0),
             unreachable: AtomicBool::new(false),
             rebalancing: AtomicBool::new(false),
+            start_at_ms: match config.start_at {
+                StartAt::Time(ms) => Some(ms),
+                _ => None,
+            },
         };
         let consumer: StreamConsumer<Context> =
             client

@@ -3,11 +3,37 @@
 use std::time::Duration;
 
 use rdkafka::ClientConfig;
-use rdkafka::admin::{AdminClient, AdminOptions};
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
+use rdkafka::producer::FutureProducer;
 
 /// The local stack's broker.
 pub const BROKERS: &str = "127.0.0.1:19092";
+
+/// A producer to the local stack's broker.
+pub fn producer() -> FutureProducer {
+    ClientConfig::new()
+        .set("bootstrap.servers", BROKERS)
+        .set("message.timeout.ms", "10000")
+        .create()
+        .expect("a Kafka producer")
+}
+
+/// Creates a topic of a test's own, with `partitions` partitions.
+pub async fn create_topic(name: &str, partitions: i32) {
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", BROKERS)
+        .create()
+        .expect("a Kafka admin client");
+    let topic = NewTopic::new(name, partitions, TopicReplication::Fixed(1));
+    let results = admin
+        .create_topics([&topic], &AdminOptions::new().operation_timeout(Some(Duration::from_secs(10))))
+        .await
+        .unwrap_or_else(|e| panic!("cannot reach Kafka at {BROKERS} ({e}); is the stack up? `compose/local/stack up kafka`"));
+    for r in results {
+        r.unwrap_or_else(|(t, e)| panic!("cannot create topic {t}: {e}"));
+    }
+}
 
 /// Deletes a test's own topics once it has passed. The broker's data lives in
 /// `~/.cache`, from one run of the suite to the next, so topics left behind

@@ -135,6 +135,8 @@ async fn every_promql_panel_runs_on_prometheus() -> Result<()> {
             KAFKA,
             "--group",
             &format!("e2e-dashboards-{run:x}"),
+            "--start-at",
+            "earliest",
         ])
         .args(["--otlp-grpc", "off", "--otlp-http", "off"])
         .args(["--listen", ENGINE_LISTEN])

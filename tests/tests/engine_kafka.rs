@@ -9,37 +9,11 @@ use std::time::Duration;
 
 use e2e::engine::{Engine, spans};
 use rdkafka::ClientConfig;
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::producer::FutureRecord;
 use serde_json::Value;
 
-use e2e::kafka::BROKERS;
-
-fn producer() -> FutureProducer {
-    ClientConfig::new()
-        .set("bootstrap.servers", BROKERS)
-        .set("message.timeout.ms", "10000")
-        .create()
-        .expect("a Kafka producer")
-}
-
-/// Creates a topic of its own for this run, with `partitions` partitions.
-async fn create_topic(name: &str, partitions: i32) {
-    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
-        .set("bootstrap.servers", BROKERS)
-        .create()
-        .expect("a Kafka admin client");
-    let topic = NewTopic::new(name, partitions, TopicReplication::Fixed(1));
-    let results = admin
-        .create_topics([&topic], &AdminOptions::new().operation_timeout(Some(Duration::from_secs(10))))
-        .await
-        .unwrap_or_else(|e| panic!("cannot reach Kafka at {BROKERS} ({e}); is the stack up? `compose/local/stack up kafka`"));
-    for r in results {
-        r.unwrap_or_else(|(t, e)| panic!("cannot create topic {t}: {e}"));
-    }
-}
+use e2e::kafka::{BROKERS, create_topic, producer};
 
 #[tokio::test]
 async fn engine_consumes_kafka_alerts_and_commits() {
@@ -78,16 +52,7 @@ async fn engine_consumes_kafka_alerts_and_commits() {
 
     // only the flood rule: offsets are committed once the longest window that
     // holds a message's rows is evaluated, and the pack's KPIs span 15 minutes
-    let rules = std::env::temp_dir().join(format!("otelguard-kafka-rules-{run}"));
-    std::fs::create_dir_all(&rules).expect("a rules folder");
-    std::fs::copy(
-        concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/../rules/dos/http_flood_single_source.sql"
-        ),
-        rules.join("flood.sql"),
-    )
-    .expect("copy the flood rule");
+    let rules = e2e::engine::flood_rule_folder("kafka", &run);
     let rules = rules.to_str().expect("a UTF-8 path");
     let mut child = Command::new(e2e::workspace_binary("engine"))
         .args([
@@ -98,6 +63,9 @@ async fn engine_consumes_kafka_alerts_and_commits() {
             BROKERS,
             "--group",
             &group,
+            // the messages are in the topics before the group exists
+            "--start-at",
+            "earliest",
             "--spans-topic",
             &topic,
         ])

@@ -99,19 +99,11 @@ async fn a_broker_outage_does_not_make_the_rest_of_an_attack_late() {
         r.unwrap_or_else(|(t, e)| panic!("cannot create topic {t}: {e}"));
     }
 
-    let rules = std::env::temp_dir().join(format!("otelguard-outage-rules-{run}"));
-    std::fs::create_dir_all(&rules).expect("a rules folder");
-    std::fs::copy(
-        concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/../rules/dos/http_flood_single_source.sql"
-        ),
-        rules.join("flood.sql"),
-    )
-    .expect("copy the flood rule");
+    let rules = e2e::engine::flood_rule_folder("outage", &run);
     let mut child = Command::new(e2e::workspace_binary("engine"))
         .args(["run", "--rules", rules.to_str().expect("a UTF-8 path")])
         .args(["--kafka", BROKERS, "--group", &group, "--idle", "10s"])
+        .args(["--start-at", "earliest"])
         .args(["--spans-topic", &spans_topic, "--logs-topic", &logs_topic])
         .args(["--metrics-topic", &metrics_topic])
         .args([

@@ -2,7 +2,11 @@
 //! Prometheus metrics of the engine itself.
 //!
 //! - `GET /`: the viewer (alerts table, a chart per KPI), reading the API below
-//! - `GET /api/alerts`, `GET /api/kpis?kpi=NAME`, `GET /api/rules`
+//! - `GET /api/alerts`, `GET /api/kpis?kpi=NAME`, `GET /api/rules` (with the
+//!   pack's version)
+//! - `POST /api/reload`: read the rules folder again (`engine run` only): `200`
+//!   with what changed, or `422` with every failing rule's `file:line:col`
+//!   while the running pack stays
 //! - `GET /api/traces/{id}`: a sample trace of a firing alert, its spans and logs
 //! - `GET /api/dashboards…`: the Grafana dashboards and their panels' data ([`panels`])
 //! - `GET /metrics`: Prometheus text format
@@ -18,7 +22,7 @@ use axum::Router;
 use axum::extract::{ConnectInfo, Query, State};
 use axum::http::header;
 use axum::response::{Html, IntoResponse, Json};
-use axum::routing::get;
+use axum::routing::{get, post};
 use serde::Deserialize;
 
 use ingest::otlp_receiver::connections::{Guarded, Limits, Refused, answer_within};
@@ -51,7 +55,24 @@ pub struct Board {
     /// connections the API closed (shed at its cap, idle, headers too slow)
     /// and requests it gave up on ([`API_LIMITS`])
     pub api_refused: Arc<std::sync::atomic::AtomicU64>,
+    /// the running pack's version ([`crate::rules::RuleSet::version`])
+    pub rules_version: String,
+    /// reloads of the pack taken and refused
+    pub reloads_ok: u64,
+    pub reloads_refused: u64,
+    /// seconds from the start of `engine run` to its first evaluation of a window
+    pub first_evaluation_seconds: Option<f64>,
+    /// where `POST /api/reload` asks for a reload (`engine run` only)
+    pub reloader: Option<Reloader>,
 }
+
+/// What a reload asked through [`Reloader`] answers: what changed, or the
+/// errors for which the pack was refused.
+pub type ReloadAnswer = Result<crate::evaluator::Reloaded, Vec<crate::rules::RuleError>>;
+
+/// Asks the evaluating loop to read the rules folder again; it answers on
+/// the one-shot channel sent.
+pub type Reloader = tokio::sync::mpsc::Sender<tokio::sync::oneshot::Sender<ReloadAnswer>>;
 
 impl Board {
     pub fn record(&mut self, outputs: &[Output]) {
@@ -88,6 +109,7 @@ pub fn router(shared: Shared) -> Router {
         .route("/api/alerts", get(alerts))
         .route("/api/kpis", get(kpis))
         .route("/api/rules", get(rules))
+        .route("/api/reload", post(reload))
         .route("/api/traces/{id}", get(trace))
         .route("/api/dashboards", get(panels::list))
         .route("/api/dashboards/{uid}", get(panels::one))
@@ -239,7 +261,52 @@ async fn trace(
 
 async fn rules(State(s): State<Shared>) -> impl IntoResponse {
     let b = board(&s);
-    Json(serde_json::json!({ "rules": b.rules, "errors": b.rule_errors, "source": b.source }))
+    Json(serde_json::json!({
+        "version": b.rules_version,
+        "rules": b.rules,
+        "errors": b.rule_errors,
+        "source": b.source,
+    }))
+}
+
+/// `POST /api/reload`: the rules folder read and checked again; `200` with
+/// what changed, `422` with the errors (the running pack stays), `404`
+/// where the command does not reload.
+async fn reload(State(s): State<Shared>) -> axum::response::Response {
+    use axum::http::StatusCode;
+    let Some(reloader) = board(&s).reloader.clone() else {
+        return (
+            StatusCode::NOT_FOUND,
+            Json(serde_json::json!({"error": "this command does not reload its rules (engine run does)"})),
+        )
+            .into_response();
+    };
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let answer = match reloader.send(tx).await {
+        Ok(()) => rx.await.ok(),
+        Err(_) => None,
+    };
+    match answer {
+        Some(Ok(done)) => Json(done).into_response(),
+        Some(Err(errors)) => (
+            StatusCode::UNPROCESSABLE_ENTITY,
+            Json(serde_json::json!({
+                "error": "the rule pack was refused; the running one stays",
+                "version": board(&s).rules_version,
+                "errors": errors.iter().map(|e| serde_json::json!({
+                    "location": e.location.to_string(),
+                    "message": e.message,
+                    "hint": e.hint,
+                })).collect::<Vec<_>>(),
+            })),
+        )
+            .into_response(),
+        None => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(serde_json::json!({"error": "the engine is stopping"})),
+        )
+            .into_response(),
+    }
 }
 
 /// The engine's own metrics in Prometheus text format.
@@ -369,6 +436,21 @@ pub fn render_metrics(b: &Board) -> String {
         "otelguard_api_refused_total {}",
         b.api_refused.load(std::sync::atomic::Ordering::Relaxed)
     );
+    family(
+        &mut m,
+        "otelguard_rules_reloads_total",
+        "Reloads of the rule pack (SIGHUP, POST /api/reload), by result: ok, or refused for a rule that failed its check.",
+        [
+            ("{result=\"ok\"}".to_string(), b.reloads_ok),
+            ("{result=\"refused\"}".to_string(), b.reloads_refused),
+        ],
+    );
+    if let Some(seconds) = b.first_evaluation_seconds {
+        let _ = writeln!(
+            m,
+            "# HELP otelguard_first_evaluation_seconds Seconds from the start to the first evaluation of a window (how fast a restart is back at work).\n# TYPE otelguard_first_evaluation_seconds gauge\notelguard_first_evaluation_seconds {seconds}"
+        );
+    }
     render_sinks(&mut m, &b.sinks);
     m
 }

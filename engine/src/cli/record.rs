@@ -2,6 +2,9 @@
 //! replayed later. The built-in OTLP receiver takes the data; each message is
 //! written as it came (see `ingest::capture`), in the format the file name asks
 //! for (`.jsonl`, `.jsonl.zst`, else length-prefixed protobuf records).
+//! From Kafka, each message keeps its partition (an extra field, see
+//! `ingest::capture`), so that a replay judges each partition's rows by their
+//! own event time, as the live run does.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -43,7 +46,8 @@ pub async fn record(args: RecordArgs) -> anyhow::Result<()> {
     };
     let mut writer = CaptureWriter::create(&args.out, CaptureOptions::for_path(&args.out))
         .with_context(|| format!("cannot create the capture {}", args.out.display()))?;
-    let (tx, mut rx) = mpsc::channel::<(ingest::Table, Vec<u8>)>(64);
+    // each message, and its Kafka partition (kept in the capture: one stream each)
+    let (tx, mut rx) = mpsc::channel::<(ingest::Table, Vec<u8>, Option<i32>)>(64);
     let counts = Arc::new(RejectCounts::default());
     let rejections = Arc::new(Rejections::new(counts.clone()));
     let receiver = match &args.kafka {
@@ -65,7 +69,11 @@ pub async fn record(args: RecordArgs) -> anyhow::Result<()> {
                 while let Ok(item) = source.recv().await {
                     // every message as it came, the undecodable ones too
                     let raw = item.raw.unwrap_or_default();
-                    if tx.send((item.table, raw)).await.is_err() {
+                    if tx
+                        .send((item.table, raw, Some(item.partition)))
+                        .await
+                        .is_err()
+                    {
                         break;
                     }
                 }
@@ -90,7 +98,11 @@ pub async fn record(args: RecordArgs) -> anyhow::Result<()> {
             tokio::spawn(async move {
                 while let Some(r) = rrx.recv().await {
                     let r: ingest::otlp_receiver::Received = r;
-                    if tx.send((r.decoded.table, r.raw.to_vec())).await.is_err() {
+                    if tx
+                        .send((r.decoded.table, r.raw.to_vec(), None))
+                        .await
+                        .is_err()
+                    {
                         break;
                     }
                 }
@@ -111,8 +123,8 @@ pub async fn record(args: RecordArgs) -> anyhow::Result<()> {
         };
         tokio::select! {
             item = next => {
-                let Some((table, raw)) = item else { break };
-                writer.write(table, &raw).with_context(|| format!("writing {}", args.out.display()))?;
+                let Some((table, raw, partition)) = item else { break };
+                writer.write_from(table, &raw, partition).with_context(|| format!("writing {}", args.out.display()))?;
                 messages += 1;
                 if args.max_messages.is_some_and(|m| messages >= m) {
                     break;

@@ -158,8 +158,13 @@ pub async fn replay_with(
             let due = started + Duration::from_secs_f64(((max - first).max(0) as f64 / 1e9) / n);
             tokio::time::sleep_until(due.into()).await;
         }
+        // a capture of Kafka topics keeps each partition a stream of its own
+        let stream = crate::window::Stream {
+            table: message.decoded.table,
+            partition: message.partition.unwrap_or(0),
+        };
         evaluator
-            .push(message.decoded.table, batch)
+            .push_from(stream, batch)
             .with_context(|| format!("at {}", message.position))?;
         let due = match (speed, evaluator.watermark(), last_eval) {
             (Speed::Times(_), _, _) => true,

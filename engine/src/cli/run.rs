@@ -6,6 +6,8 @@
 //! to Alertmanager, a webhook and PostgreSQL when they are given.
 //! When no row arrives for a while, the wall clock moves event time on, so
 //! that windows close and incidents resolve while the shop is quiet.
+//! On SIGHUP or `POST /api/reload` the rules folder is read and checked
+//! again, and taken only if every rule passes ([`Evaluator::reload`]).
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -19,7 +21,7 @@ use tokio::sync::mpsc;
 use super::{LatenessArg, RulesArg, load_rules};
 use crate::api::{self, Board};
 use crate::evaluator::{Evaluator, Output};
-use crate::rules::Which;
+use crate::rules::{RuleSet, Which};
 use crate::sinks::FanOut;
 use crate::sinks::alertmanager::{Alertmanager, AlertmanagerSink};
 use crate::sinks::stdout::{Format, StdoutSink};
@@ -37,6 +39,23 @@ pub struct RunArgs {
     /// Kafka consumer group
     #[arg(long, default_value = "otelguard-engine")]
     pub group: String,
+    /// where a group with no committed offset starts reading a partition:
+    /// latest (only what is written from now on: a new engine does not
+    /// notify old incidents again), earliest, or a time such as
+    /// 2026-01-15T10:00:00Z (the first message at or after it). A committed
+    /// offset always wins.
+    #[arg(long, default_value = "latest", value_parser = parse_start_at)]
+    pub start_at: StartAt,
+    /// static group membership (Kafka's group.instance.id), one id per
+    /// engine: restarted with the same id within --session-timeout, it gets
+    /// its partitions back at once, with no rebalance
+    #[arg(long, value_name = "ID")]
+    pub group_instance_id: Option<String>,
+    /// how long the broker waits for a member that went silent (killed,
+    /// cut off) before it gives its partitions to the others; with
+    /// --group-instance-id, how long a restart may take without a rebalance
+    #[arg(long, default_value = "10s")]
+    pub session_timeout: String,
     /// the topics of spans, logs and metrics (the Collector's defaults)
     #[arg(long, default_value = "otlp_spans")]
     pub spans_topic: String,
@@ -109,6 +128,42 @@ impl ReceiverArgs {
             http: addr("otlp-http", &self.otlp_http)?,
             ..Default::default()
         })
+    }
+}
+
+/// Where a new consumer group starts (`--start-at`), as the Kafka source
+/// takes it; without the `kafka` feature, the same words are checked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StartAt {
+    Earliest,
+    Latest,
+    /// milliseconds since the epoch
+    Time(i64),
+}
+
+/// `latest`, `earliest`, or an RFC 3339 time.
+fn parse_start_at(text: &str) -> Result<StartAt, String> {
+    match text {
+        "latest" => Ok(StartAt::Latest),
+        "earliest" => Ok(StartAt::Earliest),
+        _ => chrono::DateTime::parse_from_rfc3339(text)
+            .map(|t| StartAt::Time(t.timestamp_millis()))
+            .map_err(|e| {
+                format!(
+                    "`{text}` is not latest, earliest or a time like 2026-01-15T10:00:00Z ({e})"
+                )
+            }),
+    }
+}
+
+#[cfg(feature = "kafka")]
+impl From<StartAt> for ingest::kafka::StartAt {
+    fn from(start: StartAt) -> Self {
+        match start {
+            StartAt::Earliest => ingest::kafka::StartAt::Earliest,
+            StartAt::Latest => ingest::kafka::StartAt::Latest,
+            StartAt::Time(ms) => ingest::kafka::StartAt::Time(ms),
+        }
     }
 }
 
@@ -353,6 +408,7 @@ fn commit(
     uncommitted: &mut Uncommitted,
     ev: &Evaluator,
     delivery: &Delivery,
+    sync: bool,
 ) {
     let (Some(source), Some(done)) = (kafka, ev.evaluated_upto()) else {
         return;
@@ -383,7 +439,7 @@ fn commit(
         return;
     }
     tracing::debug!(offsets = ?offsets, "committing Kafka offsets");
-    if let Err(e) = source.commit(&offsets, false) {
+    if let Err(e) = source.commit(&offsets, sync) {
         tracing::error!(error = %e, "cannot commit Kafka offsets; they will be read again after a restart");
     }
 }
@@ -418,6 +474,64 @@ fn stop(
     }
 }
 
+/// Reads the rules folder again (SIGHUP, `POST /api/reload`) and hands the
+/// pack to the evaluator, which takes it only if every rule passes its check
+/// (parsed and planned); the resolutions of removed or changed rules'
+/// incidents go to the sinks. Logged either way, and counted.
+async fn reload_rules(
+    ev: &mut Evaluator,
+    args: &RunArgs,
+    board: &Mutex<Board>,
+    delivery: &mut Delivery,
+) -> api::ReloadAnswer {
+    let dir = args.rules.dir();
+    let started = Instant::now();
+    let result = match RuleSet::load(&dir, Which::All).await {
+        Ok(set) => ev.reload(set).await,
+        Err(e) => Err(vec![e]),
+    };
+    match &result {
+        Ok(done) => {
+            delivery.deliver(&done.outputs);
+            eprintln!(
+                "rules reloaded from {}: version {} ({} kept, {} added, {} changed, {} removed) in {} ms",
+                dir.display(),
+                done.version,
+                done.kept.len(),
+                done.added.len(),
+                done.changed.len(),
+                done.removed.len(),
+                started.elapsed().as_millis()
+            );
+            let dashboards = super::demo::dashboards(&dir, args.postgres.as_deref());
+            let mut b = board.lock().unwrap_or_else(|e| e.into_inner());
+            b.reloads_ok += 1;
+            b.rules_version = done.version.clone();
+            b.rule_errors.clear();
+            match dashboards {
+                Ok(d) => b.dashboards = Arc::new(d),
+                Err(e) => {
+                    tracing::warn!(error = %e, "the dashboards of the reloaded pack: the previous ones stay")
+                }
+            }
+        }
+        Err(errors) => {
+            for e in errors {
+                eprintln!("error: {e}");
+            }
+            let mut b = board.lock().unwrap_or_else(|e| e.into_inner());
+            b.reloads_refused += 1;
+            eprintln!(
+                "rules in {} refused ({} failing); the running pack, version {}, stays",
+                dir.display(),
+                errors.len(),
+                b.rules_version
+            );
+        }
+    }
+    result
+}
+
 /// Copies the evaluator's health and counters, and the sinks', into what the API shows.
 fn refresh(
     board: &Mutex<Board>,
@@ -439,11 +553,37 @@ fn refresh(
         .collect();
 }
 
+/// The first evaluation that ran a window: logged and shown in `/metrics`
+/// (`otelguard_first_evaluation_seconds`), time since the start, to measure
+/// how fast a restart is back at work.
+fn note_first_evaluation(
+    first: &mut Option<f64>,
+    started: Instant,
+    ev: &Evaluator,
+    board: &Mutex<Board>,
+) {
+    if first.is_some() || ev.stats().evaluations == 0 {
+        return;
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    *first = Some(seconds);
+    eprintln!("first evaluation {seconds:.2} s after start");
+    board
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .first_evaluation_seconds = Some(seconds);
+}
+
 pub async fn run(args: RunArgs) -> anyhow::Result<()> {
+    let started = Instant::now();
+    let mut first_evaluation = None;
     let set = load_rules(&args.rules.dir(), Which::All).await?;
     // the sinks first: a URL they cannot use is an error before any input is read
+    let (reloader, mut reloads) = mpsc::channel(4);
     let board = Arc::new(Mutex::new(Board {
         rule_errors: set.errors.iter().map(|e| e.to_string()).collect(),
+        rules_version: set.version(),
+        reloader: Some(reloader),
         dashboards: Arc::new(super::demo::dashboards(
             &args.rules.dir(),
             args.postgres.as_deref(),
@@ -483,13 +623,22 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         Some(_) => return Err(super::kafka_not_built()),
         #[cfg(feature = "kafka")]
         Some(brokers) => {
-            let source_name = format!("Kafka {brokers}, group {}", args.group);
+            let source_name = match &args.group_instance_id {
+                Some(id) => format!("Kafka {brokers}, group {} as {id}", args.group),
+                None => format!("Kafka {brokers}, group {}", args.group),
+            };
             let mut config = ingest::kafka::KafkaConfig::new(brokers.clone(), args.group.clone());
             config.topics = vec![
                 (args.spans_topic.clone(), Table::Spans),
                 (args.logs_topic.clone(), Table::Logs),
                 (args.metrics_topic.clone(), Table::Metrics),
             ];
+            config.start_at = args.start_at.into();
+            config.group_instance_id = args.group_instance_id.clone();
+            config.session_timeout = Some(
+                crate::rules::definition::parse_duration(&args.session_timeout)
+                    .map_err(|e| anyhow::anyhow!("--session-timeout: {e}"))?,
+            );
             let source = kafka::Source::connect(config, rejections.clone())
                 .await
                 .with_context(|| format!("cannot consume from Kafka at {brokers}"))?;
@@ -560,6 +709,8 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
 
     let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .context("cannot listen for SIGTERM")?;
+    let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        .context("cannot listen for SIGHUP")?;
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     let mut last_row = Instant::now();
     let mut stopping = false;
@@ -591,8 +742,9 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
                 if ev.has_news() {
                     let out = ev.evaluate().await;
                     delivery.deliver(&out);
+                    note_first_evaluation(&mut first_evaluation, started, &ev, &board);
                 }
-                commit(&kafka, &mut uncommitted, &ev, &delivery);
+                commit(&kafka, &mut uncommitted, &ev, &delivery, false);
                 refresh(&board, &ev, &counts, &delivery.sinks, &uncommitted);
             }
             _ = tick.tick() => {
@@ -612,9 +764,19 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
                     if ev.has_news() {
                         let out = ev.evaluate().await;
                         delivery.deliver(&out);
+                        note_first_evaluation(&mut first_evaluation, started, &ev, &board);
                     }
                 }
-                commit(&kafka, &mut uncommitted, &ev, &delivery);
+                commit(&kafka, &mut uncommitted, &ev, &delivery, false);
+                refresh(&board, &ev, &counts, &delivery.sinks, &uncommitted);
+            }
+            Some(answer) = reloads.recv() => {
+                let result = reload_rules(&mut ev, &args, &board, &mut delivery).await;
+                let _ = answer.send(result);
+                refresh(&board, &ev, &counts, &delivery.sinks, &uncommitted);
+            }
+            _ = hangup.recv() => {
+                let _ = reload_rules(&mut ev, &args, &board, &mut delivery).await;
                 refresh(&board, &ev, &counts, &delivery.sinks, &uncommitted);
             }
             _ = tokio::signal::ctrl_c(), if !stopping => {
@@ -647,12 +809,22 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
             );
         }
     }
-    commit(&kafka, &mut uncommitted, &ev, &delivery);
-    let ended = if source_task.is_finished() {
+    commit(&kafka, &mut uncommitted, &ev, &delivery, true);
+    let ended = if source_task.is_finished() || kafka.is_some() {
+        // from Kafka the task was aborted: awaiting it drops its consumer
         Some(source_task.await)
     } else {
         None
     };
+    if let Some(source) = kafka {
+        // the last holder: closing the consumer leaves the group (it
+        // rebalances at once), or with --group-instance-id keeps the
+        // partitions for a restart within the session timeout
+        let closing = tokio::task::spawn_blocking(move || drop(source));
+        if tokio::time::timeout(SINKS_GRACE, closing).await.is_err() {
+            tracing::warn!("the Kafka consumer did not close within {SINKS_GRACE:?}");
+        }
+    }
     source_outcome(ended)
 }
 
