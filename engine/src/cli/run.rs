@@ -40,11 +40,11 @@ pub struct RunArgs {
     #[arg(long, default_value = "otelguard-engine")]
     pub group: String,
     /// where a group with no committed offset starts reading a partition:
-    /// latest (only what is written from now on: a new engine does not
-    /// notify old incidents again), earliest, or a time such as
+    /// earliest (what the topics hold), latest (only what is written from
+    /// now on; not yet proven by a test: see README), or a time such as
     /// 2026-01-15T10:00:00Z (the first message at or after it). A committed
     /// offset always wins.
-    #[arg(long, default_value = "latest", value_parser = parse_start_at)]
+    #[arg(long, default_value = "earliest", value_parser = parse_start_at)]
     pub start_at: StartAt,
     /// static group membership (Kafka's group.instance.id), one id per
     /// engine: restarted with the same id within --session-timeout, it gets
