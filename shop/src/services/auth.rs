@@ -29,6 +29,7 @@ use axum::routing::post;
 use opentelemetry::KeyValue;
 use opentelemetry::metrics::Counter;
 use serde::{Deserialize, Serialize};
+use tracing::Instrument as _;
 
 use super::http::{ApiError, ApiJson, Caller, HttpMetrics, Limit, limit, route_limits};
 use super::security::{self, Keys, Passwords, normalise_login};
@@ -209,7 +210,13 @@ async fn register(
     let email = normalise_login(&creds.email);
     let password = creds.password;
     // Hashed whether the address is free or not: both answers take as long.
+    let hashing = tracing::info_span!(
+        "hash password",
+        otel.name = "hash password",
+        otel.kind = "internal"
+    );
     let hash = tokio::task::spawn_blocking(move || security::hash_password(&password))
+        .instrument(hashing)
         .await
         .map_err(ApiError::internal)?
         .map_err(ApiError::internal)?;

@@ -4,7 +4,10 @@
 //! `GET /api/products/{id}` (`shop.product.viewed`),
 //! `GET /api/search?q=` (`shop.search.performed`, the query text is bound as a
 //! parameter and never recorded). Every query runs in a `db` CLIENT span.
-//! Failure injection: `catalog_cpu_ms` burns CPU before every request ([`super::chaos`]).
+//! Failure injection: `catalog_cpu_ms` burns CPU before every request,
+//! `blocking_call_ms` blocks the runtime before every request, `n_plus_one`
+//! reads a listing one product at a time, `missing_index` looks products up
+//! by a sequential scan ([`super::chaos`]).
 
 use axum::Router;
 use axum::extract::{Path, Query, State};
@@ -12,7 +15,7 @@ use axum::middleware::from_fn_with_state;
 use axum::routing::get;
 use serde::{Deserialize, Serialize};
 
-use super::chaos;
+use super::chaos::{self, Fault};
 use super::http::{ApiError, Caller, HttpMetrics, Limit, limit, route_limits};
 use super::store::Db;
 use super::{Config, events};
@@ -63,6 +66,12 @@ const COLUMNS: &str =
     "id, sku, name, description, category_id AS category, price_cents, currency, stock";
 const SQL_CATEGORIES: &str = "SELECT id, name FROM categories ORDER BY id";
 const SQL_PRODUCT: &str = "SELECT id, sku, name, description, category_id AS category, price_cents, currency, stock FROM products WHERE id = $1";
+/// The lookup under `missing_index`: `id + 0` is an expression the primary
+/// key's index cannot serve, so PostgreSQL scans the whole table (the plan a
+/// lookup on an unindexed column gets; its cost grows with the table).
+const SQL_PRODUCT_SCAN: &str = "SELECT id, sku, name, description, category_id AS category, price_cents, currency, stock FROM products WHERE id + 0 = $1";
+/// The page's ids, for the listing under `n_plus_one` (each product is then read by [`SQL_PRODUCT`]).
+const SQL_LIST_IDS: &str = "SELECT id FROM products WHERE ($1::text IS NULL OR category_id = $1) ORDER BY id LIMIT $2 OFFSET $3";
 const SQL_LIST: &str = "SELECT id, sku, name, description, category_id AS category, price_cents, currency, stock FROM products WHERE ($1::text IS NULL OR category_id = $1) ORDER BY id LIMIT $2 OFFSET $3";
 const SQL_SEARCH: &str = "SELECT id, sku, name, description, category_id AS category, price_cents, currency, stock FROM products WHERE name ILIKE $1 OR description ILIKE $1 ORDER BY id LIMIT 50";
 
@@ -83,6 +92,10 @@ pub async fn router(config: &Config, metrics: &HttpMetrics) -> anyhow::Result<Ro
         )
         .route("/api/search", get(search).layer(lim("/api/search")))
         .route_layer(from_fn_with_state(config.chaos.clone(), chaos::burn_cpu))
+        .route_layer(from_fn_with_state(
+            config.chaos.clone(),
+            chaos::block_runtime,
+        ))
         .with_state(db))
 }
 
@@ -123,14 +136,19 @@ async fn product(
 ) -> Result<axum::Json<Product>, ApiError> {
     let id = parse_product_id(&raw)?;
     let mut conn = db.conn().await?;
+    let (sql, fault) = if db.chaos().missing_index() {
+        let detail = "product lookup without its index: sequential scan";
+        (SQL_PRODUCT_SCAN, Some((Fault::MissingIndex, detail)))
+    } else {
+        (SQL_PRODUCT, None)
+    };
     let found: Option<Product> = db
-        .run(
+        .run_marked(
+            fault,
             "SELECT",
             "products",
-            SQL_PRODUCT,
-            sqlx::query_as(SQL_PRODUCT)
-                .bind(id)
-                .fetch_optional(&mut *conn),
+            sql,
+            sqlx::query_as(sql).bind(id).fetch_optional(&mut *conn),
         )
         .await?;
     let product = found
@@ -160,18 +178,49 @@ async fn list(
         return Err(ApiError::invalid("unknown category"));
     }
     let mut conn = db.conn().await?;
-    let rows: Vec<Product> = db
-        .run(
+    let offset = (page - 1).saturating_mul(per_page);
+    let rows: Vec<Product> = if db.chaos().n_plus_one() {
+        // The page's ids first, then each product by its own query.
+        let ids: Vec<(i64,)> = db
+            .run(
+                "SELECT",
+                "products",
+                SQL_LIST_IDS,
+                sqlx::query_as(SQL_LIST_IDS)
+                    .bind(params.category.as_deref())
+                    .bind(per_page)
+                    .bind(offset)
+                    .fetch_all(&mut *conn),
+            )
+            .await?;
+        let mut rows = Vec::with_capacity(ids.len());
+        for (id,) in ids {
+            let found: Option<Product> = db
+                .run(
+                    "SELECT",
+                    "products",
+                    SQL_PRODUCT,
+                    sqlx::query_as(SQL_PRODUCT)
+                        .bind(id)
+                        .fetch_optional(&mut *conn),
+                )
+                .await?;
+            rows.extend(found);
+        }
+        rows
+    } else {
+        db.run(
             "SELECT",
             "products",
             SQL_LIST,
             sqlx::query_as(SQL_LIST)
                 .bind(params.category.as_deref())
                 .bind(per_page)
-                .bind((page - 1).saturating_mul(per_page))
+                .bind(offset)
                 .fetch_all(&mut *conn),
         )
-        .await?;
+        .await?
+    };
     let products: Vec<Product> = rows.into_iter().map(Product::priced).collect();
     Ok(axum::Json(
         serde_json::json!({ "page": page, "per_page": per_page, "products": products }),

@@ -16,6 +16,19 @@
 //! | `memory_growth_kb` (up to `memory_cap_mb`) | [`grow_memory`] on every route | each request retains that much memory |
 //! | `drop_downstream_ratio` (`drop_downstream_targets`) | [`super::http::Upstream::call`] | that share of calls to other services fails as a refused connection |
 //!
+//! And the bottlenecks, for performance rehearsals (`rules/perf/`): each one
+//! the real code path made worse, not a span that only says so.
+//!
+//! | flag | where | what happens |
+//! | --- | --- | --- |
+//! | `blocking_call_ms` | [`block_runtime`] on catalog's routes | each request sleeps that long on the async worker itself (no `spawn_blocking`) |
+//! | `n_plus_one` | catalog's product listing | the page is read as ids, then one query per product |
+//! | `missing_index` | catalog's product lookup | the lookup by id goes through an expression the primary key cannot serve: a sequential scan |
+//! | `db_pool_size` | [`spawn_pool_holder`] | the service may use only that many pooled connections; acquires wait in `acquire connection` spans |
+//! | `alloc_heavy_kb` | [`per_request`] on every route | each request fills and drops that many KiB of temporary buffers |
+//! | `slow_downstream_ms` | [`per_request`] on every service but the gateway | each request is answered that much later (under the callers' timeout: they wait it out) |
+//! | `retry_storm` | [`super::http::Upstream::call`] | a failed call to another service (refused, timed out, 5xx) is sent again at once, that many more times, no backoff |
+//!
 //! Each injected fault carries the attribute [`ATTRIBUTE`] (`shop.chaos.fault`)
 //! = the fault's name ([`Fault`]), on one span and on a WARN log record inside
 //! that span. A fault that fails or slows an operation marks the operation's
@@ -64,6 +77,13 @@ pub enum Fault {
     CatalogCpu,
     MemoryGrowth,
     DropDownstream,
+    BlockingCall,
+    NPlusOne,
+    MissingIndex,
+    PoolUndersized,
+    AllocHeavy,
+    SlowDownstream,
+    RetryStorm,
 }
 
 impl Fault {
@@ -77,6 +97,13 @@ impl Fault {
             Fault::CatalogCpu => "catalog_cpu",
             Fault::MemoryGrowth => "memory_growth",
             Fault::DropDownstream => "drop_downstream",
+            Fault::BlockingCall => "blocking_call",
+            Fault::NPlusOne => "n_plus_one",
+            Fault::MissingIndex => "missing_index",
+            Fault::PoolUndersized => "pool_undersized",
+            Fault::AllocHeavy => "alloc_heavy",
+            Fault::SlowDownstream => "slow_downstream",
+            Fault::RetryStorm => "retry_storm",
         }
     }
 }
@@ -98,6 +125,15 @@ pub struct Flags {
     pub drop_downstream_ratio: f64,
     /// Short service names (`payments`, ...); empty: every service called.
     pub drop_downstream_targets: Vec<String>,
+    pub blocking_call_ms: u64,
+    pub n_plus_one: bool,
+    pub missing_index: bool,
+    /// Connections the service may use; 0: the pool's own size.
+    pub db_pool_size: u64,
+    pub alloc_heavy_kb: u64,
+    pub slow_downstream_ms: u64,
+    /// Extra attempts of a failed call to another service.
+    pub retry_storm: u64,
 }
 
 impl Default for Flags {
@@ -113,6 +149,13 @@ impl Default for Flags {
             memory_cap_mb: DEFAULT_MEMORY_CAP_MB,
             drop_downstream_ratio: 0.0,
             drop_downstream_targets: Vec::new(),
+            blocking_call_ms: 0,
+            n_plus_one: false,
+            missing_index: false,
+            db_pool_size: 0,
+            alloc_heavy_kb: 0,
+            slow_downstream_ms: 0,
+            retry_storm: 0,
         }
     }
 }
@@ -144,6 +187,13 @@ const DATABASE: &[Service] = &[Service::Auth, Service::Catalog, Service::Checkou
 const REDIS: &[Service] = &[Service::Gateway, Service::Cart];
 const CATALOG: &[Service] = &[Service::Catalog];
 const CALLERS: &[Service] = &[Service::Gateway, Service::Cart, Service::Checkout];
+const CALLED: &[Service] = &[
+    Service::Auth,
+    Service::Catalog,
+    Service::Cart,
+    Service::Checkout,
+    Service::Payments,
+];
 
 const SPECS: &[Spec] = &[
     Spec {
@@ -195,6 +245,41 @@ const SPECS: &[Spec] = &[
         name: "drop_downstream_targets",
         applies: CALLERS,
         kind: Kind::Services,
+    },
+    Spec {
+        name: "blocking_call_ms",
+        applies: CATALOG,
+        kind: Kind::Number { max: 10_000 },
+    },
+    Spec {
+        name: "n_plus_one",
+        applies: CATALOG,
+        kind: Kind::Switch,
+    },
+    Spec {
+        name: "missing_index",
+        applies: CATALOG,
+        kind: Kind::Switch,
+    },
+    Spec {
+        name: "db_pool_size",
+        applies: DATABASE,
+        kind: Kind::Number { max: 1_000 },
+    },
+    Spec {
+        name: "alloc_heavy_kb",
+        applies: &Service::ALL,
+        kind: Kind::Number { max: 65_536 },
+    },
+    Spec {
+        name: "slow_downstream_ms",
+        applies: CALLED,
+        kind: Kind::Number { max: 60_000 },
+    },
+    Spec {
+        name: "retry_storm",
+        applies: CALLERS,
+        kind: Kind::Number { max: 10 },
     },
 ];
 
@@ -343,6 +428,13 @@ impl Flags {
             ("memory_cap_mb", Parsed::Number(n)) => self.memory_cap_mb = n,
             ("drop_downstream_ratio", Parsed::Ratio(r)) => self.drop_downstream_ratio = r,
             ("drop_downstream_targets", Parsed::Services(s)) => self.drop_downstream_targets = s,
+            ("blocking_call_ms", Parsed::Number(n)) => self.blocking_call_ms = n,
+            ("n_plus_one", Parsed::Switch(b)) => self.n_plus_one = b,
+            ("missing_index", Parsed::Switch(b)) => self.missing_index = b,
+            ("db_pool_size", Parsed::Number(n)) => self.db_pool_size = n,
+            ("alloc_heavy_kb", Parsed::Number(n)) => self.alloc_heavy_kb = n,
+            ("slow_downstream_ms", Parsed::Number(n)) => self.slow_downstream_ms = n,
+            ("retry_storm", Parsed::Number(n)) => self.retry_storm = n,
             _ => unreachable!("every flag of SPECS is stored above, with its kind"),
         }
         Ok(())
@@ -561,12 +653,57 @@ impl Chaos {
     pub fn pool_timed_out(&self) {
         let held = self.pool_held.load(Ordering::Relaxed);
         if held > 0 {
+            let fault = if self.flags.borrow().db_pool_hold > 0 {
+                Fault::DbPoolHold
+            } else {
+                Fault::PoolUndersized
+            };
             mark(
                 &tracing::Span::current(),
-                Fault::DbPoolHold,
+                fault,
                 format_args!("no pooled connection: {held} held by chaos"),
             );
         }
+    }
+
+    /// Databases: marks the `acquire connection` span while `db_pool_size`
+    /// shrinks the pool.
+    pub fn pool_undersized(&self, span: &tracing::Span) {
+        let size = self.flags.borrow().db_pool_size;
+        if size > 0 {
+            mark(
+                span,
+                Fault::PoolUndersized,
+                format_args!("the pool is cut to {size} connections"),
+            );
+        }
+    }
+
+    /// Catalog: whether the product listing reads each product by its own
+    /// query (`n_plus_one`), marking the request's span.
+    pub fn n_plus_one(&self) -> bool {
+        let on = self.flags.borrow().n_plus_one;
+        if on {
+            mark(
+                &tracing::Span::current(),
+                Fault::NPlusOne,
+                "one query per listed product",
+            );
+        }
+        on
+    }
+
+    /// Catalog: whether the product lookup bypasses the primary key
+    /// (`missing_index`); the caller marks the query's span
+    /// ([`super::store::Db::run_marked`]).
+    pub fn missing_index(&self) -> bool {
+        self.flags.borrow().missing_index
+    }
+
+    /// Calls between services: how many more times a failed call is sent
+    /// (`retry_storm`).
+    pub fn retries(&self) -> u64 {
+        self.flags.borrow().retry_storm
     }
 
     /// Redis: whether the command of `span` fails as unreachable (`redis_down`), marking it.
@@ -698,6 +835,17 @@ fn fault_span(fault: Fault, detail: impl fmt::Display) -> tracing::Span {
 // ---------------------------------------------------------------------------
 // Where the faults plug in
 
+/// How many of a pool's `max` connections the holder takes: `db_pool_hold`,
+/// or what `db_pool_size` leaves out, whichever is more.
+fn connections_to_hold(flags: &Flags, max: u32) -> usize {
+    let max = u64::from(max);
+    let undersized = match flags.db_pool_size {
+        0 => 0,
+        size => max.saturating_sub(size),
+    };
+    flags.db_pool_hold.max(undersized).min(max) as usize
+}
+
 /// Holds `db_pool_hold` connections of `pool` (at most `max`) for as long as
 /// the flag says so, so that the service's own acquires wait and time out.
 pub fn spawn_pool_holder(chaos: Arc<Chaos>, pool: sqlx::PgPool, max: u32) {
@@ -705,7 +853,7 @@ pub fn spawn_pool_holder(chaos: Arc<Chaos>, pool: sqlx::PgPool, max: u32) {
     tokio::spawn(async move {
         let mut held = Vec::new();
         loop {
-            let want = flags.borrow_and_update().db_pool_hold.min(u64::from(max)) as usize;
+            let want = connections_to_hold(&flags.borrow_and_update(), max);
             held.truncate(want);
             while held.len() < want {
                 match pool.acquire().await {
@@ -718,8 +866,13 @@ pub fn spawn_pool_holder(chaos: Arc<Chaos>, pool: sqlx::PgPool, max: u32) {
             }
             chaos.pool_held.store(held.len() as u64, Ordering::Relaxed);
             if want > 0 {
+                let fault = if flags.borrow().db_pool_hold > 0 {
+                    Fault::DbPoolHold
+                } else {
+                    Fault::PoolUndersized
+                };
                 tracing::warn!(
-                    shop.chaos.fault = Fault::DbPoolHold.as_str(),
+                    shop.chaos.fault = fault.as_str(),
                     "chaos: holding {} of {max} pool connections",
                     held.len()
                 );
@@ -755,6 +908,76 @@ pub async fn burn_cpu(State(chaos): State<Arc<Chaos>>, req: Request, next: Next)
         }
     }
     next.run(req).await
+}
+
+/// Catalog's route layer: sleeps `blocking_call_ms` on the async worker
+/// itself, as a blocking client library or a `std::thread::sleep` would (the
+/// mistake `spawn_blocking` exists for). The request's SERVER span is marked;
+/// its first child starts that much late, and so do the requests that wait
+/// for the stalled worker.
+pub async fn block_runtime(State(chaos): State<Arc<Chaos>>, req: Request, next: Next) -> Response {
+    let ms = chaos.flags.borrow().blocking_call_ms;
+    if ms > 0 {
+        mark(
+            &tracing::Span::current(),
+            Fault::BlockingCall,
+            format_args!("blocking the runtime for {ms} ms"),
+        );
+        std::thread::sleep(Duration::from_millis(ms));
+    }
+    next.run(req).await
+}
+
+/// Every service's route layer: fills and drops `alloc_heavy_kb` of
+/// temporary buffers, and (on the services others call) answers
+/// `slow_downstream_ms` late; each in a fault span of its own.
+pub async fn per_request(State(chaos): State<Arc<Chaos>>, req: Request, next: Next) -> Response {
+    let (alloc_kb, slow_ms) = {
+        let f = chaos.flags.borrow();
+        let slow = match chaos.service {
+            Some(s) if CALLED.contains(&s) => f.slow_downstream_ms,
+            _ => 0,
+        };
+        (f.alloc_heavy_kb, slow)
+    };
+    if alloc_kb > 0 {
+        let _span = fault_span(
+            Fault::AllocHeavy,
+            format_args!("{alloc_kb} KiB of temporary buffers"),
+        )
+        .entered();
+        std::hint::black_box(churn(alloc_kb));
+    }
+    if slow_ms > 0 {
+        let span = fault_span(
+            Fault::SlowDownstream,
+            format_args!("answering {slow_ms} ms late"),
+        );
+        tokio::time::sleep(Duration::from_millis(slow_ms))
+            .instrument(span)
+            .await;
+    }
+    next.run(req).await
+}
+
+/// Allocates `kb` KiB in 64 KiB buffers, writes every page, copies each once
+/// (as a handler that clones its data would) and drops them all; returns a
+/// checksum so that the work is not optimised away.
+fn churn(kb: u64) -> u64 {
+    const CHUNK: usize = 64 * 1024;
+    let mut left = (kb * 1024) as usize;
+    let mut buffers = Vec::new();
+    let mut sum = 0u64;
+    while left > 0 {
+        let n = left.min(CHUNK);
+        let buffer = vec![(left % 251) as u8; n];
+        let copy = buffer.clone();
+        sum = sum.wrapping_add(u64::from(copy[n - 1]));
+        buffers.push(buffer);
+        buffers.push(copy);
+        left -= n;
+    }
+    sum.wrapping_add(buffers.len() as u64)
 }
 
 /// Every service's route layer: retains `memory_growth_kb` per request.
@@ -1019,6 +1242,31 @@ mod tests {
         let span = tracing::Span::none();
         assert!(chaos.drop_call("shop-catalog", &span));
         assert!(!chaos.drop_call("shop-auth", &span));
+    }
+
+    #[test]
+    fn an_undersized_pool_holds_the_rest() {
+        let mut flags = Flags::default();
+        assert_eq!(connections_to_hold(&flags, 10), 0);
+        flags.db_pool_size = 1;
+        assert_eq!(connections_to_hold(&flags, 10), 9);
+        flags.db_pool_size = 50;
+        assert_eq!(connections_to_hold(&flags, 10), 0);
+        flags.db_pool_size = 4;
+        flags.db_pool_hold = 8;
+        assert_eq!(connections_to_hold(&flags, 10), 8);
+        flags.db_pool_hold = 1000;
+        assert_eq!(connections_to_hold(&flags, 10), 10);
+    }
+
+    #[test]
+    fn churn_touches_every_buffer_and_keeps_nothing() {
+        // 100 KiB: a 64 KiB buffer and a 36 KiB one, each copied once.
+        assert_eq!(
+            churn(100),
+            u64::from((100 * 1024 % 251) as u8) + u64::from((36 * 1024 % 251) as u8) + 4
+        );
+        assert_eq!(churn(0), 0);
     }
 
     #[test]

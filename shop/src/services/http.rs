@@ -584,7 +584,10 @@ impl Upstream {
     }
 
     /// Calls `method path` (`route` is its template, for the span name) with
-    /// the caller forwarded and the trace context injected.
+    /// the caller forwarded and the trace context injected. Under the chaos
+    /// flag `retry_storm` a failed attempt (refused, timed out, 5xx) is sent
+    /// again at once, that many more times, without backoff: each attempt is
+    /// a CLIENT span of its own, the retries marked `retry_storm`.
     pub async fn call(
         &self,
         method: Method,
@@ -592,6 +595,37 @@ impl Upstream {
         path_and_query: &str,
         caller: &Caller,
         body: Option<Bytes>,
+    ) -> Result<Answer, ApiError> {
+        let retries = self.chaos.retries();
+        let mut attempt = 0;
+        loop {
+            let answer = self
+                .attempt(
+                    method.clone(),
+                    route,
+                    path_and_query,
+                    caller,
+                    body.clone(),
+                    attempt,
+                )
+                .await;
+            let failed = answer.as_ref().map_or(true, |a| a.status.is_server_error());
+            if !failed || attempt >= retries {
+                return answer;
+            }
+            attempt += 1;
+        }
+    }
+
+    /// One attempt of [`Upstream::call`]; `retry` counts the attempts before it.
+    async fn attempt(
+        &self,
+        method: Method,
+        route: &str,
+        path_and_query: &str,
+        caller: &Caller,
+        body: Option<Bytes>,
+        retry: u64,
     ) -> Result<Answer, ApiError> {
         let url = format!("{}{}", self.base, path_and_query);
         let (host, port) = host_port(&self.base);
@@ -618,6 +652,13 @@ impl Upstream {
                     .body(body);
             }
             let span = tracing::Span::current();
+            if retry > 0 {
+                super::chaos::mark(
+                    &span,
+                    super::chaos::Fault::RetryStorm,
+                    format_args!("retry {retry} of a failed call to {}", self.name),
+                );
+            }
             let sent = if self.chaos.drop_call(self.name, &span) {
                 Err("connect")
             } else {

@@ -225,7 +225,9 @@ pub async fn router(service: Service, config: &Config) -> anyhow::Result<Routers
         Service::Checkout => checkout::router(config, &metrics).await?,
         Service::Payments => payments::router(config, &metrics)?,
     };
-    let routes = routes.route_layer(from_fn_with_state(chaos.clone(), chaos::grow_memory));
+    let routes = routes
+        .route_layer(from_fn_with_state(chaos.clone(), chaos::grow_memory))
+        .route_layer(from_fn_with_state(chaos.clone(), chaos::per_request));
     Ok(match service {
         Service::Gateway => Routers {
             api: gateway::with_edge(finish(routes, &metrics)),

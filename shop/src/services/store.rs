@@ -40,6 +40,7 @@ pub struct Db {
     duration: Histogram<f64>,
     address: String,
     port: u16,
+    pool_name: &'static str,
     chaos: Arc<Chaos>,
 }
 
@@ -117,15 +118,38 @@ impl Db {
             duration: operation_duration(),
             address,
             port,
+            pool_name,
             chaos,
         })
     }
 
-    /// A connection from the pool; the wait is recorded.
+    /// The fault injection state this pool answers to.
+    pub fn chaos(&self) -> &Chaos {
+        &self.chaos
+    }
+
+    /// A connection from the pool; the wait is recorded, in
+    /// `db.client.connection.wait_time` and as an INTERNAL span `acquire
+    /// connection` (attribute `db.client.connection.pool.name`), so that a
+    /// trace shows time waiting for a connection beside time in queries.
     pub async fn conn(&self) -> Result<PoolConnection<Postgres>, sqlx::Error> {
+        let span = tracing::info_span!(
+            "acquire",
+            otel.name = "acquire connection",
+            otel.kind = "internal",
+            otel.status_code = Empty,
+            db.client.connection.pool.name = self.pool_name,
+            error.type = Empty,
+        );
+        self.chaos.pool_undersized(&span);
         let started = Instant::now();
-        let conn = self.pool.acquire().await;
+        let conn = self.pool.acquire().instrument(span.clone()).await;
         self.wait.record(started.elapsed().as_secs_f64(), &[]);
+        if let Err(e) = &conn {
+            span.record("otel.status_code", "ERROR");
+            span.record("error.type", error_kind(e));
+        }
+        drop(span);
         if let Err(e @ sqlx::Error::PoolTimedOut) = &conn {
             tracing::warn!(error.type = error_kind(e), "no pooled connection in time");
             self.chaos.pool_timed_out();
@@ -136,6 +160,19 @@ impl Db {
     /// Runs `query` (built from `text` with bound parameters) inside a CLIENT span.
     pub async fn run<T>(
         &self,
+        operation: &'static str,
+        collection: &'static str,
+        text: &'static str,
+        query: impl Future<Output = Result<T, sqlx::Error>>,
+    ) -> Result<T, sqlx::Error> {
+        self.run_marked(None, operation, collection, text, query)
+            .await
+    }
+
+    /// [`Db::run`], its span marked with an injected `fault` (and its detail).
+    pub async fn run_marked<T>(
+        &self,
+        fault: Option<(chaos::Fault, &'static str)>,
         operation: &'static str,
         collection: &'static str,
         text: &'static str,
@@ -155,6 +192,9 @@ impl Db {
             server.port = i64::from(self.port),
             error.type = Empty,
         );
+        if let Some((fault, detail)) = fault {
+            chaos::mark(&span, fault, detail);
+        }
         let started = Instant::now();
         let slow = self.chaos.slow_query(&span);
         let query = async {
