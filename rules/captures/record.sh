@@ -9,11 +9,20 @@
 #
 #   rules/captures/record.sh brute_force card_testing     # some
 #   rules/captures/record.sh                              # all fourteen
+#   rules/captures/record.sh perf_n_plus_one perf_healthy # bottlenecks (below)
+#
+# A `perf_*` name records genuine shoppers only, with a bottleneck switched on
+# through the services' /admin/chaos at FLAG_AT (60 s) into the run (see
+# `perf_flags` below; perf_healthy and the look-alikes switch on what they
+# list, or nothing). Its truth is shop-load's plus the bottleneck as a scenario
+# of class `attack` from the moment the flag was set to the end of the run,
+# with the services it sits in as `service.name` (and `peer.service`) indicators.
 #
 # Settings (environment): RATE (genuine requests/s, default 4), SEED (1),
 # PORT_BASE (28080: gateway; auth, catalog, cart, checkout, payments follow),
 # MAX_BYTES (2000000: a recording above it fails; lower RATE), KAFKA
-# (127.0.0.1:19092), CARGO_TARGET_DIR (~/.cache/otelguard/target); for a
+# (127.0.0.1:19092), CARGO_TARGET_DIR (~/.cache/otelguard/target), BIN (a
+# folder of prebuilt shop, shop-load and engine: no build); for a
 # quick try, DURATION (overrides the table below) and OUT (another folder).
 #
 # The shop runs with its defaults (lockout after 5 failures, rate limits as in
@@ -47,7 +56,37 @@ declare -A duration=(
   [nat_office]=4m
   [password_typos]=5m
   [power_user]=5m
+  [perf_healthy]=3m
+  [perf_n_plus_one]=3m
+  [perf_blocking_call]=3m
+  [perf_pool_undersized]=3m
+  [perf_slow_queries]=3m
+  [perf_retry_storm]=3m
+  [perf_redis_down]=3m
+  [perf_slow_downstream]=3m
 )
+# The bottlenecks: `service json ...` pairs sent to /admin/chaos at FLAG_AT,
+# and the indicators of the truth's scenario (empty: a look-alike or healthy
+# traffic, recorded with the same load).
+declare -A perf_flags=(
+  [perf_healthy]=""
+  [perf_n_plus_one]='catalog {"n_plus_one":true}'
+  [perf_blocking_call]='catalog {"blocking_call_ms":100}'
+  [perf_pool_undersized]='catalog {"db_pool_size":1,"db_slow_ms":150}'
+  [perf_slow_queries]='catalog {"db_slow_ms":150}'
+  [perf_retry_storm]='cart {"redis_down":true} gateway {"retry_storm":4}'
+  [perf_redis_down]='cart {"redis_down":true}'
+  [perf_slow_downstream]='catalog {"slow_downstream_ms":1500}'
+)
+declare -A perf_indicators=(
+  [perf_n_plus_one]='{"service.name":["shop-catalog"]}'
+  [perf_blocking_call]='{"service.name":["shop-catalog"]}'
+  [perf_pool_undersized]='{"service.name":["shop-catalog"]}'
+  [perf_retry_storm]='{"service.name":["shop-gateway","shop-checkout"],"peer.service":["shop-cart"]}'
+  [perf_slow_downstream]='{"service.name":["shop-catalog"]}'
+)
+FLAG_AT="${FLAG_AT:-60}"
+
 order=(http_flood credential_stuffing brute_force account_takeover card_testing
   distributed_flood password_spraying search_abuse scraping brute_force_distributed
   flash_sale nat_office password_typos power_user)
@@ -58,9 +97,13 @@ done
 if "$root/compose/local/stack" status | grep -qv ' up$\| up '; then
   "$root/compose/local/stack" up
 fi
-cargo build --quiet -p shop --bin shop --bin shop-load --manifest-path "$root/Cargo.toml"
-cargo build --quiet -p engine --features kafka --bin engine --manifest-path "$root/Cargo.toml"
-bin="$CARGO_TARGET_DIR/debug"
+if [ -n "${BIN:-}" ]; then
+  bin="$BIN" # prebuilt shop, shop-load and engine (a shared target folder may be rebuilt meanwhile)
+else
+  cargo build --quiet -p shop --bin shop --bin shop-load --manifest-path "$root/Cargo.toml"
+  cargo build --quiet -p engine --features kafka --bin engine --manifest-path "$root/Cargo.toml"
+  bin="$CARGO_TARGET_DIR/debug"
+fi
 mkdir -p "$out"
 
 services=(payments catalog auth cart checkout gateway)
@@ -92,9 +135,13 @@ record() { # name
   for s in "${services[@]}"; do
     urls+=("SHOP_${s^^}_URL=http://127.0.0.1:$(port_of "$s")")
   done
+  local perf=false token=""
+  [[ "$name" == perf_* ]] && perf=true
+  $perf && token="record-$(date +%s%N)-chaos-token"
   for s in "${services[@]}"; do
     env "${urls[@]}" \
       "SHOP_${s^^}_ADDR=127.0.0.1:$(port_of "$s")" \
+      SHOP_GATEWAY_ADMIN_ADDR="127.0.0.1:$((PORT_BASE + 9))" SHOP_ADMIN_TOKEN="$token" \
       SHOP_ENVIRONMENT="$env" SHOP_DEV_KEYS=true \
       OTEL_TRACES_SAMPLER_ARG=1.0 OTEL_METRIC_EXPORT_INTERVAL=10000 \
       OTEL_BSP_SCHEDULE_DELAY=1000 OTEL_BLRP_SCHEDULE_DELAY=1000 RUST_LOG=info \
@@ -110,13 +157,45 @@ record() { # name
   "$bin/engine" record --kafka "$KAFKA" --group "otelguard-$env" "$work/raw.jsonl" 2>"$work/record.log" &
   local recorder=$!
   sleep 3
+  local scenario=(--scenario "$name") switcher=""
+  if $perf; then
+    scenario=()
+    # The bottleneck, FLAG_AT seconds into the run; the moment is its start.
+    (
+      sleep "$FLAG_AT"
+      date -u +%Y-%m-%dT%H:%M:%S.%3NZ >"$work/flag_at"
+      set -- ${perf_flags[$name]}
+      while [ $# -ge 2 ]; do
+        local target="$1" body="$2" admin
+        shift 2
+        admin="127.0.0.1:$(port_of "$target")"
+        [ "$target" = gateway ] && admin="127.0.0.1:$((PORT_BASE + 9))"
+        curl -sf -X PUT -H "authorization: Bearer $token" -H 'content-type: application/json' \
+          -d "$body" "http://$admin/admin/chaos" >>"$work/flags.log" ||
+          echo "record.sh: setting $body on $target failed" >&2
+      done
+    ) &
+    switcher=$!
+  fi
   if ! SHOP_DEV_KEYS=true "$bin/shop-load" --gateway "$u" --rate "$RATE" --duration "$dur" --seed "$SEED" \
-    --scenario "$name" --truth "$work/$name.truth.json" --capture "$name.jsonl.zst"; then
+    "${scenario[@]}" --truth "$work/$name.truth.json" --capture "$name.jsonl.zst"; then
     stop_all
     kill -INT "$recorder"
     wait "$recorder" || true
     echo "record.sh: shop-load failed for $name" >&2
     return 1
+  fi
+  if [ -n "$switcher" ]; then
+    wait "$switcher" || true
+    local indicators="${perf_indicators[$name]:-}"
+    if [ -n "$indicators" ]; then
+      # The bottleneck as the truth's attack: from the flag to the run's end.
+      jq --arg name "$name" --arg start "$(cat "$work/flag_at")" --argjson ind "$indicators" \
+        --arg about "${perf_flags[$name]}" '
+        .scenarios += [{name: $name, class: "attack", start: $start, end: .end,
+                        description: ("/admin/chaos: " + $about), requests: 0, indicators: $ind}]
+      ' "$work/$name.truth.json" >"$work/truth.tmp" && mv "$work/truth.tmp" "$work/$name.truth.json"
+    fi
   fi
   stop_all # the services flush their telemetry on SIGTERM
   sleep 15 # Collector batches, then Kafka
@@ -126,7 +205,8 @@ record() { # name
   jq -c --arg env "$env" '
     def mine: any(.resource.attributes[]?;
       .key == "deployment.environment.name" and .value.stringValue == $env);
-    with_entries(.value |= map(select(mine))) | select([.[] | length] | add > 0)
+    with_entries(select(.value | type == "array") | .value |= map(select(mine)))
+    | select([.[] | length] | add > 0)
   ' "$work/raw.jsonl" >"$work/$name.jsonl"
   local lines
   lines=$(wc -l <"$work/$name.jsonl")
