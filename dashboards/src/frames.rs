@@ -24,7 +24,7 @@
 //! let records = Records { kpis: &kpis, alerts: &[], runbooks: &BTreeMap::new() };
 //! let check = Check::KpiSeries { kpi: "orders".into(), dimensions: vec![] };
 //! let f = frame(&check, &records, Range { from: 0, to: minute }, &BTreeMap::new());
-//! assert_eq!(f.rows, vec![vec![60_000.into(), "orders".into(), 3.0.into()]]);
+//! assert_eq!(serde_json::Value::from(f.rows), serde_json::json!([[60_000, "orders", 3.0]]));
 //! ```
 
 use std::collections::{BTreeMap, BTreeSet};

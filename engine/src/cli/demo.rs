@@ -41,7 +41,20 @@ pub async fn demo(args: DemoArgs) -> anyhow::Result<()> {
     let capture = args
         .capture
         .unwrap_or_else(|| bundled("rules/captures/demo.jsonl.zst"));
-    let set = load_rules(&args.rules.dir(), Which::All).await?;
+    let mut set = load_rules(&args.rules.dir(), Which::All).await?;
+    // The recording is simulated traffic: the simulator models no runtime
+    // internals (scheduler gaps, pool waits, own time of a service), so the
+    // performance pack, proven on recordings of the real shop, is not run on it.
+    let perf = args.rules.dir().join("perf");
+    let before = set.rules.len();
+    set.rules.retain(|r| !r.def.path.starts_with(&perf));
+    if set.rules.len() < before {
+        eprintln!(
+            "note: the {} performance rules ({}) are not run on the demo: its traffic is simulated and models no runtime internals; `engine run` runs them on a live shop",
+            before - set.rules.len(),
+            perf.display()
+        );
+    }
     let bi = super::postgres::start(args.postgres.as_deref(), &set)?;
     // bind first: a taken port is an error now, not after the replay
     let listener = match args.no_serve {

@@ -54,8 +54,9 @@ pub struct RunArgs {
     /// how long the broker waits for a member that went silent (killed,
     /// cut off) before it gives its partitions to the others; with
     /// --group-instance-id, how long a restart may take without a rebalance
-    #[arg(long, default_value = "10s")]
-    pub session_timeout: String,
+    /// (default: librdkafka's, 45 s)
+    #[arg(long)]
+    pub session_timeout: Option<String>,
     /// the topics of spans, logs and metrics (the Collector's defaults)
     #[arg(long, default_value = "otlp_spans")]
     pub spans_topic: String,
@@ -635,10 +636,14 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
             ];
             config.start_at = args.start_at.into();
             config.group_instance_id = args.group_instance_id.clone();
-            config.session_timeout = Some(
-                crate::rules::definition::parse_duration(&args.session_timeout)
-                    .map_err(|e| anyhow::anyhow!("--session-timeout: {e}"))?,
-            );
+            config.session_timeout = args
+                .session_timeout
+                .as_deref()
+                .map(|t| {
+                    crate::rules::definition::parse_duration(t)
+                        .map_err(|e| anyhow::anyhow!("--session-timeout: {e}"))
+                })
+                .transpose()?;
             let source = kafka::Source::connect(config, rejections.clone())
                 .await
                 .with_context(|| format!("cannot consume from Kafka at {brokers}"))?;

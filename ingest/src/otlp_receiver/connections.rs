@@ -377,7 +377,7 @@ impl tonic::transport::server::Connected for Connection {
 /// `timeout` is `408`, and told to `refused`. A middleware for every HTTP
 /// listener:
 ///
-/// ```ignore
+/// ```text
 /// router.layer(axum::middleware::from_fn(move |ConnectInfo(peer), request, next| {
 ///     answer_within(timeout, refused.clone(), peer, request, next)
 /// }))
