@@ -78,6 +78,20 @@ fn replay_json(capture: &Path, rules: &Path, extra: &[&str]) -> std::process::Ou
     engine(&args)
 }
 
+/// The KPI values `replay --kpis` prints for `capture`, as JSON.
+fn kpi_rows(capture: &Path) -> Vec<Value> {
+    let out = replay_json(capture, &rules_dir(), &["--kpis"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
 fn rules_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../rules")
 }
@@ -205,16 +219,7 @@ fn bad_lines_in_a_capture_are_counted_and_the_rest_is_kept() {
 fn kpis_come_out_per_window() {
     let dir = temp_dir("kpis");
     let capture = write_capture(&dir);
-    let out = replay_json(&capture, &rules_dir(), &["--kpis"]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let rows: Vec<Value> = String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let rows = kpi_rows(&capture);
     let rate = rows
         .iter()
         .find(|r| r["kpi"] == "http.requests_per_s" && r["window_start"] == "2026-01-15T10:00:00Z")
@@ -263,16 +268,9 @@ fn cart_abandonment_counts_only_the_sessions_that_added_to_a_cart() {
         "scopeLogs": [{"logRecords": records}]}]});
     let capture = dir.join("sessions.jsonl");
     std::fs::write(&capture, format!("{line}\n")).expect("write capture");
-    let out = replay_json(&capture, &rules_dir(), &["--kpis"]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let rows: Vec<Value> = String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .filter(|r: &Value| r["kpi"] == "cart_abandonment")
+    let rows: Vec<Value> = kpi_rows(&capture)
+        .into_iter()
+        .filter(|r| r["kpi"] == "cart_abandonment")
         .collect();
     assert!(!rows.is_empty(), "cart abandonment is reported");
     for r in &rows {
