@@ -154,9 +154,12 @@ async fn a_short_brute_force_reaches_kafka_with_its_indicators() -> Result<()> {
         .envs(e2e::shop::KEYS_ENV)
         .env_remove("SHOP_DEV_KEYS")
         .args(["--gateway", shop.gateway()])
+        // Genuine shoppers arrive as a Poisson process of visits (7.4 requests
+        // each on average): at 1 request a second, 30 s held no visit at all
+        // for about one seed in 60 (e^-30/7.4); at 3, one in 180,000.
         .args([
             "--rate",
-            "1",
+            "3",
             "--duration",
             "30s",
             "--scenario",
