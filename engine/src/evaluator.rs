@@ -61,6 +61,10 @@ pub struct RuleHealth {
     pub fired: u64,
     /// how long its evaluations took (one per evaluated session of windows)
     pub eval_seconds: Durations,
+    /// whether it can fire before its window closes ([`crate::rules::Growth`])
+    pub monotone: bool,
+    /// firings sent before their window closed
+    pub fired_early: u64,
 }
 
 impl RuleHealth {
@@ -75,6 +79,8 @@ impl RuleHealth {
             evaluations: 0,
             fired: 0,
             eval_seconds: Durations::default(),
+            monotone: rule.growth.is_monotone(),
+            fired_early: 0,
         }
     }
 }
@@ -144,6 +150,13 @@ pub struct Stats {
     /// ([`RuleAlerts::with_cap`])
     pub incidents_refused: BTreeMap<String, u64>,
     pub suppressions_forgotten: BTreeMap<String, u64>,
+    /// early passes over open windows ([`Evaluator::with_early_firing`])
+    pub early_passes: u64,
+    /// firings sent before their window closed
+    pub early_alerts: u64,
+    /// early firings the close did not confirm under the same identity,
+    /// resolved (should stay 0 but for rows that came late)
+    pub early_withdrawn: u64,
 }
 
 /// Rows dated ahead of the wall clock (live evaluation only): a forged or
@@ -158,6 +171,55 @@ struct FutureGuard {
 
 /// The id of the built-in alert on future-dated input.
 pub const FUTURE_ROWS_RULE: &str = "otelguard.input.future_timestamps";
+
+/// Early firing of monotone rules (live evaluation).
+struct EarlyFiring {
+    /// at most one early pass this often
+    every: std::time::Duration,
+    last_pass: Option<std::time::Instant>,
+    /// rows came since the last pass
+    fresh: bool,
+    /// firings sent early whose window has not closed yet, by rule id and
+    /// entity, with the start of that window
+    fired: BTreeMap<String, BTreeMap<BTreeMap<String, String>, (i64, Alert)>>,
+}
+
+/// Matches the firings of a closed window with the early firings of their
+/// entities: the same identity confirms one (the close's alert carries the
+/// value at close); another identity (rows came late into an earlier window,
+/// where the incident then started) resolves the early one first.
+fn confirm_early(
+    early: &mut Option<EarlyFiring>,
+    stats: &mut Stats,
+    rule_id: &str,
+    alerts: Vec<Alert>,
+) -> Vec<Alert> {
+    let Some(fired) = early.as_mut().and_then(|e| e.fired.get_mut(rule_id)) else {
+        return alerts;
+    };
+    let mut out = Vec::with_capacity(alerts.len());
+    for a in alerts {
+        if a.state == crate::alerts::State::Firing
+            && let Some((_, sent)) = fired.remove(&a.entity)
+            && sent.identity() != a.identity()
+        {
+            stats.early_withdrawn += 1;
+            out.push(withdrawn(&sent, a.at_ns));
+        }
+        out.push(a);
+    }
+    out
+}
+
+/// The resolution of an early firing the close did not confirm.
+fn withdrawn(early: &Alert, at_ns: i64) -> Alert {
+    Alert {
+        state: crate::alerts::State::Resolved,
+        summary: format!("resolved: {}", early.summary),
+        at_ns,
+        ..early.clone()
+    }
+}
 
 struct SessionState {
     /// start of the first window not yet evaluated
@@ -185,6 +247,8 @@ pub struct Evaluator {
     samples: Arc<Mutex<Samples>>,
     /// open incidents per rule at most ([`Evaluator::with_incident_cap`])
     incident_cap: usize,
+    /// [`Evaluator::with_early_firing`]
+    early: Option<EarlyFiring>,
 }
 
 /// What a reload ([`Evaluator::reload`]) changed, by rule id.
@@ -217,6 +281,11 @@ enum Origin {
 fn align_up(t: i64, step: i64) -> i64 {
     let down = t.div_euclid(step) * step;
     if down < t { down + step } else { down }
+}
+
+/// The first window of `spec` that holds a row at `t`.
+fn first_window(spec: WindowSpec, t: i64) -> i64 {
+    t.div_euclid(spec.slide_ns) * spec.slide_ns - (spec.overlap() - 1) * spec.slide_ns
 }
 
 /// The tables a plan reads (a view counts as the table under it).
@@ -267,6 +336,7 @@ impl Evaluator {
             future: None,
             samples: Arc::default(),
             incident_cap: crate::alerts::DEFAULT_MAX_INCIDENTS,
+            early: None,
         }
     }
 
@@ -404,6 +474,19 @@ impl Evaluator {
                     .into_iter()
                     .map(Output::Alert),
             );
+        }
+        if let Some(early) = &mut self.early {
+            for (o, rule) in old_rules.iter().enumerate() {
+                let fired = early.fired.remove(&rule.def.id).unwrap_or_default();
+                if kept[o] {
+                    early.fired.insert(rule.def.id.clone(), fired);
+                    continue;
+                }
+                for (_, (_, a)) in fired {
+                    self.stats.early_withdrawn += 1;
+                    report.outputs.push(Output::Alert(withdrawn(&a, a.at_ns)));
+                }
+            }
         }
         report.outputs.sort_by_cached_key(Output::order_key);
         self.stats.alerts += report.outputs.len() as u64;
@@ -646,6 +729,9 @@ impl Evaluator {
             }
             *refused += pushed.refused as u64;
         }
+        if let Some(early) = &mut self.early {
+            early.fresh = true;
+        }
         if hi >= lo {
             self.watermark
                 .observe(stream, clock.map_or(hi, |now| hi.min(now)));
@@ -692,6 +778,207 @@ impl Evaluator {
             })
     }
 
+    /// Live evaluation: the rules whose condition only grows within a window
+    /// ([`crate::rules::Growth::Monotone`], with `for = 1`) also run over the open windows,
+    /// at most once per `every` while rows come ([`Evaluator::evaluate_early`]),
+    /// and fire as soon as their condition holds. The close of the window
+    /// still runs as before and reports the value at close and, later, the
+    /// resolution, under the same identity. Replay does not use it: its
+    /// outputs do not depend on how rows are grouped.
+    pub fn with_early_firing(mut self, every: std::time::Duration) -> Self {
+        self.early = Some(EarlyFiring {
+            every,
+            last_pass: None,
+            fresh: false,
+            fired: BTreeMap::new(),
+        });
+        self
+    }
+
+    /// Whether an early pass is due: rows came since the last one, at least
+    /// `every` ago ([`Evaluator::with_early_firing`]).
+    pub fn early_due(&self) -> bool {
+        self.early
+            .as_ref()
+            .is_some_and(|e| e.fresh && e.last_pass.is_none_or(|t| t.elapsed() >= e.every))
+    }
+
+    /// Whether rows came since the last early pass (one is due once
+    /// [`Evaluator::early_due`]).
+    pub fn early_waiting(&self) -> bool {
+        self.early.as_ref().is_some_and(|e| e.fresh)
+    }
+
+    /// Firings sent early whose window has not closed yet, per rule id.
+    pub fn early_open(&self) -> BTreeMap<String, usize> {
+        self.early
+            .iter()
+            .flat_map(|e| e.fired.iter().map(|(id, f)| (id.clone(), f.len())))
+            .filter(|(_, n)| *n > 0)
+            .collect()
+    }
+
+    /// Whether rule `ri` may fire before its window closes: monotone, enabled,
+    /// an alert that fires at the first window that holds (`for = 1`).
+    fn fires_early(&self, ri: usize) -> bool {
+        let rule = &self.rules.rules[ri];
+        rule.growth.is_monotone()
+            && self.health[ri].enabled
+            && matches!(
+                rule.def.kind,
+                crate::rules::Kind::Alert { for_windows: 1, .. }
+            )
+    }
+
+    /// An early pass: runs every monotone rule over its open windows (those
+    /// not evaluated yet, up to the first that holds the newest row: the
+    /// later ones hold fewer of the rows seen so far) and fires for each
+    /// entity that meets the condition in one of them and has no open
+    /// incident, as its window's close will. Since the condition only grows,
+    /// the close finds it again: the firing is the close's own, sent early.
+    pub async fn evaluate_early(&mut self) -> Vec<Output> {
+        let Some(early) = &mut self.early else {
+            return vec![];
+        };
+        early.fresh = false;
+        early.last_pass = Some(std::time::Instant::now());
+        let (Some(newest), Some(min_seen)) = (self.max_seen, self.min_seen) else {
+            return vec![];
+        };
+        self.stats.early_passes += 1;
+        let mut out = Vec::new();
+        for si in 0..self.rules.sessions.len() {
+            let rules: Vec<usize> = (0..self.rules.rules.len())
+                .filter(|&ri| self.rules.rules[ri].session == si && self.fires_early(ri))
+                .collect();
+            if rules.is_empty() {
+                continue;
+            }
+            let session = self.rules.sessions[si].clone();
+            let spec = session.spec;
+            let first = self.sessions[si]
+                .next_start
+                .unwrap_or_else(|| first_window(spec, min_seen));
+            let last =
+                (newest - spec.size_ns).div_euclid(spec.slide_ns) * spec.slide_ns + spec.slide_ns;
+            if first > last {
+                continue;
+            }
+            for (table, t) in &session.tables {
+                if self.sessions[si].tables.contains(table) {
+                    let to = last.saturating_add(spec.size_ns);
+                    t.set(
+                        self.buffer
+                            .overlapping(*table, first, to)
+                            .cloned()
+                            .collect(),
+                        first,
+                        last,
+                    );
+                }
+            }
+            for ri in rules {
+                let rule = self.rules.rules[ri].clone();
+                let found = rule
+                    .execute_early(&session)
+                    .await
+                    .and_then(|batches| rule.findings(&batches));
+                match found {
+                    Ok(findings) => out.extend(self.fire_early(ri, first, last, &findings)),
+                    // the close runs it again, and counts its failures
+                    Err(e) => {
+                        tracing::warn!(rule = %rule.def.id, error = %e, "early pass failed")
+                    }
+                }
+            }
+            for t in session.tables.values() {
+                t.clear();
+            }
+        }
+        out.sort_by_cached_key(Output::order_key);
+        out
+    }
+
+    /// The early firings of rule `ri` for the findings of an early pass
+    /// over the open windows starting in `[first, last]`.
+    fn fire_early(
+        &mut self,
+        ri: usize,
+        first: i64,
+        last: i64,
+        findings: &[crate::rules::Finding],
+    ) -> Vec<Output> {
+        let def = &self.rules.rules[ri].def;
+        let crate::rules::Kind::Alert { suppress_ns, .. } = &def.kind else {
+            return vec![];
+        };
+        let Some(early) = &mut self.early else {
+            return vec![];
+        };
+        let state = &self.alerts[ri];
+        let fired = early.fired.entry(def.id.clone()).or_default();
+        // per entity, the first open window that holds
+        let mut earliest: BTreeMap<&BTreeMap<String, String>, &crate::rules::Finding> =
+            BTreeMap::new();
+        for f in findings {
+            if f.window_start < first || f.window_start > last {
+                continue;
+            }
+            let e = earliest.entry(&f.keys).or_insert(f);
+            if f.window_start < e.window_start {
+                *e = f;
+            }
+        }
+        let mut out = Vec::new();
+        for (keys, f) in earliest {
+            // an open incident has its own course; a suppression that would
+            // silence the close in some window between is left to the close
+            if state.incidents.contains_key(keys)
+                || fired.contains_key(keys)
+                || state.is_suppressed(keys, first + def.window.size_ns, *suppress_ns)
+                || state.incidents.len() + fired.len() >= state.cap()
+            {
+                continue;
+            }
+            // the alert the close will make when this window opens the incident
+            let made = RuleAlerts::with_cap(1).window(def, f.window_start, &[f]);
+            for a in made {
+                fired.insert(keys.clone(), (f.window_start, a.clone()));
+                self.stats.early_alerts += 1;
+                self.health[ri].fired_early += 1;
+                out.push(Output::Alert(a));
+            }
+        }
+        out
+    }
+
+    /// Resolves the early firings of session `si`'s rules whose window (up
+    /// to `last`) closed without a firing for their entity (the close was
+    /// suppressed, refused at the cap, or failed).
+    fn withdraw_unconfirmed(&mut self, si: usize, last: i64) -> Vec<Output> {
+        let Some(early) = &mut self.early else {
+            return vec![];
+        };
+        let mut out = Vec::new();
+        for rule in self.rules.rules.iter().filter(|r| r.session == si) {
+            let Some(fired) = early.fired.get_mut(&rule.def.id) else {
+                continue;
+            };
+            let gone: Vec<BTreeMap<String, String>> = fired
+                .iter()
+                .filter(|(_, (start, _))| *start <= last)
+                .map(|(k, _)| k.clone())
+                .collect();
+            for keys in gone {
+                if let Some((_, a)) = fired.remove(&keys) {
+                    self.stats.early_withdrawn += 1;
+                    out.push(Output::Alert(withdrawn(&a, a.at_ns)));
+                }
+            }
+        }
+        out
+    }
+
     /// Evaluates every window that is final at the current watermark.
     pub async fn evaluate(&mut self) -> Vec<Output> {
         let mut out = match self.watermark.get() {
@@ -729,11 +1016,9 @@ impl Evaluator {
         for si in 0..self.rules.sessions.len() {
             let spec = self.rules.sessions[si].spec;
             let last = last_start_of(spec);
-            let first = self.sessions[si].next_start.unwrap_or_else(|| {
-                // the first window that holds the earliest row
-                min_seen.div_euclid(spec.slide_ns) * spec.slide_ns
-                    - (spec.overlap() - 1) * spec.slide_ns
-            });
+            let first = self.sessions[si]
+                .next_start
+                .unwrap_or_else(|| first_window(spec, min_seen));
             if first > last {
                 self.sessions[si].next_start = Some(first);
                 continue;
@@ -866,6 +1151,7 @@ impl Evaluator {
                 {
                     sampled.extend(a.trace_ids.iter().cloned());
                 }
+                let alerts = confirm_early(&mut self.early, &mut self.stats, &rule.def.id, alerts);
                 out.extend(alerts.into_iter().map(Output::Alert));
                 cursor += spec.slide_ns;
             }
@@ -886,6 +1172,7 @@ impl Evaluator {
         for t in self.rules.sessions[si].tables.values() {
             t.clear();
         }
+        out.extend(self.withdraw_unconfirmed(si, last));
         out
     }
 }

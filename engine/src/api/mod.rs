@@ -400,6 +400,22 @@ pub fn render_metrics(b: &Board) -> String {
     }
     let _ = writeln!(
         m,
+        "# HELP otelguard_alerts_fired_early_total Firing alerts sent before their window closed, by monotone rule.\n# TYPE otelguard_alerts_fired_early_total counter"
+    );
+    for r in b.rules.iter().filter(|r| r.kind == "alert" && r.monotone) {
+        let _ = writeln!(
+            m,
+            "otelguard_alerts_fired_early_total{{rule=\"{}\"}} {}",
+            r.id, r.fired_early
+        );
+    }
+    let _ = writeln!(
+        m,
+        "# HELP otelguard_early_passes_total Passes of the monotone rules over open windows.\n# TYPE otelguard_early_passes_total counter\notelguard_early_passes_total {}\n# HELP otelguard_early_withdrawn_total Early firings the close did not confirm, resolved.\n# TYPE otelguard_early_withdrawn_total counter\notelguard_early_withdrawn_total {}",
+        b.stats.early_passes, b.stats.early_withdrawn
+    );
+    let _ = writeln!(
+        m,
         "# HELP otelguard_rule_failures Consecutive failed evaluations, by rule.\n# TYPE otelguard_rule_failures gauge"
     );
     for r in &b.rules {
@@ -544,6 +560,8 @@ mod eval_time_tests {
                 evaluations: 4,
                 fired: 0,
                 eval_seconds: durations,
+                monotone: false,
+                fired_early: 0,
             }],
             ..Default::default()
         };

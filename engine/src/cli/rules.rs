@@ -14,7 +14,7 @@ use serde::Deserialize;
 use crate::alerts::{Alert, State};
 use crate::evaluator::{Evaluator, Output};
 use crate::rules::definition::parse_duration;
-use crate::rules::{RuleSet, Which};
+use crate::rules::{Growth, Kind, RuleSet, Which};
 
 use super::replay::{Speed, replay};
 
@@ -24,6 +24,16 @@ pub async fn check(dir: &Path) -> anyhow::Result<usize> {
     let set = RuleSet::load(dir, Which::All).await?;
     for e in &set.errors {
         eprintln!("error: {e}");
+    }
+    // when each rule fires: before its window closes, or at the close
+    for r in set.rules.iter().filter(|r| !r.def.is_kpi()) {
+        let when = match (&r.growth, &r.def.kind) {
+            (Growth::Monotone, Kind::Alert { for_windows, .. }) if *for_windows > 1 => format!(
+                "at close: monotone, but `for = {for_windows}` waits for {for_windows} windows"
+            ),
+            (growth, _) => growth.to_string(),
+        };
+        println!("{:<40} {when}", r.def.id);
     }
     let alerts = set.rules.iter().filter(|r| !r.def.is_kpi()).count();
     println!(

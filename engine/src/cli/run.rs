@@ -108,6 +108,12 @@ pub struct RunArgs {
     /// counted (otelguard_incidents_refused_total)
     #[arg(long, default_value_t = crate::alerts::DEFAULT_MAX_INCIDENTS)]
     pub max_incidents: usize,
+    /// rules whose condition only grows within a window (`rules check`
+    /// says which) also run over the open windows, at most this often
+    /// while rows come, and fire as soon as the condition holds; "off"
+    /// waits for every window to close
+    #[arg(long, default_value = "200ms")]
+    pub early_every: String,
 }
 
 /// Where the built-in OTLP receiver listens.
@@ -603,6 +609,18 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         .with_future_limit(skew)
         .with_buffer_cap(args.max_buffered_rows)
         .with_incident_cap(args.max_incidents);
+    let early_every = match args.early_every.as_str() {
+        "off" => None,
+        every => Some(
+            crate::rules::definition::parse_duration(every)
+                .map_err(|e| anyhow::anyhow!("--early-every: {e}"))?,
+        ),
+    };
+    if let Some(every) = early_every {
+        ev = ev.with_early_firing(every);
+    }
+    let mut early_tick = tokio::time::interval(early_every.unwrap_or(Duration::from_secs(3600)));
+    early_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     board.lock().unwrap_or_else(|e| e.into_inner()).samples = ev.samples();
     let counts = Arc::new(RejectCounts::default());
     let rejections = Arc::new(super::dead_letters(
@@ -749,8 +767,20 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
                     delivery.deliver(&out);
                     note_first_evaluation(&mut first_evaluation, started, &ev, &board);
                 }
+                if ev.early_due() {
+                    let out = ev.evaluate_early().await;
+                    delivery.deliver(&out);
+                }
                 commit(&kafka, &mut uncommitted, &ev, &delivery, false);
                 refresh(&board, &ev, &counts, &delivery.sinks, &uncommitted);
+            }
+            // rows that came within --early-every of the last early pass
+            _ = early_tick.tick(), if ev.early_waiting() => {
+                if ev.early_due() {
+                    let out = ev.evaluate_early().await;
+                    delivery.deliver(&out);
+                    refresh(&board, &ev, &counts, &delivery.sinks, &uncommitted);
+                }
             }
             _ = tick.tick() => {
                 // a source cut off is absent, not idle: event time waits for it

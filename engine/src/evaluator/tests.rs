@@ -1,4 +1,5 @@
-//! Reloading the rule pack while rows flow: what carries on, what starts anew.
+//! Reloading the rule pack while rows flow: what carries on, what starts
+//! anew; firing monotone rules before their window closes.
 
 use crate::alerts::{Alert, State};
 use crate::evaluator::{Evaluator, Output};
@@ -144,4 +145,313 @@ async fn a_changed_rule_starts_anew_and_its_old_incident_is_resolved() {
     assert_eq!(resolved[0].state, State::Resolved);
     assert_eq!(resolved[0].identity(), alerts(&before)[0].identity());
     assert_eq!(ev.health()[0].evaluations, 0);
+}
+
+/// `test.flood` with another condition in its HAVING.
+fn flood_having(having: &str) -> String {
+    flood_rule("1m", "10s", 5, 1, "15m")
+        .replace("HAVING count(*) >= 5", &format!("HAVING {having}"))
+}
+
+async fn growth_of(sql: &str) -> crate::rules::Growth {
+    let set = rule_set(&[sql]).await;
+    assert!(set.errors.is_empty(), "{:?}", set.errors);
+    set.rules[0].growth.clone()
+}
+
+#[tokio::test]
+async fn the_packs_monotone_rules_are_the_counts_and_distinct_counts_against_a_constant() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../rules");
+    let set = crate::rules::RuleSet::load(&dir, crate::rules::Which::Alerts)
+        .await
+        .expect("the pack loads");
+    assert!(set.errors.is_empty(), "{:?}", set.errors);
+    let monotone: Vec<&str> = set
+        .rules
+        .iter()
+        .filter(|r| r.growth.is_monotone())
+        .map(|r| r.def.id.as_str())
+        .collect();
+    // count(*) >= 8; count(*) >= 3000; a count over an inner join; counts of
+    // groups whose own count passed a bar (two levels)
+    assert_eq!(
+        monotone,
+        vec![
+            "auth.account_takeover",
+            "auth.brute_force.single_account",
+            "dos.http_flood.single_source",
+            "perf.n_plus_one",
+            "perf.retry_storm",
+        ]
+    );
+    // every other one says why it waits for the close
+    let why = |id: &str| match &set.rules.iter().find(|r| r.def.id == id).unwrap().growth {
+        crate::rules::Growth::AtClose(why) => why.clone(),
+        crate::rules::Growth::Monotone => panic!("{id} is monotone"),
+    };
+    // ratios
+    assert!(
+        why("auth.credential_stuffing").contains(" / count(Int64(1))"),
+        "{}",
+        why("auth.credential_stuffing")
+    );
+    assert!(why("dos.route_error_surge").contains(" / count(Int64(1))"));
+    assert!(why("fraud.card_testing").contains(" / count(Int64(1))"));
+    // a bar that grows with the rows
+    assert!(why("fraud.card_testing.population").contains(">= Float64(0.5) * sum("));
+    // durations may be negative (a span whose end is before its start)
+    assert!(why("dos.expensive_endpoint_abuse").contains("sum(spans.duration_ms)"));
+    // a cart request removes a walker from the LEFT JOIN's answer
+    assert!(why("dos.scraping.catalog_walk").contains("LEFT join"));
+    // a second route makes a client no longer a single-route one
+    assert!(why("dos.http_flood.distributed").contains("r.routes = Int64(1)"));
+    assert_eq!(set.rules.len() - monotone.len(), 13);
+}
+
+#[tokio::test]
+async fn a_condition_is_monotone_only_when_every_part_of_it_can_only_grow() {
+    let monotone = [
+        "count(*) >= 5",
+        "count(*) > 4 AND count(DISTINCT trace_id) >= 2",
+        "count(*) >= 50 OR count(DISTINCT trace_id) >= 5",
+        "5 <= count(*)",
+        "count(trace_id) >= 5",
+        "count(*) FILTER (WHERE http_route = '/login') >= 5",
+        "max(duration_ms) >= 5000",
+        "min(duration_ms) <= 1",
+        "CAST(count(*) AS DOUBLE) / 2 >= 2.5",
+        "count(*) + count(DISTINCT trace_id) >= 6",
+        "2 * count(*) >= 10",
+    ];
+    for having in monotone {
+        let g = growth_of(&flood_having(having)).await;
+        assert!(g.is_monotone(), "{having}: {g}");
+    }
+    let at_close = [
+        // falls as rows come
+        ("count(*) < 5", "may stop holding"),
+        ("NOT (count(*) < 5)", "may stop holding"),
+        (
+            "count(*) <= 2 * count(DISTINCT trace_id)",
+            "may stop holding",
+        ),
+        // a ratio, an average, a subtraction
+        (
+            "CAST(count(*) AS DOUBLE) / count(DISTINCT trace_id) >= 2",
+            "may stop holding",
+        ),
+        ("avg(duration_ms) > 100", "may stop holding"),
+        (
+            "count(*) - count(DISTINCT trace_id) >= 5",
+            "may stop holding",
+        ),
+        // a sum of values that may be negative
+        ("sum(duration_ms) >= 100", "may stop holding"),
+        ("count(*) = 5", "may stop holding"),
+        ("max(duration_ms) <= 10", "may stop holding"),
+    ];
+    for (having, why) in at_close {
+        let g = growth_of(&flood_having(having)).await;
+        assert!(
+            !g.is_monotone() && g.to_string().contains(why),
+            "{having}: {g}"
+        );
+    }
+    // the shapes around the condition count too
+    let rule = flood_having("count(*) >= 5");
+    let limited = rule.replace(
+        "HAVING count(*) >= 5",
+        "HAVING count(*) >= 5 ORDER BY 4 DESC LIMIT 3",
+    );
+    assert!(growth_of(&limited).await.to_string().contains("LIMIT"));
+    let ranked = rule.replace(
+        "count(*) AS requests,",
+        "count(*) AS requests, rank() OVER (ORDER BY count(*)) AS r,",
+    );
+    assert!(
+        growth_of(&ranked)
+            .await
+            .to_string()
+            .contains("window function")
+    );
+}
+
+fn early_rule() -> String {
+    flood("test.flood")
+}
+
+/// The firing alerts of `out`.
+fn firing(out: &[Output]) -> Vec<&Alert> {
+    alerts(out)
+        .into_iter()
+        .filter(|a| a.state == State::Firing)
+        .collect()
+}
+
+#[tokio::test]
+async fn a_monotone_rule_fires_before_its_window_closes_and_the_close_confirms_it() {
+    let mut ev = Evaluator::new(rule_set(&[&early_rule()]).await, 5 * S)
+        .with_early_firing(std::time::Duration::ZERO);
+    // five spans from `a` in the first seconds: 5 >= 5 in the window [-50 s, 10 s)
+    // and every later one holding them
+    let five: Vec<(f64, &str)> = (0..5).map(|i| (i as f64, "a")).collect();
+    ev.push(ingest::Table::Spans, spans(&five[..4])).unwrap();
+    assert!(ev.early_due());
+    assert!(firing(&ev.evaluate_early().await).is_empty(), "4 is not 5");
+    assert!(!ev.early_due(), "no new rows, no pass");
+    ev.push(ingest::Table::Spans, spans(&five[4..])).unwrap();
+    let early = ev.evaluate_early().await;
+    let sent = firing(&early);
+    assert_eq!(sent.len(), 1, "{early:?}");
+    let sent = sent[0].clone();
+    assert_eq!(sent.entity["client.address"], "a");
+    assert_eq!(sent.value, serde_json::json!(5));
+    // the first window not final at the watermark holds them
+    let watermark = ev.watermark().expect("rows came");
+    assert!(
+        watermark < sent.at_ns,
+        "fired at {watermark}, window ends {}",
+        sent.at_ns
+    );
+    assert!(
+        alerts(&ev.evaluate().await).is_empty(),
+        "no window has closed yet"
+    );
+    assert_eq!(ev.stats().early_alerts, 1);
+    assert_eq!(ev.health()[0].fired_early, 1);
+    assert_eq!(ev.early_open()["test.flood"], 1);
+
+    // more rows: no second early firing for `a`
+    ev.push(ingest::Table::Spans, spans(&[(6.0, "a"), (7.0, "a")]))
+        .unwrap();
+    assert!(firing(&ev.evaluate_early().await).is_empty());
+
+    // the windows close: the close fires under the same identity, with the
+    // value at close, and nothing is withdrawn
+    ev.push(ingest::Table::Spans, spans(&[(20.0, "z")]))
+        .unwrap();
+    let closed = ev.evaluate().await;
+    let confirmed = firing(&closed);
+    assert_eq!(confirmed.len(), 1, "{closed:?}");
+    assert_eq!(confirmed[0].identity(), sent.identity());
+    assert_eq!(confirmed[0].window_start, sent.window_start);
+    assert_eq!(confirmed[0].value, serde_json::json!(7));
+    assert!(alerts(&closed).iter().all(|a| a.state == State::Firing));
+    assert!(ev.early_open().is_empty());
+    assert_eq!(ev.stats().early_withdrawn, 0);
+}
+
+#[tokio::test]
+async fn a_rule_that_is_not_monotone_waits_for_the_close() {
+    // a ratio: the share of spans from one client
+    let ratio = flood_having("CAST(count(*) AS DOUBLE) / count(DISTINCT trace_id) >= 1");
+    let mut ev = Evaluator::new(rule_set(&[&ratio]).await, 5 * S)
+        .with_early_firing(std::time::Duration::ZERO);
+    let five: Vec<(f64, &str)> = (0..5).map(|i| (i as f64, "a")).collect();
+    ev.push(ingest::Table::Spans, spans(&five)).unwrap();
+    assert!(ev.evaluate_early().await.is_empty());
+    assert_eq!(ev.stats().early_passes, 1);
+    ev.push(ingest::Table::Spans, spans(&[(20.0, "z")]))
+        .unwrap();
+    assert_eq!(firing(&ev.evaluate().await).len(), 1, "the close fires");
+    assert_eq!(ev.stats().early_alerts, 0);
+}
+
+#[tokio::test]
+async fn rows_that_come_late_into_an_earlier_window_withdraw_an_early_firing() {
+    // 30 s of lateness: the window [10 s, 70 s) stays open while rows at 75 s come
+    let mut ev = Evaluator::new(rule_set(&[&early_rule()]).await, 30 * S)
+        .with_early_firing(std::time::Duration::ZERO);
+    ev.push(ingest::Table::Spans, spans(&[(15.0, "z")]))
+        .unwrap();
+    let five: Vec<(f64, &str)> = (71..76).map(|i| (i as f64, "a")).collect();
+    ev.push(ingest::Table::Spans, spans(&five)).unwrap();
+    let early = ev.evaluate_early().await;
+    let sent = firing(&early)[0].clone();
+    assert_eq!(sent.window_start, "2026-01-15T10:00:20Z", "{early:?}");
+    // five rows of `a` come late (but within the lateness) into [10 s, 70 s):
+    // the incident starts in that window, under another identity
+    let late: Vec<(f64, &str)> = (60..65).map(|i| (i as f64, "a")).collect();
+    ev.push(ingest::Table::Spans, spans(&late)).unwrap();
+    assert!(ev.evaluate_early().await.is_empty(), "`a` was sent already");
+    ev.push(ingest::Table::Spans, spans(&[(300.0, "z")]))
+        .unwrap();
+    let closed = ev.evaluate().await;
+    let states: Vec<(State, &str)> = alerts(&closed)
+        .iter()
+        .filter(|a| a.entity["client.address"] == "a")
+        .map(|a| (a.state, a.window_start.as_str()))
+        .collect();
+    // the early one is resolved first, then the close's incident fires and resolves
+    assert_eq!(
+        states[0],
+        (State::Resolved, "2026-01-15T10:00:20Z"),
+        "{states:?}"
+    );
+    assert_eq!(
+        states[1],
+        (State::Firing, "2026-01-15T10:00:10Z"),
+        "{states:?}"
+    );
+    assert_eq!(alerts(&closed)[0].identity(), sent.identity());
+    assert_eq!(ev.stats().early_withdrawn, 1);
+}
+
+/// Replays a capture of the pack with an early pass after every
+/// `early_every` messages (none if 0): the outputs of closed windows, and
+/// those of the early passes.
+async fn replay_capture(name: &str, early_every: usize) -> (Vec<Output>, Vec<Output>, Evaluator) {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let set = crate::rules::RuleSet::load(&root.join("rules"), crate::rules::Which::Alerts)
+        .await
+        .expect("the pack loads");
+    let mut ev = Evaluator::new(set, 5 * S);
+    if early_every > 0 {
+        ev = ev.with_early_firing(std::time::Duration::ZERO);
+    }
+    let reader = ingest::file::open(&[root.join("rules/captures").join(name)]).expect("capture");
+    let (mut closed, mut early) = (Vec::new(), Vec::new());
+    for (i, item) in reader.enumerate() {
+        let ingest::file::CaptureItem::Message(m) = item else {
+            continue;
+        };
+        let stream = crate::window::Stream {
+            table: m.decoded.table,
+            partition: m.partition.unwrap_or(0),
+        };
+        ev.push_from(stream, m.decoded.batch).expect("rows");
+        if early_every > 0 && i % early_every == 0 && ev.early_due() {
+            early.extend(ev.evaluate_early().await);
+        }
+        if ev.has_final_windows() {
+            closed.extend(ev.evaluate().await);
+        }
+    }
+    closed.extend(ev.finish().await);
+    (closed, early, ev)
+}
+
+#[tokio::test]
+async fn early_firing_changes_nothing_the_closed_windows_report() {
+    for capture in ["brute_force.jsonl.zst", "account_takeover.jsonl.zst"] {
+        let (plain, none, _) = replay_capture(capture, 0).await;
+        assert!(none.is_empty());
+        let (closed, early, ev) = replay_capture(capture, 1).await;
+        // the same alerts at close, values included
+        assert_eq!(closed, plain, "{capture}");
+        // every early firing is an incident the close opened, same identity
+        let confirmed: std::collections::BTreeSet<String> =
+            firing(&closed).iter().map(|a| a.identity()).collect();
+        let sent = firing(&early);
+        assert!(!sent.is_empty(), "{capture}: nothing fired early");
+        for a in &sent {
+            assert!(
+                confirmed.contains(&a.identity()),
+                "{capture}: {a:?} not confirmed"
+            );
+        }
+        assert!(alerts(&early).iter().all(|a| a.state == State::Firing));
+        assert_eq!(ev.stats().early_withdrawn, 0, "{capture}");
+        assert_eq!(ev.stats().early_alerts, sent.len() as u64);
+    }
 }

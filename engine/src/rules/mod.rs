@@ -8,6 +8,7 @@
 
 pub mod definition;
 pub mod distinct;
+pub mod growth;
 pub mod panes;
 pub mod snapshot;
 pub mod trace_sample;
@@ -30,6 +31,7 @@ use ingest::Table;
 use ingest::schema::column_name;
 
 pub use definition::{Definition, Kind, Location, RuleError, Severity, WindowSpec};
+pub use growth::Growth;
 pub use snapshot::SnapshotTable;
 
 /// A DataFusion session whose tables hold the rows of windows of one spec.
@@ -193,6 +195,11 @@ pub struct CompiledRule {
     pub plan: LogicalPlan,
     /// the physical plan, made at the first evaluation and run again after
     physical: Mutex<Option<Arc<dyn ExecutionPlan>>>,
+    /// the plan of early passes over open windows, apart from `physical`:
+    /// pane states are made only from final windows
+    early_physical: Mutex<Option<Arc<dyn ExecutionPlan>>>,
+    /// whether it can fire before its window closes
+    pub growth: Growth,
     /// index of its session in the rule set
     pub session: usize,
 }
@@ -245,10 +252,22 @@ impl CompiledRule {
             .await
     }
 
-    /// Forgets the physical plan, so that the next run plans afresh (after a
+    /// Runs the rule over the open windows its session holds, before they
+    /// close (an early pass; see [`Growth`]), with a plan of its own.
+    pub async fn execute_early(&self, session: &WindowSession) -> DfResult<Vec<RecordBatch>> {
+        session
+            .execute(&self.plan, &self.early_physical, false)
+            .await
+    }
+
+    /// Forgets the physical plans, so that the next run plans afresh (after a
     /// failure, in case the plan's state is what failed).
     pub fn replan(&self) {
         *self.physical.lock().unwrap_or_else(|e| e.into_inner()) = None;
+        *self
+            .early_physical
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = None;
     }
 
     /// Reads the findings out of the rule's result batches.
@@ -526,15 +545,21 @@ impl CompiledRule {
         session: &WindowSession,
         index: usize,
     ) -> Result<CompiledRule, RuleError> {
-        let plan = session
-            .plan(&def.sql)
+        let state = session.ctx.state();
+        // classified as written, before the optimizer rewrites it
+        let written = state
+            .create_logical_plan(&def.sql)
             .await
             .map_err(|e| sql_error(&def, &e))?;
+        let plan = state.optimize(&written).map_err(|e| sql_error(&def, &e))?;
         CompiledRule::check_output(&def, &plan)?;
+        let growth = growth::classify(&written, &def.keys);
         Ok(CompiledRule {
             def,
             plan,
             physical: Mutex::new(None),
+            early_physical: Mutex::new(None),
+            growth,
             session: index,
         })
     }
@@ -551,6 +576,8 @@ impl CompiledRule {
                     .unwrap_or_else(|e| e.into_inner())
                     .clone(),
             ),
+            early_physical: Mutex::new(None),
+            growth: self.growth.clone(),
             session: index,
         }
     }
