@@ -597,6 +597,8 @@ impl Evaluator {
                     at_ns: now,
                     rule_version: String::new(),
                     incident_start_ns: None,
+                    first_seen_ns: None,
+                    detected_at_ns: Some(now),
                 })
             })
             .collect()
@@ -646,6 +648,16 @@ impl Evaluator {
             .map(|_| RuleAlerts::with_cap(entities))
             .collect();
         self
+    }
+
+    /// Restores incidents the BI store kept, before the first evaluation
+    /// (`engine run --postgres`), see [`crate::alerts::restore`].
+    pub fn restore_incidents(
+        &mut self,
+        stored: &[crate::alerts::Stored],
+    ) -> crate::alerts::Restored {
+        let defs = self.rules.rules.iter().map(|r| &r.def);
+        crate::alerts::restore(defs.zip(self.alerts.iter_mut()), stored)
     }
 
     /// Open incidents per rule id, for the API.
@@ -1043,6 +1055,14 @@ impl Evaluator {
     /// Evaluates the rules of session `si` over the windows starting in `[first, last]`.
     async fn evaluate_session(&mut self, si: usize, first: i64, last: i64) -> Vec<Output> {
         let spec = self.rules.sessions[si].spec;
+        // the event time reached as the alerts are emitted: the newest row,
+        // or the watermark where idleness moved it ahead (the end of input
+        // leaves the newest row)
+        let detected_at = match (self.watermark.get(), self.max_seen) {
+            (Some(w), Some(seen)) if w != i64::MAX => Some(w.max(seen)),
+            (_, seen) => seen,
+        }
+        .map(crate::alerts::micros);
         let mut out = Vec::new();
         let session = &self.rules.sessions[si];
         for (table, t) in &session.tables {
@@ -1139,7 +1159,10 @@ impl Evaluator {
                     }
                 }
                 let found = by_window.get(&cursor).map(Vec::as_slice).unwrap_or(&[]);
-                let alerts = state.window(&rule.def, cursor, found);
+                let mut alerts = state.window(&rule.def, cursor, found);
+                for a in &mut alerts {
+                    a.detected_at_ns = detected_at;
+                }
                 self.health[ri].fired += alerts
                     .iter()
                     .filter(|a| a.state == crate::alerts::State::Firing)

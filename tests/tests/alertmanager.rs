@@ -33,6 +33,8 @@ fn alert(rule_id: &str, state: State, incident: i64) -> Alert {
         at_ns: end,
         rule_version: "e2e".into(),
         incident_start_ns: Some(incident),
+        first_seen_ns: None,
+        detected_at_ns: None,
     }
 }
 

@@ -9,7 +9,7 @@
 use std::collections::BTreeMap;
 
 use chrono::{DateTime, SecondsFormat};
-use serde::Serialize;
+use serde::{Serialize, Serializer};
 
 use crate::rules::{Definition, Finding, Kind};
 
@@ -21,8 +21,10 @@ pub enum State {
     Resolved,
 }
 
-/// One alert, with the contract's fields in the contract's order.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+/// One alert. As JSON ([`Alert::serialize`]): the contract's fields in the
+/// contract's order, then the extension fields `id`, `rule_version`,
+/// `incident_start`, `first_seen` and `detected_at` (docs/dashboards.md).
+#[derive(Debug, Clone, PartialEq)]
 pub struct Alert {
     pub rule_id: String,
     pub severity: String,
@@ -35,15 +37,70 @@ pub struct Alert {
     pub summary: String,
     pub trace_ids: Vec<String>,
     /// event time of the window end, for ordering; not serialized
-    #[serde(skip)]
     pub at_ns: i64,
     /// the rule's version ([`crate::rules::Definition::version`]); part of the identity
-    #[serde(skip)]
     pub rule_version: String,
     /// event time of the first window of the incident; `None` for a notice
     /// that belongs to no incident (the engine's own built-in alerts)
-    #[serde(skip)]
     pub incident_start_ns: Option<i64>,
+    /// event time of the incident's first evidence: the earliest `first_seen`
+    /// its rule reported over the incident's windows, else the start of its
+    /// first window; `None` for a notice
+    pub first_seen_ns: Option<i64>,
+    /// event time the engine had reached when it emitted this alert (the
+    /// newest event seen, or the watermark if that is ahead); `None` when
+    /// not known. `detected_at - first_seen` is the detection delay.
+    pub detected_at_ns: Option<i64>,
+}
+
+/// The JSON of an [`Alert`]: the contract's object and the extension fields.
+#[derive(Serialize)]
+struct AlertJson<'a> {
+    rule_id: &'a str,
+    severity: &'a str,
+    state: State,
+    entity: &'a BTreeMap<String, String>,
+    window_start: &'a str,
+    window_end: &'a str,
+    value: &'a serde_json::Value,
+    tags: &'a [String],
+    summary: &'a str,
+    trace_ids: &'a [String],
+    id: String,
+    #[serde(skip_serializing_if = "str::is_empty")]
+    rule_version: &'a str,
+    incident_start: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    first_seen: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    detected_at: Option<String>,
+}
+
+impl Serialize for Alert {
+    /// The contract's fields in the contract's order, then `id`
+    /// ([`Alert::identity`]), `rule_version` (absent for the engine's own
+    /// notices), `incident_start`, and `first_seen` and `detected_at` when
+    /// known (RFC 3339, event time).
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        AlertJson {
+            rule_id: &self.rule_id,
+            severity: &self.severity,
+            state: self.state,
+            entity: &self.entity,
+            window_start: &self.window_start,
+            window_end: &self.window_end,
+            value: &self.value,
+            tags: &self.tags,
+            summary: &self.summary,
+            trace_ids: &self.trace_ids,
+            id: self.identity(),
+            rule_version: &self.rule_version,
+            incident_start: self.incident_start(),
+            first_seen: self.first_seen_ns.map(rfc3339),
+            detected_at: self.detected_at_ns.map(rfc3339),
+        }
+        .serialize(s)
+    }
 }
 
 impl Alert {
@@ -76,11 +133,24 @@ impl Alert {
             None => self.window_start.clone(),
         }
     }
+
+    /// Seconds from the first evidence to the emission, when both are known.
+    pub fn detection_delay_seconds(&self) -> Option<f64> {
+        let (seen, detected) = self.first_seen_ns.zip(self.detected_at_ns)?;
+        Some(detected.saturating_sub(seen) as f64 / 1e9)
+    }
 }
 
 /// RFC 3339 UTC text of an event time in nanoseconds.
 pub fn rfc3339(ns: i64) -> String {
     DateTime::from_timestamp_nanos(ns).to_rfc3339_opts(SecondsFormat::AutoSi, true)
+}
+
+/// An event time cut to whole microseconds, as PostgreSQL's `timestamptz`
+/// keeps it: the detection delay's ends, so that the store and the engine
+/// compute the same delay.
+pub fn micros(ns: i64) -> i64 {
+    ns - ns.rem_euclid(1_000)
 }
 
 /// A number as JSON: integral values without a fraction, NaN as null.
@@ -111,6 +181,9 @@ pub struct Incident {
     pub last_window_start: i64,
     /// start of the first window in which the condition held
     pub first_window_start: i64,
+    /// the incident's first evidence: the earliest `first_seen` of its
+    /// findings, else the start of its first window
+    pub first_seen: i64,
     pub value: f64,
     pub trace_ids: Vec<String>,
     /// whether its firing was notified (not suppressed)
@@ -206,24 +279,6 @@ impl RuleAlerts {
         self.last_notified.forgotten
     }
 
-    /// Whether a firing for `keys` in a window ending at `end` would be kept
-    /// silent by an earlier notification's suppression (`suppress_ns`).
-    pub fn is_suppressed(
-        &self,
-        keys: &BTreeMap<String, String>,
-        end: i64,
-        suppress_ns: i64,
-    ) -> bool {
-        self.last_notified
-            .get(keys)
-            .is_some_and(|t| end < t.saturating_add(suppress_ns))
-    }
-
-    /// Open incidents at most ([`RuleAlerts::with_cap`]).
-    pub fn cap(&self) -> usize {
-        self.cap
-    }
-
     /// Whether any incident is open (so absent windows matter).
     pub fn is_idle(&self) -> bool {
         self.incidents.is_empty()
@@ -245,6 +300,7 @@ impl RuleAlerts {
         let mut out = Vec::new();
         for f in findings {
             let value = f.values.first().copied().unwrap_or(f64::NAN);
+            let evidence = f.first_seen.map_or(start, |t| t.clamp(start, end));
             if self.incidents.len() >= self.cap && !self.incidents.contains_key(&f.keys) {
                 if self.refused == 0 {
                     tracing::warn!(
@@ -262,14 +318,18 @@ impl RuleAlerts {
                 streak: 0,
                 last_window_start: i64::MIN,
                 first_window_start: start,
+                first_seen: evidence,
                 value,
                 trace_ids: vec![],
                 notified: false,
                 details: BTreeMap::new(),
             });
-            if inc.last_window_start == start {
-                // two rows for one entity in a window: keep the larger figure
+            if inc.last_window_start >= start {
+                // two rows for one entity in a window (or, for an incident
+                // restored after a restart, a window before the one it was
+                // last seen in): keep the larger figure
                 inc.value = inc.value.max(value);
+                inc.first_seen = inc.first_seen.min(evidence);
                 continue;
             }
             inc.streak = if inc.last_window_start == start - slide {
@@ -279,6 +339,9 @@ impl RuleAlerts {
             };
             if inc.streak == 1 && inc.phase == Phase::Pending {
                 inc.first_window_start = start;
+                inc.first_seen = evidence;
+            } else {
+                inc.first_seen = inc.first_seen.min(evidence);
             }
             inc.last_window_start = start;
             inc.value = value;
@@ -305,7 +368,9 @@ impl RuleAlerts {
         let cleared: Vec<_> = self
             .incidents
             .iter()
-            .filter(|(_, inc)| inc.last_window_start != start)
+            // an incident restored after a restart may have been seen in a
+            // later window than the one evaluated: it stays open
+            .filter(|(_, inc)| inc.last_window_start < start)
             .map(|(k, _)| k.clone())
             .collect();
         for keys in cleared {
@@ -335,6 +400,104 @@ impl RuleAlerts {
             })
             .collect()
     }
+}
+
+/// An incident as the BI store keeps it (its latest firing alert), to be
+/// restored when the engine starts again.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Stored {
+    pub rule_id: String,
+    /// `None` for alerts written before the store kept versions
+    pub rule_version: Option<String>,
+    pub entity: BTreeMap<String, String>,
+    pub incident_start_ns: i64,
+    /// the window of its firing alert
+    pub fired_start_ns: i64,
+    pub fired_end_ns: i64,
+    pub first_seen_ns: Option<i64>,
+    pub value: Option<f64>,
+    pub trace_ids: Vec<String>,
+    /// fired and not resolved
+    pub open: bool,
+}
+
+/// What [`restore`] did with the stored incidents.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Restored {
+    /// open incidents restored: a finding for them does not notify again
+    pub open: usize,
+    /// notifications restored for suppression (the open ones included)
+    pub notified: usize,
+    /// incidents of a rule the pack no longer has, or has in another version
+    /// (their rule changed: its incidents start afresh)
+    pub skipped: usize,
+}
+
+impl RuleAlerts {
+    /// Restores one stored incident of this rule: its notification counts
+    /// for suppression, and an open one goes on firing, already notified, so
+    /// that a restart does not notify it again. Its summary details are not
+    /// kept by the store; the resolution's summary lacks them.
+    pub fn restore(&mut self, def: &Definition, s: &Stored) -> bool {
+        let Kind::Alert {
+            for_windows,
+            suppress_ns,
+            ..
+        } = &def.kind
+        else {
+            return false;
+        };
+        self.last_notified
+            .remember(&s.entity, s.fired_end_ns, *suppress_ns);
+        if !s.open || (self.incidents.len() >= self.cap && !self.incidents.contains_key(&s.entity))
+        {
+            return false;
+        }
+        self.incidents.insert(
+            s.entity.clone(),
+            Incident {
+                phase: Phase::Firing,
+                streak: *for_windows,
+                last_window_start: s.fired_start_ns,
+                first_window_start: s.incident_start_ns,
+                first_seen: s.first_seen_ns.unwrap_or(s.incident_start_ns),
+                value: s.value.unwrap_or(f64::NAN),
+                trace_ids: s.trace_ids.clone(),
+                notified: true,
+                details: BTreeMap::new(),
+            },
+        );
+        true
+    }
+}
+
+/// Restores stored incidents into the lifecycle states of the rules they
+/// belong to (`rules` pairs each definition with its state), before the
+/// first evaluation. An incident whose rule is gone or changed version is
+/// skipped and counted.
+pub fn restore<'a>(
+    rules: impl IntoIterator<Item = (&'a Definition, &'a mut RuleAlerts)>,
+    stored: &[Stored],
+) -> Restored {
+    let mut by_rule: BTreeMap<&str, (&Definition, &mut RuleAlerts)> = rules
+        .into_iter()
+        .map(|(d, a)| (d.id.as_str(), (d, a)))
+        .collect();
+    let mut done = Restored::default();
+    for s in stored {
+        match by_rule.get_mut(s.rule_id.as_str()) {
+            Some((def, state))
+                if s.rule_version.as_ref().is_none_or(|v| *v == def.version) && !def.is_kpi() =>
+            {
+                done.notified += 1;
+                if state.restore(def, s) {
+                    done.open += 1;
+                }
+            }
+            _ => done.skipped += 1,
+        }
+    }
+    done
 }
 
 fn alert(
@@ -368,6 +531,8 @@ fn alert(
         at_ns: end,
         rule_version: def.version.clone(),
         incident_start_ns: Some(inc.first_window_start),
+        first_seen_ns: Some(micros(inc.first_seen)),
+        detected_at_ns: None,
     }
 }
 

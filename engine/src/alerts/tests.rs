@@ -275,3 +275,111 @@ async fn at_the_incident_cap_new_entities_are_refused_and_counted_and_evaluation
     assert_eq!(stats.incidents_refused.get("test.flood"), Some(&2));
     assert_eq!(stats.suppressions_forgotten.get("test.flood"), Some(&3));
 }
+
+/// The flood rule with the optional `first_seen` column.
+fn flood_rule_with_first_seen(window: &str, slide: &str, min: u32) -> String {
+    flood_rule(window, slide, min, 1, "1h").replace(
+        "count(*) AS requests,",
+        "count(*) AS requests, min(end_time) AS first_seen,",
+    )
+}
+
+#[tokio::test]
+async fn the_detection_delay_runs_from_the_first_evidence_to_the_firing() {
+    // 20 requests from 12 s to 21.5 s; a 30 s window sliding by 10 s holds
+    // 10 of them first in the window starting at -10 s
+    let rows = burst(12.0, 20, "a");
+    let with = run(&flood_rule_with_first_seen("30s", "10s", 10), rows.clone()).await;
+    let firing = &with[0];
+    assert_eq!(firing.state, State::Firing);
+    assert_eq!(firing.window_start, "2026-01-15T09:59:50Z");
+    // the rule's first_seen, not the window start
+    assert_eq!(firing.first_seen_ns, Some(T0 + 12 * S));
+    // emitted at the end of input: the newest row's time
+    assert_eq!(firing.detected_at_ns, Some(T0 + 21_500_000_000));
+    assert_eq!(firing.detection_delay_seconds(), Some(9.5));
+    let json = serde_json::to_value(firing).unwrap();
+    assert_eq!(json["first_seen"], "2026-01-15T10:00:12Z");
+    assert_eq!(json["detected_at"], "2026-01-15T10:00:21.500Z");
+    assert_eq!(json["id"], firing.identity());
+    assert_eq!(json["incident_start"], "2026-01-15T09:59:50Z");
+    // without the column, the first window's start is the first evidence
+    let without = run(&flood_rule("30s", "10s", 10, 1, "1h"), rows).await;
+    assert_eq!(without[0].first_seen_ns, Some(T0 - 10 * S));
+    assert_eq!(without[0].window_start, firing.window_start);
+}
+
+#[tokio::test]
+async fn a_restored_open_incident_is_not_notified_again_and_resolves_under_its_identity() {
+    let rule = flood_rule("10s", "10s", 10, 1, "0s");
+    // the first run: fires at [0, 10 s) and is stopped before it resolves
+    let first = run(&rule, burst(0.0, 20, "a")).await;
+    let fired = first
+        .iter()
+        .find(|a| a.state == State::Firing)
+        .expect("a firing");
+    let stored = crate::alerts::Stored {
+        rule_id: fired.rule_id.clone(),
+        rule_version: Some(fired.rule_version.clone()),
+        entity: fired.entity.clone(),
+        incident_start_ns: fired.incident_start_ns.unwrap(),
+        fired_start_ns: T0,
+        fired_end_ns: T0 + 10 * S,
+        first_seen_ns: fired.first_seen_ns,
+        value: Some(20.0),
+        trace_ids: fired.trace_ids.clone(),
+        open: true,
+    };
+    // the restarted run reads the same rows again, and then quiet ones
+    let mut ev = Evaluator::new(rule_set(&[&rule]).await, 0);
+    let restored = ev.restore_incidents(std::slice::from_ref(&stored));
+    assert_eq!(
+        (restored.open, restored.notified, restored.skipped),
+        (1, 1, 0)
+    );
+    let mut rows = burst(0.0, 20, "a");
+    rows.extend(burst(10.0, 20, "a"));
+    rows.extend(burst(30.0, 1, "quiet"));
+    let rows: Vec<(f64, &str)> = rows.iter().map(|(t, c)| (*t, c.as_str())).collect();
+    ev.push(ingest::Table::Spans, spans(&rows)).unwrap();
+    let again = alerts(ev.finish().await);
+    assert!(
+        again.iter().all(|a| a.state == State::Resolved),
+        "notified twice: {again:?}"
+    );
+    assert_eq!(again.len(), 1, "{again:?}");
+    assert_eq!(again[0].identity(), fired.identity());
+
+    // an incident of another version of the rule is not restored
+    let mut ev = Evaluator::new(rule_set(&[&rule]).await, 0);
+    let other = crate::alerts::Stored {
+        rule_version: Some("another".into()),
+        ..stored.clone()
+    };
+    let restored = ev.restore_incidents(&[other]);
+    assert_eq!((restored.open, restored.skipped), (0, 1));
+}
+
+#[tokio::test]
+async fn a_restored_notification_suppresses_a_repeat() {
+    let rule = flood_rule("10s", "10s", 10, 1, "15m");
+    let stored = crate::alerts::Stored {
+        rule_id: "test.flood".into(),
+        rule_version: None,
+        entity: [("client.address".to_string(), "a".to_string())].into(),
+        incident_start_ns: T0 - 60 * S,
+        fired_start_ns: T0 - 60 * S,
+        fired_end_ns: T0 - 50 * S,
+        first_seen_ns: None,
+        value: Some(20.0),
+        trace_ids: vec![],
+        open: false,
+    };
+    let mut ev = Evaluator::new(rule_set(&[&rule]).await, 0);
+    let restored = ev.restore_incidents(&[stored]);
+    assert_eq!((restored.open, restored.notified), (0, 1));
+    let rows = burst(0.0, 20, "a");
+    let rows: Vec<(f64, &str)> = rows.iter().map(|(t, c)| (*t, c.as_str())).collect();
+    ev.push(ingest::Table::Spans, spans(&rows)).unwrap();
+    assert!(alerts(ev.finish().await).is_empty());
+}

@@ -204,6 +204,8 @@ mod tests {
             at_ns: 0,
             rule_version: String::new(),
             incident_start_ns: None,
+            first_seen_ns: None,
+            detected_at_ns: None,
         }
     }
 

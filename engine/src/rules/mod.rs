@@ -187,6 +187,9 @@ pub struct Finding {
     /// other output columns the alert's summary names (`{top_addresses}`),
     /// as text: what a responder acts on, not part of the entity
     pub details: BTreeMap<String, String>,
+    /// the optional `first_seen` output column: the event time of the
+    /// finding's first evidence (e.g. `min(time) AS first_seen`)
+    pub first_seen: Option<i64>,
 }
 
 /// A definition planned against the schema.
@@ -336,6 +339,24 @@ impl CompiledRule {
                 })
                 .collect::<Result<Vec<_>, arrow::error::ArrowError>>()?;
             let traces = batch.column_by_name("trace_ids");
+            let first_seen = match batch.column_by_name("first_seen") {
+                Some(a) => Some(
+                    cast(
+                        a,
+                        &DataType::Timestamp(arrow::datatypes::TimeUnit::Nanosecond, None),
+                    )
+                    .map_err(|e| {
+                        DataFusionError::Plan(format!(
+                            "rule {}: the output column `first_seen` is not a time: {e}",
+                            self.def.id
+                        ))
+                    })?,
+                ),
+                None => None,
+            };
+            let first_seen = first_seen
+                .as_ref()
+                .and_then(|a| a.as_any().downcast_ref::<TimestampNanosecondArray>());
             for row in 0..batch.num_rows() {
                 if starts.is_null(row) {
                     continue;
@@ -369,6 +390,7 @@ impl CompiledRule {
                         .iter()
                         .map(|(name, fmt)| (name.clone(), fmt.value(row).to_string()))
                         .collect(),
+                    first_seen: first_seen.filter(|a| !a.is_null(row)).map(|a| a.value(row)),
                 });
             }
         }

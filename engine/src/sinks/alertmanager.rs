@@ -5,7 +5,8 @@
 //! alert of one incident have the same labels, and a re-read after a restart
 //! updates the same Alertmanager alert), and the entity's attributes with `.`
 //! as `_`. Annotations: `summary`, `window_start`, `window_end`, `value`,
-//! `tags`, `trace_ids`, `rule_version`, `incident_start`.
+//! `tags`, `trace_ids`, `rule_version`, `incident_start`, and `first_seen` and
+//! `detected_at` when known.
 //!
 //! A firing alert is sent with `endsAt` [`EXPIRY_RESENDS`] re-sends ahead, and
 //! [`AlertmanagerSink`] sends every open incident's firing alert again every
@@ -57,18 +58,28 @@ pub fn payload_at(alerts: &[Alert], now_ns: i64, expiry: Duration) -> Value {
                     State::Firing => rfc3339(now_ns.saturating_add(expiry_ns)),
                     State::Resolved => rfc3339(a.at_ns.min(now_ns)),
                 };
+                let mut annotations = json!({
+                    "summary": a.summary,
+                    "window_start": a.window_start,
+                    "window_end": a.window_end,
+                    "value": a.value.to_string(),
+                    "tags": a.tags.join(","),
+                    "trace_ids": a.trace_ids.join(","),
+                    "rule_version": a.rule_version,
+                    "incident_start": a.incident_start(),
+                });
+                // the detection delay's two ends, when known
+                for (name, ns) in [
+                    ("first_seen", a.first_seen_ns),
+                    ("detected_at", a.detected_at_ns),
+                ] {
+                    if let Some(ns) = ns {
+                        annotations[name] = json!(rfc3339(ns));
+                    }
+                }
                 json!({
                     "labels": labels,
-                    "annotations": {
-                        "summary": a.summary,
-                        "window_start": a.window_start,
-                        "window_end": a.window_end,
-                        "value": a.value.to_string(),
-                        "tags": a.tags.join(","),
-                        "trace_ids": a.trace_ids.join(","),
-                        "rule_version": a.rule_version,
-                        "incident_start": a.incident_start(),
-                    },
+                    "annotations": annotations,
                     "startsAt": a.window_start,
                     "endsAt": ends_at,
                 })

@@ -60,11 +60,18 @@ use crate::kpi::KpiValue;
 use crate::rules::{Definition, Kind};
 
 /// The schema, applied in order by sqlx's migrator when the sink connects.
-const MIGRATIONS: &[(i64, &str, &str)] = &[(
-    1,
-    "bi store",
-    include_str!("../../migrations/0001_bi_store.sql"),
-)];
+const MIGRATIONS: &[(i64, &str, &str)] = &[
+    (
+        1,
+        "bi store",
+        include_str!("../../migrations/0001_bi_store.sql"),
+    ),
+    (
+        2,
+        "alert identity",
+        include_str!("../../migrations/0002_alert_identity.sql"),
+    ),
+];
 
 /// Outputs written in one transaction at most.
 const BATCH: usize = 2_000;
@@ -640,9 +647,9 @@ fn time(text: &str, field: &str, of: &str) -> anyhow::Result<DateTime<Utc>> {
         .map_err(|e| anyhow::anyhow!("{of}: {field} `{text}` is not RFC 3339: {e}"))
 }
 
-/// Upserts one alert. A firing alert opens its incident at its window start; a
-/// resolved one belongs to the latest incident of its rule and entity that
-/// fired before it.
+/// Upserts one alert under its incident: (rule, entity, incident start) and
+/// its identity ([`Alert::identity`]), which the firing and the resolved row
+/// of one incident share.
 async fn write_alert(
     tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
     a: Alert,
@@ -651,28 +658,29 @@ async fn write_alert(
     let data = |e: anyhow::Error| Failure::new(FailureKind::Data, format!("{e:#}"));
     let start = time(&a.window_start, "window_start", &a.rule_id).map_err(data)?;
     let end = time(&a.window_end, "window_end", &a.rule_id).map_err(data)?;
+    let incident = time(&a.incident_start(), "incident_start", &a.rule_id).map_err(data)?;
     let entity = serde_json::to_string(&storable_map(&a.entity)).map_err(|e| data(e.into()))?;
     let state = match a.state {
         State::Firing => "firing",
         State::Resolved => "resolved",
     };
+    let at = |ns: Option<i64>| ns.map(DateTime::<Utc>::from_timestamp_nanos);
     sqlx::query(
         "INSERT INTO alerts (rule_id, entity, incident_start, state, severity, window_start, window_end,
-                             value, tags, summary, trace_ids, runbook)
-         SELECT $1, $2::jsonb,
-                CASE WHEN $3 = 'firing' THEN $5
-                     ELSE COALESCE((SELECT max(incident_start) FROM alerts
-                                    WHERE rule_id = $1 AND entity = $2::jsonb AND state = 'firing'
-                                      AND incident_start < $5), $5) END,
-                $3, $4, $5, $6, $7, $8, $9, $10, $11
+                             value, tags, summary, trace_ids, runbook,
+                             alert_id, rule_version, first_seen, detected_at)
+         VALUES ($1, $2::jsonb, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)
          ON CONFLICT (rule_id, entity, incident_start, state) DO UPDATE SET
            severity = EXCLUDED.severity, window_start = EXCLUDED.window_start,
            window_end = EXCLUDED.window_end, value = EXCLUDED.value, tags = EXCLUDED.tags,
            summary = EXCLUDED.summary, trace_ids = EXCLUDED.trace_ids, runbook = EXCLUDED.runbook,
+           alert_id = EXCLUDED.alert_id, rule_version = EXCLUDED.rule_version,
+           first_seen = EXCLUDED.first_seen, detected_at = EXCLUDED.detected_at,
            written_at = now()",
     )
     .bind(storable(&a.rule_id))
     .bind(entity)
+    .bind(incident)
     .bind(state)
     .bind(storable(&a.severity))
     .bind(start)
@@ -682,9 +690,85 @@ async fn write_alert(
     .bind(storable(&a.summary))
     .bind(a.trace_ids.iter().map(|t| storable(t)).collect::<Vec<_>>())
     .bind(runbook.as_deref().map(storable))
+    .bind(a.identity())
+    .bind((!a.rule_version.is_empty()).then(|| storable(&a.rule_version)))
+    .bind(at(a.first_seen_ns))
+    .bind(at(a.detected_at_ns))
     .execute(&mut **tx)
     .await?;
     Ok(())
+}
+
+/// Why the incidents kept in the store could not be read.
+#[derive(Debug, thiserror::Error)]
+#[error("reading the open incidents from PostgreSQL at {place}: {reason}")]
+pub struct RestoreError {
+    pub place: String,
+    pub reason: String,
+}
+
+/// Reads what the store keeps of the incidents, to restore them before the
+/// first evaluation (`engine run --postgres`): per rule and entity, its
+/// latest incident that fired, open (not resolved) or not (its notification
+/// still counts for suppression); the most recent `limit` of them. The
+/// store's migrations are applied first, so a new store answers with none.
+pub async fn stored_incidents(
+    url: &str,
+    limit: usize,
+) -> Result<Vec<crate::alerts::Stored>, RestoreError> {
+    let failed = |reason: String| RestoreError {
+        place: redact(url),
+        reason,
+    };
+    let options = PgConnectOptions::from_str(url).map_err(|e| failed(e.to_string()))?;
+    let mut conn = PgConnection::connect_with(&options)
+        .await
+        .map_err(|e| failed(super::error_chain(&e)))?;
+    migrate(&mut conn)
+        .await
+        .map_err(|e| failed(Failure::from(e).reason))?;
+    let rows = sqlx::query(
+        "SELECT rule_id, rule_version, entity::text AS entity, incident_start, window_start, window_end,
+                first_seen, value, trace_ids, open
+         FROM (SELECT DISTINCT ON (f.rule_id, f.entity)
+                      f.rule_id, f.rule_version, f.entity, f.incident_start, f.window_start,
+                      f.window_end, f.first_seen, f.value, f.trace_ids,
+                      NOT EXISTS (SELECT 1 FROM alerts r
+                                  WHERE r.rule_id = f.rule_id AND r.entity = f.entity
+                                    AND r.incident_start = f.incident_start
+                                    AND r.state = 'resolved') AS open
+               FROM alerts f
+               WHERE f.state = 'firing'
+               ORDER BY f.rule_id, f.entity, f.incident_start DESC) latest
+         ORDER BY window_end DESC
+         LIMIT $1",
+    )
+    .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+    .fetch_all(&mut conn)
+    .await
+    .map_err(|e| failed(super::error_chain(&e)))?;
+    let _ = conn.close().await;
+    let ns = |t: DateTime<Utc>| t.timestamp_nanos_opt().unwrap_or(i64::MAX);
+    let stored = |r: &sqlx::postgres::PgRow| -> Result<crate::alerts::Stored, sqlx::Error> {
+        use sqlx::Row;
+        let entity: String = r.try_get("entity")?;
+        Ok(crate::alerts::Stored {
+            rule_id: r.try_get("rule_id")?,
+            rule_version: r.try_get("rule_version")?,
+            entity: serde_json::from_str(&entity).map_err(|e| sqlx::Error::Decode(e.into()))?,
+            incident_start_ns: ns(r.try_get("incident_start")?),
+            fired_start_ns: ns(r.try_get("window_start")?),
+            fired_end_ns: ns(r.try_get("window_end")?),
+            first_seen_ns: r.try_get::<Option<DateTime<Utc>>, _>("first_seen")?.map(ns),
+            value: r.try_get("value")?,
+            trace_ids: r.try_get("trace_ids")?,
+            open: r.try_get("open")?,
+        })
+    };
+    rows.iter()
+        .map(stored)
+        .collect::<Result<_, _>>()
+        .map_err(|e| failed(super::error_chain(&e)))
 }
 
 /// The BI store as one sink of the live loop's fan-out (`engine run

@@ -40,6 +40,8 @@ pub fn client_alert(client: &str, state: State) -> Alert {
         at_ns: end,
         rule_version: "0123456789abcdef".into(),
         incident_start_ns: Some(T0),
+        first_seen_ns: Some(T0 + 5_000_000_000),
+        detected_at_ns: Some(end + 5_000_000_000),
     }
 }
 

@@ -11,10 +11,11 @@
 //!              "value": 4000, "tags": ["T1498"], "summary": "...", "trace_ids": ["..."]}]}
 //! ```
 //!
-//! Each alert is the telemetry contract's object plus its identity: `id`
-//! ([`Alert::identity`], the same for the firing and the resolved alert of one
-//! incident, and again when a restart re-reads it: receivers de-duplicate on
-//! it), `rule_version` and `incident_start`. With `--webhook-format slack` the
+//! Each alert is the telemetry contract's object plus the engine's extension
+//! fields (as stdout prints them): its identity `id` ([`Alert::identity`], the
+//! same for the firing and the resolved alert of one incident, and again when
+//! a restart re-reads it: receivers de-duplicate on it), `rule_version`,
+//! `incident_start`, and `first_seen` and `detected_at` when known. With `--webhook-format slack` the
 //! body is Slack's incoming-webhook shape, `{"text": "..."}`, one line per
 //! alert, with `&`, `<` and `>` escaped so that attacker-chosen values (user
 //! agents, addresses) cannot make links or mentions.
@@ -92,15 +93,10 @@ impl Webhook {
     }
 }
 
-/// An alert as the JSON body holds it: the contract's fields and its identity.
+/// An alert as the JSON body holds it: the contract's fields and the
+/// extension fields, its identity among them (as every JSON sink writes it).
 pub fn alert_json(a: &Alert) -> Value {
-    let mut v = serde_json::to_value(a).unwrap_or_else(|_| json!({}));
-    if let Value::Object(fields) = &mut v {
-        fields.insert("id".into(), json!(a.identity()));
-        fields.insert("rule_version".into(), json!(a.rule_version));
-        fields.insert("incident_start".into(), json!(a.incident_start()));
-    }
-    v
+    serde_json::to_value(a).unwrap_or_else(|_| json!({}))
 }
 
 /// The body for `alerts` in `format`.
@@ -238,6 +234,9 @@ mod tests {
         expected["incident_start"] = json!("2026-01-15T10:00:00Z");
         assert_eq!(alerts[0], expected);
         assert_eq!(alerts[0]["entity"]["client.address"], "203.0.113.9");
+        // the detection delay's two ends
+        assert_eq!(alerts[0]["first_seen"], "2026-01-15T10:00:05Z");
+        assert_eq!(alerts[0]["detected_at"], "2026-01-15T10:01:05Z");
         assert_eq!(alerts[1]["state"], "resolved");
         // one incident, one id
         assert_eq!(alerts[0]["id"], alerts[1]["id"]);

@@ -36,6 +36,8 @@ fn alert(state: AlertState) -> Alert {
         at_ns: 0,
         rule_version: String::new(),
         incident_start_ns: None,
+        first_seen_ns: None,
+        detected_at_ns: None,
     }
 }
 
