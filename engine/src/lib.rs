@@ -6,6 +6,7 @@
 //! - [`evaluator`]: rows in, alerts and KPI values out.
 //! - [`alerts`]: the alert lifecycle. [`kpi`]: KPI values.
 //! - [`sinks`]: where alerts go. [`api`]: the HTTP API and viewer. [`cli`]: commands.
+//! - [`telemetry`]: the engine's own spans and metrics by OTLP.
 //!
 //! The engine never parses OTLP itself: rows arrive as Arrow batches from `ingest`.
 
@@ -17,6 +18,7 @@ pub mod kpi;
 pub mod rules;
 pub mod samples;
 pub mod sinks;
+pub mod telemetry;
 pub mod window;
 
 #[cfg(test)]

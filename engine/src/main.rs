@@ -16,11 +16,23 @@ async fn main() -> std::process::ExitCode {
         .with_writer(std::io::stderr)
         .init();
     let cli = engine::cli::Cli::parse();
-    match engine::cli::main(cli).await {
+    // the engine's own spans and metrics, when OTEL_EXPORTER_OTLP_*ENDPOINT asks
+    let telemetry = match engine::telemetry::init() {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    let code = match engine::cli::main(cli).await {
         Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e:#}");
             std::process::ExitCode::FAILURE
         }
+    };
+    if let Some(t) = telemetry {
+        t.shutdown();
     }
+    code
 }

@@ -33,6 +33,13 @@
 //! at once, without a rebalance; one killed without closing is replaced the
 //! same way.
 //!
+//! # Lag
+//!
+//! librdkafka reports its statistics every [`STATISTICS_INTERVAL`];
+//! [`KafkaSource::lag`] gives, per assigned partition, the messages not read
+//! yet and those after the group's committed offset (what a restart reads
+//! again), against the partition's high watermark.
+//!
 //! # A broker that is down
 //!
 //! [`KafkaSource::connect`] asks the brokers for metadata, retrying with
@@ -249,6 +256,8 @@ pub struct KafkaItem {
     pub decoded: Result<Decoded, DecodeError>,
     /// the payload as received, if [`KafkaConfig::keep_raw`]
     pub raw: Option<Vec<u8>>,
+    /// when its decoding began and ended (for the caller's own spans)
+    pub decoding: (std::time::SystemTime, std::time::SystemTime),
 }
 
 impl KafkaItem {
@@ -334,7 +343,30 @@ struct Context {
     rebalancing: AtomicBool,
     /// [`StartAt::Time`]: where partitions with no committed offset start
     start_at_ms: Option<i64>,
+    /// each assigned partition's offsets, from librdkafka's statistics
+    lag: std::sync::Mutex<Vec<PartitionLag>>,
 }
+
+/// How far a consumer is behind in one partition, from librdkafka's
+/// statistics (every [`STATISTICS_INTERVAL`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PartitionLag {
+    /// the topic
+    pub topic: String,
+    /// the partition
+    pub partition: i32,
+    /// the partition's end on the broker (the high watermark)
+    pub high_watermark: i64,
+    /// messages at or after the next offset to hand to the application: not
+    /// read yet (`None` before the first read)
+    pub unread: Option<i64>,
+    /// messages at or after the group's committed offset: what a restart
+    /// reads again (`None` with no commit yet)
+    pub uncommitted: Option<i64>,
+}
+
+/// How often librdkafka reports the consumer's statistics (and so its lag).
+pub const STATISTICS_INTERVAL: Duration = Duration::from_secs(2);
 
 /// How long the look-ups of a [`StartAt::Time`] assignment may take.
 const SEEK_TIMEOUT: Duration = Duration::from_secs(10);
@@ -390,6 +422,30 @@ impl Context {
 }
 
 impl ClientContext for Context {
+    /// Keeps each assigned partition's lag ([`KafkaSource::lag`]).
+    fn stats(&self, statistics: rdkafka::Statistics) {
+        let mut lag = Vec::new();
+        for (topic, t) in &statistics.topics {
+            for p in t.partitions.values() {
+                // -1 is librdkafka's internal "unassigned" partition; a
+                // partition never fetched has no high watermark
+                if p.partition < 0 || p.hi_offset < 0 {
+                    continue;
+                }
+                let behind = |offset: i64| (offset >= 0).then(|| (p.hi_offset - offset).max(0));
+                lag.push(PartitionLag {
+                    topic: topic.clone(),
+                    partition: p.partition,
+                    high_watermark: p.hi_offset,
+                    unread: behind(p.app_offset),
+                    uncommitted: behind(p.committed_offset),
+                });
+            }
+        }
+        lag.sort_by(|a, b| (&a.topic, a.partition).cmp(&(&b.topic, b.partition)));
+        *self.lag.lock().unwrap_or_else(|e| e.into_inner()) = lag;
+    }
+
     fn error(&self, error: KafkaError, reason: &str) {
         if matches!(
             error.rdkafka_error_code(),
@@ -515,7 +571,11 @@ impl KafkaSource {
                     StartAt::Latest | StartAt::Time(_) => "latest",
                 },
             )
-            .set("client.id", "otelguard-ingest");
+            .set("client.id", "otelguard-ingest")
+            .set(
+                "statistics.interval.ms",
+                STATISTICS_INTERVAL.as_millis().to_string(),
+            );
         if let Some(id) = &config.group_instance_id {
             client.set("group.instance.id", id);
         }
@@ -534,6 +594,7 @@ impl KafkaSource {
                 StartAt::Time(ms) => Some(ms),
                 _ => None,
             },
+            lag: Default::default(),
         };
         let consumer: StreamConsumer<Context> =
             client
@@ -656,6 +717,7 @@ impl KafkaSource {
         let keep_raw = self.config.keep_raw;
         let origin = format!("{topic}/{partition}/{offset}");
         let work = move || {
+            let began = std::time::SystemTime::now();
             let decoded = match &payload {
                 None => Err(DecodeError::new(
                     Reason::UnknownEncoding,
@@ -668,9 +730,10 @@ impl KafkaSource {
                 Ok(d) => rejections.records("kafka", &origin, &d.rejected),
                 Err(error) => rejections.message(&DeadLetter::new("kafka", &origin, error, &bytes)),
             }
-            (decoded, keep_raw.then_some(bytes))
+            let decoding = (began, std::time::SystemTime::now());
+            (decoded, keep_raw.then_some(bytes), decoding)
         };
-        let (decoded, raw) =
+        let (decoded, raw, decoding) =
             tokio::task::spawn_blocking(work)
                 .await
                 .map_err(|e| KafkaSourceError::Decode {
@@ -687,6 +750,7 @@ impl KafkaSource {
             timestamp_ms,
             decoded,
             raw,
+            decoding,
         })
     }
 
@@ -735,6 +799,17 @@ impl KafkaSource {
                 (e.topic().to_string(), e.partition(), offset)
             })
             .collect())
+    }
+
+    /// Each assigned partition's lag, as librdkafka's last statistics
+    /// (every [`STATISTICS_INTERVAL`]) reported it; empty before the first.
+    pub fn lag(&self) -> Vec<PartitionLag> {
+        self.consumer
+            .context()
+            .lag
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     /// The partitions assigned to this member now, as `topic/partition`.

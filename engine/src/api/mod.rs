@@ -62,8 +62,37 @@ pub struct Board {
     pub reloads_refused: u64,
     /// seconds from the start of `engine run` to its first evaluation of a window
     pub first_evaluation_seconds: Option<f64>,
+    /// open incidents (pending or firing) per alerting rule
+    pub open_incidents: Vec<(String, u64)>,
+    /// the Kafka source's lag per assigned partition (`engine run --kafka`)
+    pub kafka_lag: Vec<KafkaLag>,
     /// where `POST /api/reload` asks for a reload (`engine run` only)
     pub reloader: Option<Reloader>,
+}
+
+/// How far the Kafka source is behind in one partition, in messages, as
+/// librdkafka's statistics last reported it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct KafkaLag {
+    pub topic: String,
+    pub partition: i32,
+    /// after the next message to read (`None` before the first read)
+    pub unread: Option<i64>,
+    /// after the group's committed offset: what a restart reads again
+    /// (`None` with no commit yet)
+    pub uncommitted: Option<i64>,
+}
+
+#[cfg(feature = "kafka")]
+impl From<ingest::kafka::PartitionLag> for KafkaLag {
+    fn from(l: ingest::kafka::PartitionLag) -> Self {
+        KafkaLag {
+            topic: l.topic,
+            partition: l.partition,
+            unread: l.unread,
+            uncommitted: l.uncommitted,
+        }
+    }
 }
 
 /// What a reload asked through [`Reloader`] answers: what changed, or the
@@ -468,7 +497,47 @@ pub fn render_metrics(b: &Board) -> String {
         );
     }
     render_sinks(&mut m, &b.sinks);
+    render_incidents_and_lag(&mut m, b);
     m
+}
+
+/// Open incidents per rule, and the Kafka source's lag per partition.
+fn render_incidents_and_lag(m: &mut String, b: &Board) {
+    let _ = writeln!(
+        m,
+        "# HELP otelguard_incidents_open Open incidents (pending or firing), by rule.\n# TYPE otelguard_incidents_open gauge"
+    );
+    for (rule, n) in &b.open_incidents {
+        let _ = writeln!(m, "otelguard_incidents_open{{rule=\"{rule}\"}} {n}");
+    }
+    if b.kafka_lag.is_empty() {
+        return;
+    }
+    type Lag = fn(&KafkaLag) -> Option<i64>;
+    let families: [(&str, &str, Lag); 2] = [
+        (
+            "otelguard_kafka_consumer_lag",
+            "Messages of a Kafka partition after the group's committed offset (what a restart reads again; commits wait for windows to close and sinks to deliver).",
+            |l| l.uncommitted,
+        ),
+        (
+            "otelguard_kafka_unread",
+            "Messages of a Kafka partition the engine has not read yet.",
+            |l| l.unread,
+        ),
+    ];
+    for (name, help, figure) in families {
+        let _ = writeln!(m, "# HELP {name} {help}\n# TYPE {name} gauge");
+        for l in &b.kafka_lag {
+            if let Some(n) = figure(l) {
+                let _ = writeln!(
+                    m,
+                    "{name}{{topic=\"{}\",partition=\"{}\"}} {n}",
+                    l.topic, l.partition
+                );
+            }
+        }
+    }
 }
 
 /// One counter family: its HELP and TYPE lines, then a line per (labels, value).
@@ -604,6 +673,49 @@ mod cap_metrics_tests {
         ] {
             assert!(text.lines().any(|l| l == line), "no `{line}` in\n{text}");
         }
+    }
+}
+
+#[cfg(test)]
+mod incidents_and_lag_tests {
+    use super::{Board, KafkaLag};
+
+    #[test]
+    fn metrics_show_open_incidents_per_rule_and_lag_per_partition() {
+        let mut board = Board::default();
+        let text = super::render_metrics(&board);
+        assert!(
+            !text.contains("otelguard_kafka_"),
+            "no Kafka source, no lag: {text}"
+        );
+        board.open_incidents = vec![("dos.flood".into(), 3)];
+        board.kafka_lag = vec![
+            KafkaLag {
+                topic: "otlp_spans".into(),
+                partition: 2,
+                unread: Some(0),
+                uncommitted: Some(41),
+            },
+            KafkaLag {
+                topic: "otlp_logs".into(),
+                partition: 0,
+                unread: None,
+                uncommitted: None,
+            },
+        ];
+        let text = super::render_metrics(&board);
+        for line in [
+            "# TYPE otelguard_incidents_open gauge",
+            "otelguard_incidents_open{rule=\"dos.flood\"} 3",
+            "otelguard_kafka_consumer_lag{topic=\"otlp_spans\",partition=\"2\"} 41",
+            "otelguard_kafka_unread{topic=\"otlp_spans\",partition=\"2\"} 0",
+        ] {
+            assert!(text.lines().any(|l| l == line), "{line} in {text}");
+        }
+        assert!(
+            !text.contains("topic=\"otlp_logs\""),
+            "unknown lag is not shown: {text}"
+        );
     }
 }
 

@@ -3,7 +3,7 @@
 //! Rows come from the built-in OTLP receiver (the default: no Collector, no
 //! Kafka) or from the Collector's Kafka topics. Every output goes to the API,
 //! and through the sinks' fan-out (never awaited) to stdout as a JSON line and
-//! to Alertmanager, a webhook and PostgreSQL when they are given.
+//! to Alertmanager, a webhook, a Kafka topic and PostgreSQL when they are given.
 //! When no row arrives for a while, the wall clock moves event time on, so
 //! that windows close and incidents resolve while the shop is quiet.
 //! On SIGHUP or `POST /api/reload` the rules folder is read and checked
@@ -79,6 +79,14 @@ pub struct RunArgs {
     /// cargo feature). Kafka commits wait until the store has the outputs.
     #[arg(long, value_name = "URL")]
     pub postgres: Option<String>,
+    /// write each alert state change (firing, resolved) to this Kafka topic,
+    /// keyed by the alert's identity, with an idempotent producer (needs the
+    /// `kafka` cargo feature); Kafka commits wait until the broker has them
+    #[arg(long, value_name = "TOPIC")]
+    pub alerts_topic: Option<String>,
+    /// the brokers of --alerts-topic (default: those of --kafka)
+    #[arg(long, value_name = "BROKERS", requires = "alerts_topic")]
+    pub alerts_brokers: Option<String>,
     /// each sink's queue, in outputs: what does not fit while a sink is slow
     /// or down is dropped and counted (otelguard_sink_dropped_total)
     #[arg(long, default_value_t = crate::sinks::fanout::DEFAULT_CAPACITY)]
@@ -196,6 +204,10 @@ mod kafka {
 
     impl Source {
         pub fn assignment(&self) -> Vec<String> {
+            match *self {}
+        }
+
+        pub fn lag(&self) -> Vec<crate::api::KafkaLag> {
             match *self {}
         }
 
@@ -333,8 +345,8 @@ struct Delivery {
 }
 
 impl Delivery {
-    /// The sinks the arguments name: stdout always; Alertmanager, the webhook
-    /// and PostgreSQL when given. A URL a sink cannot use is an error here.
+    /// The sinks the arguments name: stdout always; Alertmanager, the webhook,
+    /// the Kafka alerts topic and PostgreSQL when given. A URL a sink cannot use is an error here.
     fn start(
         args: &RunArgs,
         set: &crate::rules::RuleSet,
@@ -351,6 +363,22 @@ impl Delivery {
         }
         if let Some(url) = &args.webhook {
             sinks.add(Box::new(Webhook::new(url, args.webhook_format)?), queue);
+        }
+        if let Some(topic) = &args.alerts_topic {
+            let Some(brokers) = args.alerts_brokers.as_ref().or(args.kafka.as_ref()) else {
+                anyhow::bail!(
+                    "--alerts-topic {topic}: which brokers? give --alerts-brokers HOST:PORT (or --kafka)"
+                );
+            };
+            #[cfg(feature = "kafka")]
+            sinks.add(
+                Box::new(crate::sinks::kafka::KafkaAlerts::new(brokers, topic)?),
+                queue,
+            );
+            #[cfg(not(feature = "kafka"))]
+            return Err(
+                super::kafka_not_built().context(format!("--alerts-topic {topic} on {brokers}"))
+            );
         }
         match &args.postgres {
             #[cfg(feature = "postgres")]
@@ -449,6 +477,17 @@ fn commit(
     if let Err(e) = source.commit(&offsets, sync) {
         tracing::error!(error = %e, "cannot commit Kafka offsets; they will be read again after a restart");
     }
+}
+
+/// One evaluation pass, in a span of the engine's own telemetry.
+async fn evaluate(ev: &mut Evaluator) -> Vec<Output> {
+    let mut span = crate::telemetry::span("engine.evaluate");
+    let out = ev.evaluate().await;
+    span.int("outputs", out.len() as i64);
+    if let Some(w) = ev.watermark() {
+        span.text("watermark", &crate::alerts::rfc3339(w));
+    }
+    out
 }
 
 /// On SIGINT or SIGTERM: stop taking input. The receiver stops accepting and
@@ -552,6 +591,14 @@ fn refresh(
     b.commit_folded = uncommitted.folded;
     b.sinks = sink_stats;
     b.rules = ev.health().to_vec();
+    b.open_incidents = ev
+        .rules()
+        .rules
+        .iter()
+        .zip(ev.incidents())
+        .filter(|(r, _)| !r.def.is_kpi())
+        .map(|(_, (rule, alerts))| (rule, alerts.incidents.len() as u64))
+        .collect();
     b.stats = ev.stats();
     b.rejected = counts
         .snapshot()
@@ -598,6 +645,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         ..Board::default()
     }));
     let mut delivery = Delivery::start(&args, &set, board.clone())?;
+    crate::telemetry::watch(board.clone());
     // bind the API first: a taken port is an error at once, before any input is read
     let (listener, access) = args.api.bind(false).await?;
     let idle = crate::rules::definition::parse_duration(&args.idle)
@@ -677,6 +725,16 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
                         anyhow::Error::new(e)
                     })?;
                     let origin = Some((item.topic.clone(), item.partition, item.offset));
+                    let rows = item.decoded.as_ref().ok().map(|d| d.batch.num_rows());
+                    let (began, ended) = item.decoding;
+                    crate::telemetry::decoded(
+                        &item.topic,
+                        item.partition,
+                        item.offset,
+                        rows,
+                        began,
+                        ended,
+                    );
                     let batch = item.decoded.ok().map(|d| d.batch);
                     let incoming = Incoming {
                         table: item.table,
@@ -763,7 +821,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
                     uncommitted.add(topic, partition, offset, newest);
                 }
                 if ev.has_news() {
-                    let out = ev.evaluate().await;
+                    let out = evaluate(&mut ev).await;
                     delivery.deliver(&out);
                     note_first_evaluation(&mut first_evaluation, started, &ev, &board);
                 }
@@ -785,6 +843,8 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
             _ = tick.tick() => {
                 // a source cut off is absent, not idle: event time waits for it
                 if let Some(source) = &kafka {
+                    board.lock().unwrap_or_else(|e| e.into_inner()).kafka_lag =
+                        source.lag().into_iter().map(Into::into).collect();
                     if !source.is_live() {
                         ev.suspend_source();
                     } else if ev.is_source_suspended() {
@@ -797,7 +857,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
                     let now = chrono::Utc::now().timestamp_nanos_opt().unwrap_or(i64::MAX);
                     ev.advance(now);
                     if ev.has_news() {
-                        let out = ev.evaluate().await;
+                        let out = evaluate(&mut ev).await;
                         delivery.deliver(&out);
                         note_first_evaluation(&mut first_evaluation, started, &ev, &board);
                     }

@@ -314,7 +314,16 @@ async fn work(mut sink: Box<dyn Sink>, shared: Arc<Shared>) {
         let mut wait = FIRST_BACKOFF;
         let mut failures = 0u64;
         let delivered = loop {
-            match sink.deliver(&batch).await {
+            let mut span = crate::telemetry::span("engine.sink.deliver");
+            span.text("sink", &shared.name);
+            span.int("outputs", n as i64);
+            span.int("attempt", failures as i64 + 1);
+            let result = sink.deliver(&batch).await;
+            if let Err(e) = &result {
+                span.fail(&e.to_string());
+            }
+            drop(span);
+            match result {
                 Ok(()) => {
                     if failures > 0 {
                         tracing::warn!(sink = %shared.name, address = %shared.address, failures, "the sink takes outputs again");

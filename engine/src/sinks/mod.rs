@@ -7,6 +7,7 @@
 //! - [`alertmanager`]: Prometheus Alertmanager's v2 API (durable)
 //! - [`webhook`]: a JSON body, or Slack's `{"text": ...}` (durable)
 //! - `postgres` (cargo feature `postgres`): the BI store (durable)
+//! - `kafka` (cargo feature `kafka`): a Kafka topic of alerts, keyed by identity (durable)
 //!
 //! Every alert carries its identity ([`crate::alerts::Alert::identity`]: rule,
 //! rule version, entity, incident start), so a sink that receives an alert
@@ -18,6 +19,8 @@ use crate::evaluator::Output;
 
 pub mod alertmanager;
 pub mod fanout;
+#[cfg(feature = "kafka")]
+pub mod kafka;
 #[cfg(feature = "postgres")]
 pub mod postgres;
 pub mod stdout;
