@@ -5,6 +5,7 @@
 //! - [`window`]: the buffer, the watermark, rows into windows.
 //! - [`evaluator`]: rows in, alerts and KPI values out.
 //! - [`alerts`]: the alert lifecycle. [`kpi`]: KPI values.
+//! - [`sigma`]: Sigma rules converted into rule files.
 //! - [`sinks`]: where alerts go. [`api`]: the HTTP API and viewer. [`cli`]: commands.
 //! - [`telemetry`]: the engine's own spans and metrics by OTLP.
 //!
@@ -17,6 +18,7 @@ pub mod evaluator;
 pub mod kpi;
 pub mod rules;
 pub mod samples;
+pub mod sigma;
 pub mod sinks;
 pub mod telemetry;
 pub mod window;

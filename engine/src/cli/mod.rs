@@ -7,6 +7,7 @@ pub mod record;
 pub mod replay;
 pub mod rules;
 pub mod run;
+pub mod sigma;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -99,6 +100,19 @@ pub enum RulesCommand {
         report: bool,
         #[command(flatten)]
         lateness: LatenessArg,
+    },
+    /// Convert Sigma rules (detection and correlation, .yml files or folders)
+    /// into rule files of this pack; lists what cannot be converted and why.
+    ImportSigma {
+        /// Sigma rule files, or folders searched for .yml and .yaml files
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+        /// the folder to write the rule files into (e.g. rules/sigma)
+        #[arg(long)]
+        out: PathBuf,
+        /// overwrite rule files that exist and differ
+        #[arg(long)]
+        force: bool,
     },
 }
 
@@ -283,6 +297,16 @@ pub async fn main(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
         } => {
             let failed = rules::test(&rules.dir(), report, lateness.nanos()?).await?;
             Ok(if failed == 0 {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
+        }
+        Command::Rules {
+            command: RulesCommand::ImportSigma { files, out, force },
+        } => {
+            let problems = sigma::import(&files, &out, force).await?;
+            Ok(if problems == 0 {
                 ExitCode::SUCCESS
             } else {
                 ExitCode::FAILURE
