@@ -46,6 +46,7 @@ pub async fn load(paths: &[PathBuf]) -> anyhow::Result<SessionContext> {
     }
     let ctx = SessionContext::new();
     ctx.register_udaf(crate::rules::trace_sample::udaf());
+    ctx.register_udaf(crate::rules::sequence::udaf());
     for table in Table::ALL {
         let batches = tables.remove(&table).unwrap_or_default();
         ctx.register_table(

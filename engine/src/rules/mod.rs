@@ -10,6 +10,7 @@ pub mod definition;
 pub mod distinct;
 pub mod growth;
 pub mod panes;
+pub mod sequence;
 pub mod snapshot;
 pub mod trace_sample;
 
@@ -57,6 +58,7 @@ impl WindowSession {
             .enable_dynamic_filter_pushdown = false;
         let ctx = SessionContext::new_with_config(config);
         ctx.register_udaf(trace_sample::udaf());
+        ctx.register_udaf(sequence::udaf());
         ctx.add_optimizer_rule(Arc::new(distinct::DistinctText::default()));
         let mut tables = BTreeMap::new();
         for table in Table::ALL {

@@ -9,7 +9,7 @@
 //! | `event_count` | `count(*)` of the referenced rules' events against `condition` |
 //! | `value_count` | `count(DISTINCT field)` against `condition` |
 //! | `temporal` | every referenced rule matched at least once |
-//! | `temporal_ordered` | two rules: the first matched before the second did |
+//! | `temporal_ordered` | the rules matched in this order (`sequence_steps`, see `rules::sequence`) |
 //!
 //! Windows slide by a tenth of the timespan (a divisor of it), so any
 //! `timespan`-long stretch is covered to within that tenth. A rule that cannot
@@ -575,19 +575,21 @@ fn correlation(
             )
         }
         "temporal_ordered" => {
-            if compiled.len() != 2 {
-                return Err(format!(
-                    "temporal_ordered over {} rules is not converted (two are)",
-                    compiled.len()
-                ));
-            }
-            let time = "time";
+            let steps: Vec<&str> = compiled.iter().map(|(_, s)| s.as_str()).collect();
+            let having = match steps.as_slice() {
+                // two rules: the first's earliest match before the second's latest
+                [first, second] => format!(
+                    "min(CASE WHEN {first} THEN time END) < max(CASE WHEN {second} THEN time END)"
+                ),
+                _ => format!(
+                    "sequence_steps(time, {}) = {}",
+                    steps.join(",\n    "),
+                    steps.len()
+                ),
+            };
             (
                 ("count(*)".to_string(), "events".to_string()),
-                Some(format!(
-                    "min(CASE WHEN {} THEN {time} END) < max(CASE WHEN {} THEN {time} END)",
-                    compiled[0].1, compiled[1].1
-                )),
+                Some(having),
                 format!(
                     "{who}: the rules matched in order within {window}, {{value}} events ({title})"
                 ),

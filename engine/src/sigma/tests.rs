@@ -197,3 +197,39 @@ fn the_example_in_the_docs_is_what_the_converter_writes() {
     assert!(report.skipped.is_empty(), "{:?}", report.skipped);
     assert_eq!(report.converted[0].text, doc_block("sql"));
 }
+
+#[test]
+fn an_ordered_correlation_of_three_rules_is_a_sequence() {
+    let yaml = r#"
+title: Probe
+name: probe
+logsource: {category: webserver}
+detection: {selection: {sc-status: 404}, condition: selection}
+---
+title: Login page
+name: login_page
+logsource: {category: webserver}
+detection: {selection: {cs-uri-stem: /api/auth/login}, condition: selection}
+---
+title: Checkout
+name: checkout
+logsource: {category: webserver}
+detection: {selection: {cs-uri-stem|startswith: /api/checkout}, condition: selection}
+---
+title: Probe, login, checkout
+correlation:
+    type: temporal_ordered
+    rules: [probe, login_page, checkout]
+    group-by: [c-ip]
+    timespan: 10m
+"#;
+    let report = convert(&[("seq.yml".into(), yaml.into())]);
+    assert!(report.skipped.is_empty(), "{:?}", report.skipped);
+    assert_eq!(report.converted.len(), 1);
+    let t = &report.converted[0].text;
+    assert!(
+        t.contains("HAVING sequence_steps(time, http_response_status_code = 404,"),
+        "{t}"
+    );
+    assert!(t.contains(") = 3\n"), "{t}");
+}
