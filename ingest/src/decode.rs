@@ -29,7 +29,8 @@ use crate::{DecodeError, Decoded, Reason, Table, logs, metrics, spans};
 
 pub use crate::rows::{
     BUDGET_MAX_BYTES, BUDGET_MIN_BYTES, BUDGET_PER_INPUT_BYTE, MAX_ATTRIBUTE_BYTES,
-    MAX_MESSAGE_BYTES, MAX_NAME_BYTES, RECORD_COST, budget_for, cut_text, time_ok,
+    MAX_MESSAGE_BYTES, MAX_NAME_BYTES, RECORD_COST, budget_for, cut_text, resource_attributes,
+    set_resource_attributes, time_ok, with_resource_attributes,
 };
 
 /// What one JSON object (`{`) is assumed to cost at least once parsed: about

@@ -10,12 +10,11 @@ use std::borrow::Cow;
 use std::sync::Arc;
 
 use arrow::array::{ArrayRef, Int32Builder, StringBuilder, TimestampNanosecondBuilder};
-use arrow::record_batch::RecordBatch;
 use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
 
 use crate::rows::{
-    Budget, Context, Tail, Val, absurd, append_id, arrow_error, capped, capped_name, nanos,
-    opt_nanos, prost_attrs, short, text_builder, time_builder, time_ok,
+    Budget, Context, Tail, Val, absurd, append_id, capped, capped_name, nanos, opt_nanos,
+    prost_attrs, short, text_builder, time_builder, time_ok,
 };
 use crate::schema::{LOG_PROMOTED, LOGS};
 use crate::wire::{self, Msg, Records};
@@ -157,7 +156,7 @@ impl LogColumns {
     }
 
     pub fn finish(mut self) -> Result<Decoded, DecodeError> {
-        let mut cols: Vec<ArrayRef> = vec![
+        let cols: Vec<ArrayRef> = vec![
             Arc::new(self.time.finish()),
             Arc::new(self.observed_time.finish()),
             Arc::new(self.trace_id.finish()),
@@ -167,8 +166,7 @@ impl LogColumns {
             Arc::new(self.body.finish()),
             Arc::new(self.event_name.finish()),
         ];
-        self.tail.finish(&mut cols);
-        let batch = RecordBatch::try_new(LOGS.clone(), cols).map_err(arrow_error)?;
+        let batch = self.tail.batch(LOGS.clone(), cols)?;
         Ok(Decoded {
             table: Table::Logs,
             batch,

@@ -10,13 +10,12 @@ use arrow::array::{
     ArrayRef, BooleanBuilder, Float64Builder, Int32Builder, Int64Builder, ListBuilder,
     StringBuilder, TimestampNanosecondBuilder,
 };
-use arrow::record_batch::RecordBatch;
 use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
 use opentelemetry_proto::tonic::metrics::v1::{metric, number_data_point};
 
 use crate::rows::{
-    Budget, Context, Tail, Val, absurd, arrow_error, capped_name, nanos, opt_nanos, prost_attrs,
-    short, time_builder, time_ok,
+    Budget, Context, Tail, Val, absurd, capped_name, nanos, opt_nanos, prost_attrs, short,
+    time_builder, time_ok,
 };
 use crate::schema::{METRIC_PROMOTED, METRICS};
 use crate::wire::{self, Field, Msg, Records};
@@ -273,7 +272,7 @@ impl MetricColumns {
     }
 
     pub fn finish(mut self) -> Result<Decoded, DecodeError> {
-        let mut cols: Vec<ArrayRef> = vec![
+        let cols: Vec<ArrayRef> = vec![
             Arc::new(self.time.finish()),
             Arc::new(self.start_time.finish()),
             Arc::new(self.metric_name.finish()),
@@ -298,8 +297,7 @@ impl MetricColumns {
             Arc::new(self.quantiles.finish()),
             Arc::new(self.quantile_values.finish()),
         ];
-        self.tail.finish(&mut cols);
-        let batch = RecordBatch::try_new(METRICS.clone(), cols).map_err(arrow_error)?;
+        let batch = self.tail.batch(METRICS.clone(), cols)?;
         Ok(Decoded {
             table: Table::Metrics,
             batch,

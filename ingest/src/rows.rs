@@ -7,14 +7,18 @@
 //! promotion rule and the text rendering are written once.
 
 use std::borrow::Cow;
+use std::cell::Cell;
 use std::fmt::Write as _;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use arrow::array::{
-    ArrayRef, Float64Builder, Int64Builder, MapBuilder, MapFieldNames, StringBuilder,
+    Array, ArrayRef, Float64Builder, Int64Builder, MapBuilder, MapFieldNames, StringBuilder,
     TimestampNanosecondBuilder,
 };
+use arrow::datatypes::SchemaRef;
 use arrow::error::ArrowError;
+use arrow::record_batch::RecordBatch;
 use base64::Engine as _;
 use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
 
@@ -43,6 +47,51 @@ pub const RECORD_COST: usize = 128;
 /// What an attribute costs besides its key and value: two offsets, a map entry.
 const ENTRY_COST: usize = 16;
 
+/// Whether the decoders fill `resource_attributes` with each row's copy of
+/// its resource's attributes: see [`set_resource_attributes`].
+static RESOURCE_ATTRIBUTES: AtomicBool = AtomicBool::new(true);
+
+thread_local! {
+    /// this thread's choice, over the process's ([`with_resource_attributes`])
+    static RESOURCE_ATTRIBUTES_HERE: Cell<Option<bool>> = const { Cell::new(None) };
+}
+
+/// Whether the decoders build the `resource_attributes` column, for the whole
+/// process (on by default). Off, every row's `resource_attributes` is an empty
+/// map (the column's offsets, no entries): a resource's attributes are then
+/// kept once per resource and scope while decoding and charged to the budget
+/// once, not once per row. The engine turns it off when no loaded rule or KPI
+/// reads the column, and on again when a reloaded pack does.
+///
+/// ```
+/// use ingest::decode::{decode_proto, resource_attributes, set_resource_attributes};
+/// set_resource_attributes(false);
+/// assert!(!resource_attributes());
+/// set_resource_attributes(true);
+/// # let _ = decode_proto;
+/// ```
+pub fn set_resource_attributes(on: bool) {
+    RESOURCE_ATTRIBUTES.store(on, Ordering::Relaxed);
+}
+
+/// Whether decoders on this thread build `resource_attributes` now: this
+/// thread's [`with_resource_attributes`], else [`set_resource_attributes`].
+pub fn resource_attributes() -> bool {
+    RESOURCE_ATTRIBUTES_HERE
+        .with(Cell::get)
+        .unwrap_or_else(|| RESOURCE_ATTRIBUTES.load(Ordering::Relaxed))
+}
+
+/// Runs `f` with the decoders on this thread building `resource_attributes`
+/// or not, whatever the process's setting: for tests and benchmarks that
+/// compare both in one process.
+pub fn with_resource_attributes<T>(on: bool, f: impl FnOnce() -> T) -> T {
+    let before = RESOURCE_ATTRIBUTES_HERE.with(|c| c.replace(Some(on)));
+    let out = f();
+    RESOURCE_ATTRIBUTES_HERE.with(|c| c.set(before));
+    out
+}
+
 /// The decoded bytes a message of `len` bytes (its protobuf encoding) may
 /// cost: [`BUDGET_PER_INPUT_BYTE`] times its size, at least
 /// [`BUDGET_MIN_BYTES`] and at most [`BUDGET_MAX_BYTES`].
@@ -67,6 +116,9 @@ pub(crate) struct Budget {
     input: usize,
     limit: usize,
     used: usize,
+    /// whether each row gets a copy of its resource's attributes
+    /// ([`resource_attributes`] when the message's decoding began)
+    per_row_resource: bool,
 }
 
 impl Budget {
@@ -76,6 +128,7 @@ impl Budget {
             input,
             limit: budget_for(input),
             used: 0,
+            per_row_resource: resource_attributes(),
         }
     }
 
@@ -96,9 +149,45 @@ impl Budget {
     /// Charges the copies of the context `ctx` that a run of `records`
     /// records makes (one per row, and the run's own), then checks: once per
     /// run, before any of its records is decoded. Each record's own
-    /// [`RECORD_COST`] is charged apart, as the record is found.
+    /// [`RECORD_COST`] is charged apart, as the record is found. The
+    /// resource's attributes are charged per row only when each row gets a
+    /// copy ([`resource_attributes`]); else once, for the run's own.
     pub fn charge_run(&mut self, ctx: &Context, records: usize) -> Result<(), DecodeError> {
-        self.spend(records.saturating_add(1).saturating_mul(ctx.row_cost()))
+        let copies = records.saturating_add(1);
+        let cost =
+            copies
+                .saturating_mul(self.row_cost(ctx))
+                .saturating_add(if self.per_row_resource {
+                    0
+                } else {
+                    ctx.attributes_cost()
+                });
+        self.spend(cost)
+    }
+
+    /// What each row of `ctx` costs for the context columns it repeats.
+    fn row_cost(&self, ctx: &Context) -> usize {
+        if self.per_row_resource {
+            ctx.row_cost()
+        } else {
+            ctx.repeated_cost()
+        }
+    }
+
+    /// `Err` when `batch`, as built, takes more memory than the budget allows:
+    /// the last check, on what was really allocated.
+    fn check_built(&self, batch: &RecordBatch) -> Result<(), DecodeError> {
+        let built = batch.get_array_memory_size();
+        if built > self.limit {
+            return Err(DecodeError::new(
+                Reason::OverBudget,
+                format!(
+                    "a message of {} bytes decoded to {built} bytes of rows, more than its budget of {} bytes: refused",
+                    self.input, self.limit
+                ),
+            ));
+        }
+        Ok(())
     }
 
     /// [`Budget::charge_run`] and each record's [`RECORD_COST`]: for records
@@ -382,15 +471,19 @@ pub(crate) fn time_builder(rows: usize) -> TimestampNanosecondBuilder {
 /// `entries` entries in all.
 pub(crate) fn map_builder(rows: usize, entries: usize) -> MapBuilder<StringBuilder, StringBuilder> {
     MapBuilder::with_capacity(
-        Some(MapFieldNames {
-            entry: "entries".into(),
-            key: "keys".into(),
-            value: "values".into(),
-        }),
+        Some(map_field_names()),
         text_builder(entries, 16),
         text_builder(entries, 16),
         rows,
     )
+}
+
+fn map_field_names() -> MapFieldNames {
+    MapFieldNames {
+        entry: "entries".into(),
+        key: "keys".into(),
+        value: "values".into(),
+    }
 }
 
 /// What every row of one resource and scope repeats: the promoted `service.*`
@@ -449,13 +542,21 @@ impl Context {
     /// What each row of this context costs for the columns it repeats: the
     /// service columns, the scope name and a copy of `resource_attributes`.
     pub fn row_cost(&self) -> usize {
+        self.repeated_cost() + self.attributes_cost()
+    }
+
+    /// The service columns and the scope name, which every row repeats.
+    fn repeated_cost(&self) -> usize {
         let service: usize = self.service.iter().flatten().map(String::len).sum();
-        let attributes: usize = self
-            .resource_attributes
+        service + self.scope_name.as_ref().map_or(0, String::len)
+    }
+
+    /// One copy of `resource_attributes`.
+    fn attributes_cost(&self) -> usize {
+        self.resource_attributes
             .iter()
             .map(|(k, v)| k.len() + v.as_ref().map_or(0, String::len) + ENTRY_COST)
-            .sum();
-        service + self.scope_name.as_ref().map_or(0, String::len) + attributes
+            .sum()
     }
 
     /// The context of a prost resource (its attributes; no scope yet).
@@ -580,7 +681,7 @@ impl Tail {
 
     /// The resource and scope of the rows that follow.
     pub fn set_context(&mut self, ctx: Context) {
-        self.row_cost = ctx.row_cost();
+        self.row_cost = self.budget.row_cost(&ctx);
         self.contexts.push((ctx, 0));
     }
 
@@ -738,7 +839,7 @@ impl Tail {
         }
     }
 
-    pub fn finish(&mut self, out: &mut Vec<ArrayRef>) {
+    fn finish(&mut self, out: &mut Vec<ArrayRef>) {
         for i in 0..RESOURCE_PROMOTED.len() {
             out.push(self.repeated(|c| c.service[i].as_deref()));
         }
@@ -748,22 +849,65 @@ impl Tail {
             out.push(c.finish());
         }
         out.push(Arc::new(self.attributes.finish()));
-        let (rows, entries) = self.contexts.iter().fold((0, 0), |(r, e), (c, n)| {
-            (r + n, e + c.resource_attributes.len() * n)
+        out.push(self.resource_attributes());
+    }
+
+    /// The `resource_attributes` column: each row's copy of its context's
+    /// attributes, or only empty maps when the decoders do not build it
+    /// ([`resource_attributes`]). Presized to what it holds.
+    fn resource_attributes(&self) -> ArrayRef {
+        let copies = self.budget.per_row_resource;
+        let (rows, entries, bytes) = self.contexts.iter().fold((0, 0, 0), |(r, e, b), (c, n)| {
+            let (e1, b1) = if copies {
+                let bytes: usize = c
+                    .resource_attributes
+                    .iter()
+                    .map(|(k, v)| k.len() + v.as_ref().map_or(0, String::len))
+                    .sum();
+                (c.resource_attributes.len() * n, bytes * n)
+            } else {
+                (0, 0)
+            };
+            (r + n, e + e1, b + b1)
         });
-        let mut resource = map_builder(rows, entries);
+        let mut resource = MapBuilder::with_capacity(
+            Some(map_field_names()),
+            StringBuilder::with_capacity(entries, bytes),
+            StringBuilder::with_capacity(entries, bytes),
+            rows,
+        );
         for (ctx, rows) in &self.contexts {
             for _ in 0..*rows {
-                for (k, v) in &ctx.resource_attributes {
-                    resource.keys().append_value(k);
-                    resource.values().append_option(v.as_deref());
+                if copies {
+                    for (k, v) in &ctx.resource_attributes {
+                        resource.keys().append_value(k);
+                        resource.values().append_option(v.as_deref());
+                    }
                 }
                 resource
                     .append(true)
                     .expect("resource keys and values are appended in pairs");
             }
         }
-        out.push(Arc::new(resource.finish()));
+        Arc::new(resource.finish())
+    }
+
+    /// The batch of `schema` made of the signal's own columns `cols` and
+    /// these: every column's buffers cut to what they hold (a builder that
+    /// grew doubled its room, so a batch could take up to twice what it
+    /// holds), then its memory checked against the budget.
+    pub fn batch(
+        &mut self,
+        schema: SchemaRef,
+        mut cols: Vec<ArrayRef>,
+    ) -> Result<RecordBatch, DecodeError> {
+        self.finish(&mut cols);
+        for c in &mut cols {
+            c.shrink_to_fit();
+        }
+        let batch = RecordBatch::try_new(schema, cols).map_err(arrow_error)?;
+        self.budget.check_built(&batch)?;
+        Ok(batch)
     }
 
     /// A column of one value per context, repeated for each of its rows.

@@ -9,12 +9,11 @@ use std::borrow::Cow;
 use std::sync::Arc;
 
 use arrow::array::{ArrayRef, Float64Builder, StringBuilder, TimestampNanosecondBuilder};
-use arrow::record_batch::RecordBatch;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 
 use crate::rows::{
-    Budget, Context, Tail, Val, absurd, append_id, arrow_error, capped, capped_name, nanos,
-    prost_attrs, short, text_builder, time_builder, time_ok,
+    Budget, Context, Tail, Val, absurd, append_id, capped, capped_name, nanos, prost_attrs, short,
+    text_builder, time_builder, time_ok,
 };
 use crate::schema::{SPAN_PROMOTED, SPANS};
 use crate::wire::{self, Msg, Records};
@@ -140,7 +139,7 @@ impl SpanColumns {
     }
 
     pub fn finish(mut self) -> Result<Decoded, DecodeError> {
-        let mut cols: Vec<ArrayRef> = vec![
+        let cols: Vec<ArrayRef> = vec![
             Arc::new(self.time.finish()),
             Arc::new(self.end_time.finish()),
             Arc::new(self.duration_ms.finish()),
@@ -152,8 +151,7 @@ impl SpanColumns {
             Arc::new(self.status_code.finish()),
             Arc::new(self.status_message.finish()),
         ];
-        self.tail.finish(&mut cols);
-        let batch = RecordBatch::try_new(SPANS.clone(), cols).map_err(arrow_error)?;
+        let batch = self.tail.batch(SPANS.clone(), cols)?;
         Ok(Decoded {
             table: Table::Spans,
             batch,

@@ -14,6 +14,7 @@ use hostile::{
 };
 use ingest::decode::{
     BUDGET_PER_INPUT_BYTE, budget_for, decode_json_as, decode_proto, decode_proto_prost,
+    with_resource_attributes,
 };
 use ingest::{Reason, Table};
 use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
@@ -551,9 +552,11 @@ fn no_decoder_panics_or_holds_more_than_its_budget_per_input_byte() {
             w.peak_per_byte = w.peak_per_byte.max(peak as f64 / bytes.len() as f64);
         }
         if let Ok(decoded) = &result {
+            // the builders' room is cut to what they hold, and a batch over
+            // its budget as built is refused
             let arrow = decoded.batch.get_array_memory_size();
             prop_assert!(
-                arrow <= 2 * budget,
+                arrow <= budget,
                 "{} input bytes ({} of {}) decoded to {} rows in {} Arrow bytes (budget {}); \
                  by column: {:?}",
                 bytes.len(),
@@ -598,5 +601,64 @@ fn no_decoder_panics_or_holds_more_than_its_budget_per_input_byte() {
         w.arrow.1 as f64 / MB as f64,
         w.peak as f64 / MB as f64,
         w.peak_per_byte,
+    );
+}
+
+/// The rows of `bytes` decoded with and without `resource_attributes` built.
+fn both_ways(table: Table, bytes: &[u8]) -> Result<(), TestCaseError> {
+    use arrow::array::Array as _;
+    let with = with_resource_attributes(true, || decode_proto(table, bytes));
+    let without = with_resource_attributes(false, || decode_proto(table, bytes));
+    let (with, without) = match (with, without) {
+        (Ok(a), Ok(b)) => (a, b),
+        (a, b) => {
+            // off costs less, so it may decode what on refuses, never the reverse
+            prop_assert!(a.is_err(), "built: {:?}, not built: {:?}", a.err(), b.err());
+            return Ok(());
+        }
+    };
+    prop_assert_eq!(with.batch.num_rows(), without.batch.num_rows());
+    let resource = with.batch.schema().index_of("resource_attributes").unwrap();
+    for i in 0..with.batch.num_columns() {
+        if i != resource {
+            prop_assert_eq!(with.batch.column(i), without.batch.column(i));
+        }
+    }
+    let maps = without.batch.column(resource);
+    prop_assert_eq!(maps.null_count(), 0, "empty maps, not nulls");
+    let maps = arrow::array::AsArray::as_map(maps.as_ref());
+    prop_assert_eq!(maps.keys().len(), 0, "no entry when not built");
+    prop_assert!(without.batch.get_array_memory_size() <= with.batch.get_array_memory_size());
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(128))]
+
+    #[test]
+    fn without_resource_attributes_every_other_column_is_the_same(
+        (table, bytes, _) in valid()
+    ) {
+        both_ways(table, &bytes)?;
+    }
+}
+
+#[test]
+fn a_resource_of_many_large_attributes_is_kept_once_when_no_rule_reads_it() {
+    // 2000 resource attributes of 100 bytes, 8000 spans: built per row, 8000
+    // copies of 210 KB (refused over budget); not built, one copy
+    let body = resource_heavy_traces(2000, 100, 8000);
+    let (result, peak) =
+        thread_peak(|| with_resource_attributes(false, || decode_proto(Table::Spans, &body)));
+    let decoded = result.expect("within budget when the column is not built");
+    assert_eq!(decoded.batch.num_rows(), 8000);
+    let arrow = decoded.batch.get_array_memory_size();
+    // what 8000 spans of the fixture take, not 8000 x 210 KB
+    assert!(arrow < 4 * MB, "{arrow} bytes of rows");
+    assert!(peak < 16 * MB, "decoding held {peak} bytes");
+    let with = with_resource_attributes(true, || decode_proto(Table::Spans, &body));
+    assert_eq!(
+        with.expect_err("built per row: over budget").reason,
+        Reason::OverBudget
     );
 }
