@@ -176,7 +176,9 @@ pub const FUTURE_ROWS_RULE: &str = "otelguard.input.future_timestamps";
 struct EarlyFiring {
     /// at most one early pass this often
     every: std::time::Duration,
-    last_pass: Option<std::time::Instant>,
+    /// when the last pass ended, and how long it took: the next one waits
+    /// at least as long, so that early passes take at most half the time
+    last_pass: Option<(std::time::Instant, std::time::Duration)>,
     /// rows came since the last pass
     fresh: bool,
     /// firings sent early whose window has not closed yet, by rule id and
@@ -810,9 +812,11 @@ impl Evaluator {
     /// Whether an early pass is due: rows came since the last one, at least
     /// `every` ago ([`Evaluator::with_early_firing`]).
     pub fn early_due(&self) -> bool {
-        self.early
-            .as_ref()
-            .is_some_and(|e| e.fresh && e.last_pass.is_none_or(|t| t.elapsed() >= e.every))
+        self.early.as_ref().is_some_and(|e| {
+            e.fresh
+                && e.last_pass
+                    .is_none_or(|(end, took)| end.elapsed() >= e.every.max(took))
+        })
     }
 
     /// Whether rows came since the last early pass (one is due once
@@ -853,7 +857,7 @@ impl Evaluator {
             return vec![];
         };
         early.fresh = false;
-        early.last_pass = Some(std::time::Instant::now());
+        let started = std::time::Instant::now();
         let (Some(newest), Some(min_seen)) = (self.max_seen, self.min_seen) else {
             return vec![];
         };
@@ -908,6 +912,9 @@ impl Evaluator {
             }
         }
         out.sort_by_cached_key(Output::order_key);
+        if let Some(early) = &mut self.early {
+            early.last_pass = Some((std::time::Instant::now(), started.elapsed()));
+        }
         out
     }
 
@@ -920,6 +927,7 @@ impl Evaluator {
         last: i64,
         findings: &[crate::rules::Finding],
     ) -> Vec<Output> {
+        let detected_at = self.detected_at();
         let def = &self.rules.rules[ri].def;
         let crate::rules::Kind::Alert { suppress_ns, .. } = &def.kind else {
             return vec![];
@@ -954,7 +962,8 @@ impl Evaluator {
             }
             // the alert the close will make when this window opens the incident
             let made = RuleAlerts::with_cap(1).window(def, f.window_start, &[f]);
-            for a in made {
+            for mut a in made {
+                a.detected_at_ns = detected_at;
                 fired.insert(keys.clone(), (f.window_start, a.clone()));
                 self.stats.early_alerts += 1;
                 self.health[ri].fired_early += 1;
@@ -989,6 +998,17 @@ impl Evaluator {
             }
         }
         out
+    }
+
+    /// The event time reached as alerts are emitted: the newest row, or the
+    /// watermark where idleness moved it ahead (the end of input leaves the
+    /// newest row).
+    fn detected_at(&self) -> Option<i64> {
+        match (self.watermark.get(), self.max_seen) {
+            (Some(w), Some(seen)) if w != i64::MAX => Some(w.max(seen)),
+            (_, seen) => seen,
+        }
+        .map(crate::alerts::micros)
     }
 
     /// Evaluates every window that is final at the current watermark.
@@ -1058,11 +1078,7 @@ impl Evaluator {
         // the event time reached as the alerts are emitted: the newest row,
         // or the watermark where idleness moved it ahead (the end of input
         // leaves the newest row)
-        let detected_at = match (self.watermark.get(), self.max_seen) {
-            (Some(w), Some(seen)) if w != i64::MAX => Some(w.max(seen)),
-            (_, seen) => seen,
-        }
-        .map(crate::alerts::micros);
+        let detected_at = self.detected_at();
         let mut out = Vec::new();
         let session = &self.rules.sessions[si];
         for (table, t) in &session.tables {

@@ -314,6 +314,11 @@ async fn a_monotone_rule_fires_before_its_window_closes_and_the_close_confirms_i
         sent.at_ns
     );
     assert!(
+        sent.detected_at_ns.is_some_and(|t| t < sent.at_ns),
+        "detected at {:?}",
+        sent.detected_at_ns
+    );
+    assert!(
         alerts(&ev.evaluate().await).is_empty(),
         "no window has closed yet"
     );
@@ -420,7 +425,7 @@ async fn replay_capture(name: &str, early_every: usize) -> (Vec<Output>, Vec<Out
             partition: m.partition.unwrap_or(0),
         };
         ev.push_from(stream, m.decoded.batch).expect("rows");
-        if early_every > 0 && i % early_every == 0 && ev.early_due() {
+        if early_every > 0 && i % early_every == 0 && ev.early_waiting() {
             early.extend(ev.evaluate_early().await);
         }
         if ev.has_final_windows() {
