@@ -18,6 +18,7 @@ use serde::Serialize;
 
 use crate::alerts::{Alert, RuleAlerts};
 use crate::kpi::{self, KpiValue};
+use crate::rules::snapshot::columns_read;
 use crate::rules::{CompiledRule, RuleError, RuleSet, WindowSession, WindowSpec};
 use crate::samples::Samples;
 use crate::window::{self, Buffer, Watermark};
@@ -139,6 +140,8 @@ pub struct Stats {
     pub alerts: u64,
     pub kpi_values: u64,
     pub buffered_rows: usize,
+    /// the memory of the rows held for open windows ([`Buffer::bytes`])
+    pub buffered_bytes: usize,
     pub watermark_ns: Option<i64>,
     /// rows dated later than the wall clock plus the allowed skew (live only),
     /// dropped, by table
@@ -325,12 +328,14 @@ impl Evaluator {
             sessions[r.session].tables.extend(tables_of(&r.plan));
         }
         let health = rules.rules.iter().map(|r| RuleHealth::of(r)).collect();
+        let mut buffer = Buffer::default();
+        buffer.keep_columns(columns_read(rules.rules.iter().map(|r| &r.plan)));
         Evaluator {
             alerts: rules.rules.iter().map(|_| RuleAlerts::default()).collect(),
             rules,
             sessions,
             health,
-            buffer: Buffer::default(),
+            buffer,
             watermark: Watermark::new(lateness_ns),
             max_seen: None,
             min_seen: None,
@@ -498,6 +503,8 @@ impl Evaluator {
             errors: vec![],
         };
         self.sessions = states;
+        self.buffer
+            .keep_columns(columns_read(self.rules.rules.iter().map(|r| &r.plan)));
         Ok(report)
     }
 
@@ -622,6 +629,7 @@ impl Evaluator {
     pub fn stats(&self) -> Stats {
         let mut s = self.stats.clone();
         s.buffered_rows = self.buffer.rows();
+        s.buffered_bytes = self.buffer.bytes();
         s.watermark_ns = self.watermark.get();
         for (rule, state) in self.rules.rules.iter().zip(&self.alerts) {
             if !rule.def.is_kpi() {
@@ -636,7 +644,7 @@ impl Evaluator {
     /// Holds at most `rows` rows for open windows (live evaluation); see
     /// [`Buffer::with_cap`]. Call before the first push.
     pub fn with_buffer_cap(mut self, rows: usize) -> Self {
-        self.buffer = Buffer::with_cap(rows);
+        self.buffer.set_cap(rows);
         self
     }
 

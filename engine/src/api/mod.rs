@@ -372,6 +372,11 @@ pub fn render_metrics(b: &Board) -> String {
         "# HELP otelguard_buffered_rows Rows held for open windows.\n# TYPE otelguard_buffered_rows gauge"
     );
     let _ = writeln!(m, "otelguard_buffered_rows {}", b.stats.buffered_rows);
+    let _ = writeln!(
+        m,
+        "# HELP otelguard_buffered_bytes Memory of the rows held for open windows (their Arrow buffers).\n# TYPE otelguard_buffered_bytes gauge"
+    );
+    let _ = writeln!(m, "otelguard_buffered_bytes {}", b.stats.buffered_bytes);
     family(
         &mut m,
         "otelguard_buffer_refused_rows_total",

@@ -110,6 +110,7 @@ pub async fn replay_with(
     rejections: &Rejections,
     mut emit: impl FnMut(&[Output]) -> anyhow::Result<()>,
 ) -> anyhow::Result<Summary> {
+    crate::rules::snapshot::decode_what_is_read(evaluator.rules());
     let reader =
         file::open(paths).with_context(|| format!("cannot open the capture {}", show(paths)))?;
     let progress = reader.progress();

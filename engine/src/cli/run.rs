@@ -538,6 +538,7 @@ async fn reload_rules(
     };
     match &result {
         Ok(done) => {
+            crate::rules::snapshot::decode_what_is_read(ev.rules());
             delivery.deliver(&done.outputs);
             eprintln!(
                 "rules reloaded from {}: version {} ({} kept, {} added, {} changed, {} removed) in {} ms",
@@ -670,6 +671,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let mut early_tick = tokio::time::interval(early_every.unwrap_or(Duration::from_secs(3600)));
     early_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     board.lock().unwrap_or_else(|e| e.into_inner()).samples = ev.samples();
+    crate::rules::snapshot::decode_what_is_read(ev.rules());
     let counts = Arc::new(RejectCounts::default());
     let rejections = Arc::new(super::dead_letters(
         args.dead_letter.as_deref(),

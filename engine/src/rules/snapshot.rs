@@ -18,12 +18,17 @@
 //! has slides (40 for ten minutes every 15 s), and rules of a pack often
 //! filter alike, so the filters run once per batch rather than once per
 //! evaluation and rule.
+//!
+//! The buffer keeps of each table only the columns some loaded rule or KPI
+//! reads ([`columns_read`]); a scan that reads a column a buffered batch
+//! lacks (a rule added by a reload, reading a column no rule read before)
+//! sees it null in those rows.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt;
 use std::sync::{Arc, Mutex, RwLock};
 
-use arrow::array::{Array, BooleanArray};
+use arrow::array::{Array, ArrayRef, BooleanArray, new_null_array};
 use arrow::compute::filter_record_batch;
 use arrow::datatypes::SchemaRef;
 use arrow::record_batch::RecordBatch;
@@ -35,7 +40,7 @@ use datafusion::datasource::TableType;
 use datafusion::error::{DataFusionError, Result as DfResult};
 use datafusion::execution::TaskContext;
 use datafusion::logical_expr::utils::conjunction;
-use datafusion::logical_expr::{Expr, TableProviderFilterPushDown};
+use datafusion::logical_expr::{Expr, LogicalPlan, TableProviderFilterPushDown};
 use datafusion::physical_expr::{EquivalenceProperties, PhysicalExpr};
 use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
 use datafusion::physical_plan::memory::MemoryStream;
@@ -44,7 +49,130 @@ use datafusion::physical_plan::{
     SendableRecordBatchStream,
 };
 
+use ingest::Table;
+
 use crate::window::{self, Buffered, WindowSpec};
+
+/// The columns of spans and logs the sample traces of firing alerts show
+/// (`samples.rs` reads them by name): kept whatever the rules read.
+const SAMPLE_COLUMNS: [(Table, &[&str]); 2] = [
+    (
+        Table::Spans,
+        &[
+            "trace_id",
+            "span_id",
+            "parent_span_id",
+            "name",
+            "service_name",
+            "time",
+            "end_time",
+            "status_code",
+            "http_request_method",
+            "http_route",
+            "http_response_status_code",
+            "client_address",
+            "user_agent_original",
+            "db_operation_name",
+        ],
+    ),
+    (
+        Table::Logs,
+        &[
+            "trace_id",
+            "span_id",
+            "time",
+            "severity_text",
+            "event_name",
+            "body",
+        ],
+    ),
+];
+
+/// Per table the plans scan, the columns they read: the columns each scan
+/// gives (its projection, after optimization) and those its pushed filters
+/// name, plus what sample traces show ([`SAMPLE_COLUMNS`]). `None`: every
+/// column (a scan with no projection, as `SELECT *` may give). The `events`
+/// view reads `logs`; scans inside subqueries count.
+pub fn columns_read<'a>(
+    plans: impl IntoIterator<Item = &'a LogicalPlan>,
+) -> BTreeMap<Table, Option<BTreeSet<String>>> {
+    let mut out: BTreeMap<Table, Option<BTreeSet<String>>> = BTreeMap::new();
+    for plan in plans {
+        let _ = plan.apply_with_subqueries(|node| {
+            let LogicalPlan::TableScan(scan) = node else {
+                return Ok(TreeNodeRecursion::Continue);
+            };
+            let name = scan.table_name.table();
+            let Some(table) = Table::ALL
+                .into_iter()
+                .find(|t| t.name() == name || (name == "events" && *t == Table::Logs))
+            else {
+                return Ok(TreeNodeRecursion::Continue);
+            };
+            let entry = out.entry(table).or_insert_with(|| Some(BTreeSet::new()));
+            match (entry, &scan.projection) {
+                (Some(columns), Some(_)) => {
+                    columns.extend(
+                        scan.projected_schema
+                            .fields()
+                            .iter()
+                            .map(|f| f.name().clone()),
+                    );
+                    for f in &scan.filters {
+                        columns.extend(f.column_refs().into_iter().map(|c| c.name.clone()));
+                    }
+                }
+                (entry, None) => *entry = None,
+                (None, Some(_)) => {}
+            }
+            Ok(TreeNodeRecursion::Continue)
+        });
+    }
+    for (table, columns) in SAMPLE_COLUMNS {
+        if let Some(Some(read)) = out.get_mut(&table) {
+            read.extend(columns.iter().map(|c| c.to_string()));
+        }
+    }
+    out
+}
+
+/// Tells the decoders whether to build `resource_attributes`
+/// ([`ingest::decode::set_resource_attributes`]): only when a plan reads it.
+pub fn decode_what_is_read(rules: &super::RuleSet) {
+    let plans = rules.rules.iter().map(|r| &r.plan);
+    let read = columns_read(plans).values().any(|columns| {
+        columns
+            .as_ref()
+            .is_none_or(|c| c.contains("resource_attributes"))
+    });
+    ingest::decode::set_resource_attributes(read);
+}
+
+/// The columns `indices` of the table `raw` out of `batch`, a buffered
+/// batch of that table, by name: a column the batch lacks (the buffer did
+/// not keep it, see [`window::Buffer::keep_columns`]) is all null.
+fn columns_of(batch: &RecordBatch, raw: &SchemaRef, indices: &[usize]) -> DfResult<RecordBatch> {
+    if batch.schema().fields().len() == raw.fields().len() {
+        return Ok(batch.project(indices)?);
+    }
+    let columns: Vec<ArrayRef> = indices
+        .iter()
+        .map(|&i| {
+            let field = raw.field(i);
+            batch
+                .column_by_name(field.name())
+                .cloned()
+                .unwrap_or_else(|| new_null_array(field.data_type(), batch.num_rows()))
+        })
+        .collect();
+    let options =
+        arrow::record_batch::RecordBatchOptions::new().with_row_count(Some(batch.num_rows()));
+    Ok(RecordBatch::try_new_with_options(
+        Arc::new(raw.project(indices)?),
+        columns,
+        &options,
+    )?)
+}
 
 /// The rows of one evaluation: the buffered batches that may hold rows of the
 /// windows starting in `[first, last]`.
@@ -251,6 +379,7 @@ impl TableProvider for SnapshotTable {
             pane_range: PaneRange::default(),
             rows: self.rows.clone(),
             kept: self.kept.clone(),
+            raw: self.raw.clone(),
             key,
             kept_columns,
             kept_projection,
@@ -324,6 +453,8 @@ pub struct SnapshotExec {
     pane_range: PaneRange,
     rows: Arc<RwLock<Arc<Rows>>>,
     kept: Arc<Mutex<Kept>>,
+    /// the table's own columns
+    raw: SchemaRef,
     /// names what this scan keeps of a batch: scans with the same key share it
     key: Arc<str>,
     /// the table columns kept of a batch: the event time first
@@ -351,6 +482,7 @@ impl SnapshotExec {
             pane_range: PaneRange::default(),
             rows: self.rows.clone(),
             kept: self.kept.clone(),
+            raw: self.raw.clone(),
             key: self.key.clone(),
             kept_columns: self.kept_columns.clone(),
             kept_projection: self.kept_projection.clone(),
@@ -379,11 +511,11 @@ impl SnapshotExec {
     /// The rows of `batch` the filter passes, with the kept columns; `None`
     /// if none passes.
     fn keep(&self, batch: &RecordBatch) -> DfResult<Option<RecordBatch>> {
-        let columns = batch.project(&self.kept_columns)?;
+        let columns = columns_of(batch, &self.raw, &self.kept_columns)?;
         let Some(filter) = &self.filter else {
             return Ok(Some(columns));
         };
-        let input = batch.project(&filter.columns)?;
+        let input = columns_of(batch, &self.raw, &filter.columns)?;
         let mask = filter.expr.evaluate(&input)?.into_array(batch.num_rows())?;
         let mask = mask
             .as_any()
@@ -565,6 +697,16 @@ mod tests {
         out
     }
 
+    /// `counts` of `sql` run once over the session's rows.
+    async fn counted(s: &WindowSession, sql: &str) -> Vec<(i64, i64)> {
+        let plan = s.plan(sql).await.expect("plans");
+        counts(
+            &s.execute(&plan, &Mutex::new(None), false)
+                .await
+                .expect("runs"),
+        )
+    }
+
     async fn session_with(rows: RecordBatch, first: i64, last: i64) -> WindowSession {
         let s = WindowSession::new(HOPPING).await.expect("a session");
         s.tables[&Table::Spans].set(vec![Buffered::new(rows).unwrap()], first, last);
@@ -619,13 +761,7 @@ mod tests {
         let sql = "SELECT window_start, count(*) AS n FROM spans \
                    WHERE client_address IN (SELECT client_address FROM spans \
                    GROUP BY client_address HAVING count(*) > 1) GROUP BY 1";
-        let plan = s.plan(sql).await.expect("plans");
-        let got = counts(
-            &s.execute(&plan, &Mutex::new(None), false)
-                .await
-                .expect("runs"),
-        );
-        assert_eq!(got, vec![(0, 2)]);
+        assert_eq!(counted(&s, sql).await, vec![(0, 2)]);
     }
 
     #[tokio::test]
@@ -696,6 +832,74 @@ mod tests {
         );
         assert_eq!(got, vec![(0, 1)]);
         assert_eq!(kept_ids(table), vec![vec![b.id]]);
+    }
+
+    #[tokio::test]
+    async fn the_columns_read_are_the_scans_projections_and_pushed_filters() {
+        let s = WindowSession::new(HOPPING).await.expect("a session");
+        let plan = s
+            .plan(
+                "SELECT window_start, client_address, count(*) AS n FROM spans \
+                 WHERE user_agent_original = 'x' GROUP BY 1, 2",
+            )
+            .await
+            .expect("plans");
+        let events = s
+            .plan("SELECT window_start, count(*) AS n FROM events WHERE shop_auth_outcome = 'failure' GROUP BY 1")
+            .await
+            .expect("plans");
+        let read = columns_read([&plan, &events]);
+        let spans = read[&Table::Spans].as_ref().expect("a projection");
+        for c in [
+            "client_address",
+            "user_agent_original",
+            "trace_id",
+            "span_id",
+        ] {
+            assert!(spans.contains(c), "{c} in {spans:?}");
+        }
+        assert!(!spans.contains("resource_attributes"), "{spans:?}");
+        assert!(!spans.contains("attributes"), "{spans:?}");
+        let logs = read[&Table::Logs].as_ref().expect("a projection");
+        for c in ["shop_auth_outcome", "event_name", "body"] {
+            assert!(logs.contains(c), "{c} in {logs:?}");
+        }
+        assert!(!read.contains_key(&Table::Metrics));
+    }
+
+    #[tokio::test]
+    async fn a_scan_reads_a_column_a_buffered_batch_lacks_as_nulls() {
+        let rows = spans(&[(10.0, "a"), (20.0, "b")]);
+        let kept: Vec<usize> = ["end_time", "time", "trace_id"]
+            .iter()
+            .map(|c| rows.schema().index_of(c).unwrap())
+            .collect();
+        let narrow = rows.project(&kept).unwrap();
+        let s = WindowSession::new(HOPPING).await.expect("a session");
+        s.tables[&Table::Spans].set(vec![Buffered::new(narrow).unwrap()], T0, T0);
+        let sql =
+            "SELECT window_start, count(*) AS n FROM spans WHERE client_address IS NULL GROUP BY 1";
+        assert_eq!(counted(&s, sql).await, vec![(0, 2)]);
+    }
+
+    #[test]
+    fn sample_traces_are_the_same_from_the_columns_kept() {
+        let rows = spans(&[(10.0, "a"), (20.0, "b")]);
+        let keep = &SAMPLE_COLUMNS[0].1;
+        let kept: Vec<usize> = (0..rows.num_columns())
+            .filter(|&i| {
+                let f = rows.schema().field(i).clone();
+                !f.is_nullable() || keep.contains(&f.name().as_str())
+            })
+            .collect();
+        let narrow = rows.project(&kept).unwrap();
+        let id = format!("{:032x}", 10_000 + 1);
+        let mut full = crate::samples::Samples::default();
+        full.keep(&[&id], [&rows].into_iter(), std::iter::empty());
+        let mut from_kept = crate::samples::Samples::default();
+        from_kept.keep(&[&id], [&narrow].into_iter(), std::iter::empty());
+        assert!(full.get(&id).is_some());
+        assert_eq!(full.get(&id), from_kept.get(&id));
     }
 
     #[test]

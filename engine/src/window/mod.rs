@@ -10,11 +10,11 @@
 //! or when every window it belongs to was already evaluated (a stream that was
 //! idle and comes back): it is counted, and not added to any window.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use arrow::array::{Array, ArrayRef, BooleanArray, TimestampNanosecondArray, UInt32Array};
-use arrow::compute::{filter_record_batch, take};
+use arrow::compute::{concat_batches, filter_record_batch, take};
 use arrow::datatypes::{Field, Schema, SchemaRef};
 use arrow::error::ArrowError;
 use arrow::record_batch::{RecordBatch, RecordBatchOptions};
@@ -231,6 +231,8 @@ pub struct Buffered {
     pub batch: RecordBatch,
     pub min: i64,
     pub max: i64,
+    /// the memory its columns take ([`RecordBatch::get_array_memory_size`])
+    pub bytes: usize,
 }
 
 impl Buffered {
@@ -244,6 +246,7 @@ impl Buffered {
             .fold((i64::MAX, i64::MIN), |(lo, hi), v| (lo.min(v), hi.max(v)));
         Ok(Buffered {
             id: NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+            bytes: batch.get_array_memory_size(),
             batch,
             min,
             max,
@@ -260,8 +263,13 @@ pub const DEFAULT_MAX_BUFFERED_ROWS: usize = 10_000_000;
 pub struct Buffer {
     tables: BTreeMap<Table, Vec<Buffered>>,
     rows: usize,
+    /// the memory of the batches held
+    bytes: usize,
     /// rows held at most: see [`Buffer::with_cap`]
     cap: usize,
+    /// the columns kept of each table's rows; a table not named keeps all:
+    /// see [`Buffer::keep_columns`]
+    columns: BTreeMap<Table, BTreeSet<String>>,
 }
 
 impl Default for Buffer {
@@ -269,7 +277,9 @@ impl Default for Buffer {
         Buffer {
             tables: BTreeMap::new(),
             rows: 0,
+            bytes: 0,
             cap: usize::MAX,
+            columns: BTreeMap::new(),
         }
     }
 }
@@ -296,6 +306,43 @@ impl Buffer {
         }
     }
 
+    /// Changes the cap of [`Buffer::with_cap`]; rows held are kept.
+    pub fn set_cap(&mut self, rows: usize) {
+        self.cap = rows;
+    }
+
+    /// Keeps of the rows of each table pushed from now on only the columns
+    /// `columns` names for it (a table absent or `None`: every column), and
+    /// always the event time and the columns that are never null (a scan
+    /// fills a column a batch lacks with nulls, which those could not hold).
+    /// Rows already held keep the columns they have.
+    pub fn keep_columns(&mut self, columns: BTreeMap<Table, Option<BTreeSet<String>>>) {
+        self.columns = columns
+            .into_iter()
+            .filter_map(|(table, c)| Some((table, c?)))
+            .collect();
+    }
+
+    /// `batch` with the columns kept of `table` ([`Buffer::keep_columns`]).
+    fn project(&self, table: Table, batch: RecordBatch) -> Result<RecordBatch, ArrowError> {
+        let Some(keep) = self.columns.get(&table) else {
+            return Ok(batch);
+        };
+        let schema = batch.schema();
+        let time = times_index(&schema)?;
+        let indices: Vec<usize> = schema
+            .fields()
+            .iter()
+            .enumerate()
+            .filter(|(i, f)| *i == time || !f.is_nullable() || keep.contains(f.name()))
+            .map(|(i, _)| i)
+            .collect();
+        if indices.len() == schema.fields().len() {
+            return Ok(batch);
+        }
+        batch.project(&indices)
+    }
+
     /// Adds the on-time rows of `batch`, those at or after `keep_from`, up to
     /// the cap; says how many were late and how many refused.
     pub fn push(
@@ -307,6 +354,7 @@ impl Buffer {
         if batch.num_rows() == 0 {
             return Ok(Pushed::default());
         }
+        let batch = self.project(table, batch)?;
         let (batch, late) = match keep_from {
             Some(w) => {
                 let t = times(&batch)?;
@@ -329,11 +377,14 @@ impl Buffer {
             batch
         };
         if batch.num_rows() > 0 {
-            self.rows += batch.num_rows();
-            self.tables
-                .entry(table)
-                .or_default()
-                .push(Buffered::new(batch)?);
+            let held = Buffered::new(batch)?;
+            self.rows += held.batch.num_rows();
+            self.bytes += held.bytes;
+            let batches = self.tables.entry(table).or_default();
+            batches.push(held);
+            if let Some((before, after)) = compact(batches)? {
+                self.bytes = self.bytes - before + after;
+            }
         }
         Ok(Pushed { late, refused })
     }
@@ -345,6 +396,7 @@ impl Buffer {
                 let keep = h.max >= keep_from;
                 if !keep {
                     self.rows -= h.batch.num_rows();
+                    self.bytes -= h.bytes;
                 }
                 keep
             });
@@ -356,6 +408,13 @@ impl Buffer {
         self.rows
     }
 
+    /// The memory of the rows held, across tables: what their batches' columns
+    /// take, whole buffers counted for each batch (a batch cut at the cap
+    /// counts the buffers it shares with the rows refused).
+    pub fn bytes(&self) -> usize {
+        self.bytes
+    }
+
     /// The batches of `table` that may hold rows in `[from, to)`.
     pub fn overlapping(&self, table: Table, from: i64, to: i64) -> impl Iterator<Item = &Buffered> {
         self.tables
@@ -364,6 +423,41 @@ impl Buffer {
             .flatten()
             .filter(move |h| h.max >= from && h.min < to)
     }
+}
+
+/// Batches of fewer rows than this are joined into one once the small
+/// batches at the end of a table's list hold this many rows together.
+pub const COMPACT_ROWS: usize = 8192;
+
+/// Joins the small batches at the end of `batches` (fewer than
+/// [`COMPACT_ROWS`] rows each, of one schema) into one batch once they hold
+/// [`COMPACT_ROWS`] rows together; gives the bytes they took and the bytes
+/// the joined batch takes, if it did. Each column of a batch has buffers of
+/// its own, each rounded up to 64 bytes and with room to spare: an export of
+/// a few dozen records costs several times its rows in those. Joined, the
+/// rows take what they hold, and each is copied once more, at most.
+fn compact(batches: &mut Vec<Buffered>) -> Result<Option<(usize, usize)>, ArrowError> {
+    let Some(last) = batches.last() else {
+        return Ok(None);
+    };
+    let schema = last.batch.schema();
+    let small = batches
+        .iter()
+        .rev()
+        .take_while(|b| b.batch.num_rows() < COMPACT_ROWS && b.batch.schema() == schema)
+        .count();
+    let from = batches.len() - small;
+    let rows: usize = batches[from..].iter().map(|b| b.batch.num_rows()).sum();
+    if small < 2 || rows < COMPACT_ROWS {
+        return Ok(None);
+    }
+    let before = batches[from..].iter().map(|b| b.bytes).sum();
+    let joined = concat_batches(&schema, batches[from..].iter().map(|b| &b.batch))?;
+    batches.truncate(from);
+    let joined = Buffered::new(joined)?;
+    let after = joined.bytes;
+    batches.push(joined);
+    Ok(Some((before, after)))
 }
 
 /// The schema of a table as rules see it: `window_start` and `window_end` first.

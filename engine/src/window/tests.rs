@@ -310,3 +310,100 @@ async fn at_its_cap_the_buffer_refuses_and_counts_rows_and_evaluation_goes_on() 
     );
     assert_eq!(ev.stats().buffer_refused_rows.get("spans"), Some(&3));
 }
+
+/// Spans at `times` (seconds after T0) from client "a", of user "u".
+fn spans_of_user(times: &[f64]) -> arrow::record_batch::RecordBatch {
+    let ns: Vec<i64> = times.iter().map(|s| T0 + (s * 1e9) as i64).collect();
+    rows(
+        ingest::Table::Spans,
+        &ns,
+        &[
+            ("client_address", text(&vec!["a"; times.len()])),
+            ("user_id", text(&vec!["u"; times.len()])),
+        ],
+    )
+}
+
+#[test]
+fn the_buffer_keeps_the_columns_asked_for_the_event_time_and_those_never_null() {
+    use std::collections::{BTreeMap, BTreeSet};
+    let mut buffer = super::Buffer::default();
+    let read: BTreeSet<String> = ["client_address".to_string()].into();
+    buffer.keep_columns(BTreeMap::from([(ingest::Table::Spans, Some(read))]));
+    let batch = spans_of_user(&[1.0, 2.0]);
+    let full = batch.get_array_memory_size();
+    buffer
+        .push(ingest::Table::Spans, batch, None)
+        .expect("pushed");
+    let held: Vec<_> = buffer
+        .overlapping(ingest::Table::Spans, i64::MIN, i64::MAX)
+        .collect();
+    let schema = held[0].batch.schema();
+    let names: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
+    assert!(names.contains(&"client_address"), "{names:?}");
+    assert!(names.contains(&"end_time"), "the event time: {names:?}");
+    assert!(names.contains(&"trace_id"), "never null: {names:?}");
+    assert!(!names.contains(&"user_id"), "{names:?}");
+    assert!(!names.contains(&"resource_attributes"), "{names:?}");
+    assert_eq!(buffer.bytes(), held[0].batch.get_array_memory_size());
+    assert!(buffer.bytes() < full, "{} of {full}", buffer.bytes());
+    buffer.prune(i64::MAX);
+    assert_eq!((buffer.rows(), buffer.bytes()), (0, 0));
+}
+
+#[test]
+fn small_batches_are_joined_once_they_hold_enough_rows() {
+    let mut buffer = super::Buffer::default();
+    let half = super::COMPACT_ROWS / 2;
+    let times: Vec<f64> = (0..half).map(|i| i as f64 / 1000.0).collect();
+    buffer
+        .push(ingest::Table::Spans, spans_of_user(&times), None)
+        .expect("pushed");
+    let held = |b: &super::Buffer| {
+        b.overlapping(ingest::Table::Spans, i64::MIN, i64::MAX)
+            .map(|h| (h.batch.num_rows(), h.bytes))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(held(&buffer).len(), 1);
+    buffer
+        .push(ingest::Table::Spans, spans_of_user(&times), None)
+        .expect("pushed");
+    let joined = held(&buffer);
+    assert_eq!(joined.len(), 1, "joined: {joined:?}");
+    assert_eq!(joined[0].0, super::COMPACT_ROWS);
+    assert_eq!(buffer.bytes(), joined[0].1);
+    assert_eq!(buffer.rows(), super::COMPACT_ROWS);
+}
+
+/// A KPI counting, per window, the spans whose user is known.
+const USERS_KPI: &str = "/*\nkpi = \"users\"\nwindow = \"1m\"\nslide = \"1m\"\n*/\nSELECT window_start, window_end, count(user_id) AS value FROM spans GROUP BY 1, 2";
+
+#[tokio::test]
+async fn a_column_a_reload_adds_is_null_in_the_rows_buffered_before_it() {
+    let mut ev = Evaluator::new(rule_set(&[&count_kpi("1m", "1m")]).await, 0);
+    ev.push(ingest::Table::Spans, spans_of_user(&[1.0, 2.0]))
+        .unwrap();
+    // the pack now also reads the user, which the buffer did not keep
+    let widened = rule_set(&[&count_kpi("1m", "1m"), USERS_KPI]).await;
+    ev.reload(widened).await.expect("reloaded");
+    ev.push(ingest::Table::Spans, spans_of_user(&[3.0]))
+        .unwrap();
+    let out = ev.finish().await;
+    let users: Vec<i64> = out
+        .iter()
+        .filter_map(|o| match o {
+            Output::Kpi(k) if k.kpi == "users" => k.value.as_i64(),
+            _ => None,
+        })
+        .collect();
+    // the two spans buffered before the reload have no user any more
+    assert_eq!(users, vec![1]);
+    let requests: Vec<i64> = out
+        .iter()
+        .filter_map(|o| match o {
+            Output::Kpi(k) if k.kpi == "requests" => k.value.as_i64(),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(requests, vec![3]);
+}
