@@ -255,7 +255,8 @@ impl Buffered {
 }
 
 /// The default of [`Buffer::with_cap`] in live evaluation (`engine run
-/// --max-buffered-rows`): about 4 GB of spans at 400 bytes a row.
+/// --max-buffered-rows`): about 3 GB at the 270-odd bytes a row the pack's
+/// columns take (`engine/examples/buffer_memory.rs`).
 pub const DEFAULT_MAX_BUFFERED_ROWS: usize = 10_000_000;
 
 /// The rows not yet needed by every window, per table, up to a cap.
