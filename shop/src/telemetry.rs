@@ -200,6 +200,7 @@ pub fn init(service_name: &str) -> Result<Telemetry, TelemetryError> {
                 .with_filter(filter()),
         )
         .with(OpenTelemetryTracingBridge::new(&logger).with_filter(filter()))
+        .with(console_layer())
         .try_init()
         .map_err(|e| TelemetryError::Subscriber(e.to_string()))?;
 
@@ -210,6 +211,28 @@ pub fn init(service_name: &str) -> Result<Telemetry, TelemetryError> {
         logger,
     })
 }
+
+/// tokio-console's layer (`--features console`, built with `--cfg
+/// tokio_unstable`): it serves the console on `TOKIO_CONSOLE_BIND`, by default
+/// 127.0.0.1:6669 (one port per process: set it per service).
+#[cfg(feature = "console")]
+fn console_layer() -> Option<console_subscriber::ConsoleLayer> {
+    Some(
+        console_subscriber::ConsoleLayer::builder()
+            .with_default_env()
+            .spawn(),
+    )
+}
+
+#[cfg(not(feature = "console"))]
+fn console_layer() -> Option<tracing_subscriber::layer::Identity> {
+    None
+}
+
+#[cfg(all(feature = "console", not(tokio_unstable)))]
+compile_error!(
+    "the `console` feature needs tokio's task instrumentation: build with RUSTFLAGS=\"--cfg tokio_unstable\""
+);
 
 trait DirectiveList {
     fn add_directive_list(self, list: &str) -> Self;
@@ -262,12 +285,69 @@ fn register_usage_metrics(meter: &Meter) {
         .with_description("Tasks alive in the tokio runtime")
         .with_callback(move |o| o.observe(h.metrics().num_alive_tasks() as i64, &[]))
         .build();
+    let h = handle.clone();
     meter
         .i64_observable_gauge("tokio.runtime.global_queue_depth")
         .with_description("Tasks waiting in the runtime's global queue (saturation)")
-        .with_callback(move |o| o.observe(handle.metrics().global_queue_depth() as i64, &[]))
+        .with_callback(move |o| o.observe(h.metrics().global_queue_depth() as i64, &[]))
+        .build();
+    // Busy time per worker: its rate over the number of workers is how busy
+    // the runtime is (a blocked worker is busy the whole time).
+    let h = handle.clone();
+    meter
+        .f64_observable_counter("tokio.runtime.worker.busy_time")
+        .with_unit("s")
+        .with_description("Time each worker thread spent busy (polling tasks)")
+        .with_callback(move |o| {
+            let m = h.metrics();
+            for w in 0..m.num_workers() {
+                let busy = m.worker_total_busy_duration(w).as_secs_f64();
+                o.observe(busy, &[KeyValue::new("tokio.worker", w as i64)]);
+            }
+        })
+        .build();
+    let h = handle.clone();
+    meter
+        .u64_observable_counter("tokio.runtime.worker.park_count")
+        .with_description("Times each worker thread parked (ran out of work)")
+        .with_callback(move |o| {
+            let m = h.metrics();
+            for w in 0..m.num_workers() {
+                o.observe(
+                    m.worker_park_count(w),
+                    &[KeyValue::new("tokio.worker", w as i64)],
+                );
+            }
+        })
+        .build();
+    register_unstable_runtime_metrics(meter, handle);
+}
+
+/// Blocking threads and their queue, which tokio reports only when built with
+/// `--cfg tokio_unstable` (as for tokio-console).
+#[cfg(tokio_unstable)]
+fn register_unstable_runtime_metrics(meter: &Meter, handle: tokio::runtime::Handle) {
+    let h = handle.clone();
+    meter
+        .i64_observable_gauge("tokio.runtime.blocking_threads")
+        .with_description("Threads of the blocking pool, busy and idle")
+        .with_callback(move |o| {
+            let m = h.metrics();
+            let idle = m.num_idle_blocking_threads() as i64;
+            let all = m.num_blocking_threads() as i64;
+            o.observe(all - idle, &[KeyValue::new("state", "busy")]);
+            o.observe(idle, &[KeyValue::new("state", "idle")]);
+        })
+        .build();
+    meter
+        .i64_observable_gauge("tokio.runtime.blocking_queue_depth")
+        .with_description("Tasks waiting for a thread of the blocking pool")
+        .with_callback(move |o| o.observe(handle.metrics().blocking_queue_depth() as i64, &[]))
         .build();
 }
+
+#[cfg(not(tokio_unstable))]
+fn register_unstable_runtime_metrics(_: &Meter, _: tokio::runtime::Handle) {}
 
 /// (user, system) CPU seconds from /proc/self/stat; None off Linux.
 fn proc_cpu_seconds() -> Option<(f64, f64)> {
