@@ -58,6 +58,7 @@ pub fn run_marker(prefix: &str) -> String {
 pub mod compose;
 pub mod dashboards;
 pub mod engine;
+pub mod faults;
 pub mod kafka;
 pub mod otlp;
 pub mod shop;
