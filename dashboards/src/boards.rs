@@ -234,6 +234,17 @@ fn security(pack: &Pack) -> Board {
                 Check::OpenIncidents,
             ),
     );
+    panels.push(
+        Panel::new(Viz::Table, "Detection delay")
+            .size(24, 8)
+            .unit("s")
+            .describe("View detection_delays: per rule, the incidents it fired in the time range (by when the engine emitted them) and the time from each incident's first evidence (the rule's first_seen, else its first window's start) to the moment the engine fired it, median and longest, in seconds of event time. See docs/dashboards.md.")
+            .sql(
+                format!("SELECT rule_id, count(*) AS incidents,\n       percentile_cont(0.5) WITHIN GROUP (ORDER BY delay_seconds) AS median_delay,\n       max(delay_seconds) AS max_delay\nFROM detection_delays\nWHERE $__timeFilter(detected_at)\n  AND {ALERT_FILTER}\nGROUP BY rule_id\nORDER BY rule_id COLLATE \"C\""),
+                "table",
+                Check::DetectionDelay,
+            ),
+    );
     let mut list =
         String::from("| rule | severity | ATT&CK | title |\n| --- | --- | --- | --- |\n");
     for r in &pack.rules {

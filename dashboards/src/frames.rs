@@ -66,6 +66,10 @@ pub struct AlertRecord {
     pub value: Option<f64>,
     pub summary: String,
     pub trace_ids: Vec<String>,
+    /// the incident's first evidence and when the engine emitted the alert
+    /// (whole microseconds, as the store keeps them), when known
+    pub first_seen: Option<i64>,
+    pub detected_at: Option<i64>,
 }
 
 /// What the panels read.
@@ -383,6 +387,39 @@ pub fn frame(
                     .collect(),
             }
         }
+        Check::DetectionDelay => {
+            let mut delays: BTreeMap<&str, Vec<f64>> = BTreeMap::new();
+            for a in firing() {
+                if let (Some(seen), Some(at)) = (a.first_seen, a.detected_at)
+                    && range.holds(at)
+                {
+                    delays
+                        .entry(a.rule_id.as_str())
+                        .or_default()
+                        .push((at - seen) as f64 / 1e9);
+                }
+            }
+            Frame {
+                columns: columns(&[
+                    ("rule_id", "string"),
+                    ("incidents", "number"),
+                    ("median_delay", "number"),
+                    ("max_delay", "number"),
+                ]),
+                rows: delays
+                    .into_iter()
+                    .map(|(rule, mut d)| {
+                        d.sort_by(f64::total_cmp);
+                        vec![
+                            rule.into(),
+                            d.len().into(),
+                            number(median(&d)),
+                            number(d.last().copied()),
+                        ]
+                    })
+                    .collect(),
+            }
+        }
         Check::OpenIncidents => {
             let resolved: BTreeSet<(&str, &BTreeMap<String, String>, i64)> = records
                 .alerts
@@ -430,6 +467,20 @@ pub fn frame(
                     })
                     .collect(),
             }
+        }
+    }
+}
+
+/// The median of sorted values as PostgreSQL's `percentile_cont(0.5)` gives
+/// it: the middle value, or between the two middle ones.
+fn median(sorted: &[f64]) -> Option<f64> {
+    let n = sorted.len();
+    match n {
+        0 => None,
+        _ if n % 2 == 1 => Some(sorted[n / 2]),
+        _ => {
+            let (lo, hi) = (sorted[n / 2 - 1], sorted[n / 2]);
+            Some(lo + (hi - lo) * 0.5)
         }
     }
 }

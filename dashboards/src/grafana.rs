@@ -65,6 +65,10 @@ pub enum Check {
     TopEntities { limit: usize },
     /// incidents that fired and did not resolve
     OpenIncidents,
+    /// per rule, of the incidents it fired in the range (by the time the
+    /// engine emitted them): how many, and the median and the longest
+    /// detection delay (first evidence to firing, seconds)
+    DetectionDelay,
 }
 
 /// One query of a panel.

@@ -27,6 +27,8 @@ fn alert(rule: &str, who: &str, state: &str, start: i64, end: i64) -> AlertRecor
         value: Some(1.0),
         summary: format!("{rule} on {who}"),
         trace_ids: vec!["t1".into(), "t2".into()],
+        first_seen: None,
+        detected_at: None,
     }
 }
 
@@ -274,4 +276,35 @@ fn alerts_are_counted_once_per_transition_and_filtered_by_rule() {
     assert_eq!(open[1][6], "t1 t2");
     assert_eq!(open[1][7], "docs/runbooks/flood.md");
     assert_eq!(open[0][7], Value::Null);
+}
+
+#[test]
+fn detection_delay_is_the_median_and_the_longest_per_rule_in_the_range() {
+    let s = 1_000_000_000;
+    let delayed = |rule: &str, who: &str, seen: i64, at: i64| AlertRecord {
+        first_seen: Some(seen),
+        detected_at: Some(at),
+        ..alert(rule, who, "firing", seen, at)
+    };
+    let alerts = [
+        delayed("flood", "a", 0, 10 * s),
+        delayed("flood", "b", 0, 20 * s),
+        delayed("flood", "c", M, M + 45 * s),
+        delayed("flood", "d", 0, 30 * s),
+        delayed("stuffing", "a", 0, 5 * s),
+        // detected after the range
+        delayed("stuffing", "b", 0, 3 * M),
+        // from a store written before the delay was kept
+        alert("stuffing", "c", "firing", 0, M),
+    ];
+    let range = Range { from: 0, to: 2 * M };
+    assert_eq!(
+        run(Check::DetectionDelay, &[], &alerts, range, &BTreeMap::new()),
+        json!([["flood", 4, 25.0, 45.0], ["stuffing", 1, 5.0, 5.0]])
+    );
+    let v = vars(&[("rule", &["stuffing"])]);
+    assert_eq!(
+        run(Check::DetectionDelay, &[], &alerts, range, &v),
+        json!([["stuffing", 1, 5.0, 5.0]])
+    );
 }

@@ -121,6 +121,8 @@ fn alert_record(a: &Alert) -> Option<AlertRecord> {
         value: a.value.as_f64(),
         summary: a.summary.clone(),
         trace_ids: a.trace_ids.clone(),
+        first_seen: a.first_seen_ns,
+        detected_at: a.detected_at_ns,
     })
 }
 
