@@ -279,6 +279,24 @@ impl RuleAlerts {
         self.last_notified.forgotten
     }
 
+    /// Whether a firing for `keys` in a window ending at `end` would be kept
+    /// silent by an earlier notification's suppression (`suppress_ns`).
+    pub fn is_suppressed(
+        &self,
+        keys: &BTreeMap<String, String>,
+        end: i64,
+        suppress_ns: i64,
+    ) -> bool {
+        self.last_notified
+            .get(keys)
+            .is_some_and(|t| end < t.saturating_add(suppress_ns))
+    }
+
+    /// Open incidents at most ([`RuleAlerts::with_cap`]).
+    pub fn cap(&self) -> usize {
+        self.cap
+    }
+
     /// Whether any incident is open (so absent windows matter).
     pub fn is_idle(&self) -> bool {
         self.incidents.is_empty()
