@@ -74,3 +74,52 @@ impl BiStore {
         match self.never {}
     }
 }
+
+/// `engine run --postgres`: restores the incidents the BI store keeps into
+/// the evaluator before its first evaluation, so that a restart does not
+/// notify an open incident again (see [`crate::alerts::restore`]). A store
+/// that cannot be read (down, refusing) is said on stderr and in the log,
+/// and the engine starts with no restored state; `None` then.
+#[cfg(feature = "postgres")]
+pub async fn restore_incidents(
+    url: &str,
+    ev: &mut crate::evaluator::Evaluator,
+    limit: usize,
+) -> Option<crate::alerts::Restored> {
+    let read = tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        crate::sinks::postgres::stored_incidents(url, limit),
+    )
+    .await
+    .unwrap_or_else(|_| {
+        Err(crate::sinks::postgres::RestoreError {
+            place: "the --postgres URL".into(),
+            reason: "no answer in 10 s".into(),
+        })
+    });
+    match read {
+        Ok(stored) => {
+            let r = ev.restore_incidents(&stored);
+            tracing::info!(
+                open = r.open,
+                notified = r.notified,
+                skipped = r.skipped,
+                "incidents restored from the BI store"
+            );
+            eprintln!(
+                "incidents restored from PostgreSQL: {} open, {} notifications kept for suppression, \
+                 {} skipped (their rule is gone or changed)",
+                r.open, r.notified, r.skipped
+            );
+            Some(r)
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "no incidents restored: starting without them");
+            eprintln!(
+                "error: {e}; starting with no restored incidents (an incident open before the \
+                 restart may be notified again)"
+            );
+            None
+        }
+    }
+}

@@ -668,6 +668,11 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     if let Some(every) = early_every {
         ev = ev.with_early_firing(every);
     }
+    // incidents open before a restart stay open, already notified
+    #[cfg(feature = "postgres")]
+    if let Some(url) = &args.postgres {
+        super::postgres::restore_incidents(url, &mut ev, args.max_incidents).await;
+    }
     let mut early_tick = tokio::time::interval(early_every.unwrap_or(Duration::from_secs(3600)));
     early_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     board.lock().unwrap_or_else(|e| e.into_inner()).samples = ev.samples();
