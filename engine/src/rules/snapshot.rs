@@ -403,16 +403,17 @@ impl RangeSource {
         (rows.first, rows.last)
     }
 
-    /// The largest batch id of the current rows, and the earliest event time
-    /// of the batches whose id is above `seen` (None: there are none).
+    /// The largest id of the batches pushed that the current rows hold, and
+    /// the earliest event time of those whose id is above `seen` (None:
+    /// there are none). By the batches as pushed ([`Buffered::parts`]): the
+    /// buffer joining small batches is not rows arriving.
     pub fn newer_than(&self, seen: Option<u64>) -> (Option<u64>, Option<i64>) {
         let rows = self.0.read().unwrap_or_else(|e| e.into_inner());
-        let newest = rows.batches.iter().map(|b| b.id).max();
-        let earliest = rows
-            .batches
-            .iter()
-            .filter(|b| seen.is_none_or(|s| b.id > s))
-            .map(|b| b.min)
+        let parts = || rows.batches.iter().flat_map(|b| b.parts.iter());
+        let newest = parts().map(|(id, _)| *id).max();
+        let earliest = parts()
+            .filter(|(id, _)| seen.is_none_or(|s| *id > s))
+            .map(|(_, min)| *min)
             .min();
         (newest, earliest)
     }

@@ -233,6 +233,10 @@ pub struct Buffered {
     pub max: i64,
     /// the memory its columns take ([`RecordBatch::get_array_memory_size`])
     pub bytes: usize,
+    /// the batches pushed that it holds, as (id, earliest event time) each:
+    /// itself, or the small batches it joins ([`COMPACT_ROWS`]), so that
+    /// joining them does not pass for rows arriving (`RangeSource::newer_than`)
+    pub parts: Arc<[(u64, i64)]>,
 }
 
 impl Buffered {
@@ -244,12 +248,14 @@ impl Buffered {
             .iter()
             .flatten()
             .fold((i64::MAX, i64::MIN), |(lo, hi), v| (lo.min(v), hi.max(v)));
+        let id = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         Ok(Buffered {
-            id: NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+            id,
             bytes: batch.get_array_memory_size(),
             batch,
             min,
             max,
+            parts: Arc::new([(id, min)]),
         })
     }
 }
@@ -454,8 +460,13 @@ fn compact(batches: &mut Vec<Buffered>) -> Result<Option<(usize, usize)>, ArrowE
     }
     let before = batches[from..].iter().map(|b| b.bytes).sum();
     let joined = concat_batches(&schema, batches[from..].iter().map(|b| &b.batch))?;
+    let parts: Vec<(u64, i64)> = batches[from..]
+        .iter()
+        .flat_map(|b| b.parts.iter().copied())
+        .collect();
     batches.truncate(from);
-    let joined = Buffered::new(joined)?;
+    let mut joined = Buffered::new(joined)?;
+    joined.parts = parts.into();
     let after = joined.bytes;
     batches.push(joined);
     Ok(Some((before, after)))

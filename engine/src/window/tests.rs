@@ -373,6 +373,19 @@ fn small_batches_are_joined_once_they_hold_enough_rows() {
     assert_eq!(joined[0].0, super::COMPACT_ROWS);
     assert_eq!(buffer.bytes(), joined[0].1);
     assert_eq!(buffer.rows(), super::COMPACT_ROWS);
+    // the batches as pushed stay known: joining them is not rows arriving
+    let parts: Vec<(u64, i64)> = buffer
+        .overlapping(ingest::Table::Spans, i64::MIN, i64::MAX)
+        .flat_map(|h| h.parts.iter().copied())
+        .collect();
+    assert_eq!(parts.len(), 2);
+    assert!(parts[0].0 < parts[1].0);
+    assert_eq!(parts[0].1, T0);
+    let joined_id = buffer
+        .overlapping(ingest::Table::Spans, i64::MIN, i64::MAX)
+        .map(|h| h.id)
+        .next();
+    assert!(joined_id > Some(parts[1].0), "a new id for the kept rows");
 }
 
 /// A KPI counting, per window, the spans whose user is known.
