@@ -252,7 +252,7 @@ async fn collector_kill_and_broker_outage_lose_nothing_the_collector_accepted() 
         .map(|(_, v)| v.unwrap_or(0.0) as u64)
         .sum();
     let windows = kpis.len();
-    let s = sent.lock().unwrap_or_else(|e| e.into_inner());
+    let s = std::mem::take(&mut *sent.lock().unwrap_or_else(|e| e.into_inner()));
     let acknowledged: BTreeSet<u64> = s.acknowledged.iter().copied().collect();
     eprintln!(
         "sent {} spans: {} acknowledged ({acknowledged_at_kill} before the Collector's kill, \
@@ -268,7 +268,7 @@ async fn collector_kill_and_broker_outage_lose_nothing_the_collector_accepted() 
         s.unclear.len(),
     );
     assert!(
-        s.refused.len() > 0,
+        !s.refused.is_empty(),
         "no request was refused: the Collector was not down"
     );
     assert!(
