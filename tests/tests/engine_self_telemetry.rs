@@ -3,7 +3,9 @@
 //! (decode of a message, evaluation passes, sink deliveries) as service
 //! `otelguard-engine`, which arrive in the Collector's `otlp_spans` topic, and
 //! its metrics, which the Collector's Prometheus exporter shows; its own
-//! `/metrics` shows the consumer lag of every partition it read.
+//! `/metrics` shows the consumer lag of every partition it read. Its alerts
+//! also go to a topic of alerts on the brokers of `--kafka` (a durable sink:
+//! the offsets committed are those whose alert the broker has).
 
 use std::collections::BTreeSet;
 use std::process::{Command, Stdio};
@@ -11,7 +13,8 @@ use std::time::Duration;
 
 use e2e::engine::{Engine, address_after, flood_rule_folder, spans};
 use e2e::kafka::{BROKERS, create_topic, delete_topics, producer};
-use e2e::otlp::{Signal, attr_str, read_spans_and_logs};
+use e2e::otlp::{Signal, attr_str, consumer_since, read_spans_and_logs};
+use rdkafka::Message as _;
 use rdkafka::producer::FutureRecord;
 
 /// The Collector's Prometheus exporter (compose/otelcol/config.yaml).
@@ -46,7 +49,9 @@ async fn the_engine_exports_its_spans_and_metrics_and_shows_its_lag() {
     let topic = format!("e2e_selftel_spans_{run}");
     let logs_topic = format!("e2e_selftel_logs_{run}");
     let metrics_topic = format!("e2e_selftel_metrics_{run}");
+    let alerts_topic = format!("e2e_selftel_alerts_{run}");
     create_topic(&topic, 3).await;
+    create_topic(&alerts_topic, 1).await;
     create_topic(&logs_topic, 1).await;
     create_topic(&metrics_topic, 1).await;
     let since_ms = chrono::Utc::now().timestamp_millis() - 1_000;
@@ -82,6 +87,7 @@ async fn the_engine_exports_its_spans_and_metrics_and_shows_its_lag() {
         ])
         .args(["--spans-topic", &topic, "--logs-topic", &logs_topic])
         .args(["--metrics-topic", &metrics_topic])
+        .args(["--alerts-topic", &alerts_topic])
         .args(["--otlp-grpc", "off", "--otlp-http", "off"])
         .args(["--listen", "127.0.0.1:0"])
         // the standard variables, to the stack's Collector over OTLP/HTTP;
@@ -184,6 +190,7 @@ async fn the_engine_exports_its_spans_and_metrics_and_shows_its_lag() {
                 "engine.decode of our topic",
                 "engine.evaluate",
                 "engine.sink.deliver to stdout",
+                "engine.sink.deliver to kafka",
             ]
             .iter()
             .all(|w| seen.contains(*w))
@@ -192,7 +199,31 @@ async fn the_engine_exports_its_spans_and_metrics_and_shows_its_lag() {
     .await
     .expect("read otlp_spans");
     assert!(read.complete, "the engine's own spans: {seen:?}");
+
+    // the alerts topic: the incident's firing, then its resolution, under
+    // one key (the close of the window that confirms an early firing is not
+    // a state change, and is not written again)
+    let reader = consumer_since(&[&alerts_topic], since_ms, &format!("{group}-alerts"))
+        .expect("a reader of the alerts topic");
+    let mut records: Vec<(String, String)> = Vec::new();
+    let mut quiet = 0;
+    while quiet < 5 {
+        match tokio::time::timeout(Duration::from_secs(1), reader.recv()).await {
+            Err(_) => quiet += 1,
+            Ok(m) => {
+                let m = m.expect("a record");
+                let key = String::from_utf8_lossy(m.key().unwrap_or_default()).to_string();
+                let alert: serde_json::Value =
+                    serde_json::from_slice(m.payload().unwrap_or_default()).expect("JSON");
+                assert_eq!(alert["id"].as_str(), Some(key.as_str()), "{alert}");
+                records.push((key, alert["state"].as_str().unwrap_or("?").to_string()));
+            }
+        }
+    }
+    let states: Vec<&str> = records.iter().map(|(_, s)| s.as_str()).collect();
+    assert_eq!(states, ["firing", "resolved"], "{records:?}");
+    assert_eq!(records[0].0, records[1].0, "one incident, one key");
     drop(_engine);
-    delete_topics(&[&topic, &logs_topic, &metrics_topic]).await;
+    delete_topics(&[&topic, &logs_topic, &metrics_topic, &alerts_topic]).await;
     let _ = std::fs::remove_dir_all(rules);
 }

@@ -14,6 +14,14 @@
 //! 9f2c41d07a3be815 {"id":"9f2c41d07a3be815","rule_id":"dos.http_flood.single_source","state":"resolved",...}
 //! ```
 //!
+//! One record per state change: a firing alert the engine sends again for an
+//! incident already written as firing (the close of a window confirming an
+//! early firing, a reload) is not written again while the sink remembers the
+//! incident (from its firing to its resolution, at most [`REMEMBERED`]
+//! incidents; beyond, it forgets them all and says so, and a repeat may be
+//! written). After a restart the sink remembers nothing: an incident the
+//! engine reads again is written again under the same key.
+//!
 //! The producer has `enable.idempotence=true` (so `acks=all`): librdkafka's
 //! own retries within [`MESSAGE_TIMEOUT`] never write a record twice nor out
 //! of order. A record the broker has not acknowledged by then fails the
@@ -41,6 +49,9 @@ use crate::evaluator::Output;
 /// delivery fails (`message.timeout.ms`) and the fan-out retries it.
 pub const MESSAGE_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// Open incidents the sink remembers as written, to write each state once.
+pub const REMEMBERED: usize = 100_000;
+
 /// The alerts topic sink; see the module documentation.
 pub struct KafkaAlerts {
     brokers: String,
@@ -49,6 +60,8 @@ pub struct KafkaAlerts {
     /// records of the batch being delivered that the broker already took,
     /// by (identity, state, window end): not sent again when the batch is retried
     taken: HashSet<(String, &'static str, String)>,
+    /// the incidents written as firing and not yet resolved, by identity
+    firing: HashSet<String>,
 }
 
 /// A producer that cannot be made (a bad property or topic name).
@@ -95,7 +108,28 @@ impl KafkaAlerts {
             topic: topic.to_string(),
             producer,
             taken: HashSet::new(),
+            firing: HashSet::new(),
         })
+    }
+}
+
+impl KafkaAlerts {
+    /// Notes a record written: its incident is firing, or no longer.
+    fn remember(&mut self, (key, state, _): &(String, &'static str, String)) {
+        if *state != "firing" {
+            self.firing.remove(key);
+            return;
+        }
+        if self.firing.len() >= REMEMBERED {
+            tracing::warn!(
+                topic = %self.topic,
+                incidents = self.firing.len(),
+                "the alerts topic sink forgets the incidents it wrote as firing (its cap): \
+                 a firing sent again for one of them is written again"
+            );
+            self.firing.clear();
+        }
+        self.firing.insert(key.clone());
     }
 }
 
@@ -135,6 +169,7 @@ impl Sink for KafkaAlerts {
                 Output::Kpi(_) => None,
             })
             .filter(|(_, id)| !self.taken.contains(id))
+            .filter(|(_, (key, state, _))| !(*state == "firing" && self.firing.contains(key)))
             .collect();
         // every record is handed to librdkafka first (in order, one
         // partition per key), then the acknowledgements are awaited
@@ -159,6 +194,7 @@ impl Sink for KafkaAlerts {
         for ((_, id), result) in alerts.into_iter().zip(results) {
             match result {
                 Ok(_) => {
+                    self.remember(&id);
                     self.taken.insert(id);
                 }
                 Err(e) => {
@@ -200,6 +236,17 @@ mod tests {
             "{e}"
         );
         assert!(KafkaAlerts::new("127.0.0.1:19092", "otelguard.alerts_v1").is_ok());
+    }
+
+    #[test]
+    fn each_incident_is_remembered_from_its_firing_to_its_resolution() {
+        let mut sink = KafkaAlerts::new("127.0.0.1:9", "alerts").expect("a producer");
+        let firing = crate::sinks::testing::sample_alert(crate::alerts::State::Firing);
+        let resolved = crate::sinks::testing::sample_alert(crate::alerts::State::Resolved);
+        sink.remember(&record_id(&firing));
+        assert!(sink.firing.contains(&firing.identity()));
+        sink.remember(&record_id(&resolved));
+        assert!(sink.firing.is_empty());
     }
 
     #[tokio::test]
