@@ -190,8 +190,9 @@ struct EarlyFiring {
 }
 
 /// Matches the firings of a closed window with the early firings of their
-/// entities: the same identity confirms one (the close's alert carries the
-/// value at close); another identity (rows came late into an earlier window,
+/// entities: the same identity confirms one, and the close's alert is sent
+/// only when it says something new (the value at close differs from the one
+/// sent early); another identity (rows came late into an earlier window,
 /// where the incident then started) resolves the early one first.
 fn confirm_early(
     early: &mut Option<EarlyFiring>,
@@ -206,10 +207,13 @@ fn confirm_early(
     for a in alerts {
         if a.state == crate::alerts::State::Firing
             && let Some((_, sent)) = fired.remove(&a.entity)
-            && sent.identity() != a.identity()
         {
-            stats.early_withdrawn += 1;
-            out.push(withdrawn(&sent, a.at_ns));
+            if sent.identity() != a.identity() {
+                stats.early_withdrawn += 1;
+                out.push(withdrawn(&sent, a.at_ns));
+            } else if sent.value == a.value {
+                continue;
+            }
         }
         out.push(a);
     }
