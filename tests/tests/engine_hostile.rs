@@ -108,16 +108,7 @@ async fn sigterm_evaluates_the_open_windows_of_what_was_acknowledged_and_exits_0
 
 /// The `otelguard_future_rows_total{table="spans"}` figure of the engine's `/metrics`.
 async fn future_spans(api: &str) -> Option<u64> {
-    let metrics = reqwest::get(format!("http://{api}/metrics"))
-        .await
-        .ok()?
-        .text()
-        .await
-        .ok()?;
-    metrics
-        .lines()
-        .find_map(|l| l.strip_prefix("otelguard_future_rows_total{table=\"spans\"} "))
-        .and_then(|n| n.parse().ok())
+    metric(api, "otelguard_future_rows_total{table=\"spans\"}").await
 }
 
 #[tokio::test]
@@ -171,5 +162,88 @@ async fn a_span_dated_2099_is_counted_and_reported_and_the_flood_after_it_still_
     eprintln!(
         "hostile input: 2099: 1 future span counted and reported, flood alert value {}",
         flood[0]["value"]
+    );
+}
+
+/// A figure of the engine's `/metrics` (a line `NAME VALUE`).
+async fn metric(api: &str, name: &str) -> Option<u64> {
+    let metrics = reqwest::get(format!("http://{api}/metrics"))
+        .await
+        .ok()?
+        .text()
+        .await
+        .ok()?;
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+        .and_then(|n| n.parse().ok())
+}
+
+/// A field of `/proc/PID/status` in bytes (`VmHWM`, `VmRSS`).
+fn proc_bytes(pid: u32, field: &str) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .map_or(0, |kb| kb * 1024)
+}
+
+#[tokio::test]
+async fn many_large_resource_attributes_over_many_spans_are_held_once_not_per_row() {
+    // --idle 10m: the spans stay in open windows while the figures are read
+    let Running {
+        engine, api, otlp, ..
+    } = run_receiving(&["--idle", "10m"]);
+    let pid = engine.0.id();
+    let (attributes, value_bytes, spans) = (1000usize, 200usize, 4000i64);
+    let mut body = spans_every(
+        chrono::Utc::now().timestamp_nanos_opt().expect("now") - 5_000_000_000,
+        0,
+        spans,
+        1_000_000,
+        "203.0.113.9",
+    );
+    let resource: Vec<Value> = (0..attributes)
+        .map(|i| {
+            serde_json::json!({"key": format!("attacker.{i}"),
+                "value": {"stringValue": "x".repeat(value_bytes)}})
+        })
+        .collect();
+    body["resourceSpans"][0]["resource"]["attributes"]
+        .as_array_mut()
+        .expect("the resource's attributes")
+        .extend(resource);
+    let peak_before = proc_bytes(pid, "VmHWM");
+    // one copy per row would be 4000 x 200 KB = 800 MB: refused over budget
+    // before resource attributes were kept once; accepted now
+    post_traces(&otlp, &body).await;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let held = loop {
+        let rows = metric(&api, "otelguard_buffered_rows").await.unwrap_or(0);
+        if rows >= spans as u64 || Instant::now() > deadline {
+            break rows;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(held, spans as u64, "the spans are held for their windows");
+    let bytes = metric(&api, "otelguard_buffered_bytes")
+        .await
+        .expect("otelguard_buffered_bytes");
+    let per_row = bytes / held;
+    let copies = (attributes * value_bytes) as u64;
+    assert!(
+        per_row < 1024,
+        "{per_row} bytes per buffered row ({bytes} in all): not a copy of the resource ({copies} bytes) each"
+    );
+    let peak_growth = proc_bytes(pid, "VmHWM").saturating_sub(peak_before);
+    assert!(
+        peak_growth < copies * spans as u64 / 4,
+        "the peak resident set grew by {peak_growth} bytes"
+    );
+    eprintln!(
+        "hostile input: {attributes} resource attributes of {value_bytes} bytes over {spans} spans: \
+         {per_row} bytes per buffered row, peak resident set +{:.1} MB",
+        peak_growth as f64 / 1e6
     );
 }
