@@ -38,6 +38,7 @@ WITH logins AS (
 )
 SELECT s.window_start, s.window_end, s.user_hash,
        count(DISTINCT f.time) AS failures_before,
+       min(f.time) AS first_seen,
        trace_sample(s.trace_id) AS trace_ids
 FROM logins s
 JOIN logins f

@@ -32,6 +32,7 @@ maturity = "stable"
 SELECT window_start, window_end, user_hash,
        count(*) AS failures,
        count(DISTINCT client_address) AS addresses,
+       min(time) AS first_seen,
        trace_sample(trace_id) AS trace_ids
 FROM events
 WHERE event_name = 'shop.auth.login' AND shop_auth_outcome = 'failure'

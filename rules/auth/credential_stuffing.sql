@@ -26,6 +26,7 @@ maturity = "stable"
 SELECT window_start, window_end, client_address,
        count(DISTINCT user_hash) AS accounts,
        count(*) FILTER (WHERE shop_auth_outcome = 'success') AS successes,
+       min(time) AS first_seen,
        trace_sample(trace_id) AS trace_ids
 FROM events
 WHERE event_name = 'shop.auth.login' AND client_address IS NOT NULL

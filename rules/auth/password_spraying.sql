@@ -26,6 +26,7 @@ maturity = "test"
 SELECT window_start, window_end, client_address,
        count(DISTINCT user_hash) FILTER (WHERE shop_auth_outcome = 'failure') AS accounts,
        count(*) AS attempts,
+       min(time) FILTER (WHERE shop_auth_outcome = 'failure') AS first_seen,
        trace_sample(trace_id) AS trace_ids
 FROM events
 WHERE event_name = 'shop.auth.login' AND client_address IS NOT NULL

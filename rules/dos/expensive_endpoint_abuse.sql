@@ -33,6 +33,7 @@ maturity = "test"
 SELECT window_start, window_end, client_address,
        sum(duration_ms) / 1000.0 AS server_seconds,
        count(*) AS searches,
+       min(end_time) AS first_seen,
        trace_sample(trace_id) AS trace_ids
 FROM spans
 WHERE kind = 'SERVER' AND service_name = 'shop-gateway' AND http_route = '/api/search'

@@ -28,6 +28,7 @@ maturity = "stable"
 -- the busiest genuine case. A flood of 200/s crosses it within 20 s.
 SELECT window_start, window_end, client_address,
        count(*) AS requests,
+       min(end_time) AS first_seen,
        trace_sample(trace_id) AS trace_ids
 FROM spans
 WHERE kind = 'SERVER' AND service_name = 'shop-gateway' AND client_address IS NOT NULL

@@ -27,6 +27,7 @@ maturity = "test"
 SELECT window_start, window_end, http_route,
        CAST(count(*) FILTER (WHERE http_response_status_code >= 500) AS DOUBLE) / count(*) AS error_ratio,
        count(*) AS requests,
+       min(end_time) FILTER (WHERE http_response_status_code >= 500) AS first_seen,
        trace_sample(trace_id) FILTER (WHERE http_response_status_code >= 500) AS trace_ids
 FROM spans
 WHERE kind = 'SERVER' AND service_name = 'shop-gateway' AND http_route IS NOT NULL

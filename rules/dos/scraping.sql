@@ -24,10 +24,12 @@ maturity = "test"
 -- no cart activity at all.
 SELECT v.window_start, v.window_end, v.client_address,
        v.distinct_products,
+       v.first_seen,
        v.trace_ids
 FROM (
     SELECT window_start, window_end, client_address,
            count(DISTINCT url_path) AS distinct_products,
+           min(end_time) AS first_seen,
            trace_sample(trace_id) AS trace_ids
     FROM spans
     WHERE kind = 'SERVER' AND service_name = 'shop-gateway' AND http_route = '/api/products/{id}'

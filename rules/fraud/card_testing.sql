@@ -25,6 +25,7 @@ maturity = "stable"
 SELECT window_start, window_end, client_address,
        count(DISTINCT shop_payment_card_fingerprint) AS cards,
        count(*) AS attempts,
+       min(time) AS first_seen,
        trace_sample(trace_id) AS trace_ids
 FROM events
 WHERE event_name = 'shop.payment.attempt' AND client_address IS NOT NULL
