@@ -115,9 +115,13 @@ fn resource(service_name: &str) -> Resource {
     }
     let instance: u64 = rand::random();
     let environment = std::env::var("SHOP_ENVIRONMENT").unwrap_or_else(|_| "local".to_owned());
+    // What this deployment reports as its version: a release process sets it
+    // (and rules/captures/record.sh does, to record a deploy); else the crate's.
+    let version =
+        std::env::var("SHOP_VERSION").unwrap_or_else(|_| env!("CARGO_PKG_VERSION").to_owned());
     builder
         .with_attributes([
-            KeyValue::new("service.version", env!("CARGO_PKG_VERSION")),
+            KeyValue::new("service.version", version),
             KeyValue::new("service.instance.id", format!("{instance:016x}")),
             KeyValue::new("deployment.environment.name", environment),
         ])
@@ -216,11 +220,14 @@ pub fn init(service_name: &str) -> Result<Telemetry, TelemetryError> {
 /// tokio_unstable`): it serves the console on `TOKIO_CONSOLE_BIND`, by default
 /// 127.0.0.1:6669 (one port per process: set it per service).
 #[cfg(feature = "console")]
-fn console_layer() -> Option<console_subscriber::ConsoleLayer> {
+fn console_layer<S>() -> Option<impl tracing_subscriber::Layer<S>>
+where
+    S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
+{
     Some(
         console_subscriber::ConsoleLayer::builder()
             .with_default_env()
-            .spawn(),
+            .spawn::<S>(),
     )
 }
 

@@ -84,7 +84,7 @@ pub async fn import(paths: &[PathBuf], out: &Path, force: bool) -> anyhow::Resul
     let broken: Vec<_> = set
         .errors
         .iter()
-        .filter(|e| written.iter().any(|w| e.location.file == *w))
+        .filter(|e| written.contains(&e.location.file))
         .collect();
     for e in &broken {
         eprintln!("error: {e}");

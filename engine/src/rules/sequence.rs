@@ -321,14 +321,14 @@ mod tests {
         // completes early and what follows is dropped
         let mut s = Steps::new(4);
         for t in 0..20_000 {
-            s.push(t, if t % 2 == 0 { S } else { F });
+            s.push(t, if t.rem_euclid(2) == 0 { S } else { F });
         }
         assert_eq!(s.completed(), 4);
         assert!(s.events.len() <= 2 * MAX_EVENTS);
         // Two steps that can never complete: the state is capped.
         let mut s = Steps::new(3);
         for t in 0..50_000 {
-            s.push(t, if t % 2 == 0 { 0b010 } else { 0b100 });
+            s.push(t, if t.rem_euclid(2) == 0 { 0b010 } else { 0b100 });
         }
         assert_eq!(s.completed(), 0);
         assert!(s.events.len() <= 2 * MAX_EVENTS);

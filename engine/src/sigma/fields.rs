@@ -367,7 +367,7 @@ fn cidr(f: &Field, network: &str) -> Result<String, String> {
     let (address, bits) = network.split_once('/').ok_or_else(unsupported)?;
     let ip: std::net::Ipv4Addr = address.parse().map_err(|_| unsupported())?;
     let bits: usize = bits.parse().map_err(|_| unsupported())?;
-    if bits % 8 != 0 || bits > 32 {
+    if !bits.is_multiple_of(8) || bits > 32 {
         return Err(unsupported());
     }
     let octets: Vec<String> = ip.octets()[..bits / 8].iter().map(u8::to_string).collect();

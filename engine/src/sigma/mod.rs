@@ -309,8 +309,8 @@ struct Shape {
 /// A duration as the pack writes it, in whole seconds.
 fn seconds_text(s: u64) -> String {
     match s {
-        s if s % 3600 == 0 => format!("{}h", s / 3600),
-        s if s % 60 == 0 => format!("{}m", s / 60),
+        s if s.is_multiple_of(3600) => format!("{}h", s / 3600),
+        s if s.is_multiple_of(60) => format!("{}m", s / 60),
         s => format!("{s}s"),
     }
 }
@@ -326,7 +326,7 @@ fn windows(timespan: &str) -> Result<(String, String), String> {
     }
     let slide = (1..=(s / 10).max(1))
         .rev()
-        .find(|d| s % d == 0)
+        .find(|d| s.is_multiple_of(*d))
         .unwrap_or(1);
     Ok((seconds_text(s), seconds_text(slide)))
 }
