@@ -186,8 +186,11 @@ struct EarlyFiring {
     fresh: bool,
     /// firings sent early whose window has not closed yet, by rule id and
     /// entity, with the start of that window
-    fired: BTreeMap<String, BTreeMap<BTreeMap<String, String>, (i64, Alert)>>,
+    fired: BTreeMap<String, SentEarly>,
 }
+
+/// One rule's early firings by entity, with the start of their window.
+type SentEarly = BTreeMap<BTreeMap<String, String>, (i64, Alert)>;
 
 /// Matches the firings of a closed window with the early firings of their
 /// entities: the same identity confirms one, and the close's alert is sent
