@@ -17,11 +17,16 @@
 # list, or nothing). Its truth is shop-load's plus the bottleneck as a scenario
 # of class `attack` from the moment the flag was set to the end of the run,
 # with the services it sits in as `service.name` (and `peer.service`) indicators.
+# A deploy (`perf_deploys`) stops one service at FLAG_AT and starts it again as
+# version DEPLOY_VERSION (SHOP_VERSION), with or without a bottleneck.
 #
 # Settings (environment): RATE (genuine requests/s, default 4), SEED (1),
 # PORT_BASE (28080: gateway; auth, catalog, cart, checkout, payments follow),
 # MAX_BYTES (2000000: a recording above it fails; lower RATE), KAFKA
-# (127.0.0.1:19092), CARGO_TARGET_DIR (~/.cache/otelguard/target), BIN (a
+# (127.0.0.1:19092), VIA (kafka, the default: shop -> Collector -> Kafka ->
+# `engine record --kafka`; or receiver: the services export straight to a
+# private `engine record` receiver on PORT_BASE+20, for when the shared
+# Collector or broker may be restarted meanwhile), CARGO_TARGET_DIR (~/.cache/otelguard/target), BIN (a
 # folder of prebuilt shop, shop-load and engine: no build); for a
 # quick try, DURATION (overrides the table below) and OUT (another folder).
 #
@@ -38,6 +43,7 @@ SEED="${SEED:-1}"
 PORT_BASE="${PORT_BASE:-28080}"
 MAX_BYTES="${MAX_BYTES:-2000000}"
 KAFKA="${KAFKA:-127.0.0.1:19092}"
+VIA="${VIA:-kafka}"
 
 # How long each recording lasts (the scenario starts at its default offset;
 # `shop-load --list-scenarios` shows offsets and what each needs).
@@ -64,6 +70,8 @@ declare -A duration=(
   [perf_retry_storm]=3m
   [perf_redis_down]=3m
   [perf_slow_downstream]=3m
+  [perf_deploy_regression]=3m
+  [perf_deploy_clean]=3m
 )
 # The bottlenecks: `service json ...` pairs sent to /admin/chaos at FLAG_AT,
 # and the indicators of the truth's scenario (empty: a look-alike or healthy
@@ -78,12 +86,20 @@ declare -A perf_flags=(
   [perf_redis_down]='cart {"redis_down":true}'
   [perf_slow_downstream]='catalog {"slow_downstream_ms":1500}'
 )
+# Deploys: at FLAG_AT the named service is stopped and started again as
+# version DEPLOY_VERSION, then sent the flags (or none: a clean deploy).
+declare -A perf_deploys=(
+  [perf_deploy_regression]='catalog {"db_slow_ms":150}'
+  [perf_deploy_clean]='catalog {}'
+)
+DEPLOY_VERSION="${DEPLOY_VERSION:-0.2.0-recorded}"
 declare -A perf_indicators=(
   [perf_n_plus_one]='{"service.name":["shop-catalog"]}'
   [perf_blocking_call]='{"service.name":["shop-catalog"]}'
   [perf_pool_undersized]='{"service.name":["shop-catalog"]}'
   [perf_retry_storm]='{"service.name":["shop-gateway","shop-checkout"],"peer.service":["shop-cart"]}'
   [perf_slow_downstream]='{"service.name":["shop-catalog"]}'
+  [perf_deploy_regression]='{"service.name":["shop-catalog"]}'
 )
 FLAG_AT="${FLAG_AT:-60}"
 
@@ -138,15 +154,27 @@ record() { # name
   local perf=false token=""
   [[ "$name" == perf_* ]] && perf=true
   $perf && token="record-$(date +%s%N)-chaos-token"
-  for s in "${services[@]}"; do
-    env "${urls[@]}" \
-      "SHOP_${s^^}_ADDR=127.0.0.1:$(port_of "$s")" \
+  local otlp="127.0.0.1:$((PORT_BASE + 20))" endpoint=() recorder
+  if [ "$VIA" = receiver ]; then
+    endpoint=(OTEL_EXPORTER_OTLP_ENDPOINT="http://$otlp" OTEL_EXPORTER_OTLP_PROTOCOL=grpc)
+    "$bin/engine" record --otlp-grpc "$otlp" --otlp-http off "$work/raw.jsonl" 2>"$work/record.log" &
+    recorder=$!
+    sleep 2
+  fi
+  start() { # service [version]: one service of this run, in the background
+    env "${urls[@]}" ${endpoint[@]+"${endpoint[@]}"} \
+      "SHOP_${1^^}_ADDR=127.0.0.1:$(port_of "$1")" \
       SHOP_GATEWAY_ADMIN_ADDR="127.0.0.1:$((PORT_BASE + 9))" SHOP_ADMIN_TOKEN="$token" \
-      SHOP_ENVIRONMENT="$env" SHOP_DEV_KEYS=true \
+      SHOP_ENVIRONMENT="$env" SHOP_DEV_KEYS=true ${2:+SHOP_VERSION="$2"} \
       OTEL_TRACES_SAMPLER_ARG=1.0 OTEL_METRIC_EXPORT_INTERVAL=10000 \
       OTEL_BSP_SCHEDULE_DELAY=1000 OTEL_BLRP_SCHEDULE_DELAY=1000 RUST_LOG=info \
-      "$bin/shop" serve "$s" >"$work/$s.log" 2>&1 &
+      "$bin/shop" serve "$1" >>"$work/$1.log" 2>&1 &
+  }
+  declare -A pid_of=()
+  for s in "${services[@]}"; do
+    start "$s"
     pids+=($!)
+    pid_of[$s]=$!
   done
   u="http://127.0.0.1:$(port_of gateway)"
   for _ in $(seq 60); do curl -sf "$u/healthz" >/dev/null && break; sleep 1; done
@@ -154,9 +182,11 @@ record() { # name
 
   # A consumer group of its own: it reads the topics from their start, and
   # the filter below keeps this run's environment only.
-  "$bin/engine" record --kafka "$KAFKA" --group "otelguard-$env" "$work/raw.jsonl" 2>"$work/record.log" &
-  local recorder=$!
-  sleep 3
+  if [ "$VIA" = kafka ]; then
+    "$bin/engine" record --kafka "$KAFKA" --group "otelguard-$env" "$work/raw.jsonl" 2>"$work/record.log" &
+    recorder=$!
+    sleep 3
+  fi
   local scenario=(--scenario "$name") switcher=""
   if $perf; then
     scenario=()
@@ -164,7 +194,20 @@ record() { # name
     (
       sleep "$FLAG_AT"
       date -u +%Y-%m-%dT%H:%M:%S.%3NZ >"$work/flag_at"
-      set -- ${perf_flags[$name]}
+      if [ -n "${perf_deploys[$name]:-}" ]; then
+        # A deploy: the old version drains and stops, the new one starts;
+        # its pid goes to the parent through a file.
+        set -- ${perf_deploys[$name]}
+        kill -TERM "${pid_of[$1]}" 2>/dev/null || true
+        while kill -0 "${pid_of[$1]}" 2>/dev/null; do sleep 0.2; done
+        start "$1" "$DEPLOY_VERSION"
+        echo $! >"$work/deployed.pid"
+        for _ in $(seq 60); do
+          curl -sf "http://127.0.0.1:$(port_of "$1")/healthz" >/dev/null && break
+          sleep 0.5
+        done
+      fi
+      set -- ${perf_flags[$name]:-} ${perf_deploys[$name]:-}
       while [ $# -ge 2 ]; do
         local target="$1" body="$2" admin
         shift 2
@@ -187,11 +230,12 @@ record() { # name
   fi
   if [ -n "$switcher" ]; then
     wait "$switcher" || true
+    [ -f "$work/deployed.pid" ] && pids+=("$(cat "$work/deployed.pid")")
     local indicators="${perf_indicators[$name]:-}"
     if [ -n "$indicators" ]; then
       # The bottleneck as the truth's attack: from the flag to the run's end.
       jq --arg name "$name" --arg start "$(cat "$work/flag_at")" --argjson ind "$indicators" \
-        --arg about "${perf_flags[$name]}" '
+        --arg about "${perf_flags[$name]:-}${perf_deploys[$name]:+deploy of $DEPLOY_VERSION: ${perf_deploys[$name]}}" '
         .scenarios += [{name: $name, class: "attack", start: $start, end: .end,
                         description: ("/admin/chaos: " + $about), requests: 0, indicators: $ind}]
       ' "$work/$name.truth.json" >"$work/truth.tmp" && mv "$work/truth.tmp" "$work/$name.truth.json"
