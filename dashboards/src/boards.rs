@@ -435,6 +435,20 @@ fn services() -> Board {
                 true,
             ),
     );
+    panels.push(
+        Panel::new(Viz::TimeSeries, "Async runtime busy")
+            .size(8, 8)
+            .unit("percentunit")
+            .describe("Time the tokio workers spent busy over the number of workers: near 1, requests wait for a worker (a blocking call on the runtime, CPU-heavy handlers).")
+            .prom(
+                format!(
+                    "sum by (service_name) ({}) / sum by (service_name) (tokio_runtime_workers{{service_name=~\"$service\"}})",
+                    rate("tokio_runtime_worker_busy_time_seconds_total", "")
+                ),
+                "{{service_name}}",
+                true,
+            ),
+    );
     Board {
         file: "services.json",
         uid: "otelguard-services",
