@@ -908,6 +908,7 @@ impl Evaluator {
                     );
                 }
             }
+            let before = out.len();
             for ri in rules {
                 let rule = self.rules.rules[ri].clone();
                 let found = rule
@@ -922,6 +923,17 @@ impl Evaluator {
                     }
                 }
             }
+            // An early alert's sample traces can be opened at once, as a
+            // closed window's can.
+            let sampled: BTreeSet<String> = out[before..]
+                .iter()
+                .filter_map(|o| match o {
+                    Output::Alert(a) if a.state == crate::alerts::State::Firing => Some(a),
+                    _ => None,
+                })
+                .flat_map(|a| a.trace_ids.iter().cloned())
+                .collect();
+            self.keep_samples(&sampled, first, last.saturating_add(spec.size_ns));
             for t in session.tables.values() {
                 t.clear();
             }
@@ -931,6 +943,24 @@ impl Evaluator {
             early.last_pass = Some((std::time::Instant::now(), started.elapsed()));
         }
         out
+    }
+
+    /// Keeps the spans and logs of the traces `ids` from the buffered rows of
+    /// `[from, to)`, for `/api/traces/{id}`.
+    fn keep_samples(&self, ids: &BTreeSet<String>, from: i64, to: i64) {
+        if ids.is_empty() {
+            return;
+        }
+        let ids: Vec<&str> = ids.iter().map(String::as_str).collect();
+        self.samples.lock().unwrap_or_else(|e| e.into_inner()).keep(
+            &ids,
+            self.buffer
+                .overlapping(Table::Spans, from, to)
+                .map(|b| &b.batch),
+            self.buffer
+                .overlapping(Table::Logs, from, to)
+                .map(|b| &b.batch),
+        );
     }
 
     /// The early firings of rule `ri` for the findings of an early pass
@@ -1130,7 +1160,7 @@ impl Evaluator {
                 (ri, task)
             })
             .collect();
-        let mut sampled: Vec<String> = Vec::new();
+        let mut sampled: BTreeSet<String> = BTreeSet::new();
         for (ri, task) in running {
             let rule = &self.rules.rules[ri];
             let (findings, seconds) = task.await.unwrap_or_else(|e| {
@@ -1210,19 +1240,7 @@ impl Evaluator {
                 cursor += spec.slide_ns;
             }
         }
-        if !sampled.is_empty() {
-            let to = last.saturating_add(spec.size_ns);
-            let ids: Vec<&str> = sampled.iter().map(String::as_str).collect();
-            self.samples.lock().unwrap_or_else(|e| e.into_inner()).keep(
-                &ids,
-                self.buffer
-                    .overlapping(Table::Spans, first, to)
-                    .map(|b| &b.batch),
-                self.buffer
-                    .overlapping(Table::Logs, first, to)
-                    .map(|b| &b.batch),
-            );
-        }
+        self.keep_samples(&sampled, first, last.saturating_add(spec.size_ns));
         for t in self.rules.sessions[si].tables.values() {
             t.clear();
         }
