@@ -2,10 +2,9 @@
 //! account" written as a sequence catches the recorded account takeover as the
 //! pack's self-join rule does, and stays silent on customers who mistype.
 
-use std::path::{Path, PathBuf};
+mod common;
 
-use engine::cli::replay::{Speed, replay};
-use engine::evaluator::{Evaluator, Output};
+use common::root;
 use engine::rules::{RuleSet, Which};
 
 const RULE: &str = r#"/*
@@ -35,10 +34,6 @@ HAVING sequence_steps(time,
                       shop_auth_outcome = 'success') = 4
 "#;
 
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
-
 /// The accounts the rule fired on, replaying `capture`.
 async fn fired(capture: &str) -> Vec<String> {
     let dir = std::env::temp_dir().join(format!(
@@ -47,30 +42,11 @@ async fn fired(capture: &str) -> Vec<String> {
     ));
     std::fs::create_dir_all(&dir).expect("temp folder");
     std::fs::write(dir.join("takeover_sequence.sql"), RULE).expect("rule");
-    let set = RuleSet::load(&dir, Which::Alerts)
+    let accounts = common::firing(&dir, capture)
         .await
-        .expect("the rule loads");
-    assert!(set.errors.is_empty(), "{:#?}", set.errors);
-    let mut ev = Evaluator::new(set, 5_000_000_000);
-    let mut accounts = Vec::new();
-    replay(
-        &[root().join("rules/captures").join(capture)],
-        &mut ev,
-        Speed::Max,
-        |out| {
-            for o in out {
-                if let Output::Alert(a) = o {
-                    let v = serde_json::to_value(a)?;
-                    if v["state"] == "firing" {
-                        accounts.push(v["entity"]["user.hash"].as_str().unwrap_or("").to_string());
-                    }
-                }
-            }
-            Ok(())
-        },
-    )
-    .await
-    .expect("the replay runs");
+        .iter()
+        .map(|v| v["entity"]["user.hash"].as_str().unwrap_or("").to_string())
+        .collect();
     std::fs::remove_dir_all(&dir).ok();
     accounts
 }

@@ -7,13 +7,9 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use engine::cli::replay::{Speed, replay};
-use engine::evaluator::{Evaluator, Output};
-use engine::rules::{RuleSet, Which};
+mod common;
 
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
+use common::root;
 
 /// The fixtures converted into a fresh folder.
 fn converted() -> PathBuf {
@@ -56,33 +52,13 @@ fn converted() -> PathBuf {
 /// Alerts per rule id from replaying `capture` through the converted rules,
 /// with the entities they name.
 async fn alerts(dir: &Path, capture: &str) -> BTreeMap<String, Vec<String>> {
-    let set = RuleSet::load(dir, Which::Alerts)
-        .await
-        .expect("the rules load");
-    assert!(set.errors.is_empty(), "{:#?}", set.errors);
-    let mut ev = Evaluator::new(set, 5_000_000_000);
     let mut fired: BTreeMap<String, Vec<String>> = BTreeMap::new();
-    replay(
-        &[root().join("rules/captures").join(capture)],
-        &mut ev,
-        Speed::Max,
-        |out| {
-            for o in out {
-                if let Output::Alert(a) = o {
-                    let v = serde_json::to_value(a)?;
-                    if v["state"] == "firing" {
-                        fired
-                            .entry(v["rule_id"].as_str().unwrap_or_default().to_string())
-                            .or_default()
-                            .push(v["entity"].to_string());
-                    }
-                }
-            }
-            Ok(())
-        },
-    )
-    .await
-    .expect("the replay runs");
+    for v in common::firing(dir, capture).await {
+        fired
+            .entry(v["rule_id"].as_str().unwrap_or_default().to_string())
+            .or_default()
+            .push(v["entity"].to_string());
+    }
     fired
 }
 
