@@ -6,7 +6,9 @@
 //! - [`evaluator`]: rows in, alerts and KPI values out.
 //! - [`alerts`]: the alert lifecycle. [`kpi`]: KPI values.
 //! - [`sigma`]: Sigma rules converted into rule files.
-//! - [`sinks`]: where alerts go. [`api`]: the HTTP API and viewer. [`cli`]: commands.
+//! - [`drive`]: the replay loop, the live loop and the fixture judge.
+//! - [`sinks`]: where alerts go. [`api`]: the HTTP API and viewer. [`cli`]: commands
+//!   (argument parsing only).
 //! - [`telemetry`]: the engine's own spans and metrics by OTLP.
 //!
 //! The engine never parses OTLP itself: rows arrive as Arrow batches from `ingest`.
@@ -14,6 +16,7 @@
 pub mod alerts;
 pub mod api;
 pub mod cli;
+pub mod drive;
 pub mod evaluator;
 pub mod kpi;
 pub mod rules;

@@ -4,7 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
-use engine::cli::replay::{Speed, replay};
+use engine::drive::replay::{Speed, replay};
 use engine::evaluator::{Evaluator, Output};
 use engine::rules::{RuleSet, Which};
 

@@ -6,12 +6,12 @@ use std::sync::{Arc, Mutex};
 
 use anyhow::Context;
 
-use super::replay::{self, Speed};
-use super::rules::{Truth, parse_time, scenarios_of};
-use super::{RulesArg, bundled, load_rules};
+use super::{RulesArg, bundled};
 use crate::alerts::{Alert, State};
-use crate::api::panels::Dashboards;
 use crate::api::{self, Board};
+use crate::drive::judge::{Truth, parse_time, scenarios_of};
+use crate::drive::replay::{self, Speed};
+use crate::drive::{dashboards, load_rules};
 use crate::evaluator::{Evaluator, Output};
 use crate::rules::Which;
 use crate::sinks::stdout::{Format, Printer};
@@ -55,7 +55,7 @@ pub async fn demo(args: DemoArgs) -> anyhow::Result<()> {
             perf.display()
         );
     }
-    let bi = super::postgres::start(args.postgres.as_deref(), &set)?;
+    let bi = crate::drive::postgres::start(args.postgres.as_deref(), &set)?;
     // bind first: a taken port is an error now, not after the replay
     let listener = match args.no_serve {
         true => None,
@@ -122,17 +122,6 @@ pub async fn demo(args: DemoArgs) -> anyhow::Result<()> {
         api::serve_on(listener, shared, access).await?;
     }
     Ok(())
-}
-
-/// The viewer's dashboards: from the outputs in memory, or from the BI store
-/// when one is given.
-pub(super) fn dashboards(rules: &Path, postgres: Option<&str>) -> anyhow::Result<Dashboards> {
-    let d = Dashboards::load(rules);
-    match postgres {
-        #[cfg(feature = "postgres")]
-        Some(url) => d.reading(url),
-        _ => Ok(d),
-    }
 }
 
 /// `NAME.truth.json` beside `NAME.jsonl.zst`, if there is one and it reads.

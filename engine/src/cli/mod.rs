@@ -1,10 +1,8 @@
 //! The `engine` command line.
 
 pub mod demo;
-pub mod postgres;
 pub mod query;
 pub mod record;
-pub mod replay;
 pub mod rules;
 pub mod run;
 pub mod sigma;
@@ -12,15 +10,19 @@ pub mod sigma;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use anyhow::Context;
 use clap::{Parser, Subcommand};
 
 use crate::api;
+use crate::drive::replay::{self, Speed};
+use crate::drive::{self, postgres};
 use crate::evaluator::{Evaluator, Output};
+use crate::rules::Which;
 use crate::rules::definition::parse_duration;
-use crate::rules::{RuleSet, Which};
 use crate::sinks::stdout::{Format, Printer};
-use replay::Speed;
+
+#[cfg(not(feature = "kafka"))]
+pub use crate::drive::kafka_not_built;
+pub use crate::drive::{dead_letters, load_rules};
 
 /// Detection rules and KPIs in SQL over OpenTelemetry data, live or replayed.
 #[derive(Debug, Parser)]
@@ -152,16 +154,16 @@ impl ApiArgs {
         &self,
         quiet: bool,
     ) -> anyhow::Result<(tokio::net::TcpListener, api::Access)> {
-        let listener = match quiet {
-            true => api::bind_quietly(&self.listen).await?,
-            false => api::bind(&self.listen).await?,
-        };
-        let access = api::Access::for_listener(
-            listener.local_addr()?,
-            self.api_token.clone(),
-            self.api_hosts.clone(),
-        )?;
-        Ok((listener, access))
+        self.config().bind(quiet).await
+    }
+
+    /// The library's form of these arguments.
+    pub fn config(&self) -> drive::ApiConfig {
+        drive::ApiConfig {
+            listen: self.listen.clone(),
+            token: self.api_token.clone(),
+            hosts: self.api_hosts.clone(),
+        }
     }
 }
 
@@ -186,50 +188,6 @@ pub fn bundled(name: &str) -> PathBuf {
         return here;
     }
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(name)
-}
-
-/// The answer to `--kafka` from an engine built without the `kafka` feature.
-#[cfg(not(feature = "kafka"))]
-pub fn kafka_not_built() -> anyhow::Error {
-    anyhow::anyhow!(
-        "--kafka: this engine was built without Kafka support (the `kafka` cargo feature); \
-         build it with Kafka, e.g. `cargo run --release -p engine --features kafka -- run --kafka 127.0.0.1:19092`"
-    )
-}
-
-/// Bad input's accounting, with a dead-letter file when one is asked for.
-pub fn dead_letters(
-    path: Option<&Path>,
-    counts: Arc<ingest::RejectCounts>,
-) -> anyhow::Result<ingest::dead_letter::Rejections> {
-    let rejections = ingest::dead_letter::Rejections::new(counts);
-    Ok(match path {
-        Some(p) => rejections.with_sink(Box::new(
-            ingest::dead_letter::DeadLetterFile::create(p)
-                .with_context(|| format!("cannot create the dead-letter file {}", p.display()))?,
-        )),
-        None => rejections,
-    })
-}
-
-/// Loads a rule set, reporting every broken file on stderr; the others run.
-pub async fn load_rules(dir: &Path, which: Which) -> anyhow::Result<RuleSet> {
-    let set = RuleSet::load(dir, which).await?;
-    for e in &set.errors {
-        eprintln!("error: {e}\n  (this file is skipped; the other rules run)");
-    }
-    if set.rules.is_empty() && !set.errors.is_empty() {
-        anyhow::bail!("no usable rules in {}", dir.display());
-    }
-    if set.rules.is_empty() {
-        // a folder with no rules at all: the engine still takes input (to
-        // record it, or to measure intake alone) and evaluates nothing
-        eprintln!(
-            "note: no rules in {}: input is taken and counted, nothing is evaluated",
-            dir.display()
-        );
-    }
-    Ok(set)
 }
 
 pub async fn main(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
@@ -295,7 +253,7 @@ pub async fn main(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
                     lateness,
                 },
         } => {
-            let failed = rules::test(&rules.dir(), report, lateness.nanos()?).await?;
+            let failed = drive::judge::test(&rules.dir(), report, lateness.nanos()?).await?;
             Ok(if failed == 0 {
                 ExitCode::SUCCESS
             } else {
