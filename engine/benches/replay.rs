@@ -19,7 +19,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Instant;
 
-use engine::cli::replay::{Speed, replay};
+use engine::drive::replay::{Speed, replay};
 use engine::evaluator::Evaluator;
 use engine::rules::RuleSet;
 use engine::rules::definition::{parse_file, rule_files};
