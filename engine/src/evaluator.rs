@@ -615,6 +615,7 @@ impl Evaluator {
                     incident_start_ns: None,
                     first_seen_ns: None,
                     detected_at_ns: Some(now),
+                    notes: None,
                 })
             })
             .collect()

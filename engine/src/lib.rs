@@ -4,7 +4,8 @@
 //! - [`rules`]: rule and KPI files, planned once onto DataFusion.
 //! - [`window`]: the buffer, the watermark, rows into windows.
 //! - [`evaluator`]: rows in, alerts and KPI values out.
-//! - [`alerts`]: the alert lifecycle. [`kpi`]: KPI values.
+//! - [`alerts`]: the alert lifecycle. [`incidents`]: alerts folded into incidents.
+//!   [`kpi`]: KPI values.
 //! - [`sigma`]: Sigma rules converted into rule files.
 //! - [`drive`]: the replay loop, the live loop and the fixture judge.
 //! - [`sinks`]: where alerts go. [`api`]: the HTTP API and viewer. [`cli`]: commands
@@ -18,6 +19,7 @@ pub mod api;
 pub mod cli;
 pub mod drive;
 pub mod evaluator;
+pub mod incidents;
 pub mod kpi;
 pub mod rules;
 pub mod samples;

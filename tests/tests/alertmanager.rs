@@ -1,11 +1,15 @@
 //! The engine's Alertmanager sink against the real Alertmanager of the local
-//! stack (`compose/local/stack up`, 127.0.0.1:19093): a firing alert is listed,
-//! and once it is sent as resolved it is no longer active.
+//! stack (`compose/local/stack up`, 127.0.0.1:19093): a firing incident is
+//! listed once, with its members and its rule's notes, and once it is sent as
+//! resolved it is no longer active.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
 
-use engine::alerts::{Alert, State, rfc3339};
+use engine::alerts::{Alert, Notes, State, rfc3339};
+use engine::incidents::{Correlator, Incident};
+use engine::rules::definition::Maturity;
 use engine::sinks::alertmanager::Alertmanager;
 use serde_json::Value;
 
@@ -35,7 +39,20 @@ fn alert(rule_id: &str, state: State, incident: i64) -> Alert {
         incident_start_ns: Some(incident),
         first_seen_ns: None,
         detected_at_ns: None,
+        notes: Some(Arc::new(Notes {
+            runbook: Some("1. Block the address at the edge.".into()),
+            false_positives: Some("A load test.".into()),
+            maturity: Maturity::Experimental,
+        })),
     }
+}
+
+/// The same alert for another address: the same rule, so the same incident.
+fn other(a: &Alert) -> Alert {
+    let mut b = a.clone();
+    b.entity
+        .insert("client.address".to_string(), "203.0.113.10".to_string());
+    b
 }
 
 async fn active(rule_id: &str) -> Vec<Value> {
@@ -53,10 +70,12 @@ async fn alertmanager_receives_firing_then_resolved() {
     let rule_id = format!("e2e.flood.{:x}", e2e::shop::nonce());
     let sink = Alertmanager::new(ALERTMANAGER);
     let incident = chrono::Utc::now().timestamp_nanos_opt().unwrap_or(0) - 60_000_000_000;
+    let mut correlator = Correlator::default();
 
-    sink.send(&[alert(&rule_id, State::Firing, incident)])
+    let firing = alert(&rule_id, State::Firing, incident);
+    sink.send(&correlator.correlate([&firing, &other(&firing)]))
         .await
-        .expect("Alertmanager takes a firing alert");
+        .expect("Alertmanager takes a firing incident");
     let mut listed = Vec::new();
     for _ in 0..50 {
         listed = active(&rule_id).await;
@@ -65,16 +84,29 @@ async fn alertmanager_receives_firing_then_resolved() {
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    assert_eq!(listed.len(), 1, "the firing alert is listed: {listed:?}");
+    assert_eq!(listed.len(), 1, "one incident of two alerts: {listed:?}");
     let a = &listed[0];
     assert_eq!(a["labels"]["alertname"], Value::from(rule_id.clone()));
     assert_eq!(a["labels"]["severity"], "high");
     assert_eq!(a["labels"]["client_address"], "203.0.113.9");
+    assert_eq!(a["labels"]["incident_id"], Value::from(firing.identity()));
+    assert_eq!(a["labels"]["maturity"], "experimental");
     assert_eq!(a["annotations"]["tags"], "T1498");
+    assert_eq!(a["annotations"]["member_count"], "2");
+    assert_eq!(a["annotations"]["entity_count"], "2");
+    assert_eq!(a["annotations"]["runbook"], "1. Block the address at the edge.");
+    assert_eq!(a["annotations"]["false_positives"], "A load test.");
+    assert!(
+        a["annotations"]["summary"]
+            .as_str()
+            .is_some_and(|s| s.starts_with("[experimental] 4000 requests")),
+        "{a}"
+    );
 
-    sink.send(&[alert(&rule_id, State::Resolved, incident)])
+    let resolved = alert(&rule_id, State::Resolved, incident);
+    sink.send(&correlator.correlate([&resolved, &other(&resolved)]))
         .await
-        .expect("Alertmanager takes a resolved alert");
+        .expect("Alertmanager takes a resolved incident");
     let mut still = listed;
     for _ in 0..50 {
         still = active(&rule_id).await;
@@ -93,7 +125,7 @@ async fn alertmanager_receives_firing_then_resolved() {
 async fn an_unreachable_alertmanager_is_a_clear_error() {
     let sink = Alertmanager::new("http://127.0.0.1:9");
     let err = sink
-        .send(&[alert("e2e.unreachable", State::Firing, 0)])
+        .send(&[Incident::single(&alert("e2e.unreachable", State::Firing, 0))])
         .await
         .expect_err("nothing listens on port 9");
     let text = err.to_string();

@@ -7,10 +7,12 @@
 //! entity was notified, a new incident for it within `suppress` is kept silent.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use chrono::{DateTime, SecondsFormat};
 use serde::{Serialize, Serializer};
 
+use crate::rules::definition::Maturity;
 use crate::rules::{Definition, Finding, Kind};
 
 /// `firing` or `resolved`, as the contract names them.
@@ -23,7 +25,8 @@ pub enum State {
 
 /// One alert. As JSON ([`Alert::serialize`]): the contract's fields in the
 /// contract's order, then the extension fields `id`, `rule_version`,
-/// `incident_start`, `first_seen` and `detected_at` (docs/dashboards.md).
+/// `incident_start`, `first_seen` and `detected_at` (docs/dashboards.md), and
+/// the rule's notes: `maturity`, `runbook` and `false_positives`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Alert {
     pub rule_id: String,
@@ -51,6 +54,30 @@ pub struct Alert {
     /// newest event seen, or the watermark if that is ahead); `None` when
     /// not known. `detected_at - first_seen` is the detection delay.
     pub detected_at_ns: Option<i64>,
+    /// what the rule's header tells a responder ([`Notes`]); `None` for a notice
+    pub notes: Option<Arc<Notes>>,
+}
+
+/// What a rule's header tells the person who gets its alert: how to respond
+/// (`runbook`), what else could look like this (`false_positives`), and how
+/// far the rule has come (`maturity`: an `experimental` rule's alerts say so
+/// wherever they appear). Shared by all the alerts of one rule.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Notes {
+    pub runbook: Option<String>,
+    pub false_positives: Option<String>,
+    pub maturity: Maturity,
+}
+
+impl Notes {
+    /// The notes of `def`'s header.
+    pub fn of(def: &Definition) -> Self {
+        Notes {
+            runbook: def.runbook.clone(),
+            false_positives: def.false_positives.clone(),
+            maturity: def.maturity,
+        }
+    }
 }
 
 /// The JSON of an [`Alert`]: the contract's object and the extension fields.
@@ -74,13 +101,20 @@ struct AlertJson<'a> {
     first_seen: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     detected_at: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    maturity: Option<Maturity>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    runbook: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    false_positives: Option<&'a str>,
 }
 
 impl Serialize for Alert {
     /// The contract's fields in the contract's order, then `id`
     /// ([`Alert::identity`]), `rule_version` (absent for the engine's own
-    /// notices), `incident_start`, and `first_seen` and `detected_at` when
-    /// known (RFC 3339, event time).
+    /// notices), `incident_start`, `first_seen` and `detected_at` when
+    /// known (RFC 3339, event time), and the rule's `maturity`, `runbook` and
+    /// `false_positives` ([`Notes`]; absent for notices).
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         AlertJson {
             rule_id: &self.rule_id,
@@ -98,6 +132,12 @@ impl Serialize for Alert {
             incident_start: self.incident_start(),
             first_seen: self.first_seen_ns.map(rfc3339),
             detected_at: self.detected_at_ns.map(rfc3339),
+            maturity: self.notes.as_ref().map(|n| n.maturity),
+            runbook: self.notes.as_ref().and_then(|n| n.runbook.as_deref()),
+            false_positives: self
+                .notes
+                .as_ref()
+                .and_then(|n| n.false_positives.as_deref()),
         }
         .serialize(s)
     }
@@ -132,6 +172,13 @@ impl Alert {
             Some(ns) => rfc3339(ns),
             None => self.window_start.clone(),
         }
+    }
+
+    /// Whether its rule is marked `maturity = "experimental"`.
+    pub fn is_experimental(&self) -> bool {
+        self.notes
+            .as_ref()
+            .is_some_and(|n| n.maturity == Maturity::Experimental)
     }
 
     /// Seconds from the first evidence to the emission, when both are known.
@@ -551,6 +598,7 @@ fn alert(
         incident_start_ns: Some(inc.first_window_start),
         first_seen_ns: Some(micros(inc.first_seen)),
         detected_at_ns: None,
+        notes: Some(Arc::new(Notes::of(def))),
     }
 }
 

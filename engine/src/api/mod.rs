@@ -38,6 +38,8 @@ const KEEP_KPIS: usize = 100_000;
 #[derive(Default)]
 pub struct Board {
     pub alerts: VecDeque<Alert>,
+    /// the alerts folded into incidents, the latest of them
+    pub incidents: crate::incidents::Recent,
     pub kpis: VecDeque<KpiValue>,
     pub rules: Vec<RuleHealth>,
     pub stats: Stats,
@@ -108,6 +110,7 @@ impl Board {
         for o in outputs {
             match o {
                 Output::Alert(a) => {
+                    self.incidents.take(a);
                     if self.alerts.len() == KEEP_ALERTS {
                         self.alerts.pop_front();
                     }
@@ -136,6 +139,7 @@ pub fn router(shared: Shared) -> Router {
         .route("/", get(|| async { Html(include_str!("viewer.html")) }))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/api/alerts", get(alerts))
+        .route("/api/incidents", get(incidents))
         .route("/api/kpis", get(kpis))
         .route("/api/rules", get(rules))
         .route("/api/reload", post(reload))
@@ -252,6 +256,11 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 async fn alerts(State(s): State<Shared>) -> impl IntoResponse {
     let b = board(&s);
     Json(b.alerts.iter().cloned().collect::<Vec<_>>())
+}
+
+/// The latest incidents ([`crate::incidents::Recent`]), the oldest first.
+async fn incidents(State(s): State<Shared>) -> impl IntoResponse {
+    Json(board(&s).incidents.to_json())
 }
 
 #[derive(Deserialize)]

@@ -195,6 +195,7 @@ mod tests {
             incident_start_ns: None,
             first_seen_ns: None,
             detected_at_ns: None,
+            notes: None,
         }
     }
 

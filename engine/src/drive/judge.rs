@@ -3,9 +3,11 @@
 //! A rule's tests sit beside it in `NAME.test.toml`: cases naming a capture,
 //! optionally its ground truth, and whether the rule must fire or stay silent.
 //! Each capture is replayed once through the whole pack; every case then reads
-//! the alerts of its own rule.
+//! the alerts of its own rule. The whole pack's alerts on each capture are
+//! also folded into incidents, as the sinks fold them, and counted per
+//! scenario of the capture's truth ([`Folded`]).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
@@ -13,6 +15,7 @@ use serde::Deserialize;
 
 use crate::alerts::{Alert, State};
 use crate::evaluator::{Evaluator, Output};
+use crate::incidents::Correlator;
 use crate::rules::definition::parse_duration;
 use crate::rules::{RuleSet, Which};
 
@@ -117,6 +120,98 @@ pub(crate) fn scenarios_of<'t>(scenarios: &'t [Scenario], alert: &Alert) -> Vec<
     if tied.is_empty() { matching } else { tied }
 }
 
+/// The pack's alerts on one capture folded into incidents as the sinks fold
+/// them ([`crate::incidents`]), for one scenario of its ground truth.
+#[derive(Debug, Clone)]
+pub struct Folded {
+    /// the capture, relative to the rules folder
+    pub capture: String,
+    /// the scenario's name, or `-` for alerts no scenario explains
+    pub scenario: String,
+    /// `attack`, `benign`, or `-`
+    pub class: String,
+    /// firing alerts laid at the scenario's door ([`scenarios_of`])
+    pub alerts: usize,
+    /// the identities of the incidents those alerts belong to
+    pub incidents: BTreeSet<String>,
+}
+
+/// Folds every alert of `out` (all rules, in the order emitted) and counts,
+/// per scenario of `scenarios`, its firing alerts ([`scenarios_of`]) and
+/// their incidents.
+fn fold(capture: &str, out: &[Output], scenarios: &[Scenario]) -> Vec<Folded> {
+    let mut per: Vec<Folded> = scenarios
+        .iter()
+        .map(|s| Folded {
+            capture: capture.to_string(),
+            scenario: s.name.clone(),
+            class: s.class.clone(),
+            alerts: 0,
+            incidents: BTreeSet::new(),
+        })
+        .collect();
+    let mut correlator = Correlator::default();
+    for a in out.iter().filter_map(|o| match o {
+        Output::Alert(a) => Some(a),
+        Output::Kpi(_) => None,
+    }) {
+        let incident = correlator.take(a).incident;
+        if a.state != State::Firing {
+            continue;
+        }
+        let of: Vec<String> = scenarios_of(scenarios, a)
+            .iter()
+            .map(|s| s.name.clone())
+            .collect();
+        let names = if of.is_empty() { vec!["-".to_string()] } else { of };
+        for name in names {
+            let at = match per.iter().position(|f| f.scenario == name) {
+                Some(at) => at,
+                None => {
+                    per.push(Folded {
+                        capture: capture.to_string(),
+                        scenario: name,
+                        class: "-".into(),
+                        alerts: 0,
+                        incidents: BTreeSet::new(),
+                    });
+                    per.len() - 1
+                }
+            };
+            per[at].alerts += 1;
+            per[at].incidents.insert(incident.clone());
+        }
+    }
+    per
+}
+
+/// The ground truth beside a capture (`NAME.jsonl.zst` -> `NAME.truth.json`),
+/// when there is one.
+fn truth_beside(capture: &Path) -> Option<Truth> {
+    let name = capture.file_name()?.to_str()?;
+    let stem = name.split('.').next()?;
+    let text = std::fs::read_to_string(capture.with_file_name(format!("{stem}.truth.json"))).ok()?;
+    serde_json::from_str(&text).ok()
+}
+
+/// A capture's path for people: `..` resolved, relative to the rules folder.
+fn shown(capture: &Path, dir: &Path) -> String {
+    let mut clean = PathBuf::new();
+    for c in capture.components() {
+        match c {
+            std::path::Component::ParentDir => {
+                clean.pop();
+            }
+            other => clean.push(other),
+        }
+    }
+    clean
+        .strip_prefix(dir)
+        .unwrap_or(&clean)
+        .display()
+        .to_string()
+}
+
 /// What one case found.
 #[derive(Debug, Clone)]
 pub struct Outcome {
@@ -130,6 +225,9 @@ pub struct Outcome {
     /// the longest delay from an attack's start to its first alert, seconds
     pub delay_s: Option<f64>,
     pub false_incidents: usize,
+    /// the incidents the whole pack's alerts on the case's attacks fold into
+    /// (None for a case without attacks)
+    pub incidents: Option<usize>,
     /// what failed, one line each, readable as a diff
     pub problems: Vec<String>,
 }
@@ -140,6 +238,8 @@ pub struct Verdicts {
     pub outcomes: Vec<Outcome>,
     /// rules with no test file
     pub untested: Vec<String>,
+    /// every capture's alerts folded into incidents, per scenario of its truth
+    pub folded: Vec<Folded>,
 }
 
 impl Verdicts {
@@ -171,6 +271,7 @@ fn judge(rule: &str, case: &Case, truth: Option<&Truth>, alerts: &[Alert]) -> Ou
         detected: None,
         delay_s: None,
         false_incidents: 0,
+        incidents: None,
         problems: vec![],
     };
     let max_delay = case
@@ -254,7 +355,11 @@ fn judge(rule: &str, case: &Case, truth: Option<&Truth>, alerts: &[Alert]) -> Ou
 /// `rules test`: run every rule's fixture cases. Prints a readable diff per
 /// failing case and, with `report`, a quality table. Returns the failure count.
 pub async fn test(dir: &Path, report: bool, lateness_ns: i64) -> anyhow::Result<usize> {
-    let Verdicts { outcomes, untested } = verdicts(dir, lateness_ns).await?;
+    let Verdicts {
+        outcomes,
+        untested,
+        folded,
+    } = verdicts(dir, lateness_ns).await?;
     let failed = outcomes.iter().filter(|o| !o.passed).count();
     for o in &outcomes {
         let mark = if o.passed { "ok  " } else { "FAIL" };
@@ -266,12 +371,12 @@ pub async fn test(dir: &Path, report: bool, lateness_ns: i64) -> anyhow::Result<
     if report {
         println!();
         println!(
-            "{:<40} {:<45} {:>9} {:>8} {:>7}",
-            "RULE", "CASE", "DETECTED", "DELAY s", "FALSE"
+            "{:<40} {:<45} {:>9} {:>8} {:>7} {:>10}",
+            "RULE", "CASE", "DETECTED", "DELAY s", "FALSE", "INCIDENTS"
         );
         for o in &outcomes {
             println!(
-                "{:<40} {:<45} {:>9} {:>8} {:>7}",
+                "{:<40} {:<45} {:>9} {:>8} {:>7} {:>10}",
                 o.rule,
                 o.case,
                 o.detected.map_or("-".to_string(), |d| if d {
@@ -280,7 +385,25 @@ pub async fn test(dir: &Path, report: bool, lateness_ns: i64) -> anyhow::Result<
                     "NO".into()
                 }),
                 o.delay_s.map_or("-".to_string(), |d| format!("{d:.0}")),
-                o.false_incidents
+                o.false_incidents,
+                o.incidents.map_or("-".to_string(), |n| n.to_string())
+            );
+        }
+        // the whole pack's alerts per capture, folded as the sinks fold them
+        println!();
+        println!("INCIDENTS PER SCENARIO (all rules; `-`: alerts no scenario explains)");
+        println!(
+            "{:<50} {:<30} {:<7} {:>7} {:>10}",
+            "CAPTURE", "SCENARIO", "CLASS", "ALERTS", "INCIDENTS"
+        );
+        for f in &folded {
+            println!(
+                "{:<50} {:<30} {:<7} {:>7} {:>10}",
+                f.capture,
+                f.scenario,
+                f.class,
+                f.alerts,
+                f.incidents.len()
             );
         }
     }
@@ -362,10 +485,36 @@ pub async fn verdicts(dir: &Path, lateness_ns: i64) -> anyhow::Result<Verdicts> 
         .with_context(|| format!("replaying {}", capture.display()))?;
         outputs.insert(capture.clone(), got);
     }
+    let mut folded: BTreeMap<&PathBuf, Vec<Folded>> = BTreeMap::new();
+    for capture in &captures {
+        let truth = cases
+            .iter()
+            .find(|(_, _, c, t)| c == capture && t.is_some())
+            .and_then(|(_, _, _, t)| t.clone())
+            .or_else(|| truth_beside(capture));
+        let scenarios = truth.as_ref().map_or(&[][..], |t| &t.scenarios[..]);
+        folded.insert(
+            capture,
+            fold(&shown(capture, dir), &outputs[capture], scenarios),
+        );
+    }
     let mut outcomes = Vec::new();
     for (rule, case, capture, truth) in &cases {
         let alerts = firing(&outputs[capture], rule);
-        outcomes.push(judge(rule, case, truth.as_ref(), &alerts));
+        let mut o = judge(rule, case, truth.as_ref(), &alerts);
+        if case.expect == Expect::Fire && truth.is_some() {
+            let attacks: BTreeSet<&String> = folded[capture]
+                .iter()
+                .filter(|f| f.class == "attack")
+                .flat_map(|f| &f.incidents)
+                .collect();
+            o.incidents = Some(attacks.len());
+        }
+        outcomes.push(o);
     }
-    Ok(Verdicts { outcomes, untested })
+    Ok(Verdicts {
+        outcomes,
+        untested,
+        folded: folded.into_values().flatten().collect(),
+    })
 }

@@ -1,26 +1,25 @@
-//! Alerts to a Kafka topic (`engine run --alerts-topic TOPIC`), one record
-//! per alert state change, with an idempotent producer.
+//! Incidents to a Kafka topic (`engine run --alerts-topic TOPIC`), one record
+//! per change of an incident, with an idempotent producer.
 //!
-//! Each record's value is the alert as the webhook's JSON body holds it (the
-//! telemetry contract's object plus `id`, `rule_version` and
-//! `incident_start`: [`super::webhook::alert_json`]); its key is the alert's
-//! identity ([`Alert::identity`]), so the firing and the resolved record of
-//! one incident go to the same partition, in that order, and a compacted
-//! topic keeps each incident's latest state:
+//! The alerts are folded into incidents ([`crate::incidents`]). Each record's
+//! value is the incident as the webhook's JSON body holds it (its lead alert,
+//! the rule's notes, its members and span: [`Incident::to_json`]); its key is
+//! the incident's identity ([`Incident::id`]), so the records of one incident
+//! go to the same partition, in order, and a compacted topic keeps each
+//! incident's latest state:
 //!
 //! ```text
 //! $ kcat -C -b 127.0.0.1:19092 -t alerts -f '%k %s\n'
-//! 9f2c41d07a3be815 {"id":"9f2c41d07a3be815","rule_id":"dos.http_flood.single_source","state":"firing",...}
-//! 9f2c41d07a3be815 {"id":"9f2c41d07a3be815","rule_id":"dos.http_flood.single_source","state":"resolved",...}
+//! 9f2c41d07a3be815 {"id":"9f2c41d07a3be815","rule_id":"dos.http_flood.single_source","state":"firing","member_count":1,...}
+//! 9f2c41d07a3be815 {"id":"9f2c41d07a3be815","rule_id":"dos.http_flood.single_source","state":"resolved","member_count":1,...}
 //! ```
 //!
-//! One record per state change: a firing alert the engine sends again for an
-//! incident already written as firing (the close of a window confirming an
-//! early firing, a reload) is not written again while the sink remembers the
-//! incident (from its firing to its resolution, at most [`REMEMBERED`]
-//! incidents; beyond, it forgets them all and says so, and a repeat may be
-//! written). After a restart the sink remembers nothing: an incident the
-//! engine reads again is written again under the same key.
+//! One record per change: the incident opened, members joined (one record
+//! per delivered batch that added some), resolved. A firing alert the engine
+//! sends again for a member already in (the close of a window confirming an
+//! early firing, a reload) changes nothing and writes nothing. After a
+//! restart the sink remembers nothing: an incident the engine reads again is
+//! written again under the same key.
 //!
 //! The producer has `enable.idempotence=true` (so `acks=all`): librdkafka's
 //! own retries within [`MESSAGE_TIMEOUT`] never write a record twice nor out
@@ -34,34 +33,42 @@
 //! the engine runs, evaluates and delivers to its other sinks, and this one
 //! retries (logged once, counted) until the broker answers.
 
-use std::collections::HashSet;
+use std::collections::BTreeSet;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use rdkafka::ClientConfig;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 
-use super::{Sink, SinkError, Takes, webhook::alert_json};
-use crate::alerts::Alert;
+use super::{Sink, SinkError, Takes};
+use crate::alerts::State;
 use crate::evaluator::Output;
+use crate::incidents::{Correlator, Incident};
 
 /// How long librdkafka tries to get one record acknowledged before the
 /// delivery fails (`message.timeout.ms`) and the fan-out retries it.
 pub const MESSAGE_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// Open incidents the sink remembers as written, to write each state once.
-pub const REMEMBERED: usize = 100_000;
 
 /// The alerts topic sink; see the module documentation.
 pub struct KafkaAlerts {
     brokers: String,
     topic: String,
     producer: FutureProducer,
+    correlator: Correlator,
+    /// the incidents of the batch being delivered: a retry of the batch
+    /// sends these (its alerts are already folded in)
+    pending: Vec<Incident>,
     /// records of the batch being delivered that the broker already took,
-    /// by (identity, state, window end): not sent again when the batch is retried
-    taken: HashSet<(String, &'static str, String)>,
-    /// the incidents written as firing and not yet resolved, by identity
-    firing: HashSet<String>,
+    /// by (identity, state, members): not sent again when the batch is retried
+    taken: BTreeSet<RecordId>,
+}
+
+/// What tells one record of an incident from another: its identity, state
+/// and member count.
+type RecordId = (String, State, u64);
+
+fn record_id(inc: &Incident) -> RecordId {
+    (inc.id.clone(), inc.state, inc.member_count)
 }
 
 /// A producer that cannot be made (a bad property or topic name).
@@ -107,40 +114,11 @@ impl KafkaAlerts {
             brokers: brokers.to_string(),
             topic: topic.to_string(),
             producer,
-            taken: HashSet::new(),
-            firing: HashSet::new(),
+            correlator: Correlator::default(),
+            pending: Vec::new(),
+            taken: BTreeSet::new(),
         })
     }
-}
-
-impl KafkaAlerts {
-    /// Notes a record written: its incident is firing, or no longer.
-    fn remember(&mut self, (key, state, _): &(String, &'static str, String)) {
-        if *state != "firing" {
-            self.firing.remove(key);
-            return;
-        }
-        if self.firing.len() >= REMEMBERED {
-            tracing::warn!(
-                topic = %self.topic,
-                incidents = self.firing.len(),
-                "the alerts topic sink forgets the incidents it wrote as firing (its cap): \
-                 a firing sent again for one of them is written again"
-            );
-            self.firing.clear();
-        }
-        self.firing.insert(key.clone());
-    }
-}
-
-/// What tells one record of an alert from another: the incident, its state
-/// and the window it was reported at.
-fn record_id(a: &Alert) -> (String, &'static str, String) {
-    let state = match a.state {
-        crate::alerts::State::Firing => "firing",
-        crate::alerts::State::Resolved => "resolved",
-    };
-    (a.identity(), state, a.window_end.clone())
 }
 
 #[async_trait]
@@ -162,21 +140,25 @@ impl Sink for KafkaAlerts {
     }
 
     async fn deliver(&mut self, outputs: &[Output]) -> Result<(), SinkError> {
-        let alerts: Vec<(&Alert, (String, &'static str, String))> = outputs
-            .iter()
-            .filter_map(|o| match o {
-                Output::Alert(a) => Some((a, record_id(a))),
+        if self.pending.is_empty() {
+            let alerts = outputs.iter().filter_map(|o| match o {
+                Output::Alert(a) => Some(a),
                 Output::Kpi(_) => None,
-            })
+            });
+            self.pending = self.correlator.correlate(alerts);
+        }
+        let incidents: Vec<(&Incident, RecordId)> = self
+            .pending
+            .iter()
+            .map(|inc| (inc, record_id(inc)))
             .filter(|(_, id)| !self.taken.contains(id))
-            .filter(|(_, (key, state, _))| !(*state == "firing" && self.firing.contains(key)))
             .collect();
         // every record is handed to librdkafka first (in order, one
         // partition per key), then the acknowledgements are awaited
-        let sends: Vec<_> = alerts
+        let sends: Vec<_> = incidents
             .iter()
-            .map(|(a, (key, _, _))| {
-                let value = alert_json(a).to_string();
+            .map(|(inc, (key, _, _))| {
+                let value = inc.to_json().to_string();
                 let producer = self.producer.clone();
                 let topic = self.topic.clone();
                 let key = key.clone();
@@ -191,10 +173,10 @@ impl Sink for KafkaAlerts {
             .collect();
         let results = futures::future::join_all(sends).await;
         let mut failed = None;
-        for ((_, id), result) in alerts.into_iter().zip(results) {
+        let ids: Vec<RecordId> = incidents.into_iter().map(|(_, id)| id).collect();
+        for (id, result) in ids.into_iter().zip(results) {
             match result {
                 Ok(_) => {
-                    self.remember(&id);
                     self.taken.insert(id);
                 }
                 Err(e) => {
@@ -205,6 +187,7 @@ impl Sink for KafkaAlerts {
         match failed {
             None => {
                 self.taken.clear();
+                self.pending.clear();
                 Ok(())
             }
             Some(e) => Err(SinkError {
@@ -238,17 +221,6 @@ mod tests {
         assert!(KafkaAlerts::new("127.0.0.1:19092", "otelguard.alerts_v1").is_ok());
     }
 
-    #[test]
-    fn each_incident_is_remembered_from_its_firing_to_its_resolution() {
-        let mut sink = KafkaAlerts::new("127.0.0.1:9", "alerts").expect("a producer");
-        let firing = crate::sinks::testing::sample_alert(crate::alerts::State::Firing);
-        let resolved = crate::sinks::testing::sample_alert(crate::alerts::State::Resolved);
-        sink.remember(&record_id(&firing));
-        assert!(sink.firing.contains(&firing.identity()));
-        sink.remember(&record_id(&resolved));
-        assert!(sink.firing.is_empty());
-    }
-
     #[tokio::test]
     async fn a_broker_that_does_not_answer_fails_the_delivery_to_be_retried() {
         let mut sink = KafkaAlerts::new("127.0.0.1:9", "alerts").expect("a producer");
@@ -264,5 +236,10 @@ mod tests {
             "{e}"
         );
         assert!(sink.taken.is_empty());
+        assert_eq!(sink.pending.len(), 1, "kept for the retry of the batch");
+        // the retry sends the same incident, though its alert is folded in already
+        let again = sink.deliver(&[]).await.expect_err("still nothing listens");
+        assert!(!again.permanent, "{again}");
+        assert_eq!(sink.pending.len(), 1);
     }
 }

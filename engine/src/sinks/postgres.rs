@@ -1,6 +1,8 @@
 //! KPI values and alerts into PostgreSQL, the BI store the Grafana dashboards
 //! read (`engine/migrations/`, `docs/dashboards.md`). Built with the `postgres`
-//! cargo feature.
+//! cargo feature. The alerts are also folded into incidents
+//! ([`crate::incidents`]), each kept in its latest state in the `correlated_incidents`
+//! table.
 //!
 //! Off the evaluation path: [`PostgresSink::start`] returns a [`Handle`] and
 //! the writing task. [`Handle::send`] puts outputs on a bounded queue and never
@@ -56,6 +58,7 @@ pub use sqlx;
 
 use crate::alerts::{Alert, State};
 use crate::evaluator::Output;
+use crate::incidents::{Correlator, Incident};
 use crate::kpi::KpiValue;
 use crate::rules::{Definition, Kind};
 
@@ -70,6 +73,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         2,
         "alert identity",
         include_str!("../../migrations/0002_alert_identity.sql"),
+    ),
+    (
+        3,
+        "correlated incidents",
+        include_str!("../../migrations/0003_correlated_incidents.sql"),
     ),
 ];
 
@@ -93,6 +101,8 @@ struct RuleRow {
 
 enum Item {
     Output(Box<Output>),
+    /// an incident's latest state, after the alert that changed it
+    Incident(Box<Incident>),
     Rules(Vec<RuleRow>),
     Flush(oneshot::Sender<()>),
 }
@@ -148,6 +158,8 @@ impl Stats {
 #[derive(Clone)]
 pub struct Handle {
     tx: mpsc::Sender<Item>,
+    /// shared by the clones: each alert is folded once, in the order sent
+    correlator: Arc<std::sync::Mutex<Correlator>>,
     counters: Arc<Counters>,
 }
 
@@ -188,15 +200,31 @@ impl PostgresSink {
             refused: false,
         };
         let task = tokio::spawn(writer.run(rx));
-        Ok((Handle { tx, counters }, task))
+        Ok((
+            Handle {
+                tx,
+                counters,
+                correlator: Arc::default(),
+            },
+            task,
+        ))
     }
 }
 
 impl Handle {
     /// Queues outputs without waiting; what does not fit is dropped and counted.
+    /// Each alert is folded into its incident here, once, in the order sent;
+    /// an incident that changed is queued after the alert (not counted: when
+    /// the queue is full, the alert's drop is).
     pub fn send(&self, outputs: &[Output]) {
+        let mut correlator = self.correlator.lock().unwrap_or_else(|e| e.into_inner());
         for o in outputs {
             self.put(Item::Output(Box::new(o.clone())), 1);
+            if let Output::Alert(a) = o
+                && let Some(inc) = correlator.take(a).update
+            {
+                self.put(Item::Incident(Box::new(inc)), 0);
+            }
         }
     }
 
@@ -409,6 +437,7 @@ impl From<sqlx::migrate::MigrateError> for Failure {
 fn weight(item: &Item) -> u64 {
     match item {
         Item::Output(_) => 1,
+        Item::Incident(_) => 0,
         Item::Rules(r) => r.len() as u64,
         Item::Flush(_) => 0,
     }
@@ -560,9 +589,15 @@ impl Writer {
         // owned: what the transaction's futures hold must be Send for the spawned task
         let mut kpis: BTreeMap<(String, String, String, String), KpiValue> = BTreeMap::new();
         let mut alerts = Vec::new();
+        // the latest state of each incident, in the order they changed
+        let mut incidents: Vec<Incident> = Vec::new();
         for item in batch {
             match item {
                 Item::Rules(r) => rules.extend(r.iter().cloned()),
+                Item::Incident(inc) => match incidents.iter_mut().find(|i| i.id == inc.id) {
+                    Some(known) => *known = inc.as_ref().clone(),
+                    None => incidents.push(inc.as_ref().clone()),
+                },
                 Item::Output(o) => match o.as_ref() {
                     // the last value of a key wins: one statement cannot upsert a row twice
                     Output::Kpi(k) => {
@@ -636,6 +671,9 @@ impl Writer {
             let runbook = runbooks.get(&a.rule_id).cloned().flatten();
             write_alert(&mut tx, a, runbook).await?;
         }
+        for inc in incidents {
+            write_incident(&mut tx, inc).await?;
+        }
         tx.commit().await?;
         Ok(())
     }
@@ -694,6 +732,52 @@ async fn write_alert(
     .bind((!a.rule_version.is_empty()).then(|| storable(&a.rule_version)))
     .bind(at(a.first_seen_ns))
     .bind(at(a.detected_at_ns))
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+/// Upserts an incident's latest state under its identity.
+async fn write_incident(
+    tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
+    inc: Incident,
+) -> Result<(), Failure> {
+    let data = |e: serde_json::Error| Failure::new(FailureKind::Data, format!("incident {}: {e}", inc.id));
+    let json = inc.to_json();
+    let entity = serde_json::to_string(&storable_map(&inc.lead.entity)).map_err(data)?;
+    let members = storable(&serde_json::to_string(&json["members"]).map_err(data)?);
+    let state = match inc.state {
+        State::Firing => "firing",
+        State::Resolved => "resolved",
+    };
+    let i64_of = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
+    sqlx::query(
+        "INSERT INTO correlated_incidents (incident_id, state, rule_id, severity, highest_severity, entity,
+                                summary, rules, member_count, open_members, entity_count, members,
+                                incident_start, incident_end)
+         VALUES ($1, $2, $3, $4, $5, $6::jsonb, $7, $8, $9, $10, $11, $12::jsonb, $13, $14)
+         ON CONFLICT (incident_id) DO UPDATE SET
+           state = EXCLUDED.state, highest_severity = EXCLUDED.highest_severity,
+           summary = EXCLUDED.summary, rules = EXCLUDED.rules,
+           member_count = EXCLUDED.member_count, open_members = EXCLUDED.open_members,
+           entity_count = EXCLUDED.entity_count, members = EXCLUDED.members,
+           incident_start = EXCLUDED.incident_start, incident_end = EXCLUDED.incident_end,
+           written_at = now()",
+    )
+    .bind(storable(&inc.id))
+    .bind(state)
+    .bind(storable(&inc.lead.rule_id))
+    .bind(storable(&inc.lead.severity))
+    .bind(storable(&inc.highest_severity))
+    .bind(entity)
+    .bind(storable(&inc.summary()))
+    .bind(inc.rules.iter().map(|r| storable(r)).collect::<Vec<_>>())
+    .bind(i64_of(inc.member_count))
+    .bind(i64_of(inc.open_members))
+    .bind(i64_of(inc.entity_count))
+    .bind(members)
+    .bind(DateTime::<Utc>::from_timestamp_nanos(inc.start_ns))
+    .bind(DateTime::<Utc>::from_timestamp_nanos(inc.end_ns))
     .execute(&mut **tx)
     .await?;
     Ok(())

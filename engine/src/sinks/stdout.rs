@@ -1,5 +1,8 @@
 //! Alerts and KPI values as text: JSON lines (the contract's shape) or a table
-//! for people.
+//! for people. Each alert is printed, not folded into incidents: this is the
+//! lifecycle of every rule and entity as it happens. An alert of an
+//! experimental rule says so: `"maturity":"experimental"` in JSON, and
+//! `[experimental]` at the end of its table line.
 
 use std::io::Write;
 
@@ -59,9 +62,14 @@ impl<W: Write> Printer<W> {
                                 State::Firing => "FIRING",
                                 State::Resolved => "resolved",
                             };
+                            let mark = if a.is_experimental() {
+                                "  [experimental]"
+                            } else {
+                                ""
+                            };
                             writeln!(
                                 self.out,
-                                "{:<9} {:<8} {:<20} {:<20} {:>10}  {}",
+                                "{:<9} {:<8} {:<20} {:<20} {:>10}  {}{mark}",
                                 state,
                                 a.severity,
                                 a.window_end,
@@ -155,5 +163,45 @@ impl super::Sink for StdoutSink {
             // a closed stdout does not come back
             permanent: true,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::alerts::Notes;
+    use crate::rules::definition::Maturity;
+    use crate::sinks::testing::sample_alert;
+
+    fn printed(format: Format, output: Output) -> String {
+        let mut buf = Vec::new();
+        Printer::new(&mut buf, format)
+            .print(&[output])
+            .expect("printed");
+        String::from_utf8(buf).expect("UTF-8")
+    }
+
+    #[test]
+    fn an_experimental_rule_s_alert_says_so_in_both_formats() {
+        let mut a = sample_alert(State::Firing);
+        a.notes = Some(Arc::new(Notes {
+            runbook: Some("1. Look.".into()),
+            false_positives: None,
+            maturity: Maturity::Experimental,
+        }));
+        let table = printed(Format::Table, Output::Alert(a.clone()));
+        let line = table.lines().nth(1).expect("a header and a line");
+        assert!(line.ends_with("client.address=203.0.113.9  [experimental]"), "{line}");
+        let json: serde_json::Value =
+            serde_json::from_str(&printed(Format::Json, Output::Alert(a.clone()))).expect("JSON");
+        assert_eq!(json["maturity"], "experimental");
+        assert_eq!(json["runbook"], "1. Look.");
+        assert!(json.get("false_positives").is_none(), "{json}");
+        // a stable rule's line has no mark
+        a.notes = Some(Arc::new(Notes::default()));
+        let table = printed(Format::Table, Output::Alert(a));
+        assert!(!table.contains("experimental"), "{table}");
     }
 }

@@ -42,6 +42,7 @@ pub fn client_alert(client: &str, state: State) -> Alert {
         incident_start_ns: Some(T0),
         first_seen_ns: Some(T0 + 5_000_000_000),
         detected_at_ns: Some(end + 5_000_000_000),
+        notes: None,
     }
 }
 

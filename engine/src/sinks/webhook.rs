@@ -1,24 +1,33 @@
-//! Alerts to an HTTP endpoint (`--webhook URL`), one `POST` per batch.
+//! Incidents to an HTTP endpoint (`--webhook URL`), one `POST` per batch: the
+//! alerts are folded into incidents ([`crate::incidents`]) and each change of
+//! an incident (opened, a member joined, resolved) is posted, not each alert.
 //!
 //! The JSON body (`--webhook-format json`, the default):
 //!
 //! ```json
-//! {"alerts": [{"id": "9f2c41d07a3be815", "rule_version": "4be1c2e09a7d3f60",
-//!              "incident_start": "2026-01-15T10:00:00Z",
-//!              "rule_id": "dos.http_flood", "severity": "high", "state": "firing",
-//!              "entity": {"client.address": "203.0.113.9"},
-//!              "window_start": "2026-01-15T10:00:00Z", "window_end": "2026-01-15T10:01:00Z",
-//!              "value": 4000, "tags": ["T1498"], "summary": "...", "trace_ids": ["..."]}]}
+//! {"incidents": [{"id": "9f2c41d07a3be815", "rule_version": "4be1c2e09a7d3f60",
+//!                 "rule_id": "dos.expensive_endpoint_abuse", "severity": "high", "state": "firing",
+//!                 "entity": {"client.address": "203.0.113.9"},
+//!                 "window_start": "2026-01-15T10:00:00Z", "window_end": "2026-01-15T10:01:00Z",
+//!                 "value": 40, "tags": ["T1499.003"], "summary": "... (one incident of 152 alerts ...)",
+//!                 "trace_ids": ["..."], "maturity": "test", "runbook": "1. ...",
+//!                 "incident_start": "2026-01-15T10:00:00Z", "incident_end": "2026-01-15T10:04:00Z",
+//!                 "member_count": 152, "open_members": 150, "entity_count": 152,
+//!                 "rules": ["dos.expensive_endpoint_abuse"], "highest_severity": "high",
+//!                 "members": [{"id": "...", "rule_id": "...", "entity": {...}, "value": 40,
+//!                              "state": "firing", "window_end": "..."}],
+//!                 "members_not_listed": 142}]}
 //! ```
 //!
-//! Each alert is the telemetry contract's object plus the engine's extension
-//! fields (as stdout prints them): its identity `id` ([`Alert::identity`], the
-//! same for the firing and the resolved alert of one incident, and again when
-//! a restart re-reads it: receivers de-duplicate on it), `rule_version`,
-//! `incident_start`, and `first_seen` and `detected_at` when known. With `--webhook-format slack` the
-//! body is Slack's incoming-webhook shape, `{"text": "..."}`, one line per
-//! alert, with `&`, `<` and `>` escaped so that attacker-chosen values (user
-//! agents, addresses) cannot make links or mentions.
+//! Each incident is its lead alert (the telemetry contract's object plus the
+//! engine's extension fields, as stdout prints them, with the rule's
+//! `maturity`, `runbook` and `false_positives`) and the incident's fields
+//! ([`Incident::to_json`]). Its identity `id` is the same for every update and
+//! the resolution of one incident, and again when a restart re-reads it:
+//! receivers update on it. With `--webhook-format slack` the body is Slack's
+//! incoming-webhook shape, `{"text": "..."}`, one line per incident, with `&`,
+//! `<` and `>` escaped so that attacker-chosen values (user agents,
+//! addresses) cannot make links or mentions.
 //!
 //! A 2xx answer delivers the batch; 4xx (but 408 and 429) drops it; anything
 //! else is tried again by the fan-out.
@@ -29,13 +38,14 @@ use async_trait::async_trait;
 use serde_json::{Value, json};
 
 use super::{Sink, SinkError, Takes, http_outcome};
-use crate::alerts::{Alert, State};
+use crate::alerts::State;
 use crate::evaluator::Output;
+use crate::incidents::{Correlator, Incident};
 
 /// The body a webhook gets.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
 pub enum WebhookFormat {
-    /// `{"alerts": [...]}`: the contract's alert objects with their identity
+    /// `{"incidents": [...]}`: each incident's lead alert with its members
     #[default]
     Json,
     /// `{"text": "..."}`, as Slack's (and Mattermost's) incoming webhooks take it
@@ -55,6 +65,10 @@ pub struct Webhook {
     url: String,
     format: WebhookFormat,
     client: reqwest::Client,
+    correlator: Correlator,
+    /// the incidents of a batch not yet delivered: a retry of the batch
+    /// posts these (its alerts are already folded in)
+    pending: Vec<Incident>,
 }
 
 impl Webhook {
@@ -89,45 +103,42 @@ impl Webhook {
                 .timeout(Duration::from_secs(10))
                 .build()
                 .unwrap_or_default(),
+            correlator: Correlator::default(),
+            pending: Vec::new(),
         })
     }
 }
 
-/// An alert as the JSON body holds it: the contract's fields and the
-/// extension fields, its identity among them (as every JSON sink writes it).
-pub fn alert_json(a: &Alert) -> Value {
-    serde_json::to_value(a).unwrap_or_else(|_| json!({}))
-}
-
-/// The body for `alerts` in `format`.
-pub fn body(alerts: &[&Alert], format: WebhookFormat) -> Value {
+/// The body for `incidents` in `format`.
+pub fn body(incidents: &[Incident], format: WebhookFormat) -> Value {
     match format {
         WebhookFormat::Json => {
-            json!({ "alerts": alerts.iter().map(|a| alert_json(a)).collect::<Vec<_>>() })
+            json!({ "incidents": incidents.iter().map(Incident::to_json).collect::<Vec<_>>() })
         }
         WebhookFormat::Slack => {
-            let lines: Vec<String> = alerts.iter().map(|a| slack_line(a)).collect();
+            let lines: Vec<String> = incidents.iter().map(slack_line).collect();
             json!({ "text": lines.join("\n") })
         }
     }
 }
 
-/// One line of Slack text for an alert.
-fn slack_line(a: &Alert) -> String {
-    let state = match a.state {
+/// One line of Slack text for an incident.
+fn slack_line(inc: &Incident) -> String {
+    let state = match inc.state {
         State::Firing => "FIRING",
         State::Resolved => "resolved",
     };
+    let a = &inc.lead;
     let who: Vec<String> = a.entity.iter().map(|(k, v)| format!("{k}={v}")).collect();
     let line = format!(
         "[{state}] {} {}: {} ({}; window {} to {}; id {})",
         a.severity,
         a.rule_id,
-        a.summary,
+        inc.summary(),
         who.join(" "),
         a.window_start,
         a.window_end,
-        a.identity()
+        inc.id
     );
     slack_escape(&line)
 }
@@ -158,23 +169,28 @@ impl Sink for Webhook {
     }
 
     async fn deliver(&mut self, outputs: &[Output]) -> Result<(), SinkError> {
-        let alerts: Vec<&Alert> = outputs
-            .iter()
-            .filter_map(|o| match o {
+        if self.pending.is_empty() {
+            let alerts = outputs.iter().filter_map(|o| match o {
                 Output::Alert(a) => Some(a),
                 Output::Kpi(_) => None,
-            })
-            .collect();
-        if alerts.is_empty() {
+            });
+            self.pending = self.correlator.correlate(alerts);
+        }
+        if self.pending.is_empty() {
             return Ok(());
         }
         let sent = self
             .client
             .post(&self.url)
-            .json(&body(&alerts, self.format))
+            .json(&body(&self.pending, self.format))
             .send()
             .await;
-        http_outcome("webhook", &self.url, sent).await
+        let outcome = http_outcome("webhook", &self.url, sent).await;
+        // delivered, or dropped for good by the fan-out: the next batch is new
+        if outcome.as_ref().is_ok() || outcome.as_ref().is_err_and(|e| e.permanent) {
+            self.pending.clear();
+        }
+        outcome
     }
 }
 
@@ -186,7 +202,7 @@ mod tests {
     use axum::extract::State as Extract;
 
     use super::*;
-    use crate::sinks::testing::{sample_alert, sample_kpi};
+    use crate::sinks::testing::{client_alert, sample_alert, sample_kpi};
 
     /// A real HTTP server on 127.0.0.1 that keeps every body posted to `/hook`.
     async fn receiver() -> (String, Arc<Mutex<Vec<Value>>>) {
@@ -213,34 +229,50 @@ mod tests {
         let (url, got) = receiver().await;
         let mut hook = Webhook::new(&url, WebhookFormat::Json).unwrap();
         let firing = sample_alert(State::Firing);
+        let other = client_alert("198.51.100.7", State::Firing);
         let resolved = sample_alert(State::Resolved);
         hook.deliver(&[
             Output::Alert(firing.clone()),
             sample_kpi(),
-            Output::Alert(resolved),
+            Output::Alert(other),
         ])
         .await
         .unwrap();
+        hook.deliver(&[
+            Output::Alert(client_alert("198.51.100.7", State::Resolved)),
+            Output::Alert(resolved),
+        ])
+            .await
+            .unwrap();
         let bodies = got.lock().unwrap().clone();
-        assert_eq!(bodies.len(), 1);
-        let alerts = bodies[0]["alerts"]
-            .as_array()
-            .expect("an array of alerts")
-            .clone();
-        assert_eq!(alerts.len(), 2, "KPI values are not posted: {alerts:?}");
-        let mut expected = serde_json::to_value(&firing).unwrap();
-        expected["id"] = json!(firing.identity());
-        expected["rule_version"] = json!("0123456789abcdef");
-        expected["incident_start"] = json!("2026-01-15T10:00:00Z");
-        assert_eq!(alerts[0], expected);
-        assert_eq!(alerts[0]["entity"]["client.address"], "203.0.113.9");
+        assert_eq!(bodies.len(), 2);
+        let incidents: Vec<Value> = bodies
+            .iter()
+            .flat_map(|b| b["incidents"].as_array().expect("an array of incidents").clone())
+            .collect();
+        assert_eq!(incidents.len(), 2, "one incident, firing then resolved: {incidents:?}");
+        let (opened, closed) = (&incidents[0], &incidents[1]);
+        // the lead alert's fields, as stdout prints them
+        let lead = serde_json::to_value(&firing).unwrap();
+        for (k, v) in lead.as_object().unwrap() {
+            if k != "summary" {
+                assert_eq!(&opened[k], v, "{k}");
+            }
+        }
+        assert_eq!(opened["id"], json!(firing.identity()));
+        assert_eq!(opened["entity"]["client.address"], "203.0.113.9");
         // the detection delay's two ends
-        assert_eq!(alerts[0]["first_seen"], "2026-01-15T10:00:05Z");
-        assert_eq!(alerts[0]["detected_at"], "2026-01-15T10:01:05Z");
-        assert_eq!(alerts[1]["state"], "resolved");
+        assert_eq!(opened["first_seen"], "2026-01-15T10:00:05Z");
+        assert_eq!(opened["detected_at"], "2026-01-15T10:01:05Z");
+        // and the incident's
+        assert_eq!(opened["member_count"], 2);
+        assert_eq!(opened["entity_count"], 2);
+        assert_eq!(opened["members"][1]["entity"]["client.address"], "198.51.100.7");
+        assert_eq!(closed["state"], "resolved");
+        assert_eq!(closed["open_members"], 0);
         // one incident, one id
-        assert_eq!(alerts[0]["id"], alerts[1]["id"]);
-        assert_eq!(alerts[0]["id"].as_str().map(str::len), Some(16));
+        assert_eq!(opened["id"], closed["id"]);
+        assert_eq!(opened["id"].as_str().map(str::len), Some(16));
     }
 
     #[tokio::test]

@@ -38,6 +38,7 @@ fn alert(state: AlertState) -> Alert {
         incident_start_ns: None,
         first_seen_ns: None,
         detected_at_ns: None,
+        notes: None,
     }
 }
 

@@ -31,13 +31,17 @@ async fn until(fan: &FanOut, done: impl Fn(&FanOut) -> bool) {
     }
 }
 
-/// The client addresses of the alerts Alertmanager received, as they arrive.
+/// The client addresses of the alerts Alertmanager received, as they
+/// arrive: the members its incidents list (alerts of one rule fold into one).
 fn clients(body: &serde_json::Value) -> Vec<String> {
     body.as_array()
-        .map(|alerts| {
-            alerts
+        .map(|incidents| {
+            incidents
                 .iter()
-                .filter_map(|a| a["labels"]["client_address"].as_str().map(String::from))
+                .filter_map(|a| a["annotations"]["members"].as_str())
+                .flat_map(|members| members.split_whitespace())
+                .filter_map(|word| word.strip_prefix("client.address="))
+                .map(String::from)
                 .collect()
         })
         .unwrap_or_default()
