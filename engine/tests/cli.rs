@@ -1,5 +1,6 @@
 //! The `engine` binary on small captures written here: replay determinism, the
-//! alert fields, and how broken rules are reported while the others run.
+//! alert fields, how broken rules are reported while the others run, and
+//! `rules test`'s printed verdicts and exit code.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -303,4 +304,35 @@ fn an_empty_rule_folder_takes_input_and_evaluates_nothing() {
     let out = replay_json(&capture, &rules, &[]);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("no usable rules"));
+}
+
+#[test]
+fn rules_test_prints_each_case_and_exits_with_the_failures() {
+    let dir = temp_dir("rules-test");
+    write_capture(&dir);
+    let rules = dir.join("rules");
+    std::fs::create_dir_all(&rules).unwrap();
+    let rule =
+        std::fs::read_to_string(rules_dir().join("auth/brute_force_single_account.sql")).unwrap();
+    std::fs::write(rules.join("brute.sql"), rule).unwrap();
+    // the capture's brute force fires the rule: one case right, one wrong
+    std::fs::write(
+        rules.join("brute.test.toml"),
+        "[[case]]\nname = \"fires\"\ncapture = \"../attack.jsonl\"\nexpect = \"fire\"\n\n\
+         [[case]]\nname = \"wrongly_silent\"\ncapture = \"../attack.jsonl\"\nexpect = \"silent\"\n",
+    )
+    .unwrap();
+    let out = engine(&["rules", "test", "--rules", rules.to_str().unwrap()]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(!out.status.success(), "{stdout}");
+    assert!(
+        stdout.contains("ok   auth.brute_force.single_account :: fires"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("FAIL auth.brute_force.single_account :: wrongly_silent"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("expected silence, got:"), "{stdout}");
+    assert!(stdout.contains("1 passed, 1 failed"), "{stdout}");
 }

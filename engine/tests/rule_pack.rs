@@ -1,36 +1,66 @@
-//! The rule pack's own fixtures: `engine rules test` over `rules/` must pass,
-//! and `rules check` must find every file sound.
+//! The rule pack's own fixtures: every case of `rules/` must pass, and every
+//! file must plan. The judge and the loader are library code
+//! (`engine::drive::judge`), called here without spawning the binary; the
+//! command itself (`engine rules test` printing and exiting with the count)
+//! is checked once, on a folder of its own, in `cli.rs`.
 
-use std::process::Command;
+use std::path::{Path, PathBuf};
 
-fn engine(args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_engine"))
-        .args(args)
-        .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
-        .output()
-        .expect("run engine")
+use engine::drive::judge;
+use engine::rules::{RuleSet, Which};
+
+/// `rules test`'s default lateness (`--lateness 5s`).
+const LATENESS_NS: i64 = 5_000_000_000;
+
+fn pack() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../rules")
 }
 
-#[test]
-fn every_rule_file_plans() {
-    let out = engine(&["rules", "check"]);
+#[tokio::test]
+async fn every_rule_file_plans() {
+    let set = RuleSet::load(&pack(), Which::All)
+        .await
+        .expect("the rules folder reads");
+    let errors: Vec<String> = set.errors.iter().map(|e| e.to_string()).collect();
+    assert!(errors.is_empty(), "{}", errors.join("\n"));
     assert!(
-        out.status.success(),
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
+        set.rules.iter().any(|r| !r.def.is_kpi()) && set.rules.iter().any(|r| r.def.is_kpi()),
+        "the pack holds both rules and KPIs"
     );
 }
 
-#[test]
-fn the_rule_pack_passes_its_fixtures() {
-    let out = engine(&["rules", "test", "--report"]);
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    println!("{stdout}");
+#[tokio::test]
+async fn the_rule_pack_passes_its_fixtures() {
+    let verdicts = judge::verdicts(&pack(), LATENESS_NS)
+        .await
+        .expect("every test file, truth and capture reads");
+    let failing: Vec<String> = verdicts
+        .outcomes
+        .iter()
+        .filter(|o| !o.passed)
+        .map(|o| {
+            format!(
+                "{} :: {}\n       {}",
+                o.rule,
+                o.case,
+                o.problems.join("\n       ")
+            )
+        })
+        .collect();
+    for o in &verdicts.outcomes {
+        println!(
+            "{:<40} {:<45} detected {:?} delay {:?} s, {} false",
+            o.rule, o.case, o.detected, o.delay_s, o.false_incidents
+        );
+    }
+    assert!(failing.is_empty(), "{}", failing.join("\n"));
+    // every case that expects an attack found it: nothing passed vacuously
+    assert!(!verdicts.outcomes.is_empty());
     assert!(
-        out.status.success(),
-        "{stdout}{}",
-        String::from_utf8_lossy(&out.stderr)
+        verdicts
+            .outcomes
+            .iter()
+            .all(|o| o.detected != Some(false) && o.problems.is_empty())
     );
-    assert!(stdout.contains(" passed, 0 failed"), "{stdout}");
+    assert_eq!(verdicts.failed(), 0);
 }
