@@ -7,7 +7,7 @@ set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 root="$(cd "$here/../.." && pwd)"
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/root/.cache/otelguard/target}"
-cargo build --quiet -p shop --bin shop-sim --manifest-path "$root/Cargo.toml"
+cargo build --quiet -p shop-sim --bin shop-sim --manifest-path "$root/Cargo.toml"
 sim="$CARGO_TARGET_DIR/debug/shop-sim"
 
 SEED=1

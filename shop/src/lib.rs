@@ -1,11 +1,10 @@
-//! The instrumented shop.
-//!
-//! Until the real services exist, [`sim`] simulates the telemetry they emit,
-//! exactly as `../shared/telemetry-contract.md` (the project's telemetry
-//! contract) describes it, so the rule pack has realistic recorded traffic to
-//! be tested against. The `shop-sim` binary writes those recordings.
+//! The instrumented shop: its six [`services`], and [`load`] (`shop-load`),
+//! which plays the traffic model of [`sim`] (crate `shop-sim`: population,
+//! shoppers, scenario catalog) against them as real HTTP. `shop-sim` renders
+//! the same model's requests as telemetry, without the services.
 
 pub mod load;
 pub mod services;
-pub mod sim;
+/// The traffic model and the telemetry simulator (crate `shop-sim`).
+pub use shop_sim as sim;
 pub mod telemetry;

@@ -13,8 +13,10 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use chrono::Utc;
 use clap::Parser;
-use shop::load::{self, Config, client, scenarios};
+use shop::load::{self, Config, client};
 use shop::services::security::Keys;
+use shop::sim::request::SECOND;
+use shop::sim::{parse_duration, scenario};
 
 /// Send genuine shoppers and attack or look-alike scenarios to the shop's
 /// gateway (each simulated client's address in X-Forwarded-For), then write
@@ -53,19 +55,9 @@ struct Args {
     list_scenarios: bool,
 }
 
-/// `90s`, `4m`, `1h`, or plain seconds, as seconds.
+/// A duration (`90s`, `4m`, `1h30m`) in seconds.
 fn seconds(text: &str) -> anyhow::Result<f64> {
-    let t = text.trim();
-    let (number, unit) = match t.char_indices().last() {
-        Some((i, 's')) => (&t[..i], 1.0),
-        Some((i, 'm')) => (&t[..i], 60.0),
-        Some((i, 'h')) => (&t[..i], 3600.0),
-        _ => (t, 1.0),
-    };
-    match number.parse::<f64>() {
-        Ok(n) if n.is_finite() && n >= 0.0 => Ok(n * unit),
-        _ => bail!("{text:?} is not a duration: use e.g. 90s, 4m, 1h"),
-    }
+    Ok(parse_duration(text)? as f64 / SECOND as f64)
 }
 
 /// Whether `url` names a loopback host: load stays on this machine.
@@ -100,26 +92,9 @@ fn capture_name(args: &Args) -> String {
     format!("{stem}.jsonl.zst")
 }
 
-fn list() {
-    println!(
-        "{:<24} {:<7} {:>7} {:>7}  what",
-        "scenario", "class", "offset", "needs"
-    );
-    for s in scenarios::SCENARIOS {
-        println!(
-            "{:<24} {:<7} {:>6}s {:>6}s  {}",
-            s.name,
-            s.class.as_str(),
-            s.offset_s,
-            s.needs_s,
-            s.about
-        );
-    }
-}
-
 async fn run(args: Args) -> anyhow::Result<()> {
     if args.list_scenarios {
-        list();
+        print!("{}", scenario::listing());
         return Ok(());
     }
     if !is_loopback(&args.gateway) {

@@ -253,7 +253,7 @@ impl Runner {
         };
         req = req
             .header("x-forwarded-for", &actor.address)
-            .header(USER_AGENT, actor.agent);
+            .header(USER_AGENT, &actor.agent);
         if let Some(c) = cookie {
             req = req.header(COOKIE, c);
         }

@@ -3,28 +3,34 @@
 //! ground truth of what was sent (the `shop-load` binary).
 //!
 //! ```text
-//! plan::baseline ──┐
-//! scenarios::plan ─┴─▶ plans (actors, steps in time) ─▶ client::Runner ─▶ gateway (X-Forwarded-For)
+//! shop-sim's traffic model (seed): session::baseline ─┐
+//!                                  scenario::build ───┴─▶ plan::Projection ─▶ plans (actors, steps in time)
+//!                                                                                  │
+//!   gateway (X-Forwarded-For) ◀─ client::Runner ◀──────────────────────────────────┘
 //!                                                            │
 //!                                                            ▼
 //!                                       truth.json: class, window (wall clock, UTC), indicators
 //! ```
 //!
-//! Plans are drawn from the seed before anything is sent; what the shop
-//! answers does not change them. The truth's window is when a scenario's
+//! Plans are drawn from the seed before anything is sent, by the same traffic
+//! model and scenario catalog `shop-sim` renders as telemetry (crate
+//! `shop-sim`): for the same seed, rate and scenario, the same requests at the
+//! same times from the same clients. What the shop answers does not change
+//! them. The truth's window is when a scenario's
 //! first request went out and its last answer came in, which is the event
 //! time of the telemetry the shop emits for it. Every run is bounded: it stops
 //! at its duration (a plan is cut there) or after `max_requests`.
 
 pub mod client;
 pub mod plan;
-pub mod scenarios;
 
 use chrono::{DateTime, SecondsFormat, Utc};
 
 use crate::services::security::Keys;
-use crate::sim::{Truth, TruthEntry};
-use plan::Plan;
+use crate::sim::model::Model;
+use crate::sim::request::{Nanos, Request, secs};
+use crate::sim::{DEFAULT_START, Truth, TruthEntry, scenario, session};
+use plan::{Plan, Projection};
 
 /// What to send.
 #[derive(Debug, Clone)]
@@ -43,8 +49,8 @@ pub struct Config {
 /// Errors in what was asked for.
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
-    #[error("unknown scenario {name:?}; known: {known}")]
-    UnknownScenario { name: String, known: String },
+    #[error(transparent)]
+    UnknownScenario(#[from] scenario::UnknownScenario),
     #[error(
         "scenario {name:?} would start at {offset_s:.0} s, at or after the run's end ({seconds:.0} s); lower its offset or raise --duration"
     )]
@@ -55,19 +61,16 @@ pub enum LoadError {
     },
 }
 
+/// Where a run's second 0 sits in the traffic model's time.
+const START: Nanos = DEFAULT_START;
+
 /// The baseline's plan first, then one per scenario, in the order asked.
 pub fn plans(cfg: &Config) -> Result<Vec<Plan>, LoadError> {
-    let mut out = vec![plan::baseline(cfg.seed, cfg.tag, cfg.rate, cfg.seconds)];
+    let model = Model::new(cfg.seed);
+    let mut out = vec![baseline(&model, cfg)];
     for (index, (name, offset)) in cfg.scenarios.iter().enumerate() {
-        let s = scenarios::find(name).ok_or_else(|| LoadError::UnknownScenario {
-            name: name.clone(),
-            known: scenarios::SCENARIOS
-                .iter()
-                .map(|s| s.name)
-                .collect::<Vec<_>>()
-                .join(", "),
-        })?;
-        let t0 = offset.unwrap_or(s.offset_s);
+        let s = scenario::lookup(name)?;
+        let t0 = offset.unwrap_or(s.offset_s as f64);
         if !(0.0..cfg.seconds).contains(&t0) {
             return Err(LoadError::OutsideRun {
                 name: name.clone(),
@@ -75,16 +78,39 @@ pub fn plans(cfg: &Config) -> Result<Vec<Plan>, LoadError> {
                 seconds: cfg.seconds,
             });
         }
-        out.push(scenarios::plan(
-            s,
-            cfg.seed,
-            index,
-            cfg.tag,
-            t0,
-            cfg.seconds,
-        ));
+        let inj = scenario::build(s, cfg.seed, index, &model, START + secs(t0));
+        let mut p = Plan::new(s.name, s.class, s.about);
+        p.routes = inj
+            .extra
+            .get("http.route")
+            .map(|r| r.iter().cloned().collect())
+            .unwrap_or_default();
+        let mut projection = Projection::new(&model, START, cfg.tag, p);
+        projection.add(&sorted(inj.context), true);
+        projection.add(&inj.requests, false);
+        out.push(projection.finish(cfg.seconds));
     }
     Ok(out)
+}
+
+/// Genuine shoppers at about `cfg.rate` requests a second: the traffic
+/// model's baseline for the seed.
+fn baseline(model: &Model, cfg: &Config) -> Plan {
+    let p = Plan::new(
+        "baseline",
+        scenario::Class::Benign,
+        "genuine shoppers: browse, search, add to cart, log in (6% mistype), check out and pay",
+    );
+    let requests = session::baseline(cfg.seed, model, START, START + secs(cfg.seconds), cfg.rate);
+    let mut projection = Projection::new(model, START, cfg.tag, p);
+    projection.add(&sorted(requests), false);
+    projection.finish(cfg.seconds)
+}
+
+/// Requests in the order the simulator renders them.
+fn sorted(mut requests: Vec<Request>) -> Vec<Request> {
+    requests.sort_by_key(|r| (r.start, r.ids));
+    requests
 }
 
 /// RFC 3339 UTC, milliseconds.

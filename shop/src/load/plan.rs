@@ -1,6 +1,9 @@
 //! What a run will send, decided before anything is sent: actors (a client
-//! address, a user agent, a cookie jar) and their steps in time, all drawn from
-//! the seed. A plan is data, so its figures (counts, address pools, the
+//! address, a user agent, a cookie jar) and their steps in time. The traffic
+//! is the shared traffic model's (crate `shop-sim`: its population, its
+//! shoppers, its scenario catalog), the same requests `shop-sim` renders as
+//! telemetry for the same seed; [`project`] turns each into the request the
+//! real shop takes. A plan is data, so its figures (counts, address pools, the
 //! indicators the truth will list) are unit-tested without a network.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -8,10 +11,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde_json::{Value, json};
 
 use crate::services::security::{Keys, luhn_valid, seed_account};
-use crate::sim::model::{BROWSER_AGENTS, shopper_address};
-use crate::sim::rng::Rng;
+use crate::sim::model::Model;
+use crate::sim::request::{Nanos, Request, SECOND, Typed};
 use crate::sim::scenario::{Class, INDICATOR_KEYS};
-use crate::sim::session::Habits;
 
 // ---------------------------------------------------------------------------
 // The shop as seeded (shop/migrations/0002_seed_catalog.sql, services/auth.rs)
@@ -31,38 +33,10 @@ pub const CATEGORIES: [&str; 8] = [
     "toys",
 ];
 
-/// Price of product `id` in euro cents, by the seed catalog's own formula.
-pub fn price_cents(id: u32) -> u32 {
-    199 + (id * 7919) % 20000
-}
-
-/// The cheapest product (card testers buy it).
-pub fn cheapest_product() -> u32 {
-    (1..=PRODUCTS)
-        .min_by_key(|&id| price_cents(id))
-        .unwrap_or(1)
-}
-
-/// The dearest product (an account thief buys it).
-pub fn dearest_product() -> u32 {
-    (1..=PRODUCTS)
-        .max_by_key(|&id| price_cents(id))
-        .unwrap_or(1)
-}
-
-/// A genuine browser's or app's user agent.
-pub fn browser(rng: &mut Rng) -> &'static str {
-    BROWSER_AGENTS[rng.range(0, BROWSER_AGENTS.len() as u64 - 1) as usize]
-}
-
-/// A product page, popular ones far more often (a Zipf-like skew).
-pub fn popular_product(rng: &mut Rng) -> u32 {
-    1 + ((rng.unit().powf(2.2) * f64::from(PRODUCTS)) as u32).min(PRODUCTS - 1)
-}
-
-/// Seeded accounts the generator plays: 51 to 1000. The first fifty are left
-/// alone for the end-to-end tests (they log in as `shopper0042`), so a locked
-/// or sprayed account never breaks them.
+/// Seeded accounts the generator plays: 51 to 1000, in the place of the
+/// traffic model's registered users (user `i` is account `51 + i % 950`). The
+/// first fifty are left alone for the end-to-end tests (they log in as
+/// `shopper0042`), so a locked or sprayed account never breaks them.
 pub const ACCOUNTS: std::ops::RangeInclusive<u32> = 51..=1000;
 
 /// A seeded customer account.
@@ -80,33 +54,12 @@ impl Account {
         Account { n, email, password }
     }
 
-    /// A random account of [`ACCOUNTS`].
-    pub fn any(rng: &mut Rng) -> Account {
-        Account::seeded(rng.range(u64::from(*ACCOUNTS.start()), u64::from(*ACCOUNTS.end())) as u32)
+    /// The account that plays the traffic model's registered user `index`.
+    pub fn of_user(index: usize) -> Account {
+        let first = *ACCOUNTS.start();
+        let n = ACCOUNTS.count() as u32;
+        Account::seeded(first + (index as u32) % n)
     }
-
-    /// The address this customer usually shops from: the same for every run.
-    pub fn home(&self) -> String {
-        shopper_address(&mut Rng::stream(u64::from(self.n), "load/home"))
-    }
-
-    /// The customer's own card: `4242…`, which the simulated processor approves.
-    pub fn card(&self) -> Card {
-        Card::valid(&format!("4242{:011}", 31_000_000 + u64::from(self.n) * 7))
-    }
-}
-
-/// Distinct random accounts of [`ACCOUNTS`].
-pub fn accounts(rng: &mut Rng, n: usize) -> Vec<Account> {
-    let mut seen = BTreeSet::new();
-    let mut out = Vec::with_capacity(n);
-    while out.len() < n.min(ACCOUNTS.count()) {
-        let a = Account::any(rng);
-        if seen.insert(a.n) {
-            out.push(a);
-        }
-    }
-    out
 }
 
 /// A payment card as a client types it in.
@@ -126,26 +79,21 @@ pub fn with_check_digit(digits: &str) -> String {
 }
 
 impl Card {
-    /// A Luhn-valid card from its first 15 digits, valid until 12/30.
-    pub fn valid(first15: &str) -> Card {
+    /// A card number as typed, valid until 12/30.
+    pub fn valid(number: &str) -> Card {
         Card {
-            number: with_check_digit(first15),
+            number: number.to_string(),
             expiry: "12/30".into(),
             cvv: "123".into(),
         }
     }
 
-    /// A random Luhn-valid Visa or Mastercard number (never `4242…`).
-    pub fn random(rng: &mut Rng) -> Card {
-        let brand = if rng.chance(0.7) { "4" } else { "5" };
-        let mut digits = brand.to_string();
-        while digits.len() < 15 {
-            digits.push(char::from(b'0' + rng.range(0, 9) as u8));
+    /// The same card, expired in 03/24: the processor declines it.
+    pub fn expired(&self) -> Card {
+        Card {
+            expiry: "03/24".into(),
+            ..self.clone()
         }
-        if digits.starts_with("4242") {
-            digits.replace_range(1..2, "1");
-        }
-        Card::valid(&digits)
     }
 
     /// The same card with its last digit mistyped: fails the Luhn check.
@@ -249,7 +197,10 @@ fn query_escape(s: &str) -> String {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Actor {
     pub address: String,
-    pub agent: &'static str,
+    pub agent: String,
+    /// The traffic model's `session.id` this actor's cookie jar stands for
+    /// (the shop draws its own); None for a client that keeps no cookies.
+    pub session: Option<String>,
     /// Steps are sent at their time regardless of the previous one's answer,
     /// without cookies (a flood, a bot that never keeps a session).
     pub parallel: bool,
@@ -275,7 +226,7 @@ pub struct Plan {
     pub actors: Vec<Actor>,
     pub steps: Vec<Step>,
     /// `http.route` indicators of a route-level attack.
-    pub routes: Vec<&'static str>,
+    pub routes: Vec<String>,
 }
 
 impl Plan {
@@ -291,17 +242,18 @@ impl Plan {
     }
 
     /// Adds an actor; returns its index.
-    pub fn actor(&mut self, address: impl Into<String>, agent: &'static str) -> usize {
+    pub fn actor(&mut self, address: impl Into<String>, agent: impl Into<String>) -> usize {
         self.actors.push(Actor {
             address: address.into(),
-            agent,
+            agent: agent.into(),
+            session: None,
             parallel: false,
         });
         self.actors.len() - 1
     }
 
     /// Adds an actor whose steps go out in parallel, cookieless.
-    pub fn bot(&mut self, address: impl Into<String>, agent: &'static str) -> usize {
+    pub fn bot(&mut self, address: impl Into<String>, agent: impl Into<String>) -> usize {
         let a = self.actor(address, agent);
         self.actors[a].parallel = true;
         a
@@ -351,7 +303,7 @@ impl Plan {
             }
         }
         for r in &self.routes {
-            add("http.route", r.to_string());
+            add("http.route", r.clone());
         }
         m.into_iter()
             .map(|(k, v)| (k, v.into_iter().collect()))
@@ -360,58 +312,19 @@ impl Plan {
 }
 
 // ---------------------------------------------------------------------------
-// Genuine shoppers
+// The shared traffic, as the real shop takes it
 
-/// How one genuine visit goes.
-#[derive(Debug, Clone)]
-pub struct Visit {
-    /// The customer's account, if they have one (logged in or not).
-    pub account: Option<Account>,
-    pub habits: Habits,
-    /// Seconds after the run's start when the visit ends at the latest.
-    pub until: f64,
-}
-
-impl Visit {
-    /// A typical visitor: a registered customer (45%) or an anonymous one.
-    pub fn typical(rng: &mut Rng) -> Visit {
-        let account = rng.chance(0.45).then(|| Account::any(rng));
-        Visit {
-            habits: Habits {
-                login_first: account.is_some() && rng.chance(0.4),
-                ..Habits::default()
-            },
-            account,
-            until: f64::MAX,
-        }
-    }
-
-    /// A registered customer who logs in on arrival.
-    pub fn customer(account: Account) -> Visit {
-        Visit {
-            account: Some(account),
-            habits: Habits {
-                login_first: true,
-                ..Habits::default()
-            },
-            until: f64::MAX,
-        }
-    }
-
-    /// The address this visitor comes from: home (80% of the time) for a
-    /// customer, else any genuine shopper's address.
-    pub fn address(&self, rng: &mut Rng) -> String {
-        match &self.account {
-            Some(a) if rng.chance(0.8) => a.home(),
-            _ => shopper_address(rng),
-        }
+/// The route the real shop takes a traffic-model request on. The model's shop
+/// checks out in two requests (`POST /api/checkout`, then `POST /api/payments`
+/// with the card); the real one in one (`POST /api/checkout` with the card):
+/// the first becomes a look at the cart before paying.
+pub fn real_route(model_route: &str) -> &str {
+    match model_route {
+        "/api/checkout" => "/api/cart",
+        "/api/payments" => "/api/checkout",
+        other => other,
     }
 }
-
-/// Average requests of a typical visit; the baseline divides its rate by it.
-pub const MEAN_REQUESTS_PER_VISIT: f64 = 7.4;
-
-const MAX_ORDERS: usize = 3;
 
 /// Search words of genuine shoppers (the seed catalog's adjectives and nouns).
 const WORDS: [&str; 12] = [
@@ -429,221 +342,256 @@ const WORDS: [&str; 12] = [
     "collection",
 ];
 
-/// Plans one genuine visit of `actor` from `start`; `tag` makes the e-mail
-/// addresses of new registrations unique to the run.
-pub fn visit(rng: &mut Rng, plan: &mut Plan, actor: usize, start: f64, v: Visit, tag: u64) {
-    let mut t = start;
-    let mut steps = 0usize;
-    let mut cart: Vec<u32> = Vec::new();
-    let mut last: Option<u32> = None;
-    let mut orders = 0;
-    let mut signed_in = false;
-    let push = |plan: &mut Plan, t: f64, a: Action| {
-        plan.push(t, actor, a);
-    };
-    let think = |rng: &mut Rng, median: f64| rng.lognormal(median, 0.8).clamp(0.4, 240.0);
-    let product = |rng: &mut Rng, focus: Option<u32>| match focus {
-        Some(id) if rng.chance(0.5) => id,
-        _ => popular_product(rng),
-    };
-
-    if let (true, Some(a)) = (v.habits.login_first, v.account.clone()) {
-        steps += log_in(rng, plan, actor, &mut t, &a, v.habits.typo);
-        signed_in = true;
-        t += think(rng, v.habits.think * 0.5);
-    }
-    let p = product(rng, v.habits.focus);
-    push(plan, t, Action::Product(p));
-    last = last.or(Some(p));
-    steps += 1;
-
-    while steps < v.habits.max_requests {
-        t += think(rng, v.habits.think);
-        if t >= v.until {
-            break;
-        }
-        let weights = [
-            0.45, // product
-            0.15, // search
-            0.08, // listing
-            if last.is_some() {
-                0.12 + 0.3 * f64::from(u8::from(v.habits.focus.is_some()))
-            } else {
-                0.0
-            }, // add to cart
-            if cart.is_empty() { 0.0 } else { 0.04 }, // view the cart
-            if !cart.is_empty() && orders < MAX_ORDERS {
-                0.07 * v.habits.intent
-            } else {
-                0.0
-            }, // check out
-            if v.habits.repeat { 0.0 } else { 0.1 }, // leave
-        ];
-        match rng.weighted(&weights) {
-            0 => {
-                let p = product(rng, v.habits.focus);
-                push(plan, t, Action::Product(p));
-                last = Some(p);
-            }
-            1 => {
-                let q = format!("{} {}", rng.pick(&WORDS), rng.pick(&WORDS));
-                let q = if rng.chance(0.5) {
-                    rng.pick(&WORDS).to_string()
-                } else {
-                    q
-                };
-                push(plan, t, Action::Search(q));
-            }
-            2 => {
-                let category = *rng.pick(&CATEGORIES);
-                let page = rng.range(1, 3) as u32;
-                push(plan, t, Action::Listing { category, page });
-            }
-            3 => {
-                if let Some(p) = last.take() {
-                    let quantity = if rng.chance(0.85) {
-                        1
-                    } else {
-                        rng.range(2, 3) as u32
-                    };
-                    push(
-                        plan,
-                        t,
-                        Action::AddToCart {
-                            product: p,
-                            quantity,
-                        },
-                    );
-                    cart.push(p);
-                }
-            }
-            4 => push(plan, t, Action::ViewCart),
-            5 => {
-                if !signed_in {
-                    match v.account.clone() {
-                        Some(a) => {
-                            steps += log_in(rng, plan, actor, &mut t, &a, v.habits.typo);
-                            t += rng.lognormal(3.0, 0.5);
-                        }
-                        None if rng.chance(0.35) => {
-                            let email = format!("visitor-{tag:x}-{}@example.net", rng.hex(4));
-                            let password = format!("pw-{}", rng.hex(6));
-                            push(
-                                plan,
-                                t,
-                                Action::Register {
-                                    email: email.clone(),
-                                    password: password.clone(),
-                                },
-                            );
-                            t += rng.lognormal(4.0, 0.5);
-                            push(plan, t, Action::Login { email, password });
-                            steps += 2;
-                            t += rng.lognormal(2.0, 0.5);
-                        }
-                        None => break, // no guest checkout: the visitor leaves
-                    }
-                    signed_in = true;
-                }
-                // Entering card details, sometimes mistyping the number first.
-                t += rng.lognormal(25.0, 0.5);
-                let card = v
-                    .account
-                    .as_ref()
-                    .map_or_else(|| Card::random(rng), Account::card);
-                if rng.chance(0.05) {
-                    push(plan, t, Action::Checkout(card.mistyped()));
-                    steps += 1;
-                    t += rng.lognormal(15.0, 0.5);
-                }
-                push(plan, t, Action::Checkout(card));
-                orders += 1;
-                cart.clear();
-                if !v.habits.repeat {
-                    break;
-                }
-            }
-            _ => break,
-        }
-        steps += 1;
-    }
-}
-
-/// Plans a login of `account` at `*t`, mistyping with probability `typo`
-/// first (once, or rarely twice); moves `*t` past it. Returns the requests.
-pub fn log_in(
-    rng: &mut Rng,
-    plan: &mut Plan,
-    actor: usize,
-    t: &mut f64,
-    account: &Account,
-    typo: f64,
-) -> usize {
-    let failures = if rng.chance(typo) {
-        if rng.chance(0.25) { 2 } else { 1 }
-    } else {
-        0
-    };
-    log_in_after(rng, plan, actor, t, account, failures)
-}
-
-/// Plans `failures` mistyped logins a few seconds apart, then the right one.
-pub fn log_in_after(
-    rng: &mut Rng,
-    plan: &mut Plan,
-    actor: usize,
-    t: &mut f64,
-    account: &Account,
-    failures: usize,
-) -> usize {
-    for _ in 0..failures {
-        let (email, password) = if rng.chance(0.15) {
-            // A typo in the name instead: an account that does not exist.
-            (
-                account.email.replacen('@', "x@", 1),
-                account.password.clone(),
-            )
-        } else {
-            (account.email.clone(), format!("{}!", account.password))
+/// A genuine query (one or two words), or a long one of 100 characters,
+/// from a request's id seed (the model does not say what was typed).
+fn query(ids: u64, long: bool) -> String {
+    let word = |i: u64| WORDS[((ids >> (i * 4)) % WORDS.len() as u64) as usize];
+    if !long {
+        return match ids % 2 {
+            0 => word(1).to_string(),
+            _ => format!("{} {}", word(1), word(2)),
         };
-        plan.push(*t, actor, Action::Login { email, password });
-        *t += rng.between(4.0, 15.0);
     }
-    plan.push(
-        *t,
-        actor,
-        Action::Login {
-            email: account.email.clone(),
-            password: account.password.clone(),
-        },
-    );
-    failures + 1
+    let mut q = String::new();
+    let mut i = 0;
+    while q.len() < 100 {
+        q.push_str(["deluxe ", "portable ", "e ", "a ", "o "][((ids >> (i % 60)) % 5) as usize]);
+        i += 3;
+    }
+    q.truncate(100);
+    q.trim_end().to_string()
 }
 
-/// Genuine shoppers at about `rate` requests a second for `seconds`.
-pub fn baseline(seed: u64, tag: u64, rate: f64, seconds: f64) -> Plan {
-    let mut plan = Plan::new(
-        "baseline",
-        Class::Benign,
-        "genuine shoppers: browse, search, add to cart, log in (6% mistype), check out and pay",
-    );
-    if rate <= 0.0 {
-        return plan;
-    }
-    let mut rng = Rng::stream(seed, "load/baseline");
-    let mean_gap = MEAN_REQUESTS_PER_VISIT / rate;
-    let mut t = 0.0;
-    loop {
-        t += rng.exp(mean_gap);
-        if t >= seconds {
-            break;
+/// Turns the traffic model's requests into a plan of steps against the real
+/// shop: the same times, clients and routes, the model's users played by the
+/// seeded accounts, its products by the seed catalog's (in id order). Three
+/// kinds of step are added where the real shop needs them: a registration is
+/// followed by its login; a guest registers and logs in before paying (no
+/// guest checkout); a client paying again after an approved payment puts its
+/// last item back in the cart first (the real order empties the cart).
+pub struct Projection<'m> {
+    model: &'m Model,
+    /// The model's registered users by login name.
+    users: BTreeMap<&'m str, usize>,
+    /// The run's start in the model's time.
+    start: Nanos,
+    tag: u64,
+    plan: Plan,
+    actors: BTreeMap<(String, String, Option<String>), usize>,
+    signed_in: BTreeSet<usize>,
+    /// What each actor last put in its cart.
+    last_added: BTreeMap<usize, Action>,
+    /// Actors whose cart an approved payment emptied.
+    emptied: BTreeSet<usize>,
+}
+
+impl<'m> Projection<'m> {
+    /// A projection into `plan`; `tag` makes the e-mail addresses of new
+    /// registrations unique to the run.
+    pub fn new(model: &'m Model, start: Nanos, tag: u64, plan: Plan) -> Self {
+        let users = model
+            .users
+            .iter()
+            .enumerate()
+            .map(|(i, u)| (u.login.as_str(), i))
+            .collect();
+        Projection {
+            model,
+            users,
+            start,
+            tag,
+            plan,
+            actors: BTreeMap::new(),
+            signed_in: BTreeSet::new(),
+            last_added: BTreeMap::new(),
+            emptied: BTreeSet::new(),
         }
-        let mut r = rng.fork();
-        let v = Visit::typical(&mut r);
-        let address = v.address(&mut r);
-        let a = plan.actor(address, browser(&mut r));
-        visit(&mut r, &mut plan, a, t, v, tag);
     }
-    plan.clip(seconds);
-    plan
+
+    /// Seconds after the run's start.
+    pub fn at(&self, t: Nanos) -> f64 {
+        (t - self.start) as f64 / SECOND as f64
+    }
+
+    /// The seed catalog's product for the model's product `id`: the first
+    /// 480 in order, the rest wrapping round; an id not in the model's
+    /// catalog (a stale link) stays missing.
+    pub fn product(&self, id: u32) -> u32 {
+        let first = self.model.products.first().map_or(1001, |p| p.id);
+        match self.model.product(id) {
+            Some(_) => 1 + (id - first) % PRODUCTS,
+            None => PRODUCTS + 1 + id.saturating_sub(first + self.model.products.len() as u32),
+        }
+    }
+
+    /// A login as the real shop takes it: a registered user's account with
+    /// its password (`right`) or a wrong one; an unknown name as it is.
+    fn login(&self, name: &str, right: bool) -> Action {
+        match self.users.get(name) {
+            Some(&i) => {
+                let a = Account::of_user(i);
+                let password = if right {
+                    a.password
+                } else {
+                    format!("{}!", a.password)
+                };
+                Action::Login {
+                    email: a.email,
+                    password,
+                }
+            }
+            None => Action::Login {
+                email: name.to_string(),
+                password: "not-the-password".into(),
+            },
+        }
+    }
+
+    /// A new visitor's account for request `ids`: registered, then logged in
+    /// (the real shop does not sign a registration in).
+    fn sign_up(&mut self, at: f64, actor: usize, ids: u64) {
+        let email = format!("visitor-{:x}-{ids:016x}@example.net", self.tag);
+        let password = format!("pw-{ids:x}");
+        self.plan.push(
+            at,
+            actor,
+            Action::Register {
+                email: email.clone(),
+                password: password.clone(),
+            },
+        );
+        self.plan.push(at, actor, Action::Login { email, password });
+        self.signed_in.insert(actor);
+    }
+
+    /// The actor for a request's client: one per address, user agent and
+    /// session; a client without a session is a bot (steps in parallel).
+    fn actor(&mut self, r: &Request) -> usize {
+        let key = (
+            r.client.address.clone(),
+            r.client.user_agent.clone(),
+            r.client.session.clone(),
+        );
+        if let Some(&a) = self.actors.get(&key) {
+            return a;
+        }
+        let a = match &r.client.session {
+            Some(_) => self.plan.actor(key.0.clone(), key.1.clone()),
+            None => self.plan.bot(key.0.clone(), key.1.clone()),
+        };
+        self.plan.actors[a].session = key.2.clone();
+        self.actors.insert(key, a);
+        a
+    }
+
+    /// Adds `requests` (in time order) as steps; `context` marks genuine
+    /// traffic a scenario needs around it.
+    pub fn add(&mut self, requests: &[Request], context: bool) {
+        for r in requests {
+            let at = self.at(r.start);
+            let actor = self.actor(r);
+            let before = self.plan.steps.len();
+            let typed = r.typed.as_ref();
+            let action = match r.route {
+                "/api/products/{id}" => {
+                    let id = r
+                        .path
+                        .rsplit('/')
+                        .next()
+                        .and_then(|d| d.parse().ok())
+                        .unwrap_or(0);
+                    Action::Product(self.product(id))
+                }
+                "/api/products" => Action::Listing {
+                    category: CATEGORIES[(r.ids % CATEGORIES.len() as u64) as usize],
+                    page: 1 + ((r.ids >> 8) % 3) as u32,
+                },
+                "/api/search" => {
+                    Action::Search(query(r.ids, matches!(typed, Some(Typed::LongQuery))))
+                }
+                "/api/cart/items" => {
+                    let attr = |key: &str| {
+                        r.events.iter().flat_map(|e| &e.attrs).find_map(|(k, v)| {
+                            match (*k == key, v) {
+                                (true, crate::sim::request::Value::Str(s)) => s.parse().ok(),
+                                (true, crate::sim::request::Value::Int(i)) => {
+                                    u32::try_from(*i).ok()
+                                }
+                                _ => None,
+                            }
+                        })
+                    };
+                    // A failed request lost its event: any product will do.
+                    let product = attr("shop.product.id")
+                        .map_or(1 + (r.ids % u64::from(PRODUCTS)) as u32, |id| {
+                            self.product(id)
+                        });
+                    let add = Action::AddToCart {
+                        product,
+                        quantity: attr("shop.cart.quantity").unwrap_or(1),
+                    };
+                    self.last_added.insert(actor, add.clone());
+                    self.emptied.remove(&actor);
+                    add
+                }
+                "/api/auth/login" => {
+                    let name = match typed {
+                        Some(Typed::Login(name)) => name.as_str(),
+                        _ => "",
+                    };
+                    if r.status == 200 {
+                        self.signed_in.insert(actor);
+                    }
+                    self.login(name, r.status == 200)
+                }
+                "/api/auth/register" => {
+                    self.sign_up(at, actor, r.ids);
+                    self.mark(before, context);
+                    continue;
+                }
+                "/api/payments" => {
+                    if !self.signed_in.contains(&actor) {
+                        // The real shop has no guest checkout.
+                        self.sign_up(at, actor, r.ids);
+                    }
+                    if self.emptied.contains(&actor)
+                        && let Some(add) = self.last_added.get(&actor).cloned()
+                    {
+                        // The real shop's order emptied the cart (the
+                        // model's does not): the item goes back in first.
+                        self.plan.push(at, actor, add);
+                    }
+                    if r.status == 201 {
+                        self.emptied.insert(actor);
+                    }
+                    let number = match typed {
+                        Some(Typed::Card(n)) => n.as_str(),
+                        _ => "",
+                    };
+                    let card = Card::valid(number);
+                    Action::Checkout(if r.status == 402 {
+                        card.expired()
+                    } else {
+                        card
+                    })
+                }
+                // "/api/checkout" and "/api/cart" (see real_route)
+                _ => Action::ViewCart,
+            };
+            self.plan.push(at, actor, action);
+            self.mark(before, context);
+        }
+    }
+
+    fn mark(&mut self, from: usize, context: bool) {
+        for s in &mut self.plan.steps[from..] {
+            s.context = context;
+        }
+    }
+
+    /// The plan, its steps at or after `end` seconds dropped.
+    pub fn finish(mut self, end: f64) -> Plan {
+        self.plan.clip(end);
+        self.plan
+    }
 }

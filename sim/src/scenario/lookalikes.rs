@@ -1,8 +1,8 @@
 //! Benign traffic that resembles an attack. Rules must stay quiet on these.
 
 use super::{Ctx, Injected, S, at, users};
-use crate::sim::model::shopper_address;
-use crate::sim::session::{Shopper, log_in_after, visit};
+use crate::model::shopper_address;
+use crate::session::{Shopper, log_in_after, visit};
 
 /// A 5 min surge: ~2.5 extra genuine sessions a second (~750, about 20
 /// requests a second more), from many addresses, most about one discounted
@@ -12,7 +12,7 @@ pub fn flash_sale(ctx: &mut Ctx<'_>) -> Injected {
     let model = ctx.model;
     let item = model.popular_product(&mut ctx.rng).id;
     let mut t = ctx.t0;
-    while t < ctx.t0 + 300 * S {
+    while t < ctx.end() {
         let mut r = ctx.rng.fork();
         let mut s = Shopper::typical(&mut r, model);
         s.habits.flash_sale(item);
@@ -38,7 +38,7 @@ pub fn nat_office(ctx: &mut Ctx<'_>) -> Injected {
         let mut r = ctx.rng.fork();
         let mut s = Shopper::customer(&mut r, user, &office);
         s.habits.office();
-        let start = ctx.t0 + at(ctx.rng.between(0.0, 300.0));
+        let start = ctx.t0 + at(ctx.rng.between(0.0, ctx.span()));
         s.until = start + 600 * S;
         inj.requests.extend(visit(&mut r, model, start, s));
     }
@@ -54,7 +54,7 @@ pub fn password_typos(ctx: &mut Ctx<'_>) -> Injected {
         let user = ctx.rng.pick(&model.users);
         let mut r = ctx.rng.fork();
         let mut s = Shopper::customer(&mut r, user, &user.home);
-        let start = ctx.t0 + at(ctx.rng.between(0.0, 360.0));
+        let start = ctx.t0 + at(ctx.rng.between(0.0, ctx.span()));
         let failures = 1 + i % 2;
         let t = log_in_after(
             &mut r,
@@ -79,7 +79,7 @@ pub fn power_user(ctx: &mut Ctx<'_>) -> Injected {
     let mut r = ctx.rng.fork();
     let mut s = Shopper::customer(&mut r, user, &user.home);
     s.habits.power_user();
-    s.until = ctx.t0 + 480 * S;
+    s.until = ctx.end();
     Injected {
         requests: visit(&mut r, model, ctx.t0, s),
         ..Injected::default()
@@ -94,7 +94,7 @@ pub fn campaign_logins(ctx: &mut Ctx<'_>) -> Injected {
     let mut inj = Injected::default();
     let model = ctx.model;
     for user in users(ctx, 600) {
-        let start = ctx.t0 + at(300.0 * ctx.rng.unit().powf(1.5));
+        let start = ctx.t0 + at(ctx.span() * ctx.rng.unit().powf(1.5));
         let mut r = ctx.rng.fork();
         let mut s = Shopper::customer(&mut r, user, &user.home);
         s.habits.campaign();

@@ -12,8 +12,7 @@ use std::process::ExitCode;
 
 use anyhow::{Context, bail};
 use clap::Parser;
-use shop::sim::request::{Nanos, SECOND};
-use shop::sim::{self, Config, scenario};
+use shop_sim::{self as sim, Config, parse_duration, scenario};
 
 /// Simulate the shop's telemetry (OTLP/JSON lines, Collector file-exporter
 /// format) with benign shoppers and injected attack or look-alike scenarios.
@@ -50,35 +49,6 @@ struct Args {
     level: i32,
 }
 
-/// `90s`, `10m`, `1h`, `1h30m`, or plain seconds.
-fn parse_duration(s: &str) -> anyhow::Result<Nanos> {
-    let mut total: f64 = 0.0;
-    let mut num = String::new();
-    for c in s.trim().chars() {
-        if c.is_ascii_digit() || c == '.' {
-            num.push(c);
-            continue;
-        }
-        let unit = match c {
-            's' => 1.0,
-            'm' => 60.0,
-            'h' => 3600.0,
-            _ => bail!("{s:?} is not a duration: use e.g. 90s, 10m, 1h30m"),
-        };
-        let n: f64 = num
-            .parse()
-            .with_context(|| format!("{s:?} is not a duration: use e.g. 90s, 10m, 1h30m"))?;
-        total += n * unit;
-        num.clear();
-    }
-    if !num.is_empty() {
-        total += num
-            .parse::<f64>()
-            .with_context(|| format!("{s:?} is not a duration: use e.g. 90s, 10m, 1h30m"))?;
-    }
-    Ok((total * 1e9).round() as Nanos)
-}
-
 fn truth_path(out: &Path) -> PathBuf {
     let name = out
         .file_name()
@@ -93,16 +63,7 @@ fn truth_path(out: &Path) -> PathBuf {
 
 fn run(args: Args) -> anyhow::Result<()> {
     if args.list_scenarios {
-        println!("{:<24} {:<7} {:>7}  what", "scenario", "class", "offset");
-        for s in scenario::SCENARIOS {
-            println!(
-                "{:<24} {:<7} {:>6}s  {}",
-                s.name,
-                s.class.as_str(),
-                s.offset_s,
-                s.about
-            );
-        }
+        print!("{}", scenario::listing());
         return Ok(());
     }
     let start = chrono::DateTime::parse_from_rfc3339(&args.start).with_context(|| {
@@ -179,7 +140,6 @@ fn run(args: Args) -> anyhow::Result<()> {
         size as f64 / 1024.0,
         truth_file.display()
     );
-    let _ = SECOND;
     Ok(())
 }
 
@@ -196,6 +156,7 @@ fn main() -> ExitCode {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use shop_sim::request::SECOND;
 
     #[test]
     fn durations_parse() {
@@ -203,6 +164,7 @@ mod tests {
         assert_eq!(parse_duration("1h30m").ok(), Some(5400 * SECOND));
         assert_eq!(parse_duration("12").ok(), Some(12 * SECOND));
         assert!(parse_duration("ten").is_err());
+        assert!(parse_duration("").is_err());
     }
 
     #[test]

@@ -44,7 +44,7 @@ impl Rng {
     /// scenario does not change the baseline traffic drawn from another stream.
     ///
     /// ```
-    /// use shop::sim::rng::Rng;
+    /// use shop_sim::rng::Rng;
     /// let mut a = Rng::stream(7, "baseline");
     /// let mut b = Rng::stream(7, "baseline");
     /// assert_eq!(a.next_u64(), b.next_u64());

@@ -1,7 +1,6 @@
 //! Genuine shoppers: a session browses the catalog, searches, adds to the cart,
 //! and sometimes logs in, checks out and pays. Most carts are abandoned.
 
-use super::hash::{card_fingerprint, user_hash};
 use super::model::{
     BROWSER_AGENTS, CURRENCIES, Model, Product, User, card_number, shopper_address,
 };
@@ -285,7 +284,7 @@ pub fn log_in_after(
                 rng,
                 t,
                 client,
-                &user_hash(&typoed),
+                &typoed,
                 Login::UnknownUser,
                 None,
             ));
@@ -294,7 +293,7 @@ pub fn log_in_after(
                 rng,
                 t,
                 client,
-                &user.hash,
+                &user.login,
                 Login::BadPassword,
                 None,
             ));
@@ -305,7 +304,7 @@ pub fn log_in_after(
         rng,
         t,
         client,
-        &user.hash,
+        &user.login,
         Login::Success,
         Some(&user.id),
     ));
@@ -351,14 +350,14 @@ fn check_out(
     for attempt in 0..3 {
         // Entering card details.
         *t += secs(rng.lognormal(if attempt == 0 { 25.0 } else { 15.0 }, 0.5));
-        let fp = card_fingerprint(&cards[card % cards.len()]);
+        let pan = &cards[card % cards.len()];
         let outcome = match rng.weighted(&[0.92, 0.06, 0.02]) {
             0 => Payment::Approved,
             1 => Payment::Declined(shop::decline_code(rng)),
             _ => Payment::Error,
         };
         out.push(shop::payment(
-            rng, *t, &s.client, value, currency, &fp, outcome, items,
+            rng, *t, &s.client, value, currency, pan, outcome, items,
         ));
         match outcome {
             Payment::Approved => return true,

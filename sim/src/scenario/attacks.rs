@@ -2,12 +2,9 @@
 //! with the same figures is in the registry (`SCENARIOS`).
 
 use super::{Ctx, Injected, S, at, users};
-use crate::sim::hash::{card_fingerprint, user_hash};
-use crate::sim::model::{
-    BROWSER_AGENTS, TOOL_AGENTS, User, attacker_address, card_number, login_name,
-};
-use crate::sim::request::{self as shop, Client, Login, Nanos, Payment, Request, session_id};
-use crate::sim::session::{Shopper, visit};
+use crate::model::{BROWSER_AGENTS, TOOL_AGENTS, User, attacker_address, card_number, login_name};
+use crate::request::{self as shop, Client, Login, Nanos, Payment, Request, session_id};
+use crate::session::{Shopper, visit};
 
 /// Distinct attacker addresses.
 fn addresses(ctx: &mut Ctx<'_>, n: usize, botnet: bool) -> Vec<String> {
@@ -35,7 +32,7 @@ pub fn http_flood(ctx: &mut Ctx<'_>) -> Injected {
     let hot: Vec<u32> = (0..5)
         .map(|_| ctx.model.popular_product(&mut ctx.rng).id)
         .collect();
-    let end = ctx.t0 + 80 * S;
+    let end = ctx.end();
     let mut t = ctx.t0;
     while t < end {
         let id = *ctx.rng.pick(&hot);
@@ -58,7 +55,7 @@ pub fn distributed_flood(ctx: &mut Ctx<'_>) -> Injected {
         let agent = *ctx.rng.pick(&BROWSER_AGENTS);
         let client = no_session(Client::new(&mut ctx.rng, addr, agent));
         let mut t = ctx.t0 + at(ctx.rng.between(0.0, 10.0));
-        let end = ctx.t0 + 120 * S;
+        let end = ctx.end();
         while t < end {
             inj.requests.push(shop::product_view(
                 &mut ctx.rng,
@@ -79,7 +76,7 @@ pub fn distributed_flood(ctx: &mut Ctx<'_>) -> Injected {
 /// timeouts, 503 shed) rising from 0 to 45%.
 pub fn search_abuse(ctx: &mut Ctx<'_>) -> Injected {
     let mut inj = Injected::default();
-    let span = 240.0;
+    let span = ctx.span();
     for (i, addr) in addresses(ctx, 2, false).into_iter().enumerate() {
         let agent = if i == 0 {
             TOOL_AGENTS[2]
@@ -101,7 +98,10 @@ pub fn search_abuse(ctx: &mut Ctx<'_>) -> Injected {
                 let results = ctx.rng.range(500, 5000) as i64;
                 shop::search(&mut ctx.rng, t, &client, results, Some(latency), 200)
             };
-            inj.requests.push(r);
+            inj.requests.push(shop::Request {
+                typed: Some(shop::Typed::LongQuery),
+                ..r
+            });
             t += at(ctx.rng.exp(1.0 / 1.4));
         }
     }
@@ -122,7 +122,7 @@ pub fn scraping(ctx: &mut Ctx<'_>) -> Injected {
     let first = ctx.model.products[0].id + ctx.rng.range(0, 40) as u32;
     let mut t = ctx.t0;
     let mut id = first;
-    while t < ctx.t0 + 360 * S {
+    while t < ctx.end() {
         if (id - first).is_multiple_of(24) {
             inj.requests.push(shop::listing(&mut ctx.rng, t, &client));
             t += at(ctx.rng.lognormal(0.8, 0.2));
@@ -163,7 +163,7 @@ fn against_one_account(
             &mut ctx.rng,
             t,
             &c,
-            &victim.hash,
+            &victim.login,
             outcome,
             None,
         ));
@@ -178,7 +178,8 @@ pub fn brute_force(ctx: &mut Ctx<'_>) -> Injected {
     let victim = users(ctx, 1)[0];
     let addr = addresses(ctx, 1, false).remove(0);
     let client = no_session(Client::new(&mut ctx.rng, addr, TOOL_AGENTS[0]));
-    let requests = against_one_account(ctx, victim, &mut |_, _| client.clone(), 4.0, 240.0);
+    let seconds = ctx.span();
+    let requests = against_one_account(ctx, victim, &mut |_, _| client.clone(), 4.0, seconds);
     Injected {
         requests,
         ..Injected::default()
@@ -207,7 +208,8 @@ pub fn brute_force_distributed(ctx: &mut Ctx<'_>) -> Injected {
         c.session = Some(session_id(&mut ctx.rng));
         c
     };
-    let requests = against_one_account(ctx, victim, &mut pick, 5.0, 240.0);
+    let seconds = ctx.span();
+    let requests = against_one_account(ctx, victim, &mut pick, 5.0, seconds);
     Injected {
         requests,
         ..Injected::default()
@@ -218,7 +220,7 @@ pub fn brute_force_distributed(ctx: &mut Ctx<'_>) -> Injected {
 /// can check they do not leak.
 pub const SPRAYED_PASSWORDS: [&str; 2] = ["Winter2025!", "Spring2026!"];
 
-/// An account a sprayer tries: its hash, and the registered user if it exists.
+/// An account a sprayer tries: its login name, and the registered user if it exists.
 type Target<'m> = (String, Option<&'m User>);
 
 /// `registered` distinct registered accounts and `unknown` names the shop never
@@ -226,10 +228,10 @@ type Target<'m> = (String, Option<&'m User>);
 fn spray_targets<'m>(ctx: &mut Ctx<'m>, registered: usize, unknown: usize) -> Vec<Target<'m>> {
     let mut targets: Vec<Target<'m>> = users(ctx, registered)
         .iter()
-        .map(|u| (u.hash.clone(), Some(*u)))
+        .map(|u| (u.login.clone(), Some(*u)))
         .collect();
     for _ in 0..unknown {
-        targets.push((user_hash(&login_name(&mut ctx.rng)), None));
+        targets.push((login_name(&mut ctx.rng), None));
     }
     // Interleave the unknown accounts with the known ones.
     for i in (1..targets.len()).rev() {
@@ -248,11 +250,11 @@ fn spray_attempt(
     target: &Target<'_>,
     weak: bool,
 ) -> Request {
-    let (hash, user) = target;
+    let (name, user) = target;
     match user {
-        None => shop::login(&mut ctx.rng, t, c, hash, Login::UnknownUser, None),
-        Some(u) if weak => shop::login(&mut ctx.rng, t, c, hash, Login::Success, Some(&u.id)),
-        Some(_) => shop::login(&mut ctx.rng, t, c, hash, Login::BadPassword, None),
+        None => shop::login(&mut ctx.rng, t, c, name, Login::UnknownUser, None),
+        Some(u) if weak => shop::login(&mut ctx.rng, t, c, name, Login::Success, Some(&u.id)),
+        Some(_) => shop::login(&mut ctx.rng, t, c, name, Login::BadPassword, None),
     }
 }
 
@@ -274,7 +276,7 @@ pub fn password_spraying(ctx: &mut Ctx<'_>) -> Injected {
             .filter(|i| i % 2 == 0 && *i != weak)
             .map(|i| (i, 1)),
     );
-    let gap = 720.0 / attempts.len() as f64;
+    let gap = ctx.span() / attempts.len() as f64;
     let mut t = ctx.t0;
     for (n, (target, _password)) in attempts.into_iter().enumerate() {
         let c = &clients[n % clients.len()];
@@ -290,12 +292,12 @@ pub fn password_spraying(ctx: &mut Ctx<'_>) -> Injected {
 /// and the attacker then opens the account's cart.
 fn replay_pair(ctx: &mut Ctx<'_>, inj: &mut Injected, t: Nanos, mut c: Client) {
     if ctx.rng.chance(0.55) {
-        let hash = user_hash(&login_name(&mut ctx.rng));
+        let name = login_name(&mut ctx.rng);
         inj.requests.push(shop::login(
             &mut ctx.rng,
             t,
             &c,
-            &hash,
+            &name,
             Login::UnknownUser,
             None,
         ));
@@ -306,7 +308,7 @@ fn replay_pair(ctx: &mut Ctx<'_>, inj: &mut Injected, t: Nanos, mut c: Client) {
                 &mut ctx.rng,
                 t,
                 &c,
-                &u.hash,
+                &u.login,
                 Login::Success,
                 Some(&u.id),
             ));
@@ -318,7 +320,7 @@ fn replay_pair(ctx: &mut Ctx<'_>, inj: &mut Injected, t: Nanos, mut c: Client) {
                 &mut ctx.rng,
                 t,
                 &c,
-                &u.hash,
+                &u.login,
                 Login::BadPassword,
                 None,
             ));
@@ -340,7 +342,7 @@ pub fn credential_stuffing(ctx: &mut Ctx<'_>) -> Injected {
         let c = Client::new(&mut ctx.rng, addrs[n % addrs.len()].clone(), agent);
         replay_pair(ctx, &mut inj, t, c);
         n += 1;
-        t += at(ctx.rng.exp(180.0 / 420.0));
+        t += at(ctx.rng.exp(ctx.span() / 420.0));
     }
     inj
 }
@@ -367,7 +369,7 @@ pub fn account_takeover(ctx: &mut Ctx<'_>) -> Injected {
             &mut ctx.rng,
             t,
             &c,
-            &victim.hash,
+            &victim.login,
             Login::BadPassword,
             None,
         ));
@@ -377,7 +379,7 @@ pub fn account_takeover(ctx: &mut Ctx<'_>) -> Injected {
         &mut ctx.rng,
         t,
         &c,
-        &victim.hash,
+        &victim.login,
         Login::Success,
         Some(&victim.id),
     ));
@@ -406,7 +408,7 @@ pub fn account_takeover(ctx: &mut Ctx<'_>) -> Injected {
         victim.currency,
     ));
     t += at(ctx.rng.between(8.0, 15.0));
-    let card = card_fingerprint(&card_number(&mut ctx.rng, 5));
+    let card = card_number(&mut ctx.rng, 5);
     inj.requests.push(shop::payment(
         &mut ctx.rng,
         t,
@@ -469,16 +471,7 @@ fn tested_card(ctx: &mut Ctx<'_>, t: Nanos, c: &Client, cards: &mut Vec<String>)
         Payment::Declined(codes[ctx.rng.weighted(&[0.35, 0.25, 0.1, 0.15, 0.15])])
     };
     let amount = ctx.rng.between(1.0, 3.0);
-    shop::payment(
-        &mut ctx.rng,
-        t,
-        c,
-        amount,
-        "EUR",
-        &card_fingerprint(&pan),
-        outcome,
-        1,
-    )
+    shop::payment(&mut ctx.rng, t, c, amount, "EUR", &pan, outcome, 1)
 }
 
 /// One guest session and address: a cheap item in the cart, checkout, then 45
@@ -528,7 +521,7 @@ pub fn password_spraying_distributed(ctx: &mut Ctx<'_>) -> Injected {
                 1
             };
             for _ in 0..passwords {
-                let t = ctx.t0 + at(ctx.rng.between(0.0, 600.0));
+                let t = ctx.t0 + at(ctx.rng.between(0.0, ctx.span()));
                 let r = spray_attempt(ctx, t, c, victim, target == weak);
                 inj.requests.push(r);
             }
@@ -546,7 +539,7 @@ pub fn credential_stuffing_low_slow(ctx: &mut Ctx<'_>) -> Injected {
     let mut inj = Injected::default();
     for addr in addresses(ctx, 400, true) {
         for _ in 0..ctx.rng.range(1, 2) {
-            let t = ctx.t0 + at(ctx.rng.between(0.0, 900.0));
+            let t = ctx.t0 + at(ctx.rng.between(0.0, ctx.span()));
             let agent = *ctx.rng.pick(&BROWSER_AGENTS);
             let c = Client::new(&mut ctx.rng, addr.clone(), agent);
             replay_pair(ctx, &mut inj, t, c);
@@ -565,7 +558,7 @@ pub fn card_testing_distributed(ctx: &mut Ctx<'_>) -> Injected {
     for addr in addresses(ctx, 60, true) {
         let agent = *ctx.rng.pick(&BROWSER_AGENTS);
         let c = Client::new(&mut ctx.rng, addr, agent);
-        let start = ctx.t0 + at(ctx.rng.between(0.0, 420.0));
+        let start = ctx.t0 + at(ctx.rng.between(0.0, ctx.span()));
         let mut t = cheap_checkout(ctx, &mut inj, &c, start);
         let mut cards: Vec<String> = Vec::new();
         for _ in 0..ctx.rng.range(3, 5) {

@@ -8,7 +8,42 @@
 use super::hash::{card_fingerprint, user_hash};
 use super::rng::Rng;
 
-pub use crate::services::Service;
+/// The shop's six services, by the names their telemetry carries. The real
+/// services (`shop::services::Service`) are named the same; a test in the
+/// shop crate checks it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Service {
+    Gateway,
+    Auth,
+    Catalog,
+    Cart,
+    Checkout,
+    Payments,
+}
+
+impl Service {
+    /// Every service, the gateway first.
+    pub const ALL: [Service; 6] = [
+        Service::Gateway,
+        Service::Auth,
+        Service::Catalog,
+        Service::Cart,
+        Service::Checkout,
+        Service::Payments,
+    ];
+
+    /// The OpenTelemetry `service.name`: `shop-gateway`, ...
+    pub fn service_name(self) -> &'static str {
+        match self {
+            Service::Gateway => "shop-gateway",
+            Service::Auth => "shop-auth",
+            Service::Catalog => "shop-catalog",
+            Service::Cart => "shop-cart",
+            Service::Checkout => "shop-checkout",
+            Service::Payments => "shop-payments",
+        }
+    }
+}
 
 /// What the simulator invents about each real service: its version, its
 /// replicas and the host name others call it by.
@@ -166,6 +201,28 @@ pub fn card_number(rng: &mut Rng, prefix: u8) -> String {
     digits.iter().map(|d| char::from(b'0' + d)).collect()
 }
 
+/// Whether `digits` (digits only) passes the Luhn check.
+///
+/// ```
+/// assert!(shop_sim::model::luhn_valid("4242424242424242"));
+/// assert!(!shop_sim::model::luhn_valid("4242424242424241"));
+/// ```
+pub fn luhn_valid(digits: &str) -> bool {
+    let mut sum = 0;
+    for (i, c) in digits.chars().rev().enumerate() {
+        let Some(d) = c.to_digit(10) else {
+            return false;
+        };
+        sum += if i % 2 == 1 {
+            let x = d * 2;
+            if x > 9 { x - 9 } else { x }
+        } else {
+            d
+        };
+    }
+    !digits.is_empty() && sum % 10 == 0
+}
+
 /// An address of a genuine shopper: documentation ranges and private 10.x.
 pub fn shopper_address(rng: &mut Rng) -> String {
     match rng.weighted(&[0.25, 0.25, 0.5]) {
@@ -274,22 +331,10 @@ mod tests {
         for _ in 0..100 {
             let n = card_number(&mut rng, 4);
             assert_eq!(n.len(), 16);
-            let sum: u32 = n
-                .chars()
-                .rev()
-                .enumerate()
-                .map(|(i, c)| {
-                    let d = c.to_digit(10).unwrap_or(0);
-                    if i % 2 == 1 {
-                        let x = d * 2;
-                        if x > 9 { x - 9 } else { x }
-                    } else {
-                        d
-                    }
-                })
-                .sum();
-            assert_eq!(sum % 10, 0, "{n}");
+            assert!(luhn_valid(&n), "{n}");
         }
+        assert!(!luhn_valid("4111111111111112"));
+        assert!(!luhn_valid("41x1"));
     }
 
     #[test]

@@ -1,6 +1,12 @@
-//! The shop telemetry simulator: benign shoppers plus injected scenarios,
-//! rendered as OpenTelemetry Collector file-exporter captures with their
-//! ground truth.
+//! The shop's traffic model and its telemetry simulator: benign shoppers plus
+//! injected scenarios, rendered as OpenTelemetry Collector file-exporter
+//! captures with their ground truth.
+//!
+//! The traffic model (the population in [`model`], the shoppers in
+//! [`session`], the scenario catalog in [`scenario`]) is the one both drivers
+//! play: `shop-sim` (this crate's binary) renders its requests as telemetry
+//! ([`otlp`]); `shop-load` (crate `shop`) sends the same requests to the real
+//! shop. This crate needs no database, HTTP or OpenTelemetry SDK to build.
 //!
 //! ```text
 //! Model (catalog, users) ─┐
@@ -59,8 +65,8 @@ impl Default for Config {
 /// Errors of a simulation run.
 #[derive(Debug, thiserror::Error)]
 pub enum SimError {
-    #[error("unknown scenario {name:?}; known: {known}")]
-    UnknownScenario { name: String, known: String },
+    #[error(transparent)]
+    UnknownScenario(#[from] scenario::UnknownScenario),
     #[error(
         "scenario {name:?} would start at {offset_s} s, at or after the capture's end ({duration_s} s); lower its offset or raise --duration"
     )]
@@ -105,6 +111,46 @@ pub struct Run {
     pub counts: otlp::Counts,
 }
 
+/// A duration that is not one.
+#[derive(Debug, thiserror::Error, PartialEq)]
+#[error("{0:?} is not a duration: use e.g. 90s, 10m, 1h30m")]
+pub struct BadDuration(pub String);
+
+/// `90s`, `10m`, `1h`, `1h30m`, `2.5m`, or plain seconds, as nanoseconds:
+/// the one duration syntax of `shop-sim` and `shop-load`.
+///
+/// ```
+/// use shop_sim::{parse_duration, request::SECOND};
+/// assert_eq!(parse_duration("1h30m"), Ok(5400 * SECOND));
+/// assert!(parse_duration("ten").is_err());
+/// ```
+pub fn parse_duration(text: &str) -> Result<Nanos, BadDuration> {
+    let bad = || BadDuration(text.to_string());
+    let mut total: f64 = 0.0;
+    let mut num = String::new();
+    for c in text.trim().chars() {
+        if c.is_ascii_digit() || c == '.' {
+            num.push(c);
+            continue;
+        }
+        let unit = match c {
+            's' => 1.0,
+            'm' => 60.0,
+            'h' => 3600.0,
+            _ => return Err(bad()),
+        };
+        total += num.parse::<f64>().map_err(|_| bad())? * unit;
+        num.clear();
+    }
+    if !num.is_empty() {
+        total += num.parse::<f64>().map_err(|_| bad())?;
+    }
+    if text.trim().is_empty() || !total.is_finite() {
+        return Err(bad());
+    }
+    Ok((total * 1e9).round() as Nanos)
+}
+
 /// RFC 3339 UTC, milliseconds.
 pub fn rfc3339(t: Nanos) -> String {
     DateTime::<Utc>::from_timestamp_nanos(t).to_rfc3339_opts(SecondsFormat::Millis, true)
@@ -118,14 +164,7 @@ pub fn generate<W: Write>(cfg: &Config, out: W) -> Result<(W, Run), SimError> {
     let mut requests: Vec<Request> = session::baseline(cfg.seed, &model, cfg.start, end, cfg.rate);
     let mut entries = Vec::new();
     for (index, (name, offset)) in cfg.scenarios.iter().enumerate() {
-        let s: &Scenario = scenario::find(name).ok_or_else(|| SimError::UnknownScenario {
-            name: name.clone(),
-            known: scenario::SCENARIOS
-                .iter()
-                .map(|s| s.name)
-                .collect::<Vec<_>>()
-                .join(", "),
-        })?;
+        let s: &Scenario = scenario::lookup(name)?;
         let offset = offset.unwrap_or(s.offset_s * SECOND);
         if offset >= cfg.duration || offset < 0 {
             return Err(SimError::OutsideCapture {

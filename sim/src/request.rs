@@ -7,6 +7,7 @@
 //! genuine shoppers and attackers alike, so an attack looks like what the real
 //! shop would record for it.
 
+use super::hash::{card_fingerprint, user_hash};
 use super::model::{Product, Service};
 use super::rng::Rng;
 
@@ -101,6 +102,19 @@ pub struct Hop {
     pub status: u16,
 }
 
+/// What the client typed that the telemetry never shows. The renderer ignores
+/// it; `shop-load`, which plays the same traffic against the real shop, needs
+/// it to send the request.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Typed {
+    /// The login name (an e-mail address) of a login attempt.
+    Login(String),
+    /// The card number of a payment.
+    Card(String),
+    /// A long, wildcard-heavy search query (search abuse).
+    LongQuery,
+}
+
 /// One inbound HTTP request at the edge, resolved to its outcome.
 #[derive(Debug, Clone)]
 pub struct Request {
@@ -120,6 +134,8 @@ pub struct Request {
     /// Seed for the trace and span ids, so a request's ids do not depend on
     /// what else is in the capture.
     pub ids: u64,
+    /// What the client typed (never rendered).
+    pub typed: Option<Typed>,
 }
 
 /// Outcome of a login attempt.
@@ -207,6 +223,7 @@ fn request(
         hops: Vec::new(),
         events: Vec::new(),
         ids: rng.next_u64(),
+        typed: None,
     }
 }
 
@@ -359,13 +376,13 @@ pub fn view_cart(rng: &mut Rng, t: Nanos, c: &Client) -> Request {
     r
 }
 
-/// `POST /api/auth/login`: `shop.auth.login` with the keyed hash of the login
-/// name. On success `user_id` is the account that logged in.
+/// `POST /api/auth/login` of `login_name`: `shop.auth.login` with the keyed
+/// hash of the name. On success `user_id` is the account that logged in.
 pub fn login(
     rng: &mut Rng,
     t: Nanos,
     c: &Client,
-    user_hash: &str,
+    login_name: &str,
     outcome: Login,
     user_id: Option<&str>,
 ) -> Request {
@@ -398,8 +415,9 @@ pub fn login(
         "/login".into(),
         status,
     ));
+    r.typed = Some(Typed::Login(login_name.to_string()));
     let mut attrs: Vec<(&'static str, Value)> = vec![
-        ("user.hash", user_hash.into()),
+        ("user.hash", user_hash(login_name).into()),
         (
             "shop.auth.outcome",
             if outcome == Login::Success {
@@ -482,8 +500,9 @@ pub fn checkout(rng: &mut Rng, t: Nanos, c: &Client, cart_value: f64, currency: 
     r
 }
 
-/// `POST /api/payments`: `shop.payment.attempt`; an approved payment places
-/// the order (`shop.order.placed`, emitted by shop-checkout in the same trace).
+/// `POST /api/payments` with `card`: `shop.payment.attempt` with the card's
+/// fingerprint; an approved payment places the order (`shop.order.placed`,
+/// emitted by shop-checkout in the same trace).
 #[allow(clippy::too_many_arguments)]
 pub fn payment(
     rng: &mut Rng,
@@ -491,7 +510,7 @@ pub fn payment(
     c: &Client,
     amount: f64,
     currency: &str,
-    fingerprint: &str,
+    card: &str,
     outcome: Payment,
     items: i64,
 ) -> Request {
@@ -521,6 +540,7 @@ pub fn payment(
         "/payments".into(),
         status,
     ));
+    r.typed = Some(Typed::Card(card.to_string()));
     let amount = round2(amount);
     let mut attrs: Vec<(&'static str, Value)> = vec![
         (
@@ -534,7 +554,10 @@ pub fn payment(
         ),
         ("shop.payment.amount", amount.into()),
         ("shop.payment.currency", currency.into()),
-        ("shop.payment.card.fingerprint", fingerprint.into()),
+        (
+            "shop.payment.card.fingerprint",
+            card_fingerprint(card).into(),
+        ),
     ];
     if let Payment::Declined(code) = outcome {
         attrs.push(("shop.payment.decline_code", code.into()));
