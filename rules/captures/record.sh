@@ -45,23 +45,24 @@ MAX_BYTES="${MAX_BYTES:-2000000}"
 KAFKA="${KAFKA:-127.0.0.1:19092}"
 VIA="${VIA:-kafka}"
 
-# How long each recording lasts (the scenario starts at its default offset;
-# `shop-load --list-scenarios` shows offsets and what each needs).
+# How long each recording lasts: the scenario starts at its default offset
+# and lasts its length, both from the scenario catalog (`shop-load
+# --list-scenarios`), plus a minute or more for the visits it started.
 declare -A duration=(
-  [http_flood]=3m
-  [distributed_flood]=3m
-  [search_abuse]=4m
-  [scraping]=5m
-  [brute_force]=270s
-  [brute_force_distributed]=270s
-  [password_spraying]=7m
-  [credential_stuffing]=4m
-  [account_takeover]=5m
-  [card_testing]=4m
-  [flash_sale]=4m
-  [nat_office]=4m
-  [password_typos]=5m
-  [power_user]=5m
+  [http_flood]=5m
+  [distributed_flood]=6m
+  [search_abuse]=8m
+  [scraping]=10m
+  [brute_force]=8m
+  [brute_force_distributed]=8m
+  [password_spraying]=14m
+  [credential_stuffing]=7m
+  [account_takeover]=6m
+  [card_testing]=8m
+  [flash_sale]=9m
+  [nat_office]=13m
+  [password_typos]=9m
+  [power_user]=10m
   [perf_healthy]=3m
   [perf_n_plus_one]=3m
   [perf_blocking_call]=3m
