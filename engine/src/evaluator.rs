@@ -160,6 +160,9 @@ pub struct Stats {
     /// early firings the close did not confirm under the same identity,
     /// resolved (should stay 0 but for rows that came late)
     pub early_withdrawn: u64,
+    /// per kept KPI (`keep`): dimension sets and buckets held, and those
+    /// evicted at its `max_keys` ([`crate::rules::rollup`])
+    pub rollups: BTreeMap<String, crate::rules::rollup::RollupStats>,
 }
 
 /// Rows dated ahead of the wall clock (live evaluation only): a forged or
@@ -242,6 +245,19 @@ struct SessionState {
 /// One rule's evaluation, from its task: its findings, and how long it took in seconds.
 type Evaluated = (DfResult<Vec<crate::rules::Finding>>, f64);
 
+/// Runs one rule over the current rows of its session, with one immediate
+/// retry, planned afresh: a passing failure should not skip windows.
+async fn evaluate_rule(rule: Arc<CompiledRule>, session: Arc<WindowSession>) -> Evaluated {
+    let started = std::time::Instant::now();
+    let mut result = rule.execute(&session).await;
+    if result.is_err() {
+        rule.replan();
+        result = rule.execute(&session).await;
+    }
+    let findings = result.and_then(|batches| rule.findings(&batches));
+    (findings, started.elapsed().as_secs_f64())
+}
+
 /// Rows in, alerts and KPI values out.
 pub struct Evaluator {
     rules: RuleSet,
@@ -303,9 +319,11 @@ fn first_window(spec: WindowSpec, t: i64) -> i64 {
 /// The tables a plan reads (a view counts as the table under it).
 fn tables_of(plan: &LogicalPlan) -> BTreeSet<Table> {
     let mut out = BTreeSet::new();
+    let mut kept_only = false;
     let _ = plan.apply(|node| {
         if let LogicalPlan::TableScan(scan) = node {
             let name = scan.table_name.table();
+            kept_only |= matches!(name, "rollup" | "baseline");
             for t in Table::ALL {
                 if t.name() == name || (name == "events" && t == Table::Logs) {
                     out.insert(t);
@@ -314,7 +332,7 @@ fn tables_of(plan: &LogicalPlan) -> BTreeSet<Table> {
         }
         Ok(TreeNodeRecursion::Continue)
     });
-    if out.is_empty() {
+    if out.is_empty() && !kept_only {
         // a plan we cannot see into: give it everything
         out.extend(Table::ALL);
     }
@@ -504,10 +522,22 @@ impl Evaluator {
         }
         report.outputs.sort_by_cached_key(Output::order_key);
         self.stats.alerts += report.outputs.len() as u64;
+        // kept KPIs live on in the running store, which the new sessions read
+        let rollups = self.rules.rollups.clone();
+        for (s, old) in &sessions {
+            if old.is_none() {
+                s.rollups.join(&rollups);
+            }
+        }
+        for (r, _) in &placed {
+            rollups.define(&r.def);
+        }
+        rollups.retain(placed.iter().map(|(r, _)| &r.def));
         self.rules = RuleSet {
             sessions: sessions.into_iter().map(|(s, _)| s).collect(),
             rules: placed.into_iter().map(|(r, _)| r).collect(),
             errors: vec![],
+            rollups,
         };
         self.sessions = states;
         self.buffer
@@ -639,6 +669,7 @@ impl Evaluator {
         s.buffered_rows = self.buffer.rows();
         s.buffered_bytes = self.buffer.bytes();
         s.watermark_ns = self.watermark.get();
+        s.rollups = self.rules.rollups.stats();
         for (rule, state) in self.rules.rules.iter().zip(&self.alerts) {
             if !rule.def.is_kpi() {
                 let id = rule.def.id.clone();
@@ -676,6 +707,13 @@ impl Evaluator {
     ) -> crate::alerts::Restored {
         let defs = self.rules.rules.iter().map(|r| &r.def);
         crate::alerts::restore(defs.zip(self.alerts.iter_mut()), stored)
+    }
+
+    /// Puts back the kept KPIs' buckets the BI store kept (`engine run
+    /// --postgres`), before the first evaluation; see
+    /// [`crate::rules::Rollups::restore`]. Returns how many were taken.
+    pub fn restore_rollups(&mut self, stored: &[crate::rules::rollup::StoredValue]) -> usize {
+        self.rules.rollups.restore(stored)
     }
 
     /// Open incidents per rule id, for the API.
@@ -896,6 +934,7 @@ impl Evaluator {
             if first > last {
                 continue;
             }
+            session.set_frame(first, last);
             for (table, t) in &session.tables {
                 if self.sessions[si].tables.contains(table) {
                     let to = last.saturating_add(spec.size_ns);
@@ -1091,7 +1130,17 @@ impl Evaluator {
             return vec![];
         };
         let mut out = Vec::new();
-        for si in 0..self.rules.sessions.len() {
+        // sessions with kept KPIs first: the rules that read them see the
+        // buckets of every window that ended before theirs
+        let mut order: Vec<usize> = (0..self.rules.sessions.len()).collect();
+        order.sort_by_key(|&si| {
+            !self
+                .rules
+                .rules
+                .iter()
+                .any(|r| r.session == si && r.def.rollup.is_some())
+        });
+        for si in order {
             let spec = self.rules.sessions[si].spec;
             let last = last_start_of(spec);
             let first = self.sessions[si]
@@ -1113,6 +1162,7 @@ impl Evaluator {
             .min();
         if let Some(k) = keep_from {
             self.buffer.prune(k);
+            self.rules.rollups.prune(k);
         }
         out.sort_by_cached_key(Output::order_key);
         out
@@ -1138,6 +1188,21 @@ impl Evaluator {
                 t.set(rows, first, last);
             }
         }
+        session.set_frame(first, last);
+        // Kept KPIs run first and their buckets are recorded, so that the
+        // session's rules that read them (`rollup`, `baseline`) see this
+        // evaluation's windows too.
+        let mut recorded: BTreeMap<usize, Evaluated> = BTreeMap::new();
+        for ri in 0..self.rules.rules.len() {
+            let rule = self.rules.rules[ri].clone();
+            if rule.session == si && self.health[ri].enabled && rule.def.rollup.is_some() {
+                let done = evaluate_rule(rule.clone(), session.clone()).await;
+                if let Ok(findings) = &done.0 {
+                    self.rules.rollups.record(&rule.def, findings);
+                }
+                recorded.insert(ri, done);
+            }
+        }
         // The session's rules run at once, as tasks of their own: on a runtime
         // with several threads they share the cores. Their results are then
         // taken in rule order, so the output does not depend on which ends first.
@@ -1146,18 +1211,10 @@ impl Evaluator {
             .map(|ri| {
                 let rule = self.rules.rules[ri].clone();
                 let session = self.rules.sessions[si].clone();
-                let task = tokio::spawn(async move {
-                    let started = std::time::Instant::now();
-                    // one immediate retry, planned afresh: a passing
-                    // failure should not skip windows
-                    let mut result = rule.execute(&session).await;
-                    if result.is_err() {
-                        rule.replan();
-                        result = rule.execute(&session).await;
-                    }
-                    let findings = result.and_then(|batches| rule.findings(&batches));
-                    (findings, started.elapsed().as_secs_f64())
-                });
+                let task = match recorded.remove(&ri) {
+                    Some(done) => tokio::spawn(async move { done }),
+                    None => tokio::spawn(evaluate_rule(rule, session)),
+                };
                 (ri, task)
             })
             .collect();

@@ -404,6 +404,32 @@ pub fn render_metrics(b: &Board) -> String {
         "Entities forgotten while still suppressed: the rule remembered its cap of them (--max-incidents), by rule.",
         by("rule", &b.stats.suppressions_forgotten),
     );
+    let rollups = &b.stats.rollups;
+    family(
+        &mut m,
+        "otelguard_rollup_keys_evicted_total",
+        "Dimension sets a kept KPI dropped at its max_keys (the one seen least recently), by KPI.",
+        rollups
+            .iter()
+            .map(|(k, r)| (format!("{{kpi=\"{k}\"}}"), r.evicted)),
+    );
+    for (name, help, figure) in [
+        (
+            "otelguard_rollup_keys",
+            "Dimension sets a kept KPI holds (rollups and baselines), by KPI.",
+            (|r| r.keys) as fn(&crate::rules::rollup::RollupStats) -> usize,
+        ),
+        (
+            "otelguard_rollup_buckets",
+            "Windows and hourly sums a kept KPI holds, by KPI.",
+            |r| r.buckets,
+        ),
+    ] {
+        let _ = writeln!(m, "# HELP {name} {help}\n# TYPE {name} gauge");
+        for (k, r) in rollups {
+            let _ = writeln!(m, "{name}{{kpi=\"{k}\"}} {}", figure(r));
+        }
+    }
     family(
         &mut m,
         "otelguard_commit_queue_folded_total",

@@ -128,6 +128,9 @@ struct Header {
     enabled: bool,
     #[serde(default)]
     panes: bool,
+    keep: Option<String>,
+    keep_hourly: Option<String>,
+    max_keys: Option<usize>,
 }
 
 fn one() -> u32 {
@@ -188,6 +191,9 @@ pub struct Definition {
     /// aggregate hopping windows through per-slide partial aggregates
     /// (`rules::panes`): worth it for dense aggregates over wide windows
     pub panes: bool,
+    /// a KPI whose values the engine keeps (`keep`): readable by later
+    /// windows through `rollup(...)` and `baseline(...)` (`rules::rollup`)
+    pub rollup: Option<RollupSpec>,
     pub sql: String,
     pub path: PathBuf,
     /// line of the file on which the SQL starts (1-based)
@@ -196,6 +202,20 @@ pub struct Definition {
     /// of an alert's identity
     pub version: String,
 }
+
+/// How long the engine keeps a KPI's values, and for how many dimension sets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RollupSpec {
+    /// each window's values are kept this long (`keep`)
+    pub keep_ns: i64,
+    /// hourly sums of the values are kept this long (`keep_hourly`)
+    pub hourly_ns: Option<i64>,
+    /// dimension sets kept at most (`max_keys`); the one seen least recently goes first
+    pub max_keys: usize,
+}
+
+/// Dimension sets a rollup keeps unless its header says otherwise.
+pub const DEFAULT_ROLLUP_KEYS: usize = 1000;
 
 /// FNV-1a, 64 bits: a hash that stays the same across builds and Rust
 /// versions, for versions and identities (not for security).
@@ -394,7 +414,9 @@ pub fn parse_text(path: &Path, text: &str) -> Result<Definition, RuleError> {
             ),
         );
     }
+    let rollup = rollup_spec(&header, &kind, window, &header_at)?;
     Ok(Definition {
+        rollup,
         title: header.title.clone().unwrap_or_else(|| id.clone()),
         description: header.description.clone().unwrap_or_default(),
         id,
@@ -412,6 +434,68 @@ pub fn parse_text(path: &Path, text: &str) -> Result<Definition, RuleError> {
         sql_line,
         version: format!("{:016x}", fnv1a64(text.as_bytes())),
     })
+}
+
+/// The rollup a KPI's `keep`, `keep_hourly` and `max_keys` ask for.
+fn rollup_spec(
+    header: &Header,
+    kind: &Kind,
+    window: WindowSpec,
+    at: &Location,
+) -> Result<Option<RollupSpec>, RuleError> {
+    let Some(keep) = &header.keep else {
+        if header.keep_hourly.is_some() || header.max_keys.is_some() {
+            return Err(RuleError::new(
+                at.clone(),
+                "`keep_hourly` and `max_keys` need `keep`",
+            ));
+        }
+        return Ok(None);
+    };
+    let fail = |m: String| {
+        Err(RuleError::new(at.clone(), m).with_hint(
+            "a kept KPI is tumbling (no slide), e.g. window = \"1m\", keep = \"6h\"; see docs/rules.md, Baselines",
+        ))
+    };
+    if !matches!(kind, Kind::Kpi) {
+        return fail("`keep` is for KPIs (kpi = \"...\"), not rules".into());
+    }
+    if window.slide_ns != window.size_ns {
+        return fail("a kept KPI must be tumbling: leave `slide` out".into());
+    }
+    let duration = |field: &str, text: &str| {
+        parse_duration(text)
+            .map(nanos)
+            .map_err(|e| RuleError::new(at.clone(), format!("{field}: {e}")))
+    };
+    let keep_ns = duration("keep", keep)?;
+    if keep_ns < window.size_ns || keep_ns % window.size_ns != 0 {
+        return fail(format!(
+            "keep = \"{keep}\" must be a whole number of windows"
+        ));
+    }
+    let hourly_ns = match &header.keep_hourly {
+        Some(h) => {
+            let ns = duration("keep_hourly", h)?;
+            const HOUR: i64 = 3_600_000_000_000;
+            if ns < HOUR || ns % HOUR != 0 || HOUR % window.size_ns != 0 || keep_ns < HOUR {
+                return fail(format!(
+                    "keep_hourly = \"{h}\" must be whole hours, with the window dividing an hour and `keep` at least 1h (the hour in progress is read from its windows)"
+                ));
+            }
+            Some(ns)
+        }
+        None => None,
+    };
+    let max_keys = header.max_keys.unwrap_or(DEFAULT_ROLLUP_KEYS);
+    if max_keys == 0 {
+        return fail("max_keys must be at least 1".into());
+    }
+    Ok(Some(RollupSpec {
+        keep_ns,
+        hourly_ns,
+        max_keys,
+    }))
 }
 
 fn window_spec(header: &Header, at: &Location) -> Result<WindowSpec, RuleError> {

@@ -10,6 +10,7 @@ pub mod definition;
 pub mod distinct;
 pub mod growth;
 pub mod panes;
+pub mod rollup;
 pub mod sequence;
 pub mod snapshot;
 pub mod trace_sample;
@@ -33,6 +34,7 @@ use ingest::schema::column_name;
 
 pub use definition::{Definition, Kind, Location, RuleError, Severity, WindowSpec};
 pub use growth::Growth;
+pub use rollup::Rollups;
 pub use snapshot::SnapshotTable;
 
 /// A DataFusion session whose tables hold the rows of windows of one spec.
@@ -40,6 +42,10 @@ pub struct WindowSession {
     pub spec: WindowSpec,
     pub ctx: SessionContext,
     pub tables: BTreeMap<Table, Arc<SnapshotTable>>,
+    /// the kept KPIs its `rollup(...)` and `baseline(...)` read
+    pub rollups: Rollups,
+    /// the windows being evaluated, for those two
+    pub frame: rollup::Frame,
 }
 
 /// Tables a rule may read: the three ingest tables and the `events` view.
@@ -60,6 +66,11 @@ impl WindowSession {
         ctx.register_udaf(trace_sample::udaf());
         ctx.register_udaf(sequence::udaf());
         ctx.add_optimizer_rule(Arc::new(distinct::DistinctText::default()));
+        let rollups = Rollups::default();
+        let frame = rollup::Frame::default();
+        for (name, f) in rollup::RollupFunction::pair(&rollups, &frame, spec) {
+            ctx.register_udtf(name, Arc::new(f));
+        }
         let mut tables = BTreeMap::new();
         for table in Table::ALL {
             let provider = Arc::new(SnapshotTable::new(table.schema(), spec));
@@ -68,7 +79,19 @@ impl WindowSession {
         }
         ctx.sql("CREATE VIEW events AS SELECT * FROM logs WHERE event_name IS NOT NULL")
             .await?;
-        Ok(WindowSession { spec, ctx, tables })
+        Ok(WindowSession {
+            spec,
+            ctx,
+            tables,
+            rollups,
+            frame,
+        })
+    }
+
+    /// Sets the windows the next run evaluates, `[first, last]` by their
+    /// starts, for the tables that do not hold rows (`rollup`, `baseline`).
+    pub fn set_frame(&self, first: i64, last: i64) {
+        self.frame.set(first, last);
     }
 
     /// Plans `sql` once: parsed, checked against the schema and optimized.
@@ -453,6 +476,8 @@ pub struct RuleSet {
     pub rules: Vec<Arc<CompiledRule>>,
     /// files that could not be used, with why; the other rules run
     pub errors: Vec<RuleError>,
+    /// the values of kept KPIs (`keep`), shared by every session
+    pub rollups: Rollups,
 }
 
 impl RuleSet {
@@ -488,7 +513,8 @@ impl RuleSet {
         let mut errors = Vec::new();
         for file in files {
             match definition::parse_file(&file) {
-                Ok(def) if which.keeps(&def) => defs.push(def),
+                // a kept KPI is loaded with the rules: they may read it
+                Ok(def) if which.keeps(&def) || def.rollup.is_some() => defs.push(def),
                 Ok(_) => {}
                 Err(e) => errors.push(e),
             }
@@ -514,7 +540,12 @@ impl RuleSet {
             sessions: vec![],
             rules: vec![],
             errors: vec![],
+            rollups: Rollups::default(),
         };
+        // kept KPIs first: a rule reading one is planned against its shape
+        for def in &defs {
+            set.rollups.define(def);
+        }
         let mut seen = BTreeMap::new();
         for def in defs {
             if let Some(first) = seen.get(&def.id) {
@@ -534,6 +565,7 @@ impl RuleSet {
                     for f in functions {
                         s.ctx.register_udf(f.clone());
                     }
+                    s.rollups.join(&set.rollups);
                     set.sessions.push(Arc::new(s));
                     set.sessions.len() - 1
                 }
