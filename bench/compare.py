@@ -376,13 +376,21 @@ def incidents(windows, slide_ns, suppress_ns):
 def engine_incidents(alerts, entity_key):
     """(entity, window start in ns, value) of each incident the engine sent:
     the first firing of each alert id."""
-    seen = {}
+    out = []
+    open_ = set()
     for a in alerts:
-        if a.get("state") != "firing" or a["id"] in seen:
+        # an incident's identity is its `id`; engines before it had none, and
+        # an entity's incident then lasts from its firing to its resolution
+        key = a.get("id") or (a["rule_id"], a["entity"][entity_key])
+        if a.get("state") == "resolved":
+            open_.discard(key)
             continue
+        if a.get("state") != "firing" or key in open_:
+            continue
+        open_.add(key)
         t = datetime.fromisoformat(a["window_start"].replace("Z", "+00:00"))
-        seen[a["id"]] = (a["entity"][entity_key], int(t.timestamp()) * 1_000_000_000, a["value"])
-    return sorted(seen.values())
+        out.append((a["entity"][entity_key], int(t.timestamp()) * 1_000_000_000, a["value"]))
+    return sorted(out)
 
 
 def part_duckdb(a, report, replayed):
