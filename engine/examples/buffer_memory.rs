@@ -22,7 +22,7 @@ use std::path::{Path, PathBuf};
 
 use engine::evaluator::Evaluator;
 use engine::rules::{RuleSet, Which};
-use ingest::file::{self, CaptureItem};
+use ingest::source::capture_reader::{self, CaptureItem};
 
 /// A field of /proc/self/status in bytes (`VmRSS`, `VmHWM`).
 fn status_bytes(field: &str) -> usize {
@@ -75,7 +75,7 @@ async fn main() -> anyhow::Result<()> {
     'fill: loop {
         passes += 1;
         for path in &paths {
-            for item in file::open(std::slice::from_ref(path))? {
+            for item in capture_reader::open(std::slice::from_ref(path))? {
                 let CaptureItem::Message(m) = item else {
                     continue;
                 };

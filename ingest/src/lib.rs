@@ -1,23 +1,22 @@
-//! OpenTelemetry data (OTLP protobuf and OTLP/JSON) into Arrow record batches.
+//! OpenTelemetry data (OTLP protobuf and OTLP/JSON) into Arrow record batches,
+//! laid out by stage:
 //!
-//! Sources: Kafka (`kafka`, with the `kafka` feature), capture files ([`file`]), a built-in OTLP receiver
-//! ([`otlp_receiver`]). Signals: [`spans`], [`logs`], [`metrics`]. The schema of
-//! the tables is in [`schema`]. Ingest never evaluates a rule.
+//! - [`source`]: where messages come from: capture files
+//!   ([`source::capture_reader`]), Kafka (`source::kafka`, with the `kafka`
+//!   feature), the built-in OTLP receiver (`source::otlp_receiver`, with the
+//!   `receiver` feature, on by default);
+//! - [`decode`]: messages into rows, one module per signal
+//!   ([`decode::spans`], [`decode::logs`], [`decode::metrics`]) over the
+//!   protobuf wire reader and the OTLP/JSON parser;
+//! - [`write`]: what ingest writes: captures ([`write::capture_writer`]) and
+//!   the dead letters of what it refused ([`write::dead_letter`]).
+//!
+//! The schema of the tables is in [`schema`]. Ingest never evaluates a rule.
 
-pub mod capture;
-pub mod dead_letter;
 pub mod decode;
-pub mod file;
-mod json;
-#[cfg(feature = "kafka")]
-pub mod kafka;
-pub mod logs;
-pub mod metrics;
-pub mod otlp_receiver;
-mod rows;
 pub mod schema;
-pub mod spans;
-mod wire;
+pub mod source;
+pub mod write;
 
 use arrow::record_batch::RecordBatch;
 pub use schema::Table;

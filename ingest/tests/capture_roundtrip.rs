@@ -1,14 +1,15 @@
-//! Captures written by `capture` read back by `file` into the same rows as the
-//! messages decoded directly, in every format.
+//! Captures written by `write::capture_writer` read back by
+//! `source::capture_reader` into the same rows as the messages decoded
+//! directly, in every format.
 
 mod source_fixtures;
 
 use std::path::Path;
 
 use ingest::Table;
-use ingest::capture::{CaptureFormat, CaptureOptions, CaptureWriter, Compression};
 use ingest::decode::decode_any;
-use ingest::file::{self, CaptureItem};
+use ingest::source::capture_reader::{self, CaptureItem};
+use ingest::write::capture_writer::{CaptureFormat, CaptureOptions, CaptureWriter, Compression};
 use source_fixtures::*;
 
 fn messages() -> Vec<(Table, Vec<u8>)> {
@@ -44,7 +45,7 @@ fn round_trip(name: &str, options: CaptureOptions) {
     let stats = writer.finish().expect("finish");
     assert_eq!(stats.messages, messages.len() as u64);
 
-    let items: Vec<CaptureItem> = file::open(&[path]).expect("open").collect();
+    let items: Vec<CaptureItem> = capture_reader::open(&[path]).expect("open").collect();
     assert_eq!(items.len(), messages.len(), "{name}");
     for (i, (item, (table, raw))) in items.iter().zip(&messages).enumerate() {
         let expected = decode_any(*table, raw).expect("fixtures decode");

@@ -7,7 +7,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use ingest::Table;
-use ingest::file::{self, CaptureItem};
+use ingest::source::capture_reader::{self, CaptureItem};
 use prost::Message;
 use source_fixtures::*;
 
@@ -23,7 +23,7 @@ fn gzip(bytes: &[u8]) -> Vec<u8> {
 
 #[test]
 fn json_lines_mixed_signals_bad_line_and_rejected_record() {
-    let reader = file::open(&[captures().join("mixed.jsonl")]).expect("open");
+    let reader = capture_reader::open(&[captures().join("mixed.jsonl")]).expect("open");
     golden("mixed.jsonl.expected", &describe(reader));
 }
 
@@ -38,9 +38,9 @@ fn whole_file_gzip_and_zstd_read_as_the_plain_file() {
         zstd::encode_all(&plain[..], 3).expect("zstd"),
     )
     .expect("write");
-    let expected = describe(file::open(&[captures().join("mixed.jsonl")]).expect("open"));
+    let expected = describe(capture_reader::open(&[captures().join("mixed.jsonl")]).expect("open"));
     for name in ["mixed.jsonl.gz", "mixed.bin"] {
-        let actual = describe(file::open(&[dir.path().join(name)]).expect("open"));
+        let actual = describe(capture_reader::open(&[dir.path().join(name)]).expect("open"));
         assert_eq!(
             actual,
             expected.replace("mixed.jsonl:", &format!("{name}:")),
@@ -63,7 +63,7 @@ fn proto_records_find_their_signal_without_a_name_hint() {
     std::fs::write(&path, length_prefixed(records.iter().map(Vec::as_slice))).expect("write");
     golden(
         "proto-no-hint.expected",
-        &describe(file::open(&[path]).expect("open")),
+        &describe(capture_reader::open(&[path]).expect("open")),
     );
 }
 
@@ -77,7 +77,7 @@ fn proto_records_under_a_misleading_name_still_decode() {
     ];
     let path = dir.path().join("spans.pb");
     std::fs::write(&path, length_prefixed(records.iter().map(Vec::as_slice))).expect("write");
-    let text = describe(file::open(&[path]).expect("open"));
+    let text = describe(capture_reader::open(&[path]).expect("open"));
     let tables: Vec<&str> = text.lines().filter_map(|l| l.split(' ').nth(5)).collect();
     assert_eq!(tables, vec!["metrics", "logs", "metrics"], "{text}");
 }
@@ -102,7 +102,7 @@ fn collector_zstd_records_json_and_proto_and_a_truncated_end() {
     std::fs::write(&path, bytes).expect("write");
     golden(
         "zstd-records.expected",
-        &describe(file::open(&[path]).expect("open")),
+        &describe(capture_reader::open(&[path]).expect("open")),
     );
 }
 
@@ -122,7 +122,7 @@ fn a_folder_is_read_in_name_order_recursively() {
     .expect("write");
     std::fs::write(dir.path().join(".partial.pb"), b"junk").expect("write");
     std::fs::copy(captures().join("mixed.jsonl"), dir.path().join("c.jsonl")).expect("copy");
-    let text = describe(file::open(&[dir.path().to_path_buf()]).expect("open"));
+    let text = describe(capture_reader::open(&[dir.path().to_path_buf()]).expect("open"));
     let files: Vec<&str> = text
         .lines()
         .filter_map(|l| l.split([':', ' ']).next())
@@ -146,7 +146,7 @@ fn a_large_capture_streams_with_progress() {
         out.write_all(&record).expect("write");
     }
     drop(out);
-    let reader = file::open(std::slice::from_ref(&path)).expect("open");
+    let reader = capture_reader::open(std::slice::from_ref(&path)).expect("open");
     let progress = reader.progress();
     let total = std::fs::metadata(&path).expect("stat").len();
     assert_eq!(progress.bytes_total(), total);
@@ -168,7 +168,7 @@ fn a_large_capture_streams_with_progress() {
 fn bad_lines_are_counted_and_dead_lettered_with_their_position() {
     use std::sync::Arc;
 
-    use ingest::dead_letter::{DeadLetterFile, Rejections};
+    use ingest::write::dead_letter::{DeadLetterFile, Rejections};
     use ingest::{Reason, RejectCounts};
 
     let dir = tempfile::tempdir().expect("tempdir");
@@ -176,7 +176,7 @@ fn bad_lines_are_counted_and_dead_lettered_with_their_position() {
     let counts = Arc::new(RejectCounts::default());
     let rejections = Rejections::new(counts.clone())
         .with_sink(Box::new(DeadLetterFile::create(&dead).expect("create")));
-    for item in file::open(&[captures().join("mixed.jsonl")]).expect("open") {
+    for item in capture_reader::open(&[captures().join("mixed.jsonl")]).expect("open") {
         match item {
             CaptureItem::Message(m) => m.report(&rejections),
             CaptureItem::Bad(b) => b.report(&rejections),

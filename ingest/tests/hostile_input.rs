@@ -9,11 +9,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use hostile::*;
-use ingest::dead_letter::Rejections;
 use ingest::decode::{MAX_NAME_BYTES, budget_for, decode_proto};
-use ingest::otlp_receiver::{
+use ingest::source::otlp_receiver::{
     self, MAX_ANSWER_CHARS, RawCodec, Received, ReceiverConfig, ReceiverHandle,
 };
+use ingest::write::dead_letter::Rejections;
 use ingest::{Reason, RejectCounts, Table};
 use tokio::sync::mpsc;
 

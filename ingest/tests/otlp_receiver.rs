@@ -7,9 +7,9 @@ use std::io::Write;
 use std::sync::Arc;
 use std::time::Duration;
 
-use ingest::capture::Encoding;
-use ingest::dead_letter::Rejections;
-use ingest::otlp_receiver::{self, Protocol, Received, ReceiverConfig, ReceiverHandle};
+use ingest::source::otlp_receiver::{self, Protocol, Received, ReceiverConfig, ReceiverHandle};
+use ingest::write::capture_writer::Encoding;
+use ingest::write::dead_letter::Rejections;
 use ingest::{Reason, RejectCounts, Table};
 use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceResponse;
 use opentelemetry_proto::tonic::collector::logs::v1::logs_service_client::LogsServiceClient;

@@ -222,7 +222,7 @@ impl Setup {
             next.insert(message.partition(), message.offset() + 1);
             let tagged = format!(
                 "{{\"{}\":{},{}",
-                ingest::capture::PARTITION_KEY,
+                ingest::write::capture_writer::PARTITION_KEY,
                 message.partition(),
                 &text[1..]
             );

@@ -46,7 +46,7 @@ impl Setup {
 
     /// `engine run --kafka` on these topics, with `extra` arguments; its
     /// stdout and stderr, line by line. The Kafka source logs its
-    /// assignments (`ingest::kafka` at info).
+    /// assignments (`ingest::source::kafka` at info).
     fn engine(&self, extra: &[&str]) -> (Engine, mpsc::Receiver<String>, mpsc::Receiver<String>) {
         let [spans, logs, metrics] = &self.topics;
         let mut child = Command::new(e2e::workspace_binary("engine"))
@@ -56,7 +56,7 @@ impl Setup {
             .args(["--otlp-grpc", "off", "--otlp-http", "off"])
             .args(["--listen", "127.0.0.1:0"])
             .args(extra)
-            .env("RUST_LOG", "warn,ingest::kafka=info")
+            .env("RUST_LOG", "warn,ingest::source::kafka=info")
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()

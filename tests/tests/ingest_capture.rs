@@ -4,7 +4,7 @@
 //! Needs the Collector of the local stack (`compose/local/stack up otelcol`). The
 //! test exports one span, one log record and one metric, each named with a
 //! marker unique to the run, to the Collector over OTLP/gRPC, then reads the
-//! Collector's capture file with `ingest::file` until all three rows appear.
+//! Collector's capture file with `ingest::source::capture_reader` until all three rows appear.
 //!
 //! Run: `cargo test -p e2e --test ingest_capture`.
 
@@ -14,7 +14,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use anyhow::{Context, Result, bail};
 use arrow::array::{Array, AsArray};
 use ingest::Table;
-use ingest::file::{self, CaptureItem};
+use ingest::source::capture_reader::{self, CaptureItem};
 use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
 use opentelemetry_proto::tonic::collector::logs::v1::logs_service_client::LogsServiceClient;
 use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
@@ -124,7 +124,7 @@ async fn export(marker: &str, now: u64) -> Result<()> {
 fn scan(path: &PathBuf, marker: &str) -> Result<(Vec<Table>, Vec<String>)> {
     let mut found = Vec::new();
     let mut bad = Vec::new();
-    for item in file::open(std::slice::from_ref(path))? {
+    for item in capture_reader::open(std::slice::from_ref(path))? {
         match item {
             CaptureItem::Message(m) => {
                 let column = match m.decoded.table {

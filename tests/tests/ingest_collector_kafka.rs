@@ -6,7 +6,7 @@
 //! `Export{Trace,Logs,Metrics}ServiceRequest` of its own (every value chosen,
 //! so every column can be checked), the Collector batches, redacts and writes
 //! them to `otlp_spans` / `otlp_logs` / `otlp_metrics`, and a
-//! `ingest::kafka::KafkaSource` in a consumer group of this run (committed at
+//! `ingest::source::kafka::KafkaSource` in a consumer group of this run (committed at
 //! the topics' ends before sending, so it reads only what came after) decodes
 //! them. Other tests write to the same topics at the same time: the rows of
 //! this run are the ones whose resource carries its marker.
@@ -24,8 +24,8 @@ use anyhow::{Context, Result, bail, ensure};
 use arrow::array::{Array, RecordBatch};
 use arrow::util::display::{ArrayFormatter, FormatOptions};
 use e2e::otlp::KAFKA;
-use ingest::dead_letter::Rejections;
-use ingest::kafka::{DEFAULT_TOPICS, KafkaConfig, KafkaSource};
+use ingest::source::kafka::{DEFAULT_TOPICS, KafkaConfig, KafkaSource};
+use ingest::write::dead_letter::Rejections;
 use ingest::{RejectCounts, Table};
 use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
 use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;

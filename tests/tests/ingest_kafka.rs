@@ -4,7 +4,7 @@
 //! Each run uses topics and a consumer group of its own (suffixed with the run's
 //! time), so it neither reads nor disturbs the Collector's `otlp_*` topics. It
 //! produces protobuf, JSON and garbage messages with rdkafka, consumes them
-//! through `ingest::kafka::KafkaSource`, and checks rows, reject counts, the
+//! through `ingest::source::kafka::KafkaSource`, and checks rows, reject counts, the
 //! dead-letter topic, and that commits decide what a restarted member reads.
 //!
 //! Run: `cargo test -p e2e --test ingest_kafka`.
@@ -13,8 +13,8 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result, bail, ensure};
-use ingest::dead_letter::{DeadLetterTopic, Rejections};
-use ingest::kafka::{KafkaConfig, KafkaItem, KafkaSource, OffsetsUpTo};
+use ingest::source::kafka::{KafkaConfig, KafkaItem, KafkaSource, OffsetsUpTo};
+use ingest::write::dead_letter::{DeadLetterTopic, Rejections};
 use ingest::{Reason, RejectCounts, Table};
 use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;

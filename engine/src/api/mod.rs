@@ -25,7 +25,7 @@ use axum::response::{Html, IntoResponse, Json};
 use axum::routing::{get, post};
 use serde::Deserialize;
 
-use ingest::otlp_receiver::connections::{Guarded, Limits, Refused, answer_within};
+use ingest::source::connections::{Guarded, Limits, Refused, answer_within};
 
 use crate::alerts::Alert;
 use crate::evaluator::{Output, RuleHealth, Stats};
@@ -86,8 +86,8 @@ pub struct KafkaLag {
 }
 
 #[cfg(feature = "kafka")]
-impl From<ingest::kafka::PartitionLag> for KafkaLag {
-    fn from(l: ingest::kafka::PartitionLag) -> Self {
+impl From<ingest::source::kafka::PartitionLag> for KafkaLag {
+    fn from(l: ingest::source::kafka::PartitionLag) -> Self {
         KafkaLag {
             topic: l.topic,
             partition: l.partition,
@@ -815,7 +815,7 @@ pub async fn bind_quietly(addr: &str) -> anyhow::Result<tokio::net::TcpListener>
 /// longest idle), each closed after 30 s without a byte moving or 10 s
 /// without its request's headers complete; a request is answered within
 /// [`API_REQUEST_TIMEOUT`] or gets `408`. The same sockets as the OTLP
-/// receiver's (`ingest::otlp_receiver::connections`).
+/// receiver's (`ingest::source::connections`).
 pub const API_LIMITS: Limits = Limits {
     max_connections: 256,
     idle_timeout: std::time::Duration::from_secs(30),

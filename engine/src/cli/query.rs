@@ -8,7 +8,7 @@ use arrow::record_batch::RecordBatch;
 use datafusion::datasource::MemTable;
 use datafusion::prelude::SessionContext;
 use ingest::Table;
-use ingest::file::{self, CaptureItem};
+use ingest::source::capture_reader::{self, CaptureItem};
 
 /// Output formats of `query`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -21,7 +21,7 @@ pub enum QueryFormat {
 /// Loads every row of a capture into `spans`, `logs`, `metrics` and the
 /// `events` view.
 pub async fn load(paths: &[PathBuf]) -> anyhow::Result<SessionContext> {
-    let reader = file::open(paths).context("cannot open the capture")?;
+    let reader = capture_reader::open(paths).context("cannot open the capture")?;
     let mut tables: std::collections::BTreeMap<Table, Vec<RecordBatch>> = Default::default();
     let mut bad = 0u64;
     for item in reader {

@@ -1,10 +1,10 @@
 //! `record`: write what arrives to a capture, so that a live attack can be
 //! replayed later. The built-in OTLP receiver takes the data; each message is
-//! written as it came (see `ingest::capture`), in the format the file name asks
-//! for (`.jsonl`, `.jsonl.zst`, else length-prefixed protobuf records).
-//! From Kafka, each message keeps its partition (an extra field, see
-//! `ingest::capture`), so that a replay judges each partition's rows by their
-//! own event time, as the live run does.
+//! written as it came (see `ingest::write::capture_writer`), in the format the
+//! file name asks for (`.jsonl`, `.jsonl.zst`, else length-prefixed protobuf
+//! records). From Kafka, each message keeps its partition (an extra field, see
+//! `ingest::write::capture_writer`), so that a replay judges each partition's
+//! rows by their own event time, as the live run does.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -12,8 +12,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use ingest::RejectCounts;
-use ingest::capture::{CaptureOptions, CaptureWriter};
-use ingest::dead_letter::Rejections;
+use ingest::write::capture_writer::{CaptureOptions, CaptureWriter};
+use ingest::write::dead_letter::Rejections;
 use tokio::sync::mpsc;
 
 #[derive(Debug, clap::Args)]
@@ -55,9 +55,10 @@ pub async fn record(args: RecordArgs) -> anyhow::Result<()> {
         Some(_) => return Err(super::kafka_not_built()),
         #[cfg(feature = "kafka")]
         Some(brokers) => {
-            let mut config = ingest::kafka::KafkaConfig::new(brokers.clone(), args.group.clone());
+            let mut config =
+                ingest::source::kafka::KafkaConfig::new(brokers.clone(), args.group.clone());
             config.keep_raw = true;
-            let source = ingest::kafka::KafkaSource::connect(config, rejections)
+            let source = ingest::source::kafka::KafkaSource::connect(config, rejections)
                 .await
                 .with_context(|| format!("cannot consume from Kafka at {brokers}"))?;
             eprintln!(
@@ -81,12 +82,12 @@ pub async fn record(args: RecordArgs) -> anyhow::Result<()> {
             None
         }
         None => {
-            let config = ingest::otlp_receiver::ReceiverConfig {
+            let config = ingest::source::otlp_receiver::ReceiverConfig {
                 keep_grpc_raw: true,
                 ..args.receiver.config()?
             };
             let (rtx, mut rrx) = mpsc::channel(64);
-            let handle = ingest::otlp_receiver::start(config, rtx, rejections)
+            let handle = ingest::source::otlp_receiver::start(config, rtx, rejections)
                 .await
                 .context("cannot start the OTLP receiver")?;
             eprintln!(
@@ -97,7 +98,7 @@ pub async fn record(args: RecordArgs) -> anyhow::Result<()> {
             );
             tokio::spawn(async move {
                 while let Some(r) = rrx.recv().await {
-                    let r: ingest::otlp_receiver::Received = r;
+                    let r: ingest::source::otlp_receiver::Received = r;
                     if tx
                         .send((r.decoded.table, r.raw.to_vec(), None))
                         .await

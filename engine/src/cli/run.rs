@@ -108,17 +108,17 @@ pub struct RunArgs {
 #[derive(Debug, clap::Args)]
 pub struct ReceiverArgs {
     /// OTLP/gRPC address of the built-in receiver ("off" to turn it off)
-    #[arg(long, default_value = ingest::otlp_receiver::DEFAULT_GRPC_ADDR)]
+    #[arg(long, default_value = ingest::source::otlp_receiver::DEFAULT_GRPC_ADDR)]
     pub otlp_grpc: String,
     /// OTLP/HTTP address of the built-in receiver ("off" to turn it off)
-    #[arg(long, default_value = ingest::otlp_receiver::DEFAULT_HTTP_ADDR)]
+    #[arg(long, default_value = ingest::source::otlp_receiver::DEFAULT_HTTP_ADDR)]
     pub otlp_http: String,
 }
 
 impl ReceiverArgs {
     /// The receiver's configuration, with both addresses checked.
-    pub fn config(&self) -> anyhow::Result<ingest::otlp_receiver::ReceiverConfig> {
-        Ok(ingest::otlp_receiver::ReceiverConfig {
+    pub fn config(&self) -> anyhow::Result<ingest::source::otlp_receiver::ReceiverConfig> {
+        Ok(ingest::source::otlp_receiver::ReceiverConfig {
             grpc: addr("otlp-grpc", &self.otlp_grpc)?,
             http: addr("otlp-http", &self.otlp_http)?,
             ..Default::default()

@@ -69,11 +69,11 @@ pub fn kafka_not_built() -> anyhow::Error {
 pub fn dead_letters(
     path: Option<&Path>,
     counts: Arc<ingest::RejectCounts>,
-) -> anyhow::Result<ingest::dead_letter::Rejections> {
-    let rejections = ingest::dead_letter::Rejections::new(counts);
+) -> anyhow::Result<ingest::write::dead_letter::Rejections> {
+    let rejections = ingest::write::dead_letter::Rejections::new(counts);
     Ok(match path {
         Some(p) => rejections.with_sink(Box::new(
-            ingest::dead_letter::DeadLetterFile::create(p)
+            ingest::write::dead_letter::DeadLetterFile::create(p)
                 .with_context(|| format!("cannot create the dead-letter file {}", p.display()))?,
         )),
         None => rejections,

@@ -8,8 +8,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use ingest::RejectCounts;
-use ingest::dead_letter::Rejections;
-use ingest::file::{self, CaptureItem};
+use ingest::source::capture_reader::{self, CaptureItem};
+use ingest::write::dead_letter::Rejections;
 use std::sync::Arc;
 
 use crate::evaluator::{Evaluator, Output};
@@ -111,8 +111,8 @@ pub async fn replay_with(
     mut emit: impl FnMut(&[Output]) -> anyhow::Result<()>,
 ) -> anyhow::Result<Summary> {
     crate::rules::snapshot::decode_what_is_read(evaluator.rules());
-    let reader =
-        file::open(paths).with_context(|| format!("cannot open the capture {}", show(paths)))?;
+    let reader = capture_reader::open(paths)
+        .with_context(|| format!("cannot open the capture {}", show(paths)))?;
     let progress = reader.progress();
     let (tx, mut rx) = tokio::sync::mpsc::channel::<CaptureItem>(64);
     // reading and decoding run on a thread of their own, beside evaluation

@@ -433,10 +433,11 @@ async fn replay_capture(name: &str, early_every: usize) -> (Vec<Output>, Vec<Out
     if early_every > 0 {
         ev = ev.with_early_firing(std::time::Duration::ZERO);
     }
-    let reader = ingest::file::open(&[root.join("rules/captures").join(name)]).expect("capture");
+    let reader = ingest::source::capture_reader::open(&[root.join("rules/captures").join(name)])
+        .expect("capture");
     let (mut closed, mut early) = (Vec::new(), Vec::new());
     for (i, item) in reader.enumerate() {
-        let ingest::file::CaptureItem::Message(m) = item else {
+        let ingest::source::capture_reader::CaptureItem::Message(m) = item else {
             continue;
         };
         let stream = crate::window::Stream {

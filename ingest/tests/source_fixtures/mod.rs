@@ -6,7 +6,7 @@ use std::path::Path;
 
 use arrow::array::{Array, AsArray};
 use ingest::Table;
-use ingest::file::{CaptureItem, CaptureReader};
+use ingest::source::capture_reader::{CaptureItem, CaptureReader};
 use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
 use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;

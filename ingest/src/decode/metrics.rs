@@ -13,12 +13,10 @@ use arrow::array::{
 use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
 use opentelemetry_proto::tonic::metrics::v1::{metric, number_data_point};
 
-use crate::rows::{
-    Budget, Context, Tail, Val, absurd, capped_name, nanos, opt_nanos, prost_attrs, short,
-    time_builder, time_ok,
-};
+use super::rows::{Tail, prost_attrs, time_builder};
+use super::values::{Budget, Context, Val, absurd, capped_name, nanos, opt_nanos, short, time_ok};
+use super::wire::{self, Field, Msg, Records};
 use crate::schema::{METRIC_PROMOTED, METRICS};
-use crate::wire::{self, Field, Msg, Records};
 use crate::{DecodeError, Decoded, Rejected, Table};
 
 /// The five metric types, as the `metric_type` column writes them.

@@ -45,8 +45,8 @@
 //! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
 //! use std::sync::Arc;
 //! use ingest::RejectCounts;
-//! use ingest::dead_letter::Rejections;
-//! use ingest::otlp_receiver::{self, ReceiverConfig};
+//! use ingest::write::dead_letter::Rejections;
+//! use ingest::source::otlp_receiver::{self, ReceiverConfig};
 //!
 //! let (tx, mut rx) = tokio::sync::mpsc::channel(64);
 //! let rejections = Arc::new(Rejections::new(Arc::new(RejectCounts::default())));
@@ -59,7 +59,7 @@
 //! # }
 //! ```
 
-pub mod connections;
+use super::connections;
 
 use std::fmt;
 use std::io::Read;
@@ -88,9 +88,9 @@ use tokio::sync::mpsc::error::TrySendError;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
 use tokio::task::JoinHandle;
 
-use crate::capture::Encoding;
-use crate::dead_letter::{DeadLetter, Rejections};
 use crate::decode::{budget_for, cut_text, decode_json_as, decode_proto};
+use crate::write::capture_writer::Encoding;
+use crate::write::dead_letter::{DeadLetter, Rejections};
 use crate::{DecodeError, Decoded, Reason, Rejected, Table};
 use connections::{Guarded, Limits, Refused};
 

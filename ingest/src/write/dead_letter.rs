@@ -17,7 +17,7 @@
 //! ```
 //! use std::sync::Arc;
 //! use ingest::{RejectCounts, Reason, DecodeError};
-//! use ingest::dead_letter::{DeadLetter, Rejections};
+//! use ingest::write::dead_letter::{DeadLetter, Rejections};
 //!
 //! let counts = Arc::new(RejectCounts::default());
 //! let rejections = Rejections::new(counts.clone());

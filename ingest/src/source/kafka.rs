@@ -52,8 +52,8 @@
 //! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
 //! use std::sync::Arc;
 //! use ingest::RejectCounts;
-//! use ingest::dead_letter::Rejections;
-//! use ingest::kafka::{KafkaConfig, KafkaSource, OffsetsUpTo};
+//! use ingest::write::dead_letter::Rejections;
+//! use ingest::source::kafka::{KafkaConfig, KafkaSource, OffsetsUpTo};
 //!
 //! let rejections = Arc::new(Rejections::new(Arc::new(RejectCounts::default())));
 //! let source = KafkaSource::connect(KafkaConfig::new("127.0.0.1:19092", "otelguard"), rejections).await?;
@@ -81,8 +81,8 @@ use rdkafka::message::{BorrowedMessage, Message as _};
 use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{ClientConfig, ClientContext, Offset, TopicPartitionList};
 
-use crate::dead_letter::{DeadLetter, Rejections};
 use crate::decode::decode_any;
+use crate::write::dead_letter::{DeadLetter, Rejections};
 use crate::{DecodeError, Decoded, Reason, Table};
 
 /// The Collector kafka exporter's default topics and their tables.

@@ -46,9 +46,9 @@
 //! [`CaptureItem::Unreadable`] and reading goes on with the next file.
 //!
 //! ```no_run
-//! use ingest::file::{self, CaptureItem};
-//! # fn main() -> Result<(), ingest::file::FileError> {
-//! let reader = file::open(&["captures/attack.jsonl".into()])?;
+//! use ingest::source::capture_reader::{self, CaptureItem};
+//! # fn main() -> Result<(), ingest::source::capture_reader::FileError> {
+//! let reader = capture_reader::open(&["captures/attack.jsonl".into()])?;
 //! for item in reader {
 //!     match item {
 //!         CaptureItem::Message(m) => println!("{}: {} rows", m.position, m.decoded.batch.num_rows()),
@@ -67,8 +67,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use crate::dead_letter::{DeadLetter, Rejections};
 use crate::decode::{decode_json_as, decode_proto};
+use crate::write::dead_letter::{DeadLetter, Rejections};
 use crate::{DecodeError, Decoded, Reason, Table};
 
 /// The first bytes of a zstd frame.
@@ -160,7 +160,7 @@ pub struct Message {
     /// its rows, and the records inside it that were rejected
     pub decoded: Decoded,
     /// the Kafka partition it came from, when the capture kept it
-    /// ([`crate::capture`]): each partition of a table is a stream of its own
+    /// ([`crate::write::capture_writer`]): each partition of a table is a stream of its own
     pub partition: Option<i32>,
 }
 
@@ -503,7 +503,7 @@ fn decode_record(
 ) -> CaptureItem {
     let mut partition = None;
     let mut untagged = |payload: &[u8], decode: &dyn Fn(&[u8]) -> Result<Decoded, DecodeError>| {
-        match crate::capture::split_partition(payload) {
+        match crate::write::capture_writer::split_partition(payload) {
             Some((p, message)) => {
                 partition = Some(p);
                 decode(&message)

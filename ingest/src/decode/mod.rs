@@ -24,10 +24,19 @@
 //!   triggers) gives a [`DecodeError`] with [`Reason::DecoderPanic`], never an
 //!   unwinding thread: the source goes on with its next message.
 
-use crate::json::{self, Request};
-use crate::{DecodeError, Decoded, Reason, Table, logs, metrics, spans};
+pub mod logs;
+pub mod metrics;
+pub mod spans;
 
-pub use crate::rows::{
+mod json;
+mod rows;
+mod values;
+mod wire;
+
+use crate::{DecodeError, Decoded, Reason, Table};
+use json::Request;
+
+pub use values::{
     BUDGET_MAX_BYTES, BUDGET_MIN_BYTES, BUDGET_PER_INPUT_BYTE, MAX_ATTRIBUTE_BYTES,
     MAX_MESSAGE_BYTES, MAX_NAME_BYTES, RECORD_COST, budget_for, cut_text, resource_attributes,
     set_resource_attributes, time_ok, with_resource_attributes,

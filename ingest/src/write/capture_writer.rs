@@ -1,6 +1,6 @@
 //! Writing captures in the OpenTelemetry Collector `file` exporter's formats, from
 //! raw messages as they arrive (the engine's `record` command). What is written
-//! reads back with [`crate::file`].
+//! reads back with [`crate::source::capture_reader`].
 //!
 //! # Design: which format keeps what came in
 //!
@@ -10,7 +10,7 @@
 //!   parsed, so even a message that would not decode is kept as evidence. With
 //!   [`Compression::Zstd`] each record is zstd-compressed on its own, as the
 //!   exporter's `compression: zstd` does. A protobuf record does not say which
-//!   signal it is; the reader finds out (see [`crate::file`]), and a capture of
+//!   signal it is; the reader finds out (see [`crate::source::capture_reader`]), and a capture of
 //!   one signal can be named for it (`spans.pb`) to make that certain.
 //! - [`CaptureFormat::JsonLines`] (the exporter's default `format: json`): one
 //!   OTLP/JSON object per line, readable by people and by the Collector's
@@ -30,7 +30,7 @@
 //! time, as the live run does (one stream per partition; merged, the
 //! partitions' interleaving makes rows look late). The formats have no place
 //! for it, so it is an extra field that the Collector's readers, like any
-//! protobuf or OTLP/JSON reader, skip as unknown, and that [`crate::file`]
+//! protobuf or OTLP/JSON reader, skip as unknown, and that [`crate::source::capture_reader`]
 //! takes out before decoding ([`split_partition`]):
 //! - an OTLP/JSON message gets a first key, `{"otelguardPartition":3,...`;
 //! - a protobuf message is prefixed with field 1000 as a varint (bytes
@@ -40,7 +40,7 @@
 //!
 //! ```
 //! use ingest::Table;
-//! use ingest::capture::{CaptureOptions, CaptureWriter};
+//! use ingest::write::capture_writer::{CaptureOptions, CaptureWriter};
 //! # fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! let dir = tempfile::tempdir()?;
 //! let path = dir.path().join("capture.pb");
@@ -525,10 +525,10 @@ mod tests {
             w.write_from(Table::Spans, &json, Some(130)).expect("write");
             w.write(Table::Spans, &proto).expect("write");
             w.finish().expect("finish");
-            let read: Vec<(Option<i32>, usize)> = crate::file::open(&[path])
+            let read: Vec<(Option<i32>, usize)> = crate::source::capture_reader::open(&[path])
                 .expect("open")
                 .map(|item| match item {
-                    crate::file::CaptureItem::Message(m) => {
+                    crate::source::capture_reader::CaptureItem::Message(m) => {
                         (m.partition, m.decoded.batch.num_rows())
                     }
                     other => panic!("{name}: {other:?}"),

@@ -11,12 +11,10 @@ use std::sync::Arc;
 use arrow::array::{ArrayRef, Float64Builder, StringBuilder, TimestampNanosecondBuilder};
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 
-use crate::rows::{
-    Budget, Context, Tail, Val, absurd, append_id, capped, capped_name, nanos, prost_attrs, short,
-    text_builder, time_builder, time_ok,
-};
+use super::rows::{Tail, append_id, prost_attrs, text_builder, time_builder};
+use super::values::{Budget, Context, Val, absurd, capped, capped_name, nanos, short, time_ok};
+use super::wire::{self, Msg, Records};
 use crate::schema::{SPAN_PROMOTED, SPANS};
-use crate::wire::{self, Msg, Records};
 use crate::{DecodeError, Decoded, Rejected, Table};
 
 /// `SpanKind` as the `kind` column writes it.

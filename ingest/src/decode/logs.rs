@@ -12,12 +12,12 @@ use std::sync::Arc;
 use arrow::array::{ArrayRef, Int32Builder, StringBuilder, TimestampNanosecondBuilder};
 use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
 
-use crate::rows::{
-    Budget, Context, Tail, Val, absurd, append_id, capped, capped_name, nanos, opt_nanos,
-    prost_attrs, short, text_builder, time_builder, time_ok,
+use super::rows::{Tail, append_id, prost_attrs, text_builder, time_builder};
+use super::values::{
+    Budget, Context, Val, absurd, capped, capped_name, nanos, opt_nanos, short, time_ok,
 };
+use super::wire::{self, Msg, Records};
 use crate::schema::{LOG_PROMOTED, LOGS};
-use crate::wire::{self, Msg, Records};
 use crate::{DecodeError, Decoded, Rejected, Table};
 
 /// The attribute that named events before the LogRecord `event_name` field.

@@ -365,6 +365,7 @@ impl AsyncWrite for Connection {
     }
 }
 
+#[cfg(feature = "receiver")]
 impl tonic::transport::server::Connected for Connection {
     type ConnectInfo = tonic::transport::server::TcpConnectInfo;
 

@@ -9,7 +9,7 @@ use opentelemetry_proto::tonic::common::v1::{
     AnyValue, ArrayValue, KeyValue, KeyValueList, any_value,
 };
 
-use crate::rows::{Budget, Context, RECORD_COST, Val};
+use super::values::{Budget, Context, RECORD_COST, Val};
 use crate::{DecodeError, Reason, Rejected};
 
 /// Nesting deeper than this (arrays in arrays...) is refused, as prost does.
@@ -376,7 +376,7 @@ pub(crate) fn any_value<'a>(
             5 | 6 => {
                 let nested = nested_any(&f, key, rejected, 0)?;
                 let mut out = String::new();
-                crate::rows::render_json_value(nested.value.as_ref(), &mut out);
+                super::values::render_json_value(nested.value.as_ref(), &mut out);
                 Val::Json(out)
             }
             7 => Val::Bytes(Cow::Borrowed(f.bytes()?)),
