@@ -63,4 +63,45 @@ async fn the_rule_pack_passes_its_fixtures() {
             .all(|o| o.detected != Some(false) && o.problems.is_empty())
     );
     assert_eq!(verdicts.failed(), 0);
+    // each capture's alerts, from all rules, folded into incidents as the
+    // sinks fold them: at most five per attack, none for a look-alike
+    for f in &verdicts.folded {
+        println!(
+            "{:<50} {:<30} {:<7} {} alerts, {} incidents",
+            f.capture,
+            f.scenario,
+            f.class,
+            f.alerts,
+            f.incidents.len()
+        );
+    }
+    let attacks: Vec<&judge::Folded> = verdicts
+        .folded
+        .iter()
+        .filter(|f| f.class == "attack")
+        .collect();
+    assert!(
+        attacks.len() >= 20,
+        "the attacks of the captures: {attacks:?}"
+    );
+    for f in attacks {
+        assert!(
+            f.incidents.len() <= 5,
+            "{} {}: {} alerts in {} incidents; at most 5",
+            f.capture,
+            f.scenario,
+            f.alerts,
+            f.incidents.len()
+        );
+    }
+    for f in verdicts.folded.iter().filter(|f| f.class == "benign") {
+        assert!(
+            f.incidents.is_empty(),
+            "{}: the look-alike {} opened {} incidents ({} alerts)",
+            f.capture,
+            f.scenario,
+            f.incidents.len(),
+            f.alerts
+        );
+    }
 }

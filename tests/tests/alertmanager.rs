@@ -94,7 +94,10 @@ async fn alertmanager_receives_firing_then_resolved() {
     assert_eq!(a["annotations"]["tags"], "T1498");
     assert_eq!(a["annotations"]["member_count"], "2");
     assert_eq!(a["annotations"]["entity_count"], "2");
-    assert_eq!(a["annotations"]["runbook"], "1. Block the address at the edge.");
+    assert_eq!(
+        a["annotations"]["runbook"],
+        "1. Block the address at the edge."
+    );
     assert_eq!(a["annotations"]["false_positives"], "A load test.");
     assert!(
         a["annotations"]["summary"]
@@ -125,7 +128,11 @@ async fn alertmanager_receives_firing_then_resolved() {
 async fn an_unreachable_alertmanager_is_a_clear_error() {
     let sink = Alertmanager::new("http://127.0.0.1:9");
     let err = sink
-        .send(&[Incident::single(&alert("e2e.unreachable", State::Firing, 0))])
+        .send(&[Incident::single(&alert(
+            "e2e.unreachable",
+            State::Firing,
+            0,
+        ))])
         .await
         .expect_err("nothing listens on port 9");
     let text = err.to_string();

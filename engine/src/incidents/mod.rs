@@ -106,7 +106,11 @@ impl Member {
 
     /// One line for people: `rule k=v ... = value`.
     pub fn line(&self) -> String {
-        let who: Vec<String> = self.entity.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        let who: Vec<String> = self
+            .entity
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect();
         let mark = if self.experimental {
             " [experimental]"
         } else {
@@ -169,8 +173,7 @@ impl Incident {
 
     /// Members not listed.
     pub fn not_listed(&self) -> u64 {
-        self.member_count
-            .saturating_sub(self.members.len() as u64)
+        self.member_count.saturating_sub(self.members.len() as u64)
     }
 
     /// Its summary: the lead's, and for more than one member what else it holds.

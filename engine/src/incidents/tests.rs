@@ -7,7 +7,14 @@ const S: i64 = 1_000_000_000;
 
 /// An alert of `rule` for `entity`, its incident begun `start_s` seconds after
 /// T0, reported at the end of a one-minute window begun `at_s` seconds after T0.
-fn alert(rule: &str, entity: &[(&str, &str)], value: i64, start_s: i64, at_s: i64, state: State) -> Alert {
+fn alert(
+    rule: &str,
+    entity: &[(&str, &str)],
+    value: i64,
+    start_s: i64,
+    at_s: i64,
+    state: State,
+) -> Alert {
     let mut a = client_alert("0.0.0.0", state);
     a.rule_id = rule.into();
     a.entity = entity
@@ -25,42 +32,80 @@ fn alert(rule: &str, entity: &[(&str, &str)], value: i64, start_s: i64, at_s: i6
 
 fn bot(i: usize, start_s: i64, state: State) -> Alert {
     let client = format!("198.51.100.{i}");
-    let at = if state == State::Firing { start_s } else { start_s + 120 };
-    alert("dos.expensive", &[("client.address", &client)], 20 + i as i64, start_s, at, state)
+    let at = if state == State::Firing {
+        start_s
+    } else {
+        start_s + 120
+    };
+    alert(
+        "dos.expensive",
+        &[("client.address", &client)],
+        20 + i as i64,
+        start_s,
+        at,
+        state,
+    )
 }
 
 #[test]
 fn a_botnet_of_one_rule_on_many_addresses_is_one_incident_with_its_members_counted() {
     let mut c = Correlator::default();
     // 200 addresses, their alerts spread over three minutes of windows
-    let firing: Vec<Alert> = (0..200).map(|i| bot(i, (i as i64 % 18) * 10, State::Firing)).collect();
+    let firing: Vec<Alert> = (0..200)
+        .map(|i| bot(i, (i as i64 % 18) * 10, State::Firing))
+        .collect();
     let updates = c.correlate(&firing);
     assert_eq!(updates.len(), 1, "{updates:?}");
     let inc = &updates[0];
     assert_eq!(inc.id, firing[0].identity(), "the lead's identity");
-    assert_eq!((inc.member_count, inc.open_members, inc.entity_count), (200, 200, 200));
+    assert_eq!(
+        (inc.member_count, inc.open_members, inc.entity_count),
+        (200, 200, 200)
+    );
     assert_eq!(inc.members.len(), 10);
     assert_eq!(inc.not_listed(), 190);
-    assert_eq!(inc.members[0].id, firing[0].identity(), "the lead stays listed first");
+    assert_eq!(
+        inc.members[0].id,
+        firing[0].identity(),
+        "the lead stays listed first"
+    );
     assert_eq!(inc.members[1].value, json!(219), "then the highest values");
     assert_eq!(inc.state, State::Firing);
-    assert!(inc.summary().ends_with("(one incident of 200 alerts on 200 entities: dos.expensive)"), "{}", inc.summary());
+    assert!(
+        inc.summary()
+            .ends_with("(one incident of 200 alerts on 200 entities: dos.expensive)"),
+        "{}",
+        inc.summary()
+    );
 
     // members resolving change nothing to notify until the last one
-    let resolved: Vec<Alert> = (0..200).map(|i| bot(i, (i as i64 % 18) * 10, State::Resolved)).collect();
+    let resolved: Vec<Alert> = (0..200)
+        .map(|i| bot(i, (i as i64 % 18) * 10, State::Resolved))
+        .collect();
     let updates = c.correlate(&resolved[..199]);
     assert!(updates.is_empty(), "{updates:?}");
     let updates = c.correlate(&resolved[199..]);
     assert_eq!(updates.len(), 1);
     assert_eq!(updates[0].state, State::Resolved);
-    assert_eq!(updates[0].id, firing[0].identity(), "updates go to the same incident");
+    assert_eq!(
+        updates[0].id,
+        firing[0].identity(),
+        "updates go to the same incident"
+    );
     assert_eq!(updates[0].open_members, 0);
 }
 
 #[test]
 fn related_rules_fold_on_a_shared_entity_value_or_a_named_one_and_others_stay_apart() {
     let mut c = Correlator::default();
-    let brute = alert("auth.brute_force", &[("client.address", "203.0.113.7")], 40, 0, 0, State::Firing);
+    let brute = alert(
+        "auth.brute_force",
+        &[("client.address", "203.0.113.7")],
+        40,
+        0,
+        0,
+        State::Firing,
+    );
     let takeover = alert(
         "auth.account_takeover",
         &[("client.address", "203.0.113.7"), ("user.name", "alice")],
@@ -69,9 +114,23 @@ fn related_rules_fold_on_a_shared_entity_value_or_a_named_one_and_others_stay_ap
         60,
         State::Firing,
     );
-    let mut spray = alert("auth.spraying_population", &[("service.name", "shop-auth")], 90, 30, 30, State::Firing);
+    let mut spray = alert(
+        "auth.spraying_population",
+        &[("service.name", "shop-auth")],
+        90,
+        30,
+        30,
+        State::Firing,
+    );
     spray.summary = "90 accounts tried; top addresses 203.0.113.7, 198.51.100.2".into();
-    let elsewhere = alert("fraud.card_testing", &[("client.address", "192.0.2.44")], 12, 30, 30, State::Firing);
+    let elsewhere = alert(
+        "fraud.card_testing",
+        &[("client.address", "192.0.2.44")],
+        12,
+        30,
+        30,
+        State::Firing,
+    );
     let ids: Vec<String> = [&brute, &takeover, &spray, &elsewhere]
         .iter()
         .map(|a| c.take(a).incident)
@@ -88,7 +147,10 @@ fn a_related_alert_within_the_gap_opens_the_incident_again_and_after_it_a_new_on
     let first = bot(1, 0, State::Firing);
     let id = c.take(&first).incident;
     // resolved at T0 + 180 s
-    let end = c.take(&bot(1, 0, State::Resolved)).update.expect("it resolves");
+    let end = c
+        .take(&bot(1, 0, State::Resolved))
+        .update
+        .expect("it resolves");
     assert_eq!(end.state, State::Resolved);
     // another address of the same rule four minutes later: the same incident, firing
     let again = c.take(&bot(2, 180 + 240, State::Firing));
@@ -107,7 +169,11 @@ fn a_member_firing_again_changes_nothing_and_an_unknown_resolution_stands_alone(
     assert!(c.take(&a).update.is_some());
     let mut confirmed = a.clone();
     confirmed.value = json!(99);
-    assert_eq!(c.take(&confirmed).update, None, "the close confirming an early firing");
+    assert_eq!(
+        c.take(&confirmed).update,
+        None,
+        "the close confirming an early firing"
+    );
 
     let stranger = bot(7, 0, State::Resolved);
     let t = c.take(&stranger);
@@ -119,7 +185,17 @@ fn a_member_firing_again_changes_nothing_and_an_unknown_resolution_stands_alone(
 #[test]
 fn the_same_alerts_fold_the_same_way_every_time() {
     let alerts: Vec<Alert> = (0..50)
-        .map(|i| bot(i % 7, (i as i64) * 40, if i % 3 == 2 { State::Resolved } else { State::Firing }))
+        .map(|i| {
+            bot(
+                i % 7,
+                (i as i64) * 40,
+                if i % 3 == 2 {
+                    State::Resolved
+                } else {
+                    State::Firing
+                },
+            )
+        })
         .collect();
     let run = || {
         let mut c = Correlator::default();
@@ -137,16 +213,44 @@ fn bounds_forget_the_oldest_incident_and_count_unfollowed_members() {
     });
     for (i, rule) in ["a.one", "b.two", "c.three"].iter().enumerate() {
         let host = format!("host-{i}");
-        c.take(&alert(rule, &[("host.name", &host)], 1, 0, 0, State::Firing));
+        c.take(&alert(
+            rule,
+            &[("host.name", &host)],
+            1,
+            0,
+            0,
+            State::Firing,
+        ));
     }
     assert_eq!(c.kept(), 2);
     assert_eq!(c.stats().forgotten, 1);
     // the forgotten incident's member resolves as an incident of its own
-    let gone = alert("a.one", &[("host.name", "host-0")], 1, 0, 60, State::Resolved);
+    let gone = alert(
+        "a.one",
+        &[("host.name", "host-0")],
+        1,
+        0,
+        60,
+        State::Resolved,
+    );
     assert_eq!(c.take(&gone).update.map(|i| i.member_count), Some(1));
     // two followed members left; a third and fourth: one is not followed
-    c.take(&alert("b.two", &[("host.name", "host-9")], 1, 0, 0, State::Firing));
-    c.take(&alert("b.two", &[("host.name", "host-8")], 1, 0, 0, State::Firing));
+    c.take(&alert(
+        "b.two",
+        &[("host.name", "host-9")],
+        1,
+        0,
+        0,
+        State::Firing,
+    ));
+    c.take(&alert(
+        "b.two",
+        &[("host.name", "host-8")],
+        1,
+        0,
+        0,
+        State::Firing,
+    ));
     assert_eq!(c.stats().unfollowed, 1);
 }
 
@@ -167,7 +271,11 @@ fn an_incident_as_json_is_its_lead_alert_with_its_members() {
     assert_eq!(v["rules"], json!(["dos.expensive"]));
     assert_eq!(v["incident_start"], "2026-01-15T10:00:00Z");
     assert_eq!(v["incident_end"], "2026-01-15T10:01:00Z");
-    assert!(inc.member_lines().ends_with("... and 2 more"), "{}", inc.member_lines());
+    assert!(
+        inc.member_lines().ends_with("... and 2 more"),
+        "{}",
+        inc.member_lines()
+    );
 }
 
 #[test]
@@ -176,8 +284,22 @@ fn the_viewer_keeps_each_incident_once_in_its_latest_state_within_its_cap() {
     for i in 0..5 {
         recent.take(&bot(i, 0, State::Firing));
     }
-    recent.take(&alert("fraud.card_testing", &[("client.address", "192.0.2.1")], 9, 0, 0, State::Firing));
-    recent.take(&alert("auth.brute_force", &[("user.name", "bob")], 9, 0, 0, State::Firing));
+    recent.take(&alert(
+        "fraud.card_testing",
+        &[("client.address", "192.0.2.1")],
+        9,
+        0,
+        0,
+        State::Firing,
+    ));
+    recent.take(&alert(
+        "auth.brute_force",
+        &[("user.name", "bob")],
+        9,
+        0,
+        0,
+        State::Firing,
+    ));
     let list = recent.to_json();
     let rules: Vec<&str> = list
         .as_array()

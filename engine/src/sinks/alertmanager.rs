@@ -351,13 +351,24 @@ mod tests {
         assert_eq!(body.as_array().map(Vec::len), Some(1), "{body}");
         let (labels, notes) = (&body[0]["labels"], &body[0]["annotations"]);
         assert_eq!(labels["incident_id"], json!(alerts[0].identity()));
-        assert_eq!(labels["client_address"], "198.51.100.0", "the lead's entity");
+        assert_eq!(
+            labels["client_address"], "198.51.100.0",
+            "the lead's entity"
+        );
         assert_eq!(labels["maturity"], "experimental");
         assert_eq!(notes["member_count"], "30");
         assert_eq!(notes["entity_count"], "30");
         assert_eq!(notes["rules"], "test.flood");
-        let members: Vec<&str> = notes["members"].as_str().unwrap_or_default().lines().collect();
-        assert_eq!(members.len(), 11, "ten listed and how many more: {members:?}");
+        let members: Vec<&str> = notes["members"]
+            .as_str()
+            .unwrap_or_default()
+            .lines()
+            .collect();
+        assert_eq!(
+            members.len(),
+            11,
+            "ten listed and how many more: {members:?}"
+        );
         assert_eq!(
             members[1],
             "test.flood [experimental] client.address=198.51.100.29 = 129"

@@ -193,7 +193,10 @@ mod tests {
         }));
         let table = printed(Format::Table, Output::Alert(a.clone()));
         let line = table.lines().nth(1).expect("a header and a line");
-        assert!(line.ends_with("client.address=203.0.113.9  [experimental]"), "{line}");
+        assert!(
+            line.ends_with("client.address=203.0.113.9  [experimental]"),
+            "{line}"
+        );
         let json: serde_json::Value =
             serde_json::from_str(&printed(Format::Json, Output::Alert(a.clone()))).expect("JSON");
         assert_eq!(json["maturity"], "experimental");

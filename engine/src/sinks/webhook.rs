@@ -242,15 +242,24 @@ mod tests {
             Output::Alert(client_alert("198.51.100.7", State::Resolved)),
             Output::Alert(resolved),
         ])
-            .await
-            .unwrap();
+        .await
+        .unwrap();
         let bodies = got.lock().unwrap().clone();
         assert_eq!(bodies.len(), 2);
         let incidents: Vec<Value> = bodies
             .iter()
-            .flat_map(|b| b["incidents"].as_array().expect("an array of incidents").clone())
+            .flat_map(|b| {
+                b["incidents"]
+                    .as_array()
+                    .expect("an array of incidents")
+                    .clone()
+            })
             .collect();
-        assert_eq!(incidents.len(), 2, "one incident, firing then resolved: {incidents:?}");
+        assert_eq!(
+            incidents.len(),
+            2,
+            "one incident, firing then resolved: {incidents:?}"
+        );
         let (opened, closed) = (&incidents[0], &incidents[1]);
         // the lead alert's fields, as stdout prints them
         let lead = serde_json::to_value(&firing).unwrap();
@@ -267,7 +276,10 @@ mod tests {
         // and the incident's
         assert_eq!(opened["member_count"], 2);
         assert_eq!(opened["entity_count"], 2);
-        assert_eq!(opened["members"][1]["entity"]["client.address"], "198.51.100.7");
+        assert_eq!(
+            opened["members"][1]["entity"]["client.address"],
+            "198.51.100.7"
+        );
         assert_eq!(closed["state"], "resolved");
         assert_eq!(closed["open_members"], 0);
         // one incident, one id
