@@ -1024,7 +1024,8 @@ impl AdminToken {
 }
 
 /// `GET /admin/chaos` (the flags and what they hold), `PUT /admin/chaos` (a
-/// JSON object of flags to change), `DELETE /admin/chaos` (clear all). Only
+/// JSON object of flags to change), `DELETE /admin/chaos` (clear all), and
+/// the CPU profiles of [`super::profiling`] (`/admin/pprof/*`). Only
 /// for direct calls from this host (a peer that is not loopback, or a request
 /// that came through a proxy, `Forwarded`, `X-Forwarded-For`, `X-Real-IP`, is
 /// refused 403 `admin_forbidden`) with `Authorization: Bearer <token>` (else
@@ -1032,12 +1033,15 @@ impl AdminToken {
 /// refused 403 `admin_disabled`. The gateway never mounts this on its public
 /// listener (see [`super::router`]).
 pub fn admin(chaos: Arc<Chaos>, token: Option<AdminToken>) -> Router {
+    let service = chaos.service;
     Router::new()
         .route("/admin/chaos", get(show).put(change).delete(clear_all))
+        .with_state(chaos)
+        // CPU profiles, behind the same checks (see super::profiling).
+        .merge(super::profiling::routes(service))
         .route_layer(from_fn(move |req, next| {
             authorised(token.clone(), req, next)
         }))
-        .with_state(chaos)
 }
 
 async fn authorised(token: Option<AdminToken>, req: Request, next: Next) -> Response {
@@ -1367,6 +1371,35 @@ mod tests {
         assert_eq!(status, 200);
         assert_eq!(body["active"], json!([]));
         assert!(!chaos.flags().redis_down);
+    }
+
+    /// The CPU profiles sit behind the same checks as the flags; a bad
+    /// parameter is refused before anything is sampled.
+    #[tokio::test]
+    async fn profiles_need_the_admin_token() {
+        let chaos = Arc::new(Chaos::with_flags(Some(Service::Catalog), Flags::default()));
+        let app = admin(chaos, Some(AdminToken(TOKEN.as_bytes().into())));
+        let (local, outside) = ([127, 0, 0, 1], [203, 0, 113, 9]);
+        for (token, peer, status) in [
+            (None, local, 401),
+            (Some("a wrong token, long enough too"), local, 401),
+            (Some(TOKEN), outside, 403),
+            (Some(TOKEN), local, 422),
+        ] {
+            let mut req = axum::http::Request::builder().uri("/admin/pprof/flamegraph?seconds=0");
+            if let Some(t) = token {
+                req = req.header("authorization", format!("Bearer {t}"));
+            }
+            let mut req = req.body(Body::empty()).unwrap();
+            req.extensions_mut()
+                .insert(ConnectInfo(SocketAddr::from((peer, 40000))));
+            let response = app.clone().oneshot(req).await.unwrap();
+            assert_eq!(
+                response.status().as_u16(),
+                status,
+                "{token:?} from {peer:?}"
+            );
+        }
     }
 
     /// No token, a wrong one, or no token configured: refused, flags unchanged.

@@ -12,7 +12,8 @@
 //! Every service shares [`http`] (JSON errors, SERVER spans, RED metrics,
 //! backpressure, the instrumented client), [`store`] (instrumented SQLx and
 //! Redis), [`events`] (the contract's domain events), [`security`] and
-//! [`chaos`] (failure injection, `/admin/chaos`).
+//! [`chaos`] (failure injection, `/admin/chaos`), [`profiling`] (CPU
+//! profiles on the admin side, the counting allocator and its metrics).
 
 pub mod auth;
 pub mod cart;
@@ -24,6 +25,7 @@ pub mod gateway;
 pub mod http;
 pub mod openapi;
 pub mod payments;
+pub mod profiling;
 pub mod security;
 pub mod store;
 
@@ -251,6 +253,7 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let telemetry = crate::telemetry::init(service.service_name())?;
+    profiling::register_allocator_metrics(&opentelemetry::global::meter("shop.allocator"));
     let result = serve(service, &config, listener, shutdown).await;
     if let Err(e) = &result {
         tracing::error!(error = format!("{e:#}"), "service failed");
