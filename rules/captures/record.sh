@@ -73,12 +73,17 @@ declare -A duration=(
   [perf_slow_downstream]=3m
   [perf_deploy_regression]=3m
   [perf_deploy_clean]=3m
+  [perf_missing_index]=3m
+  [perf_alloc_heavy]=3m
+  [perf_memory_growth]=3m
+  [perf_healthy_allocator]=3m
 )
 # The bottlenecks: `service json ...` pairs sent to /admin/chaos at FLAG_AT,
 # and the indicators of the truth's scenario (empty: a look-alike or healthy
 # traffic, recorded with the same load).
 declare -A perf_flags=(
   [perf_healthy]=""
+  [perf_healthy_allocator]=""
   [perf_n_plus_one]='catalog {"n_plus_one":true}'
   [perf_blocking_call]='catalog {"blocking_call_ms":100}'
   [perf_pool_undersized]='catalog {"db_pool_size":1,"db_slow_ms":150}'
@@ -86,6 +91,9 @@ declare -A perf_flags=(
   [perf_retry_storm]='cart {"redis_down":true} gateway {"retry_storm":4}'
   [perf_redis_down]='cart {"redis_down":true}'
   [perf_slow_downstream]='catalog {"slow_downstream_ms":1500}'
+  [perf_missing_index]='catalog {"missing_index":true}'
+  [perf_alloc_heavy]='catalog {"alloc_heavy_kb":8192}'
+  [perf_memory_growth]='catalog {"memory_growth_kb":512}'
 )
 # Deploys: at FLAG_AT the named service is stopped and started again as
 # version DEPLOY_VERSION, then sent the flags (or none: a clean deploy).
@@ -101,6 +109,9 @@ declare -A perf_indicators=(
   [perf_retry_storm]='{"service.name":["shop-gateway","shop-checkout"],"peer.service":["shop-cart"]}'
   [perf_slow_downstream]='{"service.name":["shop-catalog"]}'
   [perf_deploy_regression]='{"service.name":["shop-catalog"]}'
+  [perf_missing_index]='{"service.name":["shop-catalog"]}'
+  [perf_alloc_heavy]='{"service.name":["shop-catalog"]}'
+  [perf_memory_growth]='{"service.name":["shop-catalog"]}'
 )
 FLAG_AT="${FLAG_AT:-60}"
 
