@@ -123,3 +123,40 @@ pub async fn restore_incidents(
         }
     }
 }
+
+/// `engine run --postgres`: restores the buckets of kept KPIs (`keep`, the
+/// rollups baselines and SLO rules read) from the KPI values the BI store
+/// keeps, before the first evaluation, so that a restart does not start
+/// their history afresh. A store that cannot be read is said on stderr and
+/// the engine starts with empty rollups.
+#[cfg(feature = "postgres")]
+pub async fn restore_rollups(url: &str, ev: &mut crate::evaluator::Evaluator) {
+    let kept = ev.rules().rollups.kept();
+    if kept.is_empty() {
+        return;
+    }
+    let read = tokio::time::timeout(
+        std::time::Duration::from_secs(30),
+        crate::sinks::postgres::stored_kpi_values(url, &kept),
+    )
+    .await
+    .unwrap_or_else(|_| {
+        Err(crate::sinks::postgres::RestoreError {
+            place: "the --postgres URL".into(),
+            reason: "no answer in 30 s".into(),
+        })
+    });
+    match read {
+        Ok(stored) => {
+            let taken = ev.restore_rollups(&stored);
+            tracing::info!(buckets = taken, "kept KPIs restored from the BI store");
+            eprintln!("kept KPIs restored from PostgreSQL: {taken} buckets");
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "no kept KPIs restored: starting with empty rollups");
+            eprintln!(
+                "error: {e}; starting with empty rollups (baselines warm up again, burn rates read less history)"
+            );
+        }
+    }
+}

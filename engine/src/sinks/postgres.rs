@@ -742,8 +742,7 @@ async fn write_incident(
     tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
     inc: Incident,
 ) -> Result<(), Failure> {
-    let data =
-        |e: serde_json::Error| Failure::new(FailureKind::Data, format!("incident {}: {e}", inc.id));
+    let data = |e: serde_json::Error| Failure::new(FailureKind::Data, format!("incident {}: {e}", inc.id));
     let json = inc.to_json();
     let entity = serde_json::to_string(&storable_map(&inc.lead.entity)).map_err(data)?;
     let members = storable(&serde_json::to_string(&json["members"]).map_err(data)?);
@@ -854,6 +853,92 @@ pub async fn stored_incidents(
         .map(stored)
         .collect::<Result<_, _>>()
         .map_err(|e| failed(super::error_chain(&e)))
+}
+
+/// Reads the values of kept KPIs ([`crate::rules::rollup`]) back from
+/// `kpi_values`, to restore their buckets before the first evaluation
+/// (`engine run --postgres`): for each, the windows of the last `keep`
+/// before its newest stored window (from the start of that hour), and with
+/// `keep_hourly` the older ones summed per hour by PostgreSQL. A KPI the
+/// store has never seen gives nothing.
+pub async fn stored_kpi_values(
+    url: &str,
+    kept: &[crate::rules::rollup::KeptKpi],
+) -> Result<Vec<crate::rules::rollup::StoredValue>, RestoreError> {
+    use sqlx::Row;
+    const HOUR: i64 = 3_600_000_000_000;
+    let failed = |reason: String| RestoreError {
+        place: redact(url),
+        reason,
+    };
+    let options = PgConnectOptions::from_str(url).map_err(|e| failed(e.to_string()))?;
+    let mut conn = PgConnection::connect_with(&options)
+        .await
+        .map_err(|e| failed(super::error_chain(&e)))?;
+    migrate(&mut conn)
+        .await
+        .map_err(|e| failed(Failure::from(e).reason))?;
+    let ns = |t: DateTime<Utc>| t.timestamp_nanos_opt().unwrap_or(i64::MAX);
+    let at = |t: i64| DateTime::<Utc>::from_timestamp_nanos(t);
+    let mut out = Vec::new();
+    for k in kept {
+        let newest: Option<DateTime<Utc>> =
+            sqlx::query_scalar("SELECT max(window_end) FROM kpi_values WHERE kpi = ANY($1)")
+                .bind(&k.names)
+                .fetch_one(&mut conn)
+                .await
+                .map_err(|e| failed(super::error_chain(&e)))?;
+        let Some(newest) = newest.map(ns) else {
+            continue;
+        };
+        let cut = (newest - k.keep_ns).div_euclid(HOUR) * HOUR;
+        let mut queries = vec![(
+            false,
+            sqlx::query(
+                "SELECT kpi, window_start, dimensions::text AS dimensions, value
+                 FROM kpi_values WHERE kpi = ANY($1) AND window_start >= $2 AND window_start < $3",
+            )
+            .bind(&k.names)
+            .bind(at(cut))
+            .bind(at(newest)),
+        )];
+        if let Some(hourly) = k.hourly_ns {
+            queries.push((
+                true,
+                sqlx::query(
+                    "SELECT kpi, date_trunc('hour', window_start, 'UTC') AS window_start,
+                            dimensions::text AS dimensions, sum(value) AS value
+                     FROM kpi_values WHERE kpi = ANY($1) AND window_start >= $2 AND window_start < $3
+                     GROUP BY 1, 2, 3",
+                )
+                .bind(&k.names)
+                .bind(at((newest - hourly).div_euclid(HOUR) * HOUR))
+                .bind(at(cut)),
+            ));
+        }
+        for (hourly, query) in queries {
+            let rows = query
+                .fetch_all(&mut conn)
+                .await
+                .map_err(|e| failed(super::error_chain(&e)))?;
+            for r in &rows {
+                let value = |r: &sqlx::postgres::PgRow| -> Result<_, sqlx::Error> {
+                    let dimensions: String = r.try_get("dimensions")?;
+                    Ok(crate::rules::rollup::StoredValue {
+                        kpi: r.try_get("kpi")?,
+                        window_start: ns(r.try_get("window_start")?),
+                        dimensions: serde_json::from_str(&dimensions)
+                            .map_err(|e| sqlx::Error::Decode(e.into()))?,
+                        value: r.try_get("value")?,
+                        hourly,
+                    })
+                };
+                out.push(value(r).map_err(|e| failed(super::error_chain(&e)))?);
+            }
+        }
+    }
+    let _ = conn.close().await;
+    Ok(out)
 }
 
 /// The BI store as one sink of the live loop's fan-out (`engine run
