@@ -33,7 +33,7 @@ pub struct LiveConfig {
     /// the folder of rule and KPI files (read again on a reload)
     pub rules_dir: PathBuf,
     /// the built-in OTLP receiver, used when `kafka` is `None`
-    pub receiver: ingest::otlp_receiver::ReceiverConfig,
+    pub receiver: ingest::source::otlp_receiver::ReceiverConfig,
     /// consume the Collector's Kafka topics from these brokers instead
     pub kafka: Option<String>,
     /// the Kafka consumer group
@@ -90,12 +90,12 @@ pub enum StartAt {
 }
 
 #[cfg(feature = "kafka")]
-impl From<StartAt> for ingest::kafka::StartAt {
+impl From<StartAt> for ingest::source::kafka::StartAt {
     fn from(start: StartAt) -> Self {
         match start {
-            StartAt::Earliest => ingest::kafka::StartAt::Earliest,
-            StartAt::Latest => ingest::kafka::StartAt::Latest,
-            StartAt::Time(ms) => ingest::kafka::StartAt::Time(ms),
+            StartAt::Earliest => ingest::source::kafka::StartAt::Earliest,
+            StartAt::Latest => ingest::source::kafka::StartAt::Latest,
+            StartAt::Time(ms) => ingest::source::kafka::StartAt::Time(ms),
         }
     }
 }
@@ -104,7 +104,7 @@ impl From<StartAt> for ingest::kafka::StartAt {
 /// that the live loop reads the same either way and `--kafka` is refused.
 #[cfg(feature = "kafka")]
 mod kafka {
-    pub use ingest::kafka::{KafkaSource as Source, OffsetsUpTo};
+    pub use ingest::source::kafka::{KafkaSource as Source, OffsetsUpTo};
 }
 #[cfg(not(feature = "kafka"))]
 mod kafka {
@@ -403,7 +403,7 @@ async fn evaluate(ev: &mut Evaluator) -> Vec<Output> {
 /// lets the requests in flight finish, and the loop goes on until their rows
 /// are read; Kafka stops reading at once. Whether to leave the loop now.
 fn stop(
-    receiver: &mut Option<ingest::otlp_receiver::ReceiverHandle>,
+    receiver: &mut Option<ingest::source::otlp_receiver::ReceiverHandle>,
     source_task: &tokio::task::JoinHandle<anyhow::Result<()>>,
     signal: &str,
 ) -> bool {
@@ -594,7 +594,7 @@ pub async fn run(args: LiveConfig) -> anyhow::Result<()> {
     // the source, and the task that feeds its rows in: it ends with an error
     // when the source fails, and the process then exits non-zero
     let (mut receiver, source_task): (
-        Option<ingest::otlp_receiver::ReceiverHandle>,
+        Option<ingest::source::otlp_receiver::ReceiverHandle>,
         tokio::task::JoinHandle<anyhow::Result<()>>,
     ) = match &args.kafka {
         #[cfg(not(feature = "kafka"))]
@@ -605,7 +605,8 @@ pub async fn run(args: LiveConfig) -> anyhow::Result<()> {
                 Some(id) => format!("Kafka {brokers}, group {} as {id}", args.group),
                 None => format!("Kafka {brokers}, group {}", args.group),
             };
-            let mut config = ingest::kafka::KafkaConfig::new(brokers.clone(), args.group.clone());
+            let mut config =
+                ingest::source::kafka::KafkaConfig::new(brokers.clone(), args.group.clone());
             config.topics = vec![
                 (args.spans_topic.clone(), Table::Spans),
                 (args.logs_topic.clone(), Table::Logs),
@@ -655,7 +656,7 @@ pub async fn run(args: LiveConfig) -> anyhow::Result<()> {
         None => {
             let config = args.receiver.clone();
             let (rtx, mut rrx) = mpsc::channel(64);
-            let handle = ingest::otlp_receiver::start(config, rtx, rejections.clone())
+            let handle = ingest::source::otlp_receiver::start(config, rtx, rejections.clone())
                 .await
                 .context("cannot start the OTLP receiver")?;
             let source = format!(
@@ -668,7 +669,7 @@ pub async fn run(args: LiveConfig) -> anyhow::Result<()> {
             let tx = tx.clone();
             let task = tokio::spawn(async move {
                 while let Some(r) = rrx.recv().await {
-                    let r: ingest::otlp_receiver::Received = r;
+                    let r: ingest::source::otlp_receiver::Received = r;
                     let incoming = Incoming {
                         table: r.decoded.table,
                         batch: Some(r.decoded.batch),

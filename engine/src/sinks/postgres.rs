@@ -742,7 +742,8 @@ async fn write_incident(
     tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
     inc: Incident,
 ) -> Result<(), Failure> {
-    let data = |e: serde_json::Error| Failure::new(FailureKind::Data, format!("incident {}: {e}", inc.id));
+    let data =
+        |e: serde_json::Error| Failure::new(FailureKind::Data, format!("incident {}: {e}", inc.id));
     let json = inc.to_json();
     let entity = serde_json::to_string(&storable_map(&inc.lead.entity)).map_err(data)?;
     let members = storable(&serde_json::to_string(&json["members"]).map_err(data)?);
