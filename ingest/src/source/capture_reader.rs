@@ -64,8 +64,8 @@ use std::fmt;
 use std::fs::File;
 use std::io::{self, BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, mpsc};
 
 use crate::decode::{decode_json_as, decode_proto};
 use crate::write::dead_letter::{DeadLetter, Rejections};
@@ -473,23 +473,8 @@ impl Iterator for CaptureReader {
     type Item = CaptureItem;
 
     fn next(&mut self) -> Option<CaptureItem> {
-        let item = match self.next_raw()? {
-            RawItem::Bytes {
-                position,
-                bytes,
-                framing,
-                hint,
-            } => decode_record(
-                position,
-                bytes,
-                framing,
-                hint,
-                self.options.max_message_bytes,
-            ),
-            RawItem::Bad(bad) => CaptureItem::Bad(bad),
-            RawItem::Unreadable { position, error } => CaptureItem::Unreadable { position, error },
-        };
-        Some(item)
+        let max_bytes = self.options.max_message_bytes;
+        self.next_raw().map(|raw| decode_raw(raw, max_bytes))
     }
 }
 
@@ -591,6 +576,212 @@ pub fn decode_payload(bytes: &[u8], hint: Option<Table>) -> Result<Decoded, Deco
         (Some(decoded), _) => Ok(decoded),
         (None, Some(e)) => Err(e),
         (None, None) => Err(DecodeError::new(Reason::CorruptProtobuf, "no table to try")),
+    }
+}
+
+/// One framed message as OTLP protobuf: its table, its bytes (OTLP/JSON
+/// transcoded, protobuf as it is) and the partition the capture kept. What a
+/// conversion of captures writes ([`crate::write::capture_writer::convert`]).
+pub(crate) fn protobuf_of(
+    bytes: &[u8],
+    framing: Framing,
+    hint: Option<Table>,
+    max_bytes: usize,
+) -> Result<(Table, Vec<u8>, Option<i32>), DecodeError> {
+    let inner = match framing {
+        Framing::JsonLines => None,
+        Framing::LengthPrefixed => decompress_record(bytes, max_bytes)?,
+    };
+    let payload = inner.as_deref().unwrap_or(bytes);
+    let (partition, message) = match crate::write::capture_writer::split_partition(payload) {
+        Some((p, message)) => (Some(p), message),
+        None => (None, std::borrow::Cow::Borrowed(payload)),
+    };
+    if crate::write::capture_writer::Encoding::sniff(&message)
+        == crate::write::capture_writer::Encoding::Json
+    {
+        let (table, proto) = crate::decode::json_to_proto(&message)?;
+        return Ok((table, proto, partition));
+    }
+    let table = decode_payload(&message, hint)?.table;
+    Ok((table, message.into_owned(), partition))
+}
+
+/// The most messages a [`ParallelReader`] holds at once, read but not yet
+/// handed on, per decoding thread.
+pub const PARALLEL_WINDOW_PER_THREAD: usize = 16;
+
+impl CaptureReader {
+    /// Reads on a thread of its own and decodes on `threads` more (at least
+    /// one), handing the items on in the order [`Iterator::next`] gives them:
+    /// the same items in the same order, decoded in parallel across messages
+    /// and files. At most `threads *` [`PARALLEL_WINDOW_PER_THREAD`] messages
+    /// are held at once (read, being decoded, or decoded and waiting for one
+    /// before them): the reader waits while the window is full.
+    ///
+    /// ```no_run
+    /// use ingest::source::capture_reader;
+    /// # fn main() -> Result<(), capture_reader::FileError> {
+    /// let reader = capture_reader::open(&["captures/attack.jsonl".into()])?;
+    /// let rows: usize = reader
+    ///     .decode_in_parallel(2)
+    ///     .filter_map(|item| match item {
+    ///         capture_reader::CaptureItem::Message(m) => Some(m.decoded.batch.num_rows()),
+    ///         _ => None,
+    ///     })
+    ///     .sum();
+    /// # let _ = rows;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn decode_in_parallel(self, threads: usize) -> ParallelReader {
+        let threads = threads.max(1);
+        let window = threads * PARALLEL_WINDOW_PER_THREAD;
+        let max_bytes = self.options.max_message_bytes;
+        let progress = self.progress.clone();
+        // a ticket per message that may be held: the reader takes one before
+        // reading a message, the consumer gives it back as it hands one on
+        let (tickets_tx, tickets_rx) = mpsc::sync_channel::<()>(window);
+        for _ in 0..window {
+            let _ = tickets_tx.send(());
+        }
+        let (raw_tx, raw_rx) = mpsc::sync_channel::<(u64, RawItem)>(window);
+        let (done_tx, done_rx) = mpsc::sync_channel::<(u64, CaptureItem)>(window);
+        let mut reader = self;
+        let reading = std::thread::Builder::new()
+            .name("capture-read".into())
+            .spawn(move || {
+                let mut seq = 0u64;
+                while tickets_rx.recv().is_ok() {
+                    let Some(item) = reader.next_raw() else {
+                        break;
+                    };
+                    if raw_tx.send((seq, item)).is_err() {
+                        break;
+                    }
+                    seq += 1;
+                }
+            });
+        let raw_rx = Arc::new(std::sync::Mutex::new(raw_rx));
+        let mut workers = Vec::with_capacity(threads);
+        for i in 0..threads {
+            let raw_rx = Arc::clone(&raw_rx);
+            let done_tx = done_tx.clone();
+            let worker = std::thread::Builder::new()
+                .name(format!("capture-decode-{i}"))
+                .spawn(move || {
+                    loop {
+                        let next = raw_rx.lock().unwrap_or_else(|e| e.into_inner()).recv();
+                        let Ok((seq, raw)) = next else { break };
+                        if done_tx.send((seq, decode_guarded(raw, max_bytes))).is_err() {
+                            break;
+                        }
+                    }
+                });
+            workers.extend(worker.ok());
+        }
+        ParallelReader {
+            next: 0,
+            waiting: std::collections::BTreeMap::new(),
+            done: done_rx,
+            tickets: tickets_tx,
+            progress,
+            started: reading.is_ok() && !workers.is_empty(),
+        }
+    }
+}
+
+/// A raw item decoded as [`Iterator::next`] of [`CaptureReader`] does.
+fn decode_raw(raw: RawItem, max_bytes: usize) -> CaptureItem {
+    match raw {
+        RawItem::Bytes {
+            position,
+            bytes,
+            framing,
+            hint,
+        } => decode_record(position, bytes, framing, hint, max_bytes),
+        RawItem::Bad(bad) => CaptureItem::Bad(bad),
+        RawItem::Unreadable { position, error } => CaptureItem::Unreadable { position, error },
+    }
+}
+
+/// [`decode_raw`] on a decoding thread: a panic is a bad message at its
+/// position ([`Reason::DecoderPanic`]), so no message goes missing.
+fn decode_guarded(raw: RawItem, max_bytes: usize) -> CaptureItem {
+    let position = match &raw {
+        RawItem::Bytes { position, .. } => Some(position.clone()),
+        _ => None,
+    };
+    let decoded =
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| decode_raw(raw, max_bytes)));
+    match (decoded, position) {
+        (Ok(item), _) => item,
+        (Err(_), Some(position)) => CaptureItem::Bad(BadMessage {
+            position,
+            error: DecodeError::new(Reason::DecoderPanic, "the decoder panicked on this message"),
+            raw: Vec::new(),
+            truncated: false,
+        }),
+        (Err(panic), None) => std::panic::resume_unwind(panic),
+    }
+}
+
+/// The items of a capture decoded on several threads, in the capture's order:
+/// see [`CaptureReader::decode_in_parallel`].
+pub struct ParallelReader {
+    /// the sequence number of the item to hand on next
+    next: u64,
+    /// decoded items that came before `next`'s
+    waiting: std::collections::BTreeMap<u64, CaptureItem>,
+    done: mpsc::Receiver<(u64, CaptureItem)>,
+    tickets: mpsc::SyncSender<()>,
+    progress: Progress,
+    started: bool,
+}
+
+impl fmt::Debug for ParallelReader {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ParallelReader")
+            .field("next", &self.next)
+            .field("waiting", &self.waiting.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl ParallelReader {
+    /// How far reading has got; clone it to watch from another thread.
+    pub fn progress(&self) -> Progress {
+        self.progress.clone()
+    }
+}
+
+impl Iterator for ParallelReader {
+    type Item = CaptureItem;
+
+    fn next(&mut self) -> Option<CaptureItem> {
+        assert!(
+            self.started,
+            "the capture's reading threads could not be started"
+        );
+        loop {
+            if let Some(item) = self.waiting.remove(&self.next) {
+                self.next += 1;
+                let _ = self.tickets.try_send(());
+                return Some(item);
+            }
+            match self.done.recv() {
+                Ok((seq, item)) => {
+                    self.waiting.insert(seq, item);
+                }
+                // every thread is done: the end, unless one died holding an
+                // item, which must not pass for the end of the capture
+                Err(_) if self.waiting.is_empty() => return None,
+                Err(_) => panic!(
+                    "a decoding thread stopped part way: message {} of the capture was lost",
+                    self.next + 1
+                ),
+            }
+        }
     }
 }
 

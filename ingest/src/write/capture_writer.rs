@@ -4,12 +4,17 @@
 //!
 //! # Design: which format keeps what came in
 //!
-//! - [`CaptureFormat::LengthPrefixed`] (the default, and the exporter's
-//!   `format: proto`): every message is written **byte for byte as it came
-//!   in**, protobuf or OTLP/JSON, behind its 4-byte big-endian length. Nothing is
-//!   parsed, so even a message that would not decode is kept as evidence. With
-//!   [`Compression::Zstd`] each record is zstd-compressed on its own, as the
-//!   exporter's `compression: zstd` does. A protobuf record does not say which
+//! - [`CaptureFormat::Protobuf`] (the default: the exporter's `format: proto`):
+//!   every message as OTLP protobuf behind its 4-byte big-endian length.
+//!   Protobuf input is written **byte for byte as it came in** (nothing is
+//!   parsed, so even a message that would not decode is kept as evidence);
+//!   OTLP/JSON input is transcoded to protobuf (`decode::json_to_proto`), and
+//!   JSON that does not parse cannot be written ([`CaptureError::Transcode`]).
+//!   With [`Compression::Zstd`] each record is zstd-compressed on its own, as
+//!   the exporter's `compression: zstd` does. Read back at the protobuf
+//!   decoder's speed: no JSON is parsed.
+//! - [`CaptureFormat::LengthPrefixed`]: the same framing with every message as
+//!   it came in, OTLP/JSON included. A protobuf record does not say which
 //!   signal it is; the reader finds out (see [`crate::source::capture_reader`]), and a capture of
 //!   one signal can be named for it (`spans.pb`) to make that certain.
 //! - [`CaptureFormat::JsonLines`] (the exporter's default `format: json`): one
@@ -68,8 +73,12 @@ use crate::Table;
 /// How messages are framed in a capture.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum CaptureFormat {
-    /// 4-byte big-endian length, then the message as received.
+    /// 4-byte big-endian length, then the message as OTLP protobuf (OTLP/JSON
+    /// input transcoded): the Collector file exporter's `format: proto`.
     #[default]
+    Protobuf,
+    /// 4-byte big-endian length, then the message as received (protobuf or
+    /// OTLP/JSON).
     LengthPrefixed,
     /// One OTLP/JSON object per line.
     JsonLines,
@@ -81,7 +90,8 @@ pub enum Compression {
     /// none
     #[default]
     None,
-    /// zstd: each record for [`CaptureFormat::LengthPrefixed`], the whole file for
+    /// zstd: each record for [`CaptureFormat::Protobuf`] and
+    /// [`CaptureFormat::LengthPrefixed`], the whole file for
     /// [`CaptureFormat::JsonLines`]
     Zstd,
 }
@@ -119,8 +129,19 @@ pub struct CaptureOptions {
 
 impl CaptureOptions {
     /// The options a file name suggests: `.jsonl`/`.json` → JSON lines,
-    /// `.jsonl.zst`/`.json.zst` → zstd JSON lines, `.zst` → zstd records, else
-    /// length-prefixed records.
+    /// `.jsonl.zst`/`.json.zst` → zstd JSON lines; `.pb`/`.binpb` → protobuf
+    /// records, uncompressed; any other name (`.pb.zst`, none) → protobuf
+    /// records, each zstd-compressed: the Collector file exporter's
+    /// `format: proto` with `compression: zstd`.
+    ///
+    /// ```
+    /// use std::path::Path;
+    /// use ingest::write::capture_writer::{CaptureFormat, CaptureOptions, Compression};
+    /// let o = CaptureOptions::for_path(Path::new("attack.pb.zst"));
+    /// assert_eq!((o.format, o.compression), (CaptureFormat::Protobuf, Compression::Zstd));
+    /// let o = CaptureOptions::for_path(Path::new("attack.jsonl"));
+    /// assert_eq!((o.format, o.compression), (CaptureFormat::JsonLines, Compression::None));
+    /// ```
     pub fn for_path(path: &Path) -> CaptureOptions {
         let name = path
             .file_name()
@@ -130,13 +151,14 @@ impl CaptureOptions {
         let zstd = name.ends_with(".zst") || name.ends_with(".zstd");
         let stem = name.trim_end_matches(".zstd").trim_end_matches(".zst");
         let json = stem.ends_with(".jsonl") || stem.ends_with(".json") || stem.ends_with(".ndjson");
+        let plain_protobuf = !zstd && (name.ends_with(".pb") || name.ends_with(".binpb"));
         CaptureOptions {
             format: if json {
                 CaptureFormat::JsonLines
             } else {
-                CaptureFormat::LengthPrefixed
+                CaptureFormat::Protobuf
             },
-            compression: if zstd {
+            compression: if zstd || !(json || plain_protobuf) {
                 Compression::Zstd
             } else {
                 Compression::None
@@ -157,8 +179,9 @@ pub enum CaptureError {
         /// what the operating system said
         source: io::Error,
     },
-    /// A protobuf message that does not parse cannot be written as JSON lines.
-    #[error("capture {path}: cannot write a {table} protobuf message as OTLP/JSON: {detail}", table = table.name())]
+    /// A protobuf message that does not parse cannot be written as JSON lines,
+    /// nor OTLP/JSON that does not parse as protobuf.
+    #[error("capture {path}: cannot transcode a {table} message: {detail}", table = table.name())]
     Transcode {
         /// the file
         path: PathBuf,
@@ -343,8 +366,22 @@ impl CaptureWriter {
         raw: &[u8],
         partition: Option<i32>,
     ) -> Result<(), CaptureError> {
+        let given = raw.len() as u64;
+        let transcoded;
+        let raw = match (self.options.format, Encoding::sniff(raw)) {
+            (CaptureFormat::Protobuf, Encoding::Json) => {
+                transcoded =
+                    crate::decode::json_to_proto(raw).map_err(|e| CaptureError::Transcode {
+                        path: self.path.clone(),
+                        table,
+                        detail: format!("OTLP/JSON to protobuf: {e}"),
+                    })?;
+                transcoded.1.as_slice()
+            }
+            _ => raw,
+        };
         match self.options.format {
-            CaptureFormat::LengthPrefixed => match partition {
+            CaptureFormat::Protobuf | CaptureFormat::LengthPrefixed => match partition {
                 Some(p) => {
                     let mut tagged = Vec::with_capacity(raw.len() + 32);
                     tag_partition(raw, p, &mut tagged);
@@ -355,7 +392,7 @@ impl CaptureWriter {
             CaptureFormat::JsonLines => self.write_line(table, raw, partition)?,
         }
         self.stats.messages += 1;
-        self.stats.raw_bytes += raw.len() as u64;
+        self.stats.raw_bytes += given;
         Ok(())
     }
 
@@ -479,6 +516,79 @@ impl Drop for CaptureWriter {
     }
 }
 
+/// What [`convert`] wrote and what it left out.
+#[derive(Debug, Clone, Default)]
+pub struct Converted {
+    /// what the new capture holds
+    pub stats: CaptureStats,
+    /// the messages that could not be converted (they do not decode, or a
+    /// file could not be read further), each as `position: why`
+    pub skipped: Vec<String>,
+}
+
+/// An error converting captures: an input that cannot be opened, or an output
+/// that cannot be written.
+#[derive(Debug, thiserror::Error)]
+pub enum ConvertError {
+    /// the input captures
+    #[error(transparent)]
+    Read(#[from] crate::source::capture_reader::FileError),
+    /// the new capture
+    #[error(transparent)]
+    Write(#[from] CaptureError),
+}
+
+/// Writes the messages of the captures `inputs` (files or folders, in any
+/// format [`crate::source::capture_reader`] reads) to a new capture at `out`,
+/// in their order, each with its partition, in the format `options` says:
+/// OTLP/JSON captures become protobuf ones (read at the protobuf decoder's
+/// speed), or the other way. A message that does not decode is left out and
+/// listed in [`Converted::skipped`]; the rest are converted.
+///
+/// ```
+/// use std::path::PathBuf;
+/// use ingest::write::capture_writer::{CaptureOptions, convert};
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let dir = tempfile::tempdir()?;
+/// let json = dir.path().join("attack.jsonl");
+/// std::fs::write(&json, br#"{"resourceSpans":[]}"#)?;
+/// let out = dir.path().join("attack.pb.zst");
+/// let done = convert(&[json], &out, CaptureOptions::for_path(&out))?;
+/// assert_eq!((done.stats.messages, done.skipped.len()), (1, 0));
+/// # Ok(())
+/// # }
+/// ```
+pub fn convert(
+    inputs: &[PathBuf],
+    out: &Path,
+    options: CaptureOptions,
+) -> Result<Converted, ConvertError> {
+    use crate::source::capture_reader::{self, RawItem};
+    let read = capture_reader::ReadOptions::default();
+    let mut reader = capture_reader::open_with(inputs, read.clone())?;
+    let mut writer = CaptureWriter::create(out, options)?;
+    let mut skipped = Vec::new();
+    while let Some(item) = reader.next_raw() {
+        match item {
+            RawItem::Bytes {
+                position,
+                bytes,
+                framing,
+                hint,
+            } => match capture_reader::protobuf_of(&bytes, framing, hint, read.max_message_bytes) {
+                Ok((table, proto, partition)) => writer.write_from(table, &proto, partition)?,
+                Err(e) => skipped.push(format!("{position}: {e}")),
+            },
+            RawItem::Bad(bad) => skipped.push(format!("{}: {}", bad.position, bad.error)),
+            RawItem::Unreadable { position, error } => skipped.push(format!("{position}: {error}")),
+        }
+    }
+    Ok(Converted {
+        stats: writer.finish()?,
+        skipped,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -490,9 +600,12 @@ mod tests {
         assert_eq!(o("a.jsonl").compression, Compression::None);
         assert_eq!(o("a.jsonl.zst").compression, Compression::Zstd);
         assert_eq!(o("a.jsonl.zst").format, CaptureFormat::JsonLines);
-        assert_eq!(o("a.pb").format, CaptureFormat::LengthPrefixed);
+        assert_eq!(o("a.pb").format, CaptureFormat::Protobuf);
+        assert_eq!(o("a.pb").compression, Compression::None);
         assert_eq!(o("a.pb.zst").compression, Compression::Zstd);
-        assert_eq!(o("a.pb.zst").format, CaptureFormat::LengthPrefixed);
+        assert_eq!(o("a.pb.zst").format, CaptureFormat::Protobuf);
+        assert_eq!(o("a").format, CaptureFormat::Protobuf);
+        assert_eq!(o("a").compression, Compression::Zstd);
     }
 
     #[test]
