@@ -173,13 +173,15 @@ async fn the_packs_monotone_rules_are_the_counts_and_distinct_counts_against_a_c
         .map(|r| r.def.id.as_str())
         .collect();
     // count(*) >= 8; count(*) >= 3000; a count over an inner join; counts of
-    // groups whose own count passed a bar (two levels)
+    // groups whose own count passed a bar (two levels); a count of matching
+    // statements >= 20 (missing_index)
     assert_eq!(
         monotone,
         vec![
             "auth.account_takeover",
             "auth.brute_force.single_account",
             "dos.http_flood.single_source",
+            "perf.missing_index",
             "perf.n_plus_one",
             "perf.retry_storm",
         ]
