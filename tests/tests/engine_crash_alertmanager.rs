@@ -93,16 +93,24 @@ impl Alertmanager {
         }
     }
 
-    /// The active alerts for `client`'s address.
+    /// The active alerts whose incident holds `client`'s address: as its
+    /// lead (the `client_address` label) or as a member (the `members`
+    /// annotation). Alerts of one rule fold into one incident, so the flood
+    /// may be a member of an incident a browser's alert leads.
     async fn active_for(&self, client: &str) -> Vec<Value> {
-        let url = format!(
-            "{}/api/v2/alerts?active=true&filter=client_address%3D%22{client}%22",
-            self.url()
-        );
-        match reqwest::get(&url).await {
+        let url = format!("{}/api/v2/alerts?active=true", self.url());
+        let all: Vec<Value> = match reqwest::get(&url).await {
             Ok(r) => r.json().await.unwrap_or_default(),
             Err(_) => Vec::new(),
-        }
+        };
+        all.into_iter()
+            .filter(|a| {
+                a["labels"]["client_address"] == client
+                    || a["annotations"]["members"]
+                        .as_str()
+                        .is_some_and(|m| m.contains(client))
+            })
+            .collect()
     }
 }
 
