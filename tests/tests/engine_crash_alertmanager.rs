@@ -103,12 +103,15 @@ impl Alertmanager {
             Ok(r) => r.json().await.unwrap_or_default(),
             Err(_) => Vec::new(),
         };
+        // a member line is "rule key=value ... = value": the address is one
+        // whole word, so 198.51.100.1 does not match 198.51.100.12
+        let member = format!("client.address={client}");
         all.into_iter()
             .filter(|a| {
                 a["labels"]["client_address"] == client
                     || a["annotations"]["members"]
                         .as_str()
-                        .is_some_and(|m| m.contains(client))
+                        .is_some_and(|m| m.split_whitespace().any(|w| w == member))
             })
             .collect()
     }
