@@ -64,26 +64,8 @@ work="$(mktemp -d "${TMPDIR:-/tmp}/otelguard-flamegraphs.XXXX")"
 token="flamegraphs-$(date +%s%N)-admin-token"
 auth="authorization: Bearer $token"
 
-services=(payments catalog auth cart checkout gateway)
-port_of() {
-  case "$1" in
-    gateway) echo $((PORT_BASE)) ;; auth) echo $((PORT_BASE + 1)) ;;
-    catalog) echo $((PORT_BASE + 2)) ;; cart) echo $((PORT_BASE + 3)) ;;
-    checkout) echo $((PORT_BASE + 4)) ;; payments) echo $((PORT_BASE + 5)) ;;
-  esac
-}
-admin_of() {
-  if [ "$1" = gateway ]; then echo "127.0.0.1:$((PORT_BASE + 9))"; else echo "127.0.0.1:$(port_of "$1")"; fi
-}
-
-pids=()
-stop_all() {
-  local p
-  for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
-  for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
-  pids=()
-}
-trap stop_all EXIT
+# services, port_of, admin_of, pids, stop_all, wait_healthy
+source "$here/local-services.sh"
 
 urls=()
 for s in "${services[@]}"; do urls+=("SHOP_${s^^}_URL=http://127.0.0.1:$(port_of "$s")"); done
@@ -95,8 +77,7 @@ for s in "${services[@]}"; do
   pids+=($!)
 done
 gateway="http://127.0.0.1:$(port_of gateway)"
-for _ in $(seq 60); do curl -sf "$gateway/healthz" >/dev/null && break; sleep 1; done
-curl -sf "$gateway/healthz" >/dev/null || { echo "flamegraphs.sh: the gateway did not start; see $work/*.log" >&2; exit 1; }
+wait_healthy "$gateway" flamegraphs.sh "$work/*.log" || exit 1
 
 names=("$@")
 [ ${#names[@]} -gt 0 ] || names=("${order[@]}")

@@ -134,23 +134,8 @@ else
 fi
 mkdir -p "$out"
 
-services=(payments catalog auth cart checkout gateway)
-port_of() {
-  case "$1" in
-    gateway) echo $((PORT_BASE)) ;; auth) echo $((PORT_BASE + 1)) ;;
-    catalog) echo $((PORT_BASE + 2)) ;; cart) echo $((PORT_BASE + 3)) ;;
-    checkout) echo $((PORT_BASE + 4)) ;; payments) echo $((PORT_BASE + 5)) ;;
-  esac
-}
-
-pids=()
-stop_all() {
-  local p
-  for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
-  for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
-  pids=()
-}
-trap stop_all EXIT
+# services, port_of, admin_of, pids, stop_all, wait_healthy
+source "$root/shop/local-services.sh"
 
 record() { # name
   local name="$1" dur="${DURATION:-${duration[$1]:-4m}}"
@@ -176,7 +161,7 @@ record() { # name
   start() { # service [version]: one service of this run, in the background
     env "${urls[@]}" ${endpoint[@]+"${endpoint[@]}"} \
       "SHOP_${1^^}_ADDR=127.0.0.1:$(port_of "$1")" \
-      SHOP_GATEWAY_ADMIN_ADDR="127.0.0.1:$((PORT_BASE + 9))" SHOP_ADMIN_TOKEN="$token" \
+      SHOP_GATEWAY_ADMIN_ADDR="$(admin_of gateway)" SHOP_ADMIN_TOKEN="$token" \
       SHOP_ENVIRONMENT="$env" SHOP_DEV_KEYS=true ${2:+SHOP_VERSION="$2"} \
       OTEL_TRACES_SAMPLER_ARG=1.0 OTEL_METRIC_EXPORT_INTERVAL=10000 \
       OTEL_BSP_SCHEDULE_DELAY=1000 OTEL_BLRP_SCHEDULE_DELAY=1000 RUST_LOG=info \
@@ -189,8 +174,7 @@ record() { # name
     pid_of[$s]=$!
   done
   u="http://127.0.0.1:$(port_of gateway)"
-  for _ in $(seq 60); do curl -sf "$u/healthz" >/dev/null && break; sleep 1; done
-  curl -sf "$u/healthz" >/dev/null || { echo "record.sh: the gateway did not start; see $work/*.log" >&2; return 1; }
+  wait_healthy "$u" record.sh "$work/*.log" || return 1
 
   # A consumer group of its own: it reads the topics from their start, and
   # the filter below keeps this run's environment only.
@@ -223,8 +207,7 @@ record() { # name
       while [ $# -ge 2 ]; do
         local target="$1" body="$2" admin
         shift 2
-        admin="127.0.0.1:$(port_of "$target")"
-        [ "$target" = gateway ] && admin="127.0.0.1:$((PORT_BASE + 9))"
+        admin="$(admin_of "$target")"
         curl -sf -X PUT -H "authorization: Bearer $token" -H 'content-type: application/json' \
           -d "$body" "http://$admin/admin/chaos" >>"$work/flags.log" ||
           echo "record.sh: setting $body on $target failed" >&2

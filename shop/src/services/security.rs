@@ -11,8 +11,6 @@
 use argon2::password_hash::rand_core::OsRng;
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use argon2::{Algorithm, Argon2, Params, Version};
-use hmac::{Hmac, Mac};
-use sha2::Sha256;
 
 const DEV_USER_KEY: &str = "shop dev user.hash key v1";
 const DEV_CARD_KEY: &str = "shop dev card fingerprint key v1";
@@ -86,24 +84,8 @@ impl Keys {
     }
 }
 
-/// A login name as stored and hashed: trimmed and lower-cased.
-pub fn normalise_login(login: &str) -> String {
-    login.trim().to_lowercase()
-}
-
-fn keyed(key: &[u8], msg: &[u8]) -> String {
-    // HMAC accepts keys of any length: new_from_slice cannot fail for it.
-    let Ok(mut mac) = Hmac::<Sha256>::new_from_slice(key) else {
-        return String::new();
-    };
-    mac.update(msg);
-    hex::encode(&mac.finalize().into_bytes()[..8])
-}
-
-/// The digits of a card number.
-pub fn card_digits(number: &str) -> String {
-    number.chars().filter(char::is_ascii_digit).collect()
-}
+pub use shop_sim::hash::{card_digits, normalise_login};
+use shop_sim::hash::keyed;
 
 /// Whether `number` (spaces and dashes allowed) is 12 to 19 digits passing the Luhn check.
 pub fn luhn_valid(number: &str) -> bool {
@@ -114,24 +96,7 @@ pub fn luhn_valid(number: &str) -> bool {
         return false;
     }
     let digits = card_digits(number);
-    if !(12..=19).contains(&digits.len()) {
-        return false;
-    }
-    let sum: u32 = digits
-        .bytes()
-        .rev()
-        .enumerate()
-        .map(|(i, b)| {
-            let d = u32::from(b - b'0');
-            if i % 2 == 1 {
-                let dd = d * 2;
-                if dd > 9 { dd - 9 } else { dd }
-            } else {
-                d
-            }
-        })
-        .sum();
-    sum.is_multiple_of(10)
+    (12..=19).contains(&digits.len()) && shop_sim::model::luhn_valid(&digits)
 }
 
 /// Errors of password hashing.

@@ -255,10 +255,16 @@ impl<W: Write> Renderer<W> {
         let mut server_spans: Vec<(String, Instance, Nanos, Nanos)> = Vec::new();
         for (i, h) in r.hops.iter().enumerate() {
             let len = pe - ps;
-            let (cs, ce) = if i == 0 {
-                (ps + round_us(len / 20), pe - round_us(len / 30))
+            // A handler's first step comes a moment after its request
+            // starts, as the shop's do (a connection, a query, a call within
+            // a millisecond or two): a late first child is what
+            // perf.runtime_starvation looks for, so only a starved runtime
+            // may show one. The call ends shortly before its caller answers.
+            let cs = ps + round_us((len / 20).min(2_000_000));
+            let ce = if i == 0 {
+                pe - round_us(len / 30)
             } else {
-                (pe - round_us(len / 4), pe - round_us(len / 50))
+                pe - round_us(len / 50)
             };
             let clen = ce - cs;
             let (ss, se) = (cs + round_us(clen / 30), ce - round_us(clen / 50));

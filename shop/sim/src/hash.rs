@@ -23,16 +23,28 @@ pub const CARD_KEY: &[u8] = b"shop-sim card fingerprint key v1";
 /// assert_eq!(a.len(), 16);
 /// ```
 pub fn user_hash(login: &str) -> String {
-    keyed(USER_KEY, login.trim().to_lowercase().as_bytes())
+    keyed(USER_KEY, normalise_login(login).as_bytes())
+}
+
+/// A login name as the shop stores and hashes it: trimmed and lower-cased.
+pub fn normalise_login(login: &str) -> String {
+    login.trim().to_lowercase()
+}
+
+/// The digits of a card number (spaces, dashes and anything else dropped).
+pub fn card_digits(number: &str) -> String {
+    number.chars().filter(char::is_ascii_digit).collect()
 }
 
 /// `shop.payment.card.fingerprint` of a card number: HMAC-SHA256 over its digits.
 pub fn card_fingerprint(pan: &str) -> String {
-    let digits: String = pan.chars().filter(char::is_ascii_digit).collect();
-    keyed(CARD_KEY, digits.as_bytes())
+    keyed(CARD_KEY, card_digits(pan).as_bytes())
 }
 
-fn keyed(key: &[u8], msg: &[u8]) -> String {
+/// The contract's keyed hash: HMAC-SHA256 of `msg` under `key`, its first
+/// 8 bytes in lower-case hex. The simulator's keys are above; the shop's
+/// come from its secret store (`shop::services::security::Keys`).
+pub fn keyed(key: &[u8], msg: &[u8]) -> String {
     hmac_sha256(key, msg)
         .iter()
         .take(8)

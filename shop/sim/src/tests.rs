@@ -586,3 +586,36 @@ fn spans_and_logs_are_exported_in_time_order() {
     }
     assert!(checked > 1000, "only {checked} items checked");
 }
+
+#[test]
+fn every_handler_starts_its_first_step_within_two_milliseconds() {
+    // perf.runtime_starvation fires on first children that start 50 ms or
+    // more after their SERVER span: simulated traffic has no starved runtime
+    let (b, _, _) = everything();
+    let mut servers: BTreeMap<String, i64> = BTreeMap::new();
+    let mut first_child: BTreeMap<String, i64> = BTreeMap::new();
+    let time = |v: &J| s(v).parse::<i64>().unwrap_or_else(|_| panic!("a time: {v}"));
+    for line in lines(b) {
+        for rs in line["resourceSpans"].as_array().cloned().unwrap_or_default() {
+            for sp in rs["scopeSpans"][0]["spans"].as_array().cloned().unwrap_or_default() {
+                let start = time(&sp["startTimeUnixNano"]);
+                if sp["kind"].as_i64() == Some(2) {
+                    servers.insert(s(&sp["spanId"]).to_string(), start);
+                }
+                if let Some(parent) = sp["parentSpanId"].as_str() {
+                    let first = first_child.entry(parent.to_string()).or_insert(start);
+                    *first = (*first).min(start);
+                }
+            }
+        }
+    }
+    let mut checked = 0;
+    for (parent, child) in &first_child {
+        if let Some(start) = servers.get(parent) {
+            let gap = child - start;
+            assert!((0..=2_000_000).contains(&gap), "a first step {gap} ns after its SERVER span");
+            checked += 1;
+        }
+    }
+    assert!(checked > 1000, "only {checked} SERVER spans with children");
+}
