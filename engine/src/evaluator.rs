@@ -163,6 +163,9 @@ pub struct Stats {
     /// per kept KPI (`keep`): dimension sets and buckets held, and those
     /// evicted at its `max_keys` ([`crate::rules::rollup`])
     pub rollups: BTreeMap<String, crate::rules::rollup::RollupStats>,
+    /// rows read again after a restart that only windows evaluated before
+    /// it held ([`Evaluator::resume_from`]): skipped, not late
+    pub resumed_rows: u64,
 }
 
 /// Rows dated ahead of the wall clock (live evaluation only): a forged or
@@ -277,6 +280,9 @@ pub struct Evaluator {
     incident_cap: usize,
     /// [`Evaluator::with_early_firing`]
     early: Option<EarlyFiring>,
+    /// [`Evaluator::resume_from`]: rows older than this had their effects
+    /// before a restart
+    resumed: Option<i64>,
 }
 
 /// What a reload ([`Evaluator::reload`]) changed, by rule id.
@@ -369,6 +375,7 @@ impl Evaluator {
             samples: Arc::default(),
             incident_cap: crate::alerts::DEFAULT_MAX_INCIDENTS,
             early: None,
+            resumed: None,
         }
     }
 
@@ -775,12 +782,20 @@ impl Evaluator {
         };
         // a table no rule reads is not held: it only moves the watermark
         let read = self.sessions.iter().any(|st| st.tables.contains(&table));
+        let resumed = match self.resumed {
+            Some(r) if lo < r => times.iter().flatten().filter(|&t| t < r).count(),
+            _ => 0,
+        };
         let pushed = if read {
             self.buffer.push(table, batch, keep_from)?
         } else {
             window::Pushed::default()
         };
-        self.stats.late_rows += pushed.late as u64;
+        // rows older than the resume point are below every session's next
+        // window, so the buffer took them for late: they are not
+        let resumed = resumed.min(pushed.late);
+        self.stats.resumed_rows += resumed as u64;
+        self.stats.late_rows += (pushed.late - resumed) as u64;
         if pushed.refused > 0 {
             let refused = self
                 .stats
@@ -824,6 +839,43 @@ impl Evaluator {
             return self.watermark.get();
         }
         self.sessions.iter().map(|s| s.next_start).min().flatten()
+    }
+
+    /// Like [`Evaluator::evaluated_upto`], over the windows alerts depend on
+    /// only: those of alerting rules and of kept KPIs (`keep`, which rules
+    /// read). What a live engine started with `--resume alerts` commits on.
+    /// With no such rule, the watermark.
+    pub fn alerts_evaluated_upto(&self) -> Option<i64> {
+        let mut needed = self
+            .sessions
+            .iter()
+            .enumerate()
+            .filter(|(si, _)| {
+                self.rules
+                    .rules
+                    .iter()
+                    .any(|r| r.session == *si && (!r.def.is_kpi() || r.def.rollup.is_some()))
+            })
+            .map(|(_, s)| s.next_start)
+            .peekable();
+        if needed.peek().is_none() {
+            return self.watermark.get();
+        }
+        needed.min().flatten()
+    }
+
+    /// Before the first row of a restart: every window that starts before
+    /// event time `ns` was evaluated before the stop (a Kafka resume point,
+    /// committed with the offsets), or (`--resume alerts`) is a KPI window
+    /// that was open at the stop and cannot be whole again. No such window is
+    /// evaluated; the rows read again that only they held are counted in
+    /// [`Stats::resumed_rows`], not as late. Only moves windows forward.
+    pub fn resume_from(&mut self, ns: i64) {
+        self.resumed = Some(self.resumed.map_or(ns, |r| r.max(ns)));
+        for (st, session) in self.sessions.iter_mut().zip(&self.rules.sessions) {
+            let first = align_up(ns, session.spec.slide_ns);
+            st.next_start = Some(st.next_start.map_or(first, |n| n.max(first)));
+        }
     }
 
     /// The current watermark (event time, ns).

@@ -12,7 +12,6 @@ use chrono::Utc;
 use engine::sinks::postgres::sqlx::{self, Connection as _, postgres::PgConnection};
 use serde_json::Value;
 
-const DATABASE: &str = "postgres://otelguard:otelguard@127.0.0.1:55432/otelguard";
 const FLOODER: &str = "203.0.113.77";
 
 /// `engine run` on the flood rule alone, with `--postgres url`; event time
@@ -112,19 +111,12 @@ async fn stored(conn: &mut PgConnection) -> Result<Vec<(String, Option<String>, 
     .await?)
 }
 
-async fn in_schema(url_schema: impl AsyncFnOnce(String) -> Result<()>) -> Result<()> {
-    e2e::compose::stack(&["up", "postgres"])?;
-    let schema = format!("e2e_incidents_{:x}", e2e::shop::nonce());
-    let mut admin = PgConnection::connect(DATABASE)
-        .await
-        .with_context(|| format!("connecting to {DATABASE}"))?;
-    sqlx::raw_sql(&format!("CREATE SCHEMA {schema}"))
-        .execute(&mut admin)
-        .await?;
-    let done = url_schema(format!("{DATABASE}?options[search_path]={schema}")).await;
-    sqlx::raw_sql(&format!("DROP SCHEMA {schema} CASCADE"))
-        .execute(&mut admin)
-        .await?;
+/// Runs `body` with the URL of a schema of its own in the stack's
+/// PostgreSQL, and drops the schema after.
+async fn in_schema(body: impl AsyncFnOnce(String) -> Result<()>) -> Result<()> {
+    let schema = e2e::faults::Schema::create("e2e_incidents").await;
+    let done = body(schema.url()).await;
+    schema.drop_all().await;
     done
 }
 

@@ -4,8 +4,8 @@
 //! `--group-instance-id`, the engine gets its partitions back at once: its
 //! first evaluation comes well within the session timeout, where a member
 //! without an instance id waits for the broker to expire the dead one.
-//! (`--start-at latest` had a test here that failed: a new group read a
-//! flood produced before it joined; it is not the default, see README.)
+//! A restart reads again only from its resume point
+//! (`resume_alerts_reads_again_only_what_the_alert_windows_need`).
 //!
 //! The times asserted are the engine's own (`first evaluation N s after
 //! start` on its stderr), compared with `--session-timeout`.
@@ -182,4 +182,159 @@ async fn a_restart_with_the_same_instance_id_gets_its_partitions_back_at_once() 
         "without static membership the restart did not wait ({without:.1} s): the comparison proves nothing"
     );
     setup.delete().await;
+}
+
+/// The quarter hour the KPI of [`resume_setup`] is in now (ns): windows of
+/// 15 minutes start at multiples of it.
+fn quarter_now() -> i64 {
+    const QUARTER: i64 = 15 * 60 * 1_000_000_000;
+    let now = chrono::Utc::now().timestamp_nanos_opt().expect("a time in range");
+    now.div_euclid(QUARTER) * QUARTER
+}
+
+/// A setup whose rules are the flood rule (1-minute windows every 10 s) and
+/// a KPI over 15-minute windows: what commits wait for depends on `--resume`.
+async fn resume_setup(name: &str) -> Setup {
+    let setup = Setup::new(name).await;
+    std::fs::write(
+        std::path::Path::new(&setup.rules).join("quarter.sql"),
+        r#"/*
+kpi = "e2e.spans_per_quarter"
+title = "Spans per quarter hour"
+window = "15m"
+value = "value"
+*/
+SELECT window_start, window_end, count(*) AS value FROM spans GROUP BY window_start, window_end
+"#,
+    )
+    .expect("write the KPI");
+    setup
+}
+
+/// Produces one message of 100 spans (one second of them) a minute, from the
+/// quarter hour before the current one to half a minute ago: how many, and
+/// how many are dated before the current quarter hour.
+async fn produce_minutes(setup: &Setup, producer: &FutureProducer) -> (i64, i64) {
+    const MINUTE: i64 = 60 * 1_000_000_000;
+    let quarter = quarter_now();
+    let newest = chrono::Utc::now().timestamp_nanos_opt().expect("a time") - 30 * 1_000_000_000;
+    let first = quarter - 15 * MINUTE;
+    let mut count = 0;
+    let mut t = first;
+    while t + 1_000_000_000 <= newest {
+        let n = count * 1000;
+        setup
+            .produce(producer, &spans(t - n * 10_000_000, n, n + 100, "198.51.100.30"))
+            .await;
+        count += 1;
+        t += MINUTE;
+    }
+    (count, count.min(15))
+}
+
+/// The spans topic's offset committed by `group` (0 when none).
+fn committed(topic: &str, group: &str) -> i64 {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    use rdkafka::{ClientConfig, TopicPartitionList};
+    let watcher: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", BROKERS)
+        .set("group.id", group)
+        .create()
+        .expect("a consumer to read the group's offsets");
+    let mut partitions = TopicPartitionList::new();
+    partitions.add_partition(topic, 0);
+    watcher
+        .committed_offsets(partitions, Duration::from_secs(5))
+        .ok()
+        .and_then(|o| o.elements().first().and_then(|e| e.offset().to_raw()))
+        .filter(|o| *o >= 0)
+        .unwrap_or(0)
+}
+
+/// Polls the group's committed offset until it reaches `expected`, then
+/// gives the engine 3 s more; the offset then.
+async fn settled_commit(topic: &str, group: &str, expected: i64) -> i64 {
+    for _ in 0..300 {
+        if committed(topic, group) >= expected {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    committed(topic, group)
+}
+
+/// One run of the resume test: the engine reads `produced` messages, commits
+/// (all but those of the open quarter hour with `--resume all`, all of them
+/// with `--resume alerts`), is killed with SIGKILL and started again; the
+/// offset committed before the kill, the spans read after the restart, and
+/// its `resuming from` line.
+async fn kill_and_resume(name: &str, mode: &str) -> (i64, i64, i64, f64, String) {
+    // a quarter hour that ends while the test runs would close the KPI's
+    // window and let `--resume all` commit everything: start after it
+    const QUARTER_S: i64 = 15 * 60;
+    let into = chrono::Utc::now().timestamp().rem_euclid(QUARTER_S);
+    if QUARTER_S - into < 90 {
+        tokio::time::sleep(Duration::from_secs((QUARTER_S - into + 40) as u64)).await;
+    }
+    let setup = resume_setup(name).await;
+    let producer = producer();
+    let (produced, before_quarter) = produce_minutes(&setup, &producer).await;
+    let nonce = e2e::shop::nonce();
+    let group = format!("e2e-resume-{mode}-{nonce:x}");
+    let id = format!("engine-{nonce:x}");
+    let args = [
+        "--group", &group, "--start-at", "earliest", "--group-instance-id", &id,
+        "--session-timeout", "20s", "--resume", mode,
+    ];
+    let (engine, _out, _err) = setup.engine(&args);
+    let expected = if mode == "alerts" { produced } else { before_quarter };
+    let offset = settled_commit(&setup.topics[0], &group, expected).await;
+    drop(engine); // SIGKILL
+    let (_engine, _out, err) = setup.engine(&args);
+    let api = e2e::engine::address_after(&err, "viewer and API on http://");
+    // one more second of spans, now: the restarted engine reads it after
+    // what it reads again (with nothing to read again, it is the first
+    // message, at which the engine reads its resume point)
+    let now = chrono::Utc::now().timestamp_nanos_opt().expect("a time") - 2_000_000_000;
+    setup
+        .produce(&producer, &spans(now - 10_000_000, 1, 101, "198.51.100.31"))
+        .await;
+    let resuming = line_with(&err, "resuming from ", Duration::from_secs(120));
+    let reread = (produced - offset) * 100;
+    let line = "otelguard_rows_total{table=\"spans\"} ";
+    let read = e2e::faults::wait_metric(&api, line, (reread + 100) as f64, 300).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let read = e2e::faults::metric(&api, line).await.unwrap_or(read) as i64;
+    let late = e2e::faults::metric(&api, "otelguard_late_rows_total ")
+        .await
+        .unwrap_or(-1.0);
+    setup.delete().await;
+    (produced, offset, read, late, resuming)
+}
+
+#[tokio::test]
+async fn resume_alerts_reads_again_only_what_the_alert_windows_need() {
+    let (produced, offset, read, late, resuming) = kill_and_resume("resume-all", "all").await;
+    eprintln!(
+        "--resume all: {produced} messages of 100 spans, committed up to {offset} before the kill, \
+         {read} spans read after the restart; {resuming}"
+    );
+    // the quarter hour still open holds back the commit: its rows are read again
+    assert_eq!(offset, 15, "--resume all commits what the 15-minute KPI window has finished with");
+    assert_eq!(read, (produced - 15) * 100 + 100, "--resume all reads again the open quarter hour");
+    assert_eq!(late, 0.0, "no row read again is late");
+
+    let (produced, offset, read, late, resuming) = kill_and_resume("resume-alerts", "alerts").await;
+    eprintln!(
+        "--resume alerts: {produced} messages of 100 spans, committed up to {offset} before the kill, \
+         {read} spans read after the restart; {resuming}"
+    );
+    assert_eq!(offset, produced, "--resume alerts commits what the alert windows have finished with");
+    assert_eq!(read, 100, "--resume alerts reads nothing again: only the new minute");
+    assert_eq!(late, 0.0);
+    assert!(
+        resuming.contains("KPI windows open at the stop"),
+        "the restart says which KPI windows it does not write: {resuming}"
+    );
 }

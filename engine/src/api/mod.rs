@@ -364,6 +364,11 @@ pub fn render_metrics(b: &Board) -> String {
     let _ = writeln!(m, "otelguard_late_rows_total {}", b.stats.late_rows);
     let _ = writeln!(
         m,
+        "# HELP otelguard_resumed_rows_total Rows read again after a restart that only windows evaluated before it held (skipped).\n# TYPE otelguard_resumed_rows_total counter"
+    );
+    let _ = writeln!(m, "otelguard_resumed_rows_total {}", b.stats.resumed_rows);
+    let _ = writeln!(
+        m,
         "# HELP otelguard_future_rows_total Live rows dated ahead of the wall clock plus the allowed skew, dropped, by table.\n# TYPE otelguard_future_rows_total counter"
     );
     for (t, n) in &b.stats.future_rows {

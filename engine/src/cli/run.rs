@@ -3,7 +3,7 @@
 use std::net::SocketAddr;
 
 use super::{LatenessArg, RulesArg};
-use crate::drive::live::{LiveConfig, StartAt};
+use crate::drive::live::{LiveConfig, Resume, StartAt};
 use crate::rules::definition::parse_duration;
 use crate::sinks::webhook::WebhookFormat;
 
@@ -20,12 +20,21 @@ pub struct RunArgs {
     #[arg(long, default_value = "otelguard-engine")]
     pub group: String,
     /// where a group with no committed offset starts reading a partition:
-    /// earliest (what the topics hold), latest (only what is written from
-    /// now on; not yet proven by a test: see README), or a time such as
-    /// 2026-01-15T10:00:00Z (the first message at or after it). A committed
-    /// offset always wins.
-    #[arg(long, default_value = "earliest", value_parser = parse_start_at)]
+    /// latest (only what is written from now on: a new engine does not
+    /// notify again the incidents the topics still hold), earliest (what the
+    /// topics hold), or a time such as 2026-01-15T10:00:00Z (the first
+    /// message at or after it). A committed offset always wins.
+    #[arg(long, default_value = "latest", value_parser = parse_start_at)]
     pub start_at: StartAt,
+    /// what Kafka offset commits wait for, and so what a restart reads
+    /// again: `all` (every window: a restart reads again as far back as the
+    /// longest open window, 15 minutes for the pack, and every KPI window is
+    /// whole) or `alerts` (the windows of alerting rules and kept KPIs: a
+    /// restart reads again about a minute; KPI windows open at the stop are
+    /// not written). Either way no window evaluated before the stop is
+    /// evaluated again.
+    #[arg(long, default_value = "all", value_parser = parse_resume)]
+    pub resume: Resume,
     /// static group membership (Kafka's group.instance.id), one id per
     /// engine: restarted with the same id within --session-timeout, it gets
     /// its partitions back at once, with no rebalance
@@ -127,6 +136,14 @@ impl ReceiverArgs {
 }
 
 /// `latest`, `earliest`, or an RFC 3339 time.
+fn parse_resume(text: &str) -> Result<Resume, String> {
+    match text {
+        "all" => Ok(Resume::All),
+        "alerts" => Ok(Resume::Alerts),
+        _ => Err(format!("`{text}`: expected `all` or `alerts`")),
+    }
+}
+
 fn parse_start_at(text: &str) -> Result<StartAt, String> {
     match text {
         "latest" => Ok(StartAt::Latest),
@@ -163,6 +180,7 @@ impl RunArgs {
             kafka: self.kafka.clone(),
             group: self.group.clone(),
             start_at: self.start_at,
+            resume: self.resume,
             group_instance_id: self.group_instance_id.clone(),
             session_timeout: self
                 .session_timeout

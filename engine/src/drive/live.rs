@@ -77,6 +77,26 @@ pub struct LiveConfig {
     pub max_incidents: usize,
     /// how often monotone rules run over the open windows (None: never)
     pub early_every: Option<Duration>,
+    /// what Kafka commits wait for, so what a restart reads again
+    pub resume: Resume,
+}
+
+/// What Kafka offset commits wait for (`--resume`), and so what a restart
+/// reads again. Every commit carries its resume point, the event time from
+/// which every row is after the committed offsets; a restart evaluates no
+/// window that starts before it ([`Evaluator::resume_from`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Resume {
+    /// every window of every rule and KPI: a restart reads again as far back
+    /// as the longest open window (15 minutes for the pack's funnel), and
+    /// every KPI window is whole
+    #[default]
+    All,
+    /// the windows of alerting rules and of kept KPIs only: a restart reads
+    /// again what the alert rules' open windows hold (a minute or so); a KPI
+    /// window open at the stop is not written (its first rows are not read
+    /// again), and the log says from when
+    Alerts,
 }
 
 /// Where a new consumer group starts (`--start-at`), as the Kafka source
@@ -127,6 +147,13 @@ mod kafka {
         pub fn commit(&self, _: &OffsetsUpTo, _: bool) -> Result<(), std::convert::Infallible> {
             match *self {}
         }
+
+        pub fn resume_points(
+            &self,
+            _: std::time::Duration,
+        ) -> Result<Vec<(String, i32, Option<i64>)>, std::convert::Infallible> {
+            match *self {}
+        }
     }
 
     /// Offsets to commit: none are ever taken in this build.
@@ -141,6 +168,10 @@ mod kafka {
         }
 
         pub fn merge(&mut self, _: &OffsetsUpTo) {}
+
+        pub fn with_resume(self, _: i64) -> Self {
+            self
+        }
     }
 }
 
@@ -226,7 +257,8 @@ impl Uncommitted {
     }
 
     /// Takes the offsets, from the front of each partition, whose rows are all
-    /// older than `done` (every window they are in was evaluated).
+    /// older than `done` (every window they are in was evaluated), with
+    /// `done` as their resume point: every row from then on is after them.
     fn take_done(&mut self, done: i64) -> kafka::OffsetsUpTo {
         let mut out = kafka::OffsetsUpTo::default();
         for ((topic, partition), queue) in &mut self.partitions {
@@ -239,7 +271,7 @@ impl Uncommitted {
                 self.waiting -= 1;
             }
         }
-        out
+        out.with_resume(done)
     }
 }
 
@@ -352,9 +384,14 @@ fn commit(
     uncommitted: &mut Uncommitted,
     ev: &Evaluator,
     delivery: &Delivery,
+    resume: Resume,
     sync: bool,
 ) {
-    let (Some(source), Some(done)) = (kafka, ev.evaluated_upto()) else {
+    let done = match resume {
+        Resume::All => ev.evaluated_upto(),
+        Resume::Alerts => ev.alerts_evaluated_upto(),
+    };
+    let (Some(source), Some(done)) = (kafka, done) else {
         return;
     };
     tracing::trace!(
@@ -386,6 +423,33 @@ fn commit(
     if let Err(e) = source.commit(&offsets, sync) {
         tracing::error!(error = %e, "cannot commit Kafka offsets; they will be read again after a restart");
     }
+}
+
+/// At the first message: the resume points committed with the group's
+/// offsets of the assigned partitions (see [`Resume`]). Windows that start
+/// before the latest were evaluated before the stop, or are KPI windows that
+/// cannot be whole again: none is evaluated again.
+fn resume_after_restart(ev: &mut Evaluator, source: &kafka::Source, mode: Resume) {
+    let points = match source.resume_points(Duration::from_secs(10)) {
+        Ok(points) => points,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot read the resume points committed before; every window read is evaluated");
+            return;
+        }
+    };
+    let Some(resume) = points.iter().filter_map(|(_, _, r)| *r).max() else {
+        return;
+    };
+    ev.resume_from(resume);
+    let at = crate::alerts::rfc3339(resume);
+    let kpis = match mode {
+        Resume::All => "",
+        Resume::Alerts => {
+            " (--resume alerts: KPI windows open at the stop started before it and are not written)"
+        }
+    };
+    tracing::info!(resume = %at, "resuming after a restart: windows before it were evaluated before the stop");
+    eprintln!("resuming from {at}: windows that start before it are not evaluated again{kpis}");
 }
 
 /// One evaluation pass, in a span of the engine's own telemetry.
@@ -590,6 +654,9 @@ pub async fn run(args: LiveConfig) -> anyhow::Result<()> {
     #[allow(unused_mut)] // assigned only where Kafka is built in
     let mut kafka: Option<Arc<kafka::Source>> = None;
     let mut uncommitted = Uncommitted::default();
+    // whether the resume points committed before a restart were read (once,
+    // at the first message, before any window is evaluated)
+    let mut resume_read = false;
 
     // the source, and the task that feeds its rows in: it ends with an error
     // when the source fails, and the process then exits non-zero
@@ -712,6 +779,10 @@ pub async fn run(args: LiveConfig) -> anyhow::Result<()> {
                     // a partition heard from for the first time: before its rows
                     // count, every assigned partition holds the watermark until it speaks
                     expect_assigned(&mut ev, source, &args);
+                    if !resume_read {
+                        resume_read = true;
+                        resume_after_restart(&mut ev, source, args.resume);
+                    }
                 }
                 let stream = crate::window::Stream {
                     table: item.table,
@@ -734,7 +805,7 @@ pub async fn run(args: LiveConfig) -> anyhow::Result<()> {
                     let out = ev.evaluate_early().await;
                     delivery.deliver(&out);
                 }
-                commit(&kafka, &mut uncommitted, &ev, &delivery, false);
+                commit(&kafka, &mut uncommitted, &ev, &delivery, args.resume, false);
                 refresh(&board, &ev, &counts, &delivery.sinks, &uncommitted);
             }
             // rows that came within --early-every of the last early pass
@@ -767,7 +838,7 @@ pub async fn run(args: LiveConfig) -> anyhow::Result<()> {
                         note_first_evaluation(&mut first_evaluation, started, &ev, &board);
                     }
                 }
-                commit(&kafka, &mut uncommitted, &ev, &delivery, false);
+                commit(&kafka, &mut uncommitted, &ev, &delivery, args.resume, false);
                 refresh(&board, &ev, &counts, &delivery.sinks, &uncommitted);
             }
             Some(answer) = reloads.recv() => {
@@ -809,7 +880,7 @@ pub async fn run(args: LiveConfig) -> anyhow::Result<()> {
             );
         }
     }
-    commit(&kafka, &mut uncommitted, &ev, &delivery, true);
+    commit(&kafka, &mut uncommitted, &ev, &delivery, args.resume, true);
     let ended = if source_task.is_finished() || kafka.is_some() {
         // from Kafka the task was aborted: awaiting it drops its consumer
         Some(source_task.await)

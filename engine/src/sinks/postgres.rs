@@ -9,7 +9,9 @@
 //! waits: what does not fit is dropped and counted. The task takes what is
 //! queued in batches and writes each batch in one transaction of upserts, so a
 //! replay of the same capture, a restart or a Kafka re-read writes no
-//! duplicate row. What PostgreSQL does not take is handled by why:
+//! duplicate row. A KPI value, once written, is never replaced: what comes
+//! again for its key after a restart is a window evaluated again from part of
+//! its rows. What PostgreSQL does not take is handled by why:
 //! - it is away or busy (connection refused or lost, shutting down, out of
 //!   room): the reason is logged once, the batch is retried with backoff until
 //!   it is written, and nothing queued is lost;
@@ -599,19 +601,18 @@ impl Writer {
                     None => incidents.push(inc.as_ref().clone()),
                 },
                 Item::Output(o) => match o.as_ref() {
-                    // the last value of a key wins: one statement cannot upsert a row twice
+                    // the first value of a key wins, as in the table (see the
+                    // INSERT below); one statement cannot write a row twice
                     Output::Kpi(k) => {
                         let dims = serde_json::to_string(&storable_map(&k.dimensions))
                             .map_err(|e| data(e.into()))?;
-                        kpis.insert(
-                            (
-                                storable(&k.kpi),
-                                k.window_start.clone(),
-                                k.window_end.clone(),
-                                dims,
-                            ),
-                            k.clone(),
-                        );
+                        kpis.entry((
+                            storable(&k.kpi),
+                            k.window_start.clone(),
+                            k.window_end.clone(),
+                            dims,
+                        ))
+                        .or_insert_with(|| k.clone());
                     }
                     Output::Alert(a) => alerts.push(a.clone()),
                 },
@@ -650,13 +651,18 @@ impl Writer {
             .execute(&mut *tx)
             .await?;
         }
+        // A KPI value is written once per key and never replaced. The engine
+        // evaluates a window once per run, with every row of it: a Kafka
+        // offset is committed only when every window holding its rows was
+        // evaluated. What comes again for a key is a window evaluated again
+        // after a restart, from the part of its rows read again: partial,
+        // so the value already stored, the whole window's, stays.
         if !kpi_rows.0.is_empty() {
             sqlx::query(
                 "INSERT INTO kpi_values (kpi, window_start, window_end, dimensions, value)
                  SELECT k, s, e, d::jsonb, v
                  FROM UNNEST($1::text[], $2::timestamptz[], $3::timestamptz[], $4::text[], $5::float8[]) AS t(k, s, e, d, v)
-                 ON CONFLICT (kpi, window_start, window_end, dimensions)
-                 DO UPDATE SET value = EXCLUDED.value, written_at = now()",
+                 ON CONFLICT (kpi, window_start, window_end, dimensions) DO NOTHING",
             )
             .bind(kpi_rows.0)
             .bind(kpi_rows.1)

@@ -271,7 +271,15 @@ impl KafkaItem {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct OffsetsUpTo {
     offsets: BTreeMap<(Arc<str>, i32), i64>,
+    /// the caller's resume point: event time (ns) from which every row is at
+    /// or after these offsets, committed with them as their metadata
+    /// ([`RESUME_METADATA`]) so that a restart knows what was done before it
+    resume: Option<i64>,
 }
+
+/// The commit metadata's prefix: `otelguard.resume_ns=<event time>` (see
+/// [`OffsetsUpTo::with_resume`] and [`KafkaSource::resume_points`]).
+pub const RESUME_METADATA: &str = "otelguard.resume_ns=";
 
 impl OffsetsUpTo {
     /// Records that everything up to `item`'s offset in its partition is done.
@@ -286,11 +294,26 @@ impl OffsetsUpTo {
         *entry = (*entry).max(offset);
     }
 
-    /// Takes in another set of marks (the highest wins).
+    /// Takes in another set of marks (the highest wins, and the latest
+    /// resume point).
     pub fn merge(&mut self, other: &OffsetsUpTo) {
         for ((topic, partition), offset) in &other.offsets {
             self.mark_at(topic.clone(), *partition, *offset);
         }
+        self.resume = self.resume.max(other.resume);
+    }
+
+    /// Sets the resume point committed with these offsets: every row at or
+    /// after event time `ns` is in a message after them. Callers only move
+    /// it forward, as their offsets; [`merge`](Self::merge) keeps the latest.
+    pub fn with_resume(mut self, ns: i64) -> Self {
+        self.resume = Some(ns);
+        self
+    }
+
+    /// The resume point (see [`with_resume`](Self::with_resume)).
+    pub fn resume(&self) -> Option<i64> {
+        self.resume
     }
 
     /// The marks: (topic, partition) and the last offset done.
@@ -315,10 +338,27 @@ impl OffsetsUpTo {
     pub fn to_commit_list(&self) -> Result<TopicPartitionList, KafkaError> {
         let mut list = TopicPartitionList::new();
         for ((topic, partition), offset) in &self.offsets {
-            list.add_partition_offset(topic, *partition, Offset::Offset(offset + 1))?;
+            let mut elem = list.add_partition(topic, *partition);
+            elem.set_offset(Offset::Offset(offset + 1))?;
+            if let Some(ns) = self.resume {
+                elem.set_metadata(format!("{RESUME_METADATA}{ns}"));
+            }
         }
         Ok(list)
     }
+}
+
+/// A committed offset (the next to read); none if the partition was never committed.
+fn offset_of(e: &rdkafka::topic_partition_list::TopicPartitionListElem<'_>) -> Option<i64> {
+    match e.offset() {
+        Offset::Offset(o) => Some(o),
+        _ => None,
+    }
+}
+
+/// The event time in a commit's metadata written by [`OffsetsUpTo::to_commit_list`].
+fn parse_resume(metadata: &str) -> Option<i64> {
+    metadata.strip_prefix(RESUME_METADATA)?.parse().ok()
 }
 
 impl fmt::Display for OffsetsUpTo {
@@ -775,10 +815,34 @@ impl KafkaSource {
         self.consumer.commit(&list, mode).map_err(error)
     }
 
+    /// The resume points committed with the group's offsets of the assigned
+    /// partitions ([`OffsetsUpTo::with_resume`]), by `topic/partition`: none
+    /// for a partition never committed, or committed by a consumer that
+    /// wrote no resume point.
+    pub fn resume_points(
+        &self,
+        timeout: Duration,
+    ) -> Result<Vec<(String, i32, Option<i64>)>, KafkaSourceError> {
+        // metadata only our own commits wrote (`to_commit_list`): rdkafka
+        // reads it as UTF-8
+        self.each_committed(timeout, |e| {
+            offset_of(e).and_then(|_| parse_resume(e.metadata()))
+        })
+    }
+
     /// The group's committed offsets (next offset to read) of the assigned partitions.
     pub fn committed(
         &self,
         timeout: Duration,
+    ) -> Result<Vec<(String, i32, Option<i64>)>, KafkaSourceError> {
+        self.each_committed(timeout, offset_of)
+    }
+
+    /// `read` of each assigned partition's commit, by `topic/partition`.
+    fn each_committed(
+        &self,
+        timeout: Duration,
+        read: impl Fn(&rdkafka::topic_partition_list::TopicPartitionListElem<'_>) -> Option<i64>,
     ) -> Result<Vec<(String, i32, Option<i64>)>, KafkaSourceError> {
         let list = self
             .consumer
@@ -791,13 +855,7 @@ impl KafkaSource {
         Ok(list
             .elements()
             .iter()
-            .map(|e| {
-                let offset = match e.offset() {
-                    Offset::Offset(o) => Some(o),
-                    _ => None,
-                };
-                (e.topic().to_string(), e.partition(), offset)
-            })
+            .map(|e| (e.topic().to_string(), e.partition(), read(e)))
             .collect())
     }
 
@@ -897,6 +955,27 @@ mod tests {
         );
         let list = done.to_commit_list().expect("list");
         assert_eq!(list.count(), 3);
+        assert!(list.elements().iter().all(|e| e.metadata().is_empty()));
+    }
+
+    #[test]
+    fn the_resume_point_is_committed_as_metadata_and_the_latest_wins() {
+        let spans: Arc<str> = Arc::from("otlp_spans");
+        let mut done = OffsetsUpTo::default();
+        done.mark_at(spans.clone(), 0, 4);
+        let mut done = done.with_resume(1_000);
+        let mut later = OffsetsUpTo::default();
+        later.mark_at(spans, 1, 9);
+        done.merge(&later.with_resume(2_000));
+        assert_eq!(done.resume(), Some(2_000));
+        let list = done.to_commit_list().expect("list");
+        for e in list.elements() {
+            assert_eq!(e.metadata(), "otelguard.resume_ns=2000");
+            assert_eq!(parse_resume(e.metadata()), Some(2_000));
+        }
+        assert_eq!(parse_resume(""), None);
+        assert_eq!(parse_resume("otelguard.resume_ns=x"), None);
+        assert_eq!(parse_resume("someone else's"), None);
     }
 
     #[tokio::test]

@@ -10,14 +10,12 @@
 
 use std::collections::BTreeMap;
 
-use anyhow::{Context, Result, ensure};
+use anyhow::{Result, ensure};
 use engine::evaluator::Output;
 use engine::kpi::KpiValue;
 use engine::sinks::postgres::PostgresSink;
 use engine::sinks::postgres::sqlx::postgres::PgConnection;
 use engine::sinks::postgres::sqlx::{self, Connection as _, Row as _};
-
-const DATABASE: &str = "postgres://otelguard:otelguard@127.0.0.1:55432/otelguard";
 
 fn orders(window_start: &str, window_end: &str, value: f64) -> Output {
     Output::Kpi(KpiValue {
@@ -46,15 +44,8 @@ async fn stored(url: &str) -> Result<Vec<(String, f64)>> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_partial_value_written_again_does_not_replace_the_whole_one() -> Result<()> {
-    e2e::compose::stack(&["up", "postgres"])?;
-    let schema = format!("e2e_bi_kpi_first_{:x}", e2e::shop::nonce());
-    let mut admin = PgConnection::connect(DATABASE)
-        .await
-        .with_context(|| format!("connecting to {DATABASE}"))?;
-    sqlx::raw_sql(&format!("CREATE SCHEMA {schema}"))
-        .execute(&mut admin)
-        .await?;
-    let url = format!("{DATABASE}?options[search_path]={schema}");
+    let schema = e2e::faults::Schema::create("e2e_bi_kpi_first").await;
+    let url = schema.url();
     let result = async {
         let (sink, task) = PostgresSink::start(&url, 100)?;
         // the first run: two whole windows
@@ -97,10 +88,6 @@ async fn a_partial_value_written_again_does_not_replace_the_whole_one() -> Resul
         Ok(())
     }
     .await;
-    let dropped = sqlx::raw_sql(&format!("DROP SCHEMA {schema} CASCADE"))
-        .execute(&mut admin)
-        .await;
-    result?;
-    dropped.with_context(|| format!("dropping schema {schema}"))?;
-    Ok(())
+    schema.drop_all().await;
+    result
 }

@@ -5,7 +5,7 @@
 //! read it). A new group with `--start-at latest` reads only what is written
 //! after it joined: it never reads the old flood, so it does not notify that
 //! incident again, and it does alert on a new flood. Another new group with
-//! `--start-at earliest` (the default) reads everything the topics hold: it
+//! `--start-at earliest` reads everything the topics hold: it
 //! notifies the old flood again and counts every row.
 //!
 //! "After it joined" is when the consumer has asked for each partition's
