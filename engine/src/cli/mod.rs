@@ -1,6 +1,7 @@
 //! The `engine` command line.
 
 pub mod demo;
+pub mod plan;
 pub mod query;
 pub mod record;
 pub mod rules;
@@ -84,6 +85,10 @@ pub enum Command {
     Record(record::RecordArgs),
     /// Replay the bundled demo recording through the rule pack and serve the viewer.
     Demo(demo::DemoArgs),
+    /// Print the scale-out topology the rule pack needs: the keyed topics
+    /// several engines share, which rules read each, and the rules that stay
+    /// on one engine.
+    Plan(plan::PlanArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -277,5 +282,6 @@ pub async fn main(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
         Command::Run(args) => run::run(args).await.map(|_| ExitCode::SUCCESS),
         Command::Record(args) => record::record(args).await.map(|_| ExitCode::SUCCESS),
         Command::Demo(args) => demo::demo(args).await.map(|_| ExitCode::SUCCESS),
+        Command::Plan(args) => plan::plan(args).await.map(|_| ExitCode::SUCCESS),
     }
 }

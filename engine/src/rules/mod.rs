@@ -13,6 +13,7 @@ pub mod panes;
 pub mod rollup;
 pub mod sequence;
 pub mod snapshot;
+pub mod topology;
 pub mod trace_sample;
 
 use std::collections::BTreeMap;
