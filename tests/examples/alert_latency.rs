@@ -99,17 +99,21 @@ async fn post(http: &reqwest::Client, otlp: &str, body: &Value) {
 /// What Alertmanager lists of the flood rule's firing incidents: whether
 /// one names `client` (as the incident's lead, its `client_address` label,
 /// or among the members of its `members` annotation), and how many entities
-/// they count in all (`entity_count`). Attacks one after another in the same
+/// each counts, by incident id (`entity_count`). Attacks one after another in the same
 /// windows are one attack to the engine's correlator (docs/rules.md,
 /// "Incidents"): a later client's alert joins the first's incident, which
 /// Alertmanager gets again with one entity more; it lists 10 members at most.
-async fn listed(http: &reqwest::Client, alertmanager: &str, client: &str) -> (bool, u64) {
+async fn listed(
+    http: &reqwest::Client,
+    alertmanager: &str,
+    client: &str,
+) -> (bool, HashMap<String, u64>) {
     let url = format!("{alertmanager}/api/v2/alerts?active=true&filter=rule_id%3D%22{RULE}%22");
     let Ok(r) = http.get(&url).send().await else {
-        return (false, 0);
+        return (false, HashMap::new());
     };
     let Ok(alerts) = r.json::<Vec<Value>>().await else {
-        return (false, 0);
+        return (false, HashMap::new());
     };
     let member = format!("client.address={client} ");
     let named = alerts.iter().any(|a| {
@@ -121,12 +125,14 @@ async fn listed(http: &reqwest::Client, alertmanager: &str, client: &str) -> (bo
     let entities = alerts
         .iter()
         .map(|a| {
-            a["annotations"]["entity_count"]
+            let id = a["labels"]["incident_id"].as_str().unwrap_or_default();
+            let count = a["annotations"]["entity_count"]
                 .as_str()
                 .and_then(|n| n.parse().ok())
-                .unwrap_or(1)
+                .unwrap_or(1);
+            (id.to_string(), count)
         })
-        .sum();
+        .collect();
     (named, entities)
 }
 
@@ -311,7 +317,13 @@ async fn main() {
         // the 3000th span's id
         let crossing = seq;
         let waiting = Instant::now();
-        while !matches!(listed(&http, &alertmanager, &client).await, (named, now) if named || now > before) {
+        // an incident new since, or one that counts more entities (not a
+        // sum: an incident of an earlier run may expire meanwhile)
+        let grew = |now: &HashMap<String, u64>| {
+            now.iter()
+                .any(|(id, n)| before.get(id).is_none_or(|b| n > b))
+        };
+        while !matches!(listed(&http, &alertmanager, &client).await, (named, now) if named || grew(&now)) {
             assert!(
                 waiting.elapsed() < Duration::from_secs(120),
                 "no alert for {client} at {alertmanager} within 2 minutes"
