@@ -18,7 +18,7 @@ use anyhow::{Context, Result, anyhow, bail, ensure};
 use clap::Parser as _;
 use e2e::compose::{compose_dir, port_in, port_of, read, read_yaml, stack_ports};
 use serde_yaml::Value;
-use shop::services::Service;
+use shop::services::{Listening as _, Service};
 
 /// A service's `command` as a list of words.
 fn command(name: &str, service: &Value) -> Result<Vec<String>> {

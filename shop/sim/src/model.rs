@@ -8,10 +8,9 @@
 use super::hash::{card_fingerprint, user_hash};
 use super::rng::Rng;
 
-/// The shop's six services, by the names their telemetry carries. The real
-/// services (`shop::services::Service`) are named the same; a test in the
-/// shop crate checks it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+/// The shop's six services, by the names their telemetry carries: the
+/// simulator's and the real shop's (`shop::services::Service` is this type).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, clap::ValueEnum)]
 pub enum Service {
     Gateway,
     Auth,
@@ -31,6 +30,18 @@ impl Service {
         Service::Checkout,
         Service::Payments,
     ];
+
+    /// The short name: `gateway`, `auth`, ...
+    pub fn name(self) -> &'static str {
+        match self {
+            Service::Gateway => "gateway",
+            Service::Auth => "auth",
+            Service::Catalog => "catalog",
+            Service::Cart => "cart",
+            Service::Checkout => "checkout",
+            Service::Payments => "payments",
+        }
+    }
 
     /// The OpenTelemetry `service.name`: `shop-gateway`, ...
     pub fn service_name(self) -> &'static str {

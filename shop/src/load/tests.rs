@@ -415,13 +415,3 @@ fn offsets_outside_the_run_are_refused() {
         Err(LoadError::UnknownScenario(_))
     ));
 }
-
-#[test]
-fn the_models_services_are_the_shops() {
-    use crate::services::Service as Real;
-    use crate::sim::model::Service as Model;
-    assert_eq!(Real::ALL.len(), Model::ALL.len());
-    for (real, model) in Real::ALL.iter().zip(Model::ALL) {
-        assert_eq!(real.service_name(), model.service_name());
-    }
-}

@@ -43,52 +43,22 @@ use tower_http::catch_panic::CatchPanicLayer;
 use self::chaos::Chaos;
 use self::http::HttpMetrics;
 
-/// One of the shop's services.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, clap::ValueEnum)]
-pub enum Service {
-    Gateway,
-    Auth,
-    Catalog,
-    Cart,
-    Checkout,
-    Payments,
+/// One of the shop's services: the traffic model's type, so that the
+/// simulator and the shop cannot name them differently.
+pub use shop_sim::model::Service;
+
+/// Where a service listens and how its callers find it.
+pub trait Listening {
+    /// Its port on 127.0.0.1 when `SHOP_<SERVICE>_ADDR` is not set.
+    fn default_port(self) -> u16;
+    /// The variable holding this service's listen address (`SHOP_GATEWAY_ADDR`, ...).
+    fn addr_var(self) -> String;
+    /// The variable holding this service's base URL for its callers (`SHOP_CATALOG_URL`, ...).
+    fn url_var(self) -> String;
 }
 
-impl Service {
-    pub const ALL: [Service; 6] = [
-        Service::Gateway,
-        Service::Auth,
-        Service::Catalog,
-        Service::Cart,
-        Service::Checkout,
-        Service::Payments,
-    ];
-
-    /// The short name: `gateway`, `auth`, ...
-    pub fn name(self) -> &'static str {
-        match self {
-            Service::Gateway => "gateway",
-            Service::Auth => "auth",
-            Service::Catalog => "catalog",
-            Service::Cart => "cart",
-            Service::Checkout => "checkout",
-            Service::Payments => "payments",
-        }
-    }
-
-    /// The OpenTelemetry `service.name`: `shop-gateway`, ...
-    pub fn service_name(self) -> &'static str {
-        match self {
-            Service::Gateway => "shop-gateway",
-            Service::Auth => "shop-auth",
-            Service::Catalog => "shop-catalog",
-            Service::Cart => "shop-cart",
-            Service::Checkout => "shop-checkout",
-            Service::Payments => "shop-payments",
-        }
-    }
-
-    pub fn default_port(self) -> u16 {
+impl Listening for Service {
+    fn default_port(self) -> u16 {
         match self {
             Service::Gateway => 18080,
             Service::Auth => 18081,
@@ -99,13 +69,11 @@ impl Service {
         }
     }
 
-    /// The variable holding this service's listen address (`SHOP_GATEWAY_ADDR`, ...).
-    pub fn addr_var(self) -> String {
+    fn addr_var(self) -> String {
         format!("SHOP_{}_ADDR", self.name().to_uppercase())
     }
 
-    /// The variable holding this service's base URL for its callers (`SHOP_CATALOG_URL`, ...).
-    pub fn url_var(self) -> String {
+    fn url_var(self) -> String {
         format!("SHOP_{}_URL", self.name().to_uppercase())
     }
 }
