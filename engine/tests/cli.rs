@@ -336,3 +336,33 @@ fn rules_test_prints_each_case_and_exits_with_the_failures() {
     assert!(stdout.contains("expected silence, got:"), "{stdout}");
     assert!(stdout.contains("1 passed, 1 failed"), "{stdout}");
 }
+
+#[test]
+fn a_capture_converted_to_protobuf_replays_to_the_same_alerts_and_kpis() {
+    let dir = temp_dir("convert");
+    let json = rules_dir().join("captures/credential_stuffing.jsonl.zst");
+    let proto = dir.join("credential_stuffing.pb.zst");
+    let out = engine(&[
+        "record",
+        "--from",
+        json.to_str().expect("a UTF-8 path"),
+        proto.to_str().expect("a UTF-8 path"),
+    ]);
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{said}");
+    assert!(said.contains("0 skipped"), "{said}");
+    // the new capture holds protobuf records, not JSON lines
+    let bytes = std::fs::read(&proto).expect("the protobuf capture");
+    assert!(!bytes.starts_with(b"{"), "a length-prefixed capture");
+    for extra in [&[][..], &["--kpis"][..]] {
+        let from_json = replay_json(&json, &rules_dir(), extra);
+        let from_proto = replay_json(&proto, &rules_dir(), extra);
+        assert!(from_json.status.success() && from_proto.status.success());
+        assert!(!from_json.stdout.is_empty(), "the capture gives outputs {extra:?}");
+        assert_eq!(
+            String::from_utf8_lossy(&from_json.stdout),
+            String::from_utf8_lossy(&from_proto.stdout),
+            "outputs {extra:?}"
+        );
+    }
+}

@@ -4,7 +4,10 @@
 //! file name asks for (`.jsonl`, `.jsonl.zst`, else length-prefixed protobuf
 //! records). From Kafka, each message keeps its partition (an extra field, see
 //! `ingest::write::capture_writer`), so that a replay judges each partition's
-//! rows by their own event time, as the live run does.
+//! rows by their own event time, as the live run does. With `--from`, the
+//! messages of existing captures are written instead: a conversion, e.g.
+//! `engine record --from attack.jsonl.zst attack.pb.zst` (replay reads
+//! protobuf captures without parsing JSON).
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -12,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use ingest::RejectCounts;
-use ingest::write::capture_writer::{CaptureOptions, CaptureWriter};
+use ingest::write::capture_writer::{CaptureOptions, CaptureWriter, convert};
 use ingest::write::dead_letter::Rejections;
 use tokio::sync::mpsc;
 
@@ -34,9 +37,18 @@ pub struct RecordArgs {
     /// stop after this many messages
     #[arg(long)]
     pub max_messages: Option<u64>,
+    /// write the messages of this capture (a file or folder, any format
+    /// replay reads; repeat the flag for more) instead of receiving:
+    /// OTLP/JSON captures become protobuf ones, or the other way, as OUT's
+    /// name says
+    #[arg(long, value_name = "CAPTURE")]
+    pub from: Vec<PathBuf>,
 }
 
 pub async fn record(args: RecordArgs) -> anyhow::Result<()> {
+    if !args.from.is_empty() {
+        return convert_captures(args.from, args.out).await;
+    }
     let limit = match &args.duration {
         Some(d) => Some(
             crate::rules::definition::parse_duration(d)
@@ -149,6 +161,28 @@ pub async fn record(args: RecordArgs) -> anyhow::Result<()> {
     eprintln!(
         "recorded {messages} messages to {} ({stats:?}); {rejected} rejected",
         args.out.display()
+    );
+    Ok(())
+}
+
+/// `record --from`: the captures' messages written to `out`, in its format.
+async fn convert_captures(from: Vec<PathBuf>, out: PathBuf) -> anyhow::Result<()> {
+    let started = Instant::now();
+    let (done, out) = tokio::task::spawn_blocking(move || {
+        let done = convert(&from, &out, CaptureOptions::for_path(&out));
+        (done, out)
+    })
+    .await?;
+    let done = done.with_context(|| format!("cannot convert into {}", out.display()))?;
+    for skipped in &done.skipped {
+        eprintln!("skipped {skipped}");
+    }
+    eprintln!(
+        "wrote {} messages to {} in {:.1} s; {} skipped",
+        done.stats.messages,
+        out.display(),
+        started.elapsed().as_secs_f64(),
+        done.skipped.len()
     );
     Ok(())
 }
