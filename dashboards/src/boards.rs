@@ -190,6 +190,10 @@ fn business(pack: &Pack) -> Board {
 const ALERT_FILTER: &str =
     "('*' IN ($rule) OR rule_id IN ($rule))\n  AND ('*' IN ($severity) OR severity IN ($severity))";
 
+/// The variable filters of correlated incidents: any of their rules, and
+/// the highest severity among their members (the one the panel shows).
+const INCIDENT_FILTER: &str = "('*' IN ($rule) OR rules && ARRAY[$rule]::text[])\n  AND ('*' IN ($severity) OR highest_severity IN ($severity))";
+
 fn security(pack: &Pack) -> Board {
     let mut panels = vec![Panel::row("Alerts")];
     for (by, title) in [("rule_id", "rule"), ("severity", "severity")] {
@@ -232,6 +236,16 @@ fn security(pack: &Pack) -> Board {
                 format!("SELECT fired_at AS \"time\", rule_id, severity, entity_text(entity) AS who, value, summary,\n       array_to_string(trace_ids, ' ') AS trace_ids, runbook\nFROM open_incidents\nWHERE {ALERT_FILTER}\nORDER BY fired_at DESC, rule_id COLLATE \"C\", entity_text(entity) COLLATE \"C\""),
                 "table",
                 Check::OpenIncidents,
+            ),
+    );
+    panels.push(
+        Panel::new(Viz::Table, "Correlated incidents")
+            .size(24, 10)
+            .describe("Table correlated_incidents: the alerts of one attack folded into one incident, as Alertmanager and the webhook notify it; those still firing that had begun by the end of the time range, the newest first. The rule variable keeps an incident when any of its rules is chosen; the severity variable filters its highest severity.")
+            .sql(
+                format!("SELECT incident_start AS \"time\", rule_id, highest_severity, entity_count, member_count,\n       array_to_string(rules, ', ') AS rules, summary\nFROM correlated_incidents\nWHERE state = 'firing' AND incident_start <= $__timeTo()\n  AND {INCIDENT_FILTER}\nORDER BY incident_start DESC, incident_id COLLATE \"C\""),
+                "table",
+                Check::CorrelatedIncidents,
             ),
     );
     panels.push(

@@ -1,8 +1,9 @@
-//! What a SQL panel shows, computed from KPI values and alerts held in memory,
-//! with the same rows, columns and order as the panel's SQL gives on the BI
-//! store. The engine's viewer draws the dashboards with it when no PostgreSQL
-//! is configured (`engine demo`), and the end-to-end test compares it with
-//! what PostgreSQL answers for the same capture.
+//! What a SQL panel shows, computed from KPI values, alerts and correlated
+//! incidents held in memory, with the same rows, columns and order as the
+//! panel's SQL gives on the BI store. The engine's viewer draws the
+//! dashboards with it when no PostgreSQL is configured (`engine demo`), and
+//! the end-to-end test compares it with what PostgreSQL answers for the same
+//! capture.
 //!
 //! Each [`Check`] is one panel's meaning; [`frame`] evaluates it over a time
 //! range and the dashboard's variables. Times are nanoseconds since the Unix
@@ -21,7 +22,7 @@
 //!     dimensions: BTreeMap::new(),
 //!     value: Some(3.0),
 //! }];
-//! let records = Records { kpis: &kpis, alerts: &[], runbooks: &BTreeMap::new() };
+//! let records = Records { kpis: &kpis, alerts: &[], incidents: &[], runbooks: &BTreeMap::new() };
 //! let check = Check::KpiSeries { kpi: "orders".into(), dimensions: vec![] };
 //! let f = frame(&check, &records, Range { from: 0, to: minute }, &BTreeMap::new());
 //! assert_eq!(serde_json::Value::from(f.rows), serde_json::json!([[60_000, "orders", 3.0]]));
@@ -72,10 +73,33 @@ pub struct AlertRecord {
     pub detected_at: Option<i64>,
 }
 
+/// One state of a correlated incident (a row of `correlated_incidents`):
+/// the alerts of one attack folded by the engine's correlator.
+#[derive(Debug, Clone, PartialEq)]
+pub struct IncidentRecord {
+    /// its identity, its lead alert's
+    pub id: String,
+    /// `firing` or `resolved`
+    pub state: String,
+    /// the lead alert's rule
+    pub rule_id: String,
+    pub highest_severity: String,
+    /// the rules of its members, sorted
+    pub rules: Vec<String>,
+    pub member_count: u64,
+    pub entity_count: u64,
+    pub summary: String,
+    /// event time its earliest member's incident began
+    pub start: i64,
+}
+
 /// What the panels read.
 pub struct Records<'a> {
     pub kpis: &'a [KpiRecord],
     pub alerts: &'a [AlertRecord],
+    /// correlated incidents in the order their states were written: the last
+    /// state of an id is its row, as the sink's upsert keeps it
+    pub incidents: &'a [IncidentRecord],
     /// rule id -> runbook (the `rules` table)
     pub runbooks: &'a BTreeMap<String, String>,
 }
@@ -119,6 +143,12 @@ fn columns(spec: &[(&'static str, &'static str)]) -> Vec<Column> {
             kind,
         })
         .collect()
+}
+
+/// Whether a variable lets any of `values` through: no selection, or All
+/// (`*`), passes everything.
+fn passes_any(vars: &BTreeMap<String, Vec<String>>, name: &str, values: &[String]) -> bool {
+    passes(vars, name, None) || values.iter().any(|v| passes(vars, name, Some(v)))
 }
 
 /// Whether a variable lets `value` through: no selection, or All (`*`),
@@ -415,6 +445,47 @@ pub fn frame(
                             d.len().into(),
                             number(median(&d)),
                             number(d.last().copied()),
+                        ]
+                    })
+                    .collect(),
+            }
+        }
+        Check::CorrelatedIncidents => {
+            let mut latest: BTreeMap<&str, &IncidentRecord> = BTreeMap::new();
+            for i in records.incidents {
+                latest.insert(i.id.as_str(), i);
+            }
+            let mut firing: Vec<&IncidentRecord> = latest
+                .into_values()
+                .filter(|i| {
+                    i.state == "firing"
+                        && i.start <= range.to
+                        && passes_any(vars, "rule", &i.rules)
+                        && passes(vars, "severity", Some(&i.highest_severity))
+                })
+                .collect();
+            firing.sort_by(|a, b| b.start.cmp(&a.start).then_with(|| a.id.cmp(&b.id)));
+            Frame {
+                columns: columns(&[
+                    ("time", "time"),
+                    ("rule_id", "string"),
+                    ("highest_severity", "string"),
+                    ("entity_count", "number"),
+                    ("member_count", "number"),
+                    ("rules", "string"),
+                    ("summary", "string"),
+                ]),
+                rows: firing
+                    .into_iter()
+                    .map(|i| {
+                        vec![
+                            ms(i.start),
+                            i.rule_id.as_str().into(),
+                            i.highest_severity.as_str().into(),
+                            i.entity_count.into(),
+                            i.member_count.into(),
+                            i.rules.join(", ").into(),
+                            i.summary.as_str().into(),
                         ]
                     })
                     .collect(),

@@ -65,6 +65,11 @@ pub enum Check {
     TopEntities { limit: usize },
     /// incidents that fired and did not resolve
     OpenIncidents,
+    /// the correlated incidents (alerts folded by the engine's correlator)
+    /// still firing that had begun by the end of the range, the newest first;
+    /// the rule variable keeps those with any chosen rule among their
+    /// members', the severity variable filters their highest severity
+    CorrelatedIncidents,
     /// per rule, of the incidents it fired in the range (by the time the
     /// engine emitted them): how many, and the median and the longest
     /// detection delay (first evidence to firing, seconds)

@@ -4,8 +4,9 @@
 //! - [`pack`]: the rule and KPI files' TOML headers (read here; this crate does
 //!   not depend on the engine, so it builds without DataFusion).
 //! - [`grafana`]: panels, queries, variables and their Grafana JSON.
-//! - [`frames`]: what a SQL panel shows, computed from KPI values and alerts in
-//!   memory (the engine's viewer without PostgreSQL; the panels' test).
+//! - [`frames`]: what a SQL panel shows, computed from KPI values, alerts and
+//!   correlated incidents in memory (the engine's viewer without PostgreSQL;
+//!   the panels' test).
 //! - [`boards`]: the dashboards: Business, Security (PostgreSQL, the BI store the
 //!   engine's `postgres` sink writes), Services and Engine (Prometheus).
 //! - [`expand`]: a panel's query with Grafana's macros and variables expanded as

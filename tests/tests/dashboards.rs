@@ -10,14 +10,15 @@
 //!   every variable at All and with chosen values (one and several);
 //! - every panel's rows are what its `Check` (`dashboards::grafana`) says in
 //!   terms of the KPI values and alerts the engine printed for the same
-//!   capture, value by value (sums and means within 1e-9, relative), and
+//!   capture (and the incidents the engine's `Correlator` folds those alerts
+//!   into), value by value (sums and means within 1e-9, relative), and
 //!   what the engine's viewer draws for the same panel from memory
 //!   (`dashboards::frames`);
 //!   `time_series` panels have a `time` column and numeric values, as
 //!   Grafana needs;
-//! - the store holds one row per distinct KPI value, alert transition and
-//!   rule, nothing was dropped, and a second replay changes no row count
-//!   (every write is an upsert).
+//! - the store holds one row per distinct KPI value, alert transition, rule
+//!   and correlated incident, nothing was dropped, and a second replay
+//!   changes no row count (every write is an upsert).
 //!
 //! And the sink's own failures, found by running it on a real PostgreSQL: a
 //! store that refuses it for good (a wrong password, a missing schema) fails
@@ -173,6 +174,84 @@ fn alert(v: &Value) -> Result<Alert> {
             .map(|_| time(v, "detected_at"))
             .transpose()?,
     })
+}
+
+/// A printed alert as the engine's own [`engine::alerts::Alert`], to fold it
+/// as the PostgreSQL sink folds the alerts it is sent. The engine's notices
+/// (no rule version) belong to no incident. Its identity must be the printed
+/// `id`: rule, version, entity and incident start read back as they were.
+fn engine_alert(v: &Value) -> Result<engine::alerts::Alert> {
+    use engine::alerts::{Notes, State};
+    let ns = |field: &str| time(v, field).map(nanos);
+    let texts = |field: &str| -> Vec<String> {
+        v[field]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|t| t.as_str().map(String::from))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let optional = |field: &str| v[field].as_str().map(String::from);
+    let rule_version = optional("rule_version").unwrap_or_default();
+    let notes = match v.get("maturity") {
+        Some(m) => Some(std::sync::Arc::new(Notes {
+            runbook: optional("runbook"),
+            false_positives: optional("false_positives"),
+            maturity: serde_json::from_value(m.clone())
+                .with_context(|| format!("maturity of {v}"))?,
+        })),
+        None => None,
+    };
+    let a = engine::alerts::Alert {
+        rule_id: required(v, "rule_id")?,
+        severity: required(v, "severity")?,
+        state: match v["state"].as_str() {
+            Some("firing") => State::Firing,
+            Some("resolved") => State::Resolved,
+            other => bail!("state {other:?} in {v}"),
+        },
+        entity: strings(&v["entity"]),
+        window_start: required(v, "window_start")?,
+        window_end: required(v, "window_end")?,
+        value: v["value"].clone(),
+        tags: texts("tags"),
+        summary: required(v, "summary")?,
+        trace_ids: texts("trace_ids"),
+        at_ns: ns("window_end")?,
+        incident_start_ns: match rule_version.is_empty() {
+            true => None,
+            false => Some(ns("incident_start")?),
+        },
+        rule_version,
+        first_seen_ns: v.get("first_seen").map(|_| ns("first_seen")).transpose()?,
+        detected_at_ns: v
+            .get("detected_at")
+            .map(|_| ns("detected_at"))
+            .transpose()?,
+        notes,
+    };
+    ensure!(
+        v["id"].as_str() == Some(a.identity().as_str()),
+        "the alert read back has the identity {}, the engine printed {v}",
+        a.identity()
+    );
+    Ok(a)
+}
+
+/// The alerts of one replay folded into incidents by the engine's own
+/// correlator, as the PostgreSQL sink folds them (one correlator per engine
+/// run, every alert in the order printed): each incident's last state.
+fn correlated(alerts: &[engine::alerts::Alert]) -> Vec<engine::incidents::Incident> {
+    let mut correlator = engine::incidents::Correlator::default();
+    let mut latest: BTreeMap<String, engine::incidents::Incident> = BTreeMap::new();
+    for a in alerts {
+        if let Some(inc) = correlator.take(a).update {
+            latest.insert(inc.id.clone(), inc);
+        }
+    }
+    latest.into_values().collect()
 }
 
 /// The alerts as incidents, in the order they fired: a resolution closes the
@@ -418,7 +497,7 @@ async fn count(conn: &mut PgConnection, table: &str) -> Result<u64> {
 
 async fn counts(conn: &mut PgConnection) -> Result<BTreeMap<&'static str, u64>> {
     let mut all = BTreeMap::new();
-    for table in ["kpi_values", "alerts", "rules"] {
+    for table in ["kpi_values", "alerts", "rules", "correlated_incidents"] {
         all.insert(table, count(conn, table).await?);
     }
     Ok(all)
@@ -432,11 +511,18 @@ async fn counts(conn: &mut PgConnection) -> Result<BTreeMap<&'static str, u64>> 
 struct Outputs {
     kpis: Vec<Kpi>,
     incidents: Vec<Incident>,
+    /// the correlated incidents, each in its last state
+    correlated: Vec<engine::incidents::Incident>,
     runbooks: BTreeMap<String, Option<String>>,
 }
 
 impl Outputs {
-    fn new(kpis: Vec<Kpi>, alerts: &[Alert], pack: &dashboards::pack::Pack) -> Outputs {
+    fn new(
+        kpis: Vec<Kpi>,
+        alerts: &[Alert],
+        correlated: Vec<engine::incidents::Incident>,
+        pack: &dashboards::pack::Pack,
+    ) -> Outputs {
         let mut by_key = BTreeMap::new();
         for k in kpis {
             by_key.insert((k.name.clone(), k.start, k.end, k.dims.clone()), k.clone());
@@ -449,6 +535,7 @@ impl Outputs {
         Outputs {
             kpis: by_key.into_values().collect(),
             incidents: by_firing.into_values().collect(),
+            correlated,
             runbooks: pack
                 .rules
                 .iter()
@@ -506,6 +593,7 @@ impl Selection {
 struct ViewerRecords {
     kpis: Vec<dashboards::frames::KpiRecord>,
     alerts: Vec<dashboards::frames::AlertRecord>,
+    incidents: Vec<dashboards::frames::IncidentRecord>,
     runbooks: BTreeMap<String, String>,
 }
 
@@ -549,9 +637,16 @@ impl ViewerRecords {
             .iter()
             .filter_map(|(k, v)| Some((k.clone(), v.clone()?)))
             .collect();
+        // as the engine's board hands them to the viewer
+        let incidents = out
+            .correlated
+            .iter()
+            .map(engine::api::panels::incident_record)
+            .collect();
         ViewerRecords {
             kpis,
             alerts,
+            incidents,
             runbooks,
         }
     }
@@ -560,6 +655,7 @@ impl ViewerRecords {
         dashboards::frames::Records {
             kpis: &self.kpis,
             alerts: &self.alerts,
+            incidents: &self.incidents,
             runbooks: &self.runbooks,
         }
     }
@@ -850,6 +946,40 @@ impl View<'_> {
                     .collect();
                 (rows, true)
             }
+            Check::CorrelatedIncidents => {
+                let chosen_rule = |rules: &[String]| match &self.sel.rule {
+                    None => true,
+                    Some(l) => rules.iter().any(|r| l.contains(r)),
+                };
+                let mut firing: Vec<&engine::incidents::Incident> = self
+                    .out
+                    .correlated
+                    .iter()
+                    .filter(|i| {
+                        i.state == engine::alerts::State::Firing
+                            && i.start_ns <= nanos(self.to)
+                            && chosen_rule(&i.rules)
+                            && chosen(&self.sel.severity, Some(&i.highest_severity))
+                    })
+                    .collect();
+                firing.sort_by(|a, b| b.start_ns.cmp(&a.start_ns).then(a.id.cmp(&b.id)));
+                let rows = firing
+                    .into_iter()
+                    .map(|i| {
+                        vec![
+                            Cell::Time(DateTime::from_timestamp_nanos(i.start_ns)),
+                            Cell::Text(i.lead.rule_id.clone()),
+                            Cell::Text(i.highest_severity.clone()),
+                            Cell::Num(i.entity_count as f64),
+                            Cell::Num(i.member_count as f64),
+                            Cell::Text(i.rules.join(", ")),
+                            // the store holds no NUL
+                            Cell::Text(i.summary().replace('\0', "\u{FFFD}")),
+                        ]
+                    })
+                    .collect();
+                (rows, true)
+            }
             Check::DetectionDelay => {
                 // seconds from first evidence to firing, per rule, of the
                 // incidents the engine emitted in the range
@@ -1112,7 +1242,7 @@ async fn prove(schema: &str) -> Result<()> {
         dashboards::repo_dir().join("rules/captures").join(CAPTURE),
         open.clone(),
     ];
-    let (mut kpis, mut alerts) = (Vec::new(), Vec::new());
+    let (mut kpis, mut alerts, mut folded) = (Vec::new(), Vec::new(), Vec::new());
     for capture in &captures {
         let name = capture.file_name().unwrap_or_default().to_string_lossy();
         // Replayed twice: the KPI values printed, then the alerts; both runs
@@ -1144,6 +1274,13 @@ async fn prove(schema: &str) -> Result<()> {
         );
         kpis.extend(first.lines.iter().map(kpi).collect::<Result<Vec<_>>>()?);
         alerts.extend(second.lines.iter().map(alert).collect::<Result<Vec<_>>>()?);
+        // each replay is an engine of its own, with a correlator of its own
+        let printed = second
+            .lines
+            .iter()
+            .map(engine_alert)
+            .collect::<Result<Vec<_>>>()?;
+        folded.extend(correlated(&printed));
     }
     let _ = std::fs::remove_file(&open);
     let after = counts(&mut conn).await?;
@@ -1151,7 +1288,7 @@ async fn prove(schema: &str) -> Result<()> {
         !kpis.is_empty() && !alerts.is_empty(),
         "the replays printed nothing"
     );
-    let out = Outputs::new(kpis, &alerts, &pack);
+    let out = Outputs::new(kpis, &alerts, folded, &pack);
     // every firing says when its first evidence was and when the engine
     // emitted it (the detection delay panel's two ends)
     for i in &out.incidents {
@@ -1165,6 +1302,7 @@ async fn prove(schema: &str) -> Result<()> {
         ("kpi_values", out.kpis.len() as u64),
         ("alerts", out.alert_rows()),
         ("rules", pack.rules.len() as u64),
+        ("correlated_incidents", out.correlated.len() as u64),
     ]);
     ensure!(
         after == want_counts,

@@ -46,20 +46,13 @@ fn run(
     range: Range,
     v: &BTreeMap<String, Vec<String>>,
 ) -> Value {
-    let runbooks = BTreeMap::from([("flood".to_string(), "docs/runbooks/flood.md".to_string())]);
-    Value::from(
-        frame(
-            &check,
-            &Records {
-                kpis,
-                alerts,
-                runbooks: &runbooks,
-            },
-            range,
-            v,
-        )
-        .rows,
-    )
+    let records = Records {
+        kpis,
+        alerts,
+        incidents: &[],
+        runbooks: &BTreeMap::from([("flood".to_string(), "docs/runbooks/flood.md".to_string())]),
+    };
+    Value::from(frame(&check, &records, range, v).rows)
 }
 
 #[test]
@@ -307,4 +300,93 @@ fn detection_delay_is_the_median_and_the_longest_per_rule_in_the_range() {
         run(Check::DetectionDelay, &[], &alerts, range, &v),
         json!([["stuffing", 1, 5.0, 5.0]])
     );
+}
+
+fn incident(id: &str, state: &str, rules: &[&str], severity: &str, start: i64) -> IncidentRecord {
+    IncidentRecord {
+        id: id.into(),
+        state: state.into(),
+        rule_id: rules[0].into(),
+        highest_severity: severity.into(),
+        rules: rules.iter().map(|r| r.to_string()).collect(),
+        member_count: 1,
+        entity_count: 1,
+        // the id, to tell rows apart
+        summary: id.into(),
+        start,
+    }
+}
+
+#[test]
+fn correlated_incidents_are_the_firing_ones_begun_by_the_range_end_newest_first() {
+    let grown = IncidentRecord {
+        member_count: 5,
+        entity_count: 4,
+        rules: vec!["auth.stuffing".into(), "dos.flood".into()],
+        ..incident("a1", "firing", &["dos.flood"], "critical", 2 * M)
+    };
+    let incidents = [
+        incident("a1", "firing", &["dos.flood"], "high", 2 * M),
+        incident("b2", "firing", &["auth.brute"], "high", M),
+        incident("c3", "firing", &["auth.brute"], "high", 4 * M),
+        // the sink's upsert keeps each incident's last state
+        grown,
+        incident("c3", "resolved", &["auth.brute"], "high", 4 * M),
+        incident("a0", "firing", &["fraud.cards"], "medium", 2 * M),
+        incident("e5", "firing", &["dos.flood"], "high", 4 * M),
+        // begun after the range
+        incident("d4", "firing", &["dos.flood"], "high", 10 * M),
+    ];
+    let rows = |v: &BTreeMap<String, Vec<String>>| {
+        let records = Records {
+            kpis: &[],
+            alerts: &[],
+            incidents: &incidents,
+            runbooks: &BTreeMap::new(),
+        };
+        let range = Range {
+            from: 3 * M,
+            to: 5 * M,
+        };
+        Value::from(frame(&Check::CorrelatedIncidents, &records, range, v).rows)
+    };
+    assert_eq!(
+        rows(&vars(&[("rule", &["*"]), ("severity", &["*"])])),
+        json!([
+            [240_000, "dos.flood", "high", 1, 1, "dos.flood", "e5"],
+            [120_000, "fraud.cards", "medium", 1, 1, "fraud.cards", "a0"],
+            [
+                120_000,
+                "dos.flood",
+                "critical",
+                4,
+                5,
+                "auth.stuffing, dos.flood",
+                "a1"
+            ],
+            [60_000, "auth.brute", "high", 1, 1, "auth.brute", "b2"],
+        ]),
+        "still open ones begun before the range stay; a resolved one and one begun after the range do not"
+    );
+    let ids = |v: &BTreeMap<String, Vec<String>>| -> Vec<String> {
+        rows(v)
+            .as_array()
+            .map(|r| {
+                r.iter()
+                    .filter_map(|row| row[6].as_str().map(String::from))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    assert_eq!(
+        ids(&vars(&[("rule", &["auth.stuffing"])])),
+        ["a1"],
+        "a member's rule is enough, the lead's need not be chosen"
+    );
+    assert_eq!(
+        ids(&vars(&[("severity", &["high", "medium"])])),
+        ["e5", "a0", "b2"],
+        "the severity filter reads the highest severity (a1's lead is high, a1 is critical)"
+    );
+    assert_eq!(rows(&vars(&[("rule", &["no.such.rule"])])), json!([]));
 }

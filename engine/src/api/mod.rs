@@ -33,12 +33,15 @@ use crate::kpi::KpiValue;
 
 const KEEP_ALERTS: usize = 10_000;
 const KEEP_KPIS: usize = 100_000;
+/// Incidents `GET /api/incidents` lists (the board keeps more, for the panels).
+const LIST_INCIDENTS: usize = 200;
 
 /// What the API shows; the evaluating task updates it.
 #[derive(Default)]
 pub struct Board {
     pub alerts: VecDeque<Alert>,
-    /// the alerts folded into incidents, the latest of them
+    /// the alerts folded into incidents, each in its latest state, the
+    /// 10,000 most recently changed
     pub incidents: crate::incidents::Recent,
     pub kpis: VecDeque<KpiValue>,
     pub rules: Vec<RuleHealth>,
@@ -260,7 +263,7 @@ async fn alerts(State(s): State<Shared>) -> impl IntoResponse {
 
 /// The latest incidents ([`crate::incidents::Recent`]), the oldest first.
 async fn incidents(State(s): State<Shared>) -> impl IntoResponse {
-    Json(board(&s).incidents.to_json())
+    Json(board(&s).incidents.to_json(LIST_INCIDENTS))
 }
 
 #[derive(Deserialize)]

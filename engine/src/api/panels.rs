@@ -9,8 +9,9 @@
 //! - `GET /api/dashboards/{uid}`: the dashboard's Grafana JSON, as committed
 //! - `GET /api/dashboards/{uid}/panels/{id}?from=MS&to=MS&var-NAME=A,B`: one
 //!   frame per query of the panel (`{columns, rows}`), computed from the KPI
-//!   values and alerts in memory with the same rows the panel's SQL gives on
-//!   the BI store (`dashboards::frames`); a panel that reads Prometheus says so
+//!   values, alerts and correlated incidents in memory with the same rows the
+//!   panel's SQL gives on the BI store (`dashboards::frames`); a panel that
+//!   reads Prometheus says so
 //! - `GET /api/dashboards/{uid}/variables/{name}`: the values a variable offers
 
 use std::collections::{BTreeMap, HashMap};
@@ -19,12 +20,13 @@ use std::path::Path;
 use axum::extract::{Path as UrlPath, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Json, Response};
-use dashboards::frames::{AlertRecord, KpiRecord, Range, Records};
+use dashboards::frames::{AlertRecord, IncidentRecord, KpiRecord, Range, Records};
 use dashboards::grafana::{Board as Dashboard, Query as PanelQuery, Variable};
 use serde_json::{Value, json};
 
 use super::{Board, Shared, board};
 use crate::alerts::{Alert, State as AlertState};
+use crate::incidents::Incident;
 use crate::kpi::KpiValue;
 
 #[cfg(feature = "postgres")]
@@ -126,17 +128,45 @@ fn alert_record(a: &Alert) -> Option<AlertRecord> {
     })
 }
 
-/// The board's outputs as the BI store's rows.
-fn records(b: &Board) -> (Vec<KpiRecord>, Vec<AlertRecord>) {
+/// A correlated incident's state as the PostgreSQL sink writes it (a row of
+/// `correlated_incidents`), for `dashboards::frames`.
+pub fn incident_record(i: &Incident) -> IncidentRecord {
+    IncidentRecord {
+        id: i.id.clone(),
+        state: match i.state {
+            AlertState::Firing => "firing",
+            AlertState::Resolved => "resolved",
+        }
+        .into(),
+        rule_id: i.lead.rule_id.clone(),
+        highest_severity: i.highest_severity.clone(),
+        rules: i.rules.clone(),
+        member_count: i.member_count,
+        entity_count: i.entity_count,
+        summary: i.summary(),
+        start: i.start_ns,
+    }
+}
+
+/// The board's KPI values as the BI store's rows.
+fn kpi_records(b: &Board) -> Vec<KpiRecord> {
+    b.kpis.iter().filter_map(kpi_record).collect()
+}
+
+/// The board's outputs as the BI store's rows: KPI values, alerts and
+/// correlated incidents.
+fn records(b: &Board) -> (Vec<KpiRecord>, Vec<AlertRecord>, Vec<IncidentRecord>) {
     (
-        b.kpis.iter().filter_map(kpi_record).collect(),
+        kpi_records(b),
         b.alerts.iter().filter_map(alert_record).collect(),
+        b.incidents.incidents().map(incident_record).collect(),
     )
 }
 
 pub(super) async fn list(State(s): State<Shared>) -> Json<Value> {
     let b = board(&s);
-    let (kpis, alerts) = records(&b);
+    let kpis = kpi_records(&b);
+    let alerts: Vec<AlertRecord> = b.alerts.iter().filter_map(alert_record).collect();
     let starts = kpis.iter().map(|k| k.window_start);
     let ends = kpis.iter().map(|k| k.window_end);
     let from = starts.chain(alerts.iter().map(|a| a.incident_start)).min();
@@ -234,10 +264,11 @@ pub(super) async fn panel(
     let Some(p) = id.checked_sub(1).and_then(|i| d.panels.get(i)) else {
         return not_found(format!("no panel {id} on dashboard {uid}"));
     };
-    let (kpis, alerts) = records(&b);
+    let (kpis, alerts, incidents) = records(&b);
     let records = Records {
         kpis: &kpis,
         alerts: &alerts,
+        incidents: &incidents,
         runbooks: &b.dashboards.runbooks,
     };
     let frames: Vec<Value> = p
@@ -341,7 +372,7 @@ pub(super) async fn variable(
         Variable::Custom { values, .. } => values.clone(),
         Variable::Query {
             name: "currency", ..
-        } => dashboards::frames::currencies(&records(&b).0),
+        } => dashboards::frames::currencies(&kpi_records(&b)),
         // the other query variables read Prometheus
         Variable::Query { .. } => vec![],
     };

@@ -557,8 +557,10 @@ impl Correlator {
     }
 }
 
-/// The latest incidents, as the viewer lists them: alerts folded as they
-/// come, each incident's latest state kept, the `cap` most recently changed.
+/// The latest incidents, as the viewer lists them and draws the Security
+/// dashboard's "Correlated incidents" from them: alerts folded as they come
+/// (as the BI store's sink folds them), each incident's latest state kept,
+/// the `cap` most recently changed.
 pub struct Recent {
     correlator: Correlator,
     latest: std::collections::VecDeque<Incident>,
@@ -566,8 +568,9 @@ pub struct Recent {
 }
 
 impl Default for Recent {
+    /// As many incidents as the correlator keeps ([`Config::max_incidents`]).
     fn default() -> Self {
-        Recent::with_cap(200)
+        Recent::with_cap(Config::default().max_incidents)
     }
 }
 
@@ -592,10 +595,22 @@ impl Recent {
         self.latest.push_back(inc);
     }
 
-    /// The incidents kept, the least recently changed first, as JSON
-    /// ([`Incident::to_json`]).
-    pub fn to_json(&self) -> Value {
-        Value::Array(self.latest.iter().map(Incident::to_json).collect())
+    /// The incidents kept in their latest state, the least recently changed first.
+    pub fn incidents(&self) -> impl DoubleEndedIterator<Item = &Incident> + ExactSizeIterator {
+        self.latest.iter()
+    }
+
+    /// The `n` most recently changed incidents, the least recently changed
+    /// first, as JSON ([`Incident::to_json`]).
+    pub fn to_json(&self, n: usize) -> Value {
+        let skip = self.latest.len().saturating_sub(n);
+        Value::Array(
+            self.latest
+                .iter()
+                .skip(skip)
+                .map(Incident::to_json)
+                .collect(),
+        )
     }
 }
 

@@ -102,6 +102,18 @@ async fn the_viewer_serves_the_committed_dashboards_with_their_panels_rows() {
         ),
     ]);
     board.alerts.push_back(alert(AlertState::Firing));
+    // one rule on two addresses: one correlated incident of two members
+    let flood = |who: &str| Alert {
+        rule_id: "dos.http_flood".into(),
+        entity: [("client.address".to_string(), who.to_string())].into(),
+        at_ns: 1_767_261_660_000_000_000,
+        incident_start_ns: Some(1_767_261_600_000_000_000),
+        ..alert(AlertState::Firing)
+    };
+    board.record(&[
+        crate::evaluator::Output::Alert(flood("192.0.2.1")),
+        crate::evaluator::Output::Alert(flood("192.0.2.2")),
+    ]);
     let base = serve(board).await;
 
     let (status, list) = get(format!("{base}/api/dashboards")).await;
@@ -171,6 +183,31 @@ async fn the_viewer_serves_the_committed_dashboards_with_their_panels_rows() {
         open["frames"][0]["rows"][0][3],
         format!("client.address={HOSTILE}")
     );
+
+    // the board folds the alerts it records as the BI store's sink does
+    let id = panel_id(&security, "Correlated incidents");
+    let (status, correlated) = get(format!(
+        "{base}/api/dashboards/otelguard-security/panels/{id}?{range}"
+    ))
+    .await;
+    assert_eq!(status, 200, "{correlated}");
+    assert_eq!(
+        correlated["frames"][0]["rows"],
+        serde_json::json!([[
+            1_767_261_600_000i64,
+            "dos.http_flood",
+            "high",
+            2,
+            2,
+            "dos.http_flood",
+            "a flood (one incident of 2 alerts on 2 entities: dos.http_flood)"
+        ]])
+    );
+    let (_, other_rule) = get(format!(
+        "{base}/api/dashboards/otelguard-security/panels/{id}?{range}&var-rule=dos.expensive_endpoint_flood"
+    ))
+    .await;
+    assert_eq!(other_rule["frames"][0]["rows"], serde_json::json!([]));
 
     // a Prometheus panel says where its data is
     let (_, engine) = get(format!("{base}/api/dashboards/otelguard-engine")).await;
