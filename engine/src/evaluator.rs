@@ -835,10 +835,7 @@ impl Evaluator {
     /// Event time before which every window of every rule has been evaluated:
     /// a row older than this has had all its effects.
     pub fn evaluated_upto(&self) -> Option<i64> {
-        if self.sessions.is_empty() {
-            return self.watermark.get();
-        }
-        self.sessions.iter().map(|s| s.next_start).min().flatten()
+        self.evaluated_upto_of(|_| true)
     }
 
     /// Like [`Evaluator::evaluated_upto`], over the windows alerts depend on
@@ -846,22 +843,29 @@ impl Evaluator {
     /// read). What a live engine started with `--resume alerts` commits on.
     /// With no such rule, the watermark.
     pub fn alerts_evaluated_upto(&self) -> Option<i64> {
-        let mut needed = self
+        self.evaluated_upto_of(|si| {
+            self.rules
+                .rules
+                .iter()
+                .any(|r| r.session == si && (!r.def.is_kpi() || r.def.rollup.is_some()))
+        })
+    }
+
+    /// The start of the first window not yet evaluated, over the sessions
+    /// `counts` keeps (a row older than it has had its effects there); with
+    /// no such session, the watermark.
+    fn evaluated_upto_of(&self, counts: impl Fn(usize) -> bool) -> Option<i64> {
+        let mut starts = self
             .sessions
             .iter()
             .enumerate()
-            .filter(|(si, _)| {
-                self.rules
-                    .rules
-                    .iter()
-                    .any(|r| r.session == *si && (!r.def.is_kpi() || r.def.rollup.is_some()))
-            })
+            .filter(|(si, _)| counts(*si))
             .map(|(_, s)| s.next_start)
             .peekable();
-        if needed.peek().is_none() {
+        if starts.peek().is_none() {
             return self.watermark.get();
         }
-        needed.min().flatten()
+        starts.min().flatten()
     }
 
     /// Before the first row of a restart: every window that starts before
