@@ -824,6 +824,20 @@ impl Evaluator {
         Ok(())
     }
 
+    /// A watermark from upstream: stream `stream` has reached event time
+    /// `newest` without rows here (a keyed topic's writer read that far in
+    /// the stream's source partition, issue 18). With a future limit
+    /// ([`Evaluator::with_future_limit`]) it is capped at the wall clock, as
+    /// rows' times are: a forged time moves no window past the present.
+    pub fn observe_source(&mut self, stream: window::Stream, newest: i64) {
+        let newest = match self.future {
+            Some(_) => newest.min(chrono::Utc::now().timestamp_nanos_opt().unwrap_or(i64::MAX)),
+            None => newest,
+        };
+        self.watermark.observe(stream, newest);
+        self.max_seen = Some(self.max_seen.map_or(newest, |m| m.max(newest)));
+    }
+
     /// Moves every stream seen so far to at least `time`: in live evaluation,
     /// when input goes quiet, the wall clock moves event time on so that windows
     /// close and incidents resolve.

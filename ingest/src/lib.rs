@@ -21,6 +21,14 @@ pub mod write;
 use arrow::record_batch::RecordBatch;
 pub use schema::Table;
 
+/// FNV-1a, 64 bits: a hash whose value every build and machine agrees on
+/// (rule versions, the partition of a keyed row).
+pub fn fnv1a64(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ u64::from(*b)).wrapping_mul(0x0000_0100_0000_01b3)
+    })
+}
+
 /// Why a message, or a record inside one, was rejected. Counted per reason.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Reason {

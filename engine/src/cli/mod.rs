@@ -6,6 +6,7 @@ pub mod query;
 pub mod record;
 pub mod rules;
 pub mod run;
+pub mod scale;
 pub mod sigma;
 
 use std::path::{Path, PathBuf};
@@ -89,6 +90,15 @@ pub enum Command {
     /// several engines share, which rules read each, and the rules that stay
     /// on one engine.
     Plan(plan::PlanArgs),
+    /// The repartition stage of the scaled-out form: read the Collector's
+    /// OTLP topics in a consumer group and write their rows, keyed by the
+    /// entities the pack groups by, to the plan's keyed topics (Kafka
+    /// transactions; needs the `kafka` feature).
+    Shuffle(scale::ShuffleArgs),
+    /// An evaluating engine of the scaled-out form: one of a consumer group
+    /// on the keyed topics, running each topic's rules on the partitions it
+    /// owns; alerts and KPI values on stdout (needs the `kafka` feature).
+    Evaluate(scale::EvaluateArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -283,5 +293,7 @@ pub async fn main(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
         Command::Record(args) => record::record(args).await.map(|_| ExitCode::SUCCESS),
         Command::Demo(args) => demo::demo(args).await.map(|_| ExitCode::SUCCESS),
         Command::Plan(args) => plan::plan(args).await.map(|_| ExitCode::SUCCESS),
+        Command::Shuffle(args) => scale::shuffle(args).await.map(|_| ExitCode::SUCCESS),
+        Command::Evaluate(args) => scale::evaluate(args).await.map(|_| ExitCode::SUCCESS),
     }
 }

@@ -11,9 +11,13 @@
 //! Each takes a plain config struct; `cli` only parses arguments into one.
 
 pub mod judge;
+#[cfg(feature = "kafka")]
+pub mod keyed;
 pub mod live;
 pub mod postgres;
 pub mod replay;
+#[cfg(feature = "kafka")]
+pub mod shuffle;
 
 use std::path::Path;
 use std::sync::Arc;

@@ -217,13 +217,7 @@ pub struct RollupSpec {
 /// Dimension sets a rollup keeps unless its header says otherwise.
 pub const DEFAULT_ROLLUP_KEYS: usize = 1000;
 
-/// FNV-1a, 64 bits: a hash that stays the same across builds and Rust
-/// versions, for versions and identities (not for security).
-pub fn fnv1a64(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| {
-        (h ^ u64::from(*b)).wrapping_mul(0x0000_0100_0000_01b3)
-    })
-}
+pub use ingest::fnv1a64;
 
 impl Definition {
     pub fn is_kpi(&self) -> bool {

@@ -499,6 +499,16 @@ impl RuleSet {
     /// Parses and plans every `.sql` file under `dir`. A file with an error is
     /// reported in `errors` and left out; the others are kept.
     pub async fn load(dir: &Path, which: Which) -> Result<RuleSet, RuleError> {
+        // a kept KPI is loaded with the rules: they may read it
+        Self::load_matching(dir, |def| which.keeps(def) || def.rollup.is_some()).await
+    }
+
+    /// Like [`RuleSet::load`], only the rules and KPIs `keep` says yes to
+    /// (the share of the pack one keyed topic's engine runs, issue 18).
+    pub async fn load_matching(
+        dir: &Path,
+        keep: impl Fn(&Definition) -> bool,
+    ) -> Result<RuleSet, RuleError> {
         let files = definition::rule_files(dir).map_err(|e| {
             RuleError::new(
                 Location {
@@ -514,8 +524,7 @@ impl RuleSet {
         let mut errors = Vec::new();
         for file in files {
             match definition::parse_file(&file) {
-                // a kept KPI is loaded with the rules: they may read it
-                Ok(def) if which.keeps(&def) || def.rollup.is_some() => defs.push(def),
+                Ok(def) if keep(&def) => defs.push(def),
                 Ok(_) => {}
                 Err(e) => errors.push(e),
             }

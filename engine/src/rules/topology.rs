@@ -435,6 +435,77 @@ pub struct Topology {
     pub by_trace: Vec<Member>,
     /// rules that stay on one engine reading every row
     pub global: Vec<Member>,
+    /// the columns the trace-keyed rules read, per table (as [`KeyedTopic::columns`])
+    pub by_trace_columns: BTreeMap<String, Option<BTreeSet<String>>>,
+    /// the columns the global rules read, per table
+    pub global_columns: BTreeMap<String, Option<BTreeSet<String>>>,
+}
+
+/// The topic of the global rules: one partition, every row they read.
+pub const GLOBAL_TOPIC: &str = "otelguard_global";
+
+/// Where the repartition stage sends rows, and which rules read them: a
+/// keyed topic, the trace-keyed topic or the global one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Route {
+    pub topic: String,
+    /// the column rows are keyed by; `None` for the global topic
+    pub key_column: Option<String>,
+    pub partitions: u32,
+    /// per table the rules read, the columns to carry (`None`: every column)
+    pub columns: BTreeMap<Table, Option<BTreeSet<String>>>,
+    /// the rules and KPIs that read the topic
+    pub rules: BTreeSet<String>,
+}
+
+impl Topology {
+    /// Every topic the repartition stage writes, with its rules: the keyed
+    /// topics, then the trace-keyed and the global topics when some rule
+    /// reads them. The trace topic has as many partitions as the keyed ones.
+    pub fn routes(&self, partitions: u32) -> Vec<Route> {
+        let tables = |columns: &BTreeMap<String, Option<BTreeSet<String>>>| {
+            columns
+                .iter()
+                .filter_map(|(name, c)| {
+                    Table::ALL
+                        .into_iter()
+                        .find(|t| t.name() == name)
+                        .map(|t| (t, c.clone()))
+                })
+                .collect()
+        };
+        let ids = |members: &[Member]| members.iter().map(|m| m.id.clone()).collect();
+        let mut routes: Vec<Route> = self
+            .topics
+            .iter()
+            .map(|t| Route {
+                topic: t.topic.clone(),
+                key_column: Some(column_name(&t.key)),
+                partitions: t.partitions,
+                columns: tables(&t.columns),
+                rules: ids(&t.rules),
+            })
+            .collect();
+        if !self.by_trace.is_empty() {
+            routes.push(Route {
+                topic: topic_name(TRACE_KEY),
+                key_column: Some(TRACE_KEY.to_string()),
+                partitions,
+                columns: tables(&self.by_trace_columns),
+                rules: ids(&self.by_trace),
+            });
+        }
+        if !self.global.is_empty() {
+            routes.push(Route {
+                topic: GLOBAL_TOPIC.to_string(),
+                key_column: None,
+                partitions: 1,
+                columns: tables(&self.global_columns),
+                rules: ids(&self.global),
+            });
+        }
+        routes
+    }
 }
 
 /// The topic name of a key: `client.address` gives `otelguard_by_client_address`.
@@ -453,11 +524,18 @@ pub fn plan(set: &RuleSet, partitions: u32) -> Topology {
     let mut keyed: BTreeMap<&str, Vec<&(&CompiledRule, Classified)>> = BTreeMap::new();
     let mut by_trace = Vec::new();
     let mut global = Vec::new();
+    let (mut trace_rules, mut global_rules) = (Vec::new(), Vec::new());
     for entry in &classified {
         match &entry.1.placement {
             Placement::Keyed { key } => keyed.entry(key.as_str()).or_default().push(entry),
-            Placement::Trace => by_trace.push(Member::from(&entry.1)),
-            Placement::Global => global.push(Member::from(&entry.1)),
+            Placement::Trace => {
+                by_trace.push(Member::from(&entry.1));
+                trace_rules.push(entry.0);
+            }
+            Placement::Global => {
+                global.push(Member::from(&entry.1));
+                global_rules.push(entry.0);
+            }
         }
     }
     let topics = keyed
@@ -466,7 +544,7 @@ pub fn plan(set: &RuleSet, partitions: u32) -> Topology {
             topic: topic_name(key),
             key: key.to_string(),
             partitions,
-            columns: topic_columns(members.iter().map(|(r, _)| *r), &column_name(key)),
+            columns: topic_columns(members.iter().map(|(r, _)| *r), Some(&column_name(key))),
             rules: members.iter().map(|(_, c)| Member::from(c)).collect(),
         })
         .collect();
@@ -474,6 +552,8 @@ pub fn plan(set: &RuleSet, partitions: u32) -> Topology {
         topics,
         by_trace,
         global,
+        by_trace_columns: topic_columns(trace_rules.into_iter(), Some(TRACE_KEY)),
+        global_columns: topic_columns(global_rules.into_iter(), None),
     }
 }
 
@@ -483,7 +563,7 @@ pub fn plan(set: &RuleSet, partitions: u32) -> Topology {
 /// the window columns, which the engine makes.
 fn topic_columns<'a>(
     rules: impl Iterator<Item = &'a CompiledRule>,
-    key_column: &str,
+    key_column: Option<&str>,
 ) -> BTreeMap<String, Option<BTreeSet<String>>> {
     columns_read(rules.map(|r| &r.plan))
         .into_iter()
@@ -497,7 +577,7 @@ fn topic_columns<'a>(
                     "time"
                 };
                 columns.insert(time.to_string());
-                columns.insert(key_column.to_string());
+                columns.extend(key_column.map(str::to_string));
                 columns.extend(
                     schema
                         .fields()
@@ -618,6 +698,13 @@ impl fmt::Display for Topology {
         }
         for t in &self.topics {
             write!(f, "\n  {}  {} partitions", t.topic, t.partitions)?;
+        }
+        if !self.by_trace.is_empty() {
+            let partitions = self.topics.first().map_or(DEFAULT_PARTITIONS, |t| t.partitions);
+            write!(f, "\n  {}  {partitions} partitions", topic_name(TRACE_KEY))?;
+        }
+        if !self.global.is_empty() {
+            write!(f, "\n  {GLOBAL_TOPIC}  1 partition")?;
         }
         Ok(())
     }

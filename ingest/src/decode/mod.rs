@@ -26,6 +26,7 @@
 
 pub mod logs;
 pub mod metrics;
+pub mod shuffled;
 pub mod spans;
 
 mod json;

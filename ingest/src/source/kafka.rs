@@ -357,7 +357,7 @@ fn offset_of(e: &rdkafka::topic_partition_list::TopicPartitionListElem<'_>) -> O
 }
 
 /// The event time in a commit's metadata written by [`OffsetsUpTo::to_commit_list`].
-fn parse_resume(metadata: &str) -> Option<i64> {
+pub fn parse_resume(metadata: &str) -> Option<i64> {
     metadata.strip_prefix(RESUME_METADATA)?.parse().ok()
 }
 
