@@ -326,6 +326,14 @@ impl Model {
         self.products.get(id.checked_sub(1001)? as usize)
     }
 
+    /// The cheapest product (the first of equal price), the one a card
+    /// tester buys.
+    pub fn cheapest(&self) -> Option<&Product> {
+        self.products
+            .iter()
+            .min_by(|a, b| a.price.total_cmp(&b.price))
+    }
+
     /// Every card fingerprint and user hash of the registered users.
     pub fn fingerprints(user: &User) -> Vec<String> {
         user.cards.iter().map(|c| card_fingerprint(c)).collect()

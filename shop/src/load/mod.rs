@@ -30,7 +30,7 @@ use crate::services::security::Keys;
 use crate::sim::model::Model;
 use crate::sim::request::{Nanos, Request, secs};
 use crate::sim::{DEFAULT_START, Truth, TruthEntry, scenario, session};
-use plan::{Plan, Projection};
+use plan::{Accounts, Plan, Projection};
 
 /// What to send.
 #[derive(Debug, Clone)]
@@ -67,7 +67,8 @@ const START: Nanos = DEFAULT_START;
 /// The baseline's plan first, then one per scenario, in the order asked.
 pub fn plans(cfg: &Config) -> Result<Vec<Plan>, LoadError> {
     let model = Model::new(cfg.seed);
-    let mut out = vec![baseline(&model, cfg)];
+    let (first, mut accounts) = baseline(&model, cfg);
+    let mut out = vec![first];
     for (index, (name, offset)) in cfg.scenarios.iter().enumerate() {
         let s = scenario::lookup(name)?;
         let t0 = offset.unwrap_or(s.offset_s as f64);
@@ -85,24 +86,26 @@ pub fn plans(cfg: &Config) -> Result<Vec<Plan>, LoadError> {
             .get("http.route")
             .map(|r| r.iter().cloned().collect())
             .unwrap_or_default();
-        let mut projection = Projection::new(&model, START, cfg.tag, p);
+        let mut projection = Projection::new(&model, START, cfg.tag, p, accounts);
         projection.add(&sorted(inj.context), true);
         projection.add(&inj.requests, false);
-        out.push(projection.finish(cfg.seconds));
+        let (plan, given) = projection.finish(cfg.seconds);
+        out.push(plan);
+        accounts = given;
     }
     Ok(out)
 }
 
 /// Genuine shoppers at about `cfg.rate` requests a second: the traffic
-/// model's baseline for the seed.
-fn baseline(model: &Model, cfg: &Config) -> Plan {
+/// model's baseline for the seed, and the accounts it gave the model's users.
+fn baseline(model: &Model, cfg: &Config) -> (Plan, Accounts) {
     let p = Plan::new(
         "baseline",
         scenario::Class::Benign,
         "genuine shoppers: browse, search, add to cart, log in (6% mistype), check out and pay",
     );
     let requests = session::baseline(cfg.seed, model, START, START + secs(cfg.seconds), cfg.rate);
-    let mut projection = Projection::new(model, START, cfg.tag, p);
+    let mut projection = Projection::new(model, START, cfg.tag, p, Accounts::default());
     projection.add(&sorted(requests), false);
     projection.finish(cfg.seconds)
 }

@@ -21,6 +21,10 @@ use crate::sim::scenario::{Class, INDICATOR_KEYS};
 /// Products of the seed catalog: ids 1 to 480.
 pub const PRODUCTS: u32 = 480;
 
+/// The seed catalog's cheapest product (`price_cents` = 199 + n * 7919 mod
+/// 20000: 2.42 EUR for n = 197), the one a card tester puts in its cart.
+pub const CHEAPEST: u32 = 197;
+
 /// The seed catalog's categories.
 pub const CATEGORIES: [&str; 8] = [
     "books",
@@ -34,7 +38,7 @@ pub const CATEGORIES: [&str; 8] = [
 ];
 
 /// Seeded accounts the generator plays: 51 to 1000, in the place of the
-/// traffic model's registered users (user `i` is account `51 + i % 950`). The
+/// traffic model's registered users (see [`Accounts`]). The
 /// first fifty are left alone for the end-to-end tests (they log in as
 /// `shopper0042`), so a locked or sprayed account never breaks them.
 pub const ACCOUNTS: std::ops::RangeInclusive<u32> = 51..=1000;
@@ -53,12 +57,28 @@ impl Account {
         let (email, password) = seed_account(n);
         Account { n, email, password }
     }
+}
 
-    /// The account that plays the traffic model's registered user `index`.
-    pub fn of_user(index: usize) -> Account {
-        let first = *ACCOUNTS.start();
-        let n = ACCOUNTS.count() as u32;
-        Account::seeded(first + (index as u32) % n)
+/// The seeded accounts a run gives the traffic model's registered users: a
+/// user's own, in the order the run's plans first name them. The model has
+/// 2000 users and the shop 950 accounts to play them, so a fixed mapping
+/// would let two people of one run share an account, and their typos add up
+/// to a takeover's failures; this one shares an account only once a run has
+/// named more than 950 users.
+#[derive(Debug, Clone, Default)]
+pub struct Accounts {
+    of_user: BTreeMap<usize, u32>,
+}
+
+impl Accounts {
+    /// The account that plays the model's user `index` in this run.
+    pub fn of_user(&mut self, index: usize) -> Account {
+        let next = self.of_user.len() as u32 % ACCOUNTS.count() as u32;
+        let n = *self
+            .of_user
+            .entry(index)
+            .or_insert(*ACCOUNTS.start() + next);
+        Account::seeded(n)
     }
 }
 
@@ -373,10 +393,13 @@ pub struct Projection<'m> {
     model: &'m Model,
     /// The model's registered users by login name.
     users: BTreeMap<&'m str, usize>,
+    /// The model's cheapest product.
+    cheapest: Option<u32>,
     /// The run's start in the model's time.
     start: Nanos,
     tag: u64,
     plan: Plan,
+    accounts: Accounts,
     actors: BTreeMap<(String, String, Option<String>), usize>,
     signed_in: BTreeSet<usize>,
     /// What each actor last put in its cart.
@@ -387,20 +410,24 @@ pub struct Projection<'m> {
 
 impl<'m> Projection<'m> {
     /// A projection into `plan`; `tag` makes the e-mail addresses of new
-    /// registrations unique to the run.
-    pub fn new(model: &'m Model, start: Nanos, tag: u64, plan: Plan) -> Self {
+    /// registrations unique to the run; `accounts` are those the run's
+    /// earlier plans gave the model's users.
+    pub fn new(model: &'m Model, start: Nanos, tag: u64, plan: Plan, accounts: Accounts) -> Self {
         let users = model
             .users
             .iter()
             .enumerate()
             .map(|(i, u)| (u.login.as_str(), i))
             .collect();
+        let cheapest = model.cheapest().map(|p| p.id);
         Projection {
             model,
             users,
+            cheapest,
             start,
             tag,
             plan,
+            accounts,
             actors: BTreeMap::new(),
             signed_in: BTreeSet::new(),
             last_added: BTreeMap::new(),
@@ -413,12 +440,15 @@ impl<'m> Projection<'m> {
         (t - self.start) as f64 / SECOND as f64
     }
 
-    /// The seed catalog's product for the model's product `id`: the first
-    /// 480 in order, the rest wrapping round; an id not in the model's
+    /// The seed catalog's product for the model's product `id`: the model's
+    /// cheapest is the catalog's cheapest ([`CHEAPEST`], so that a card
+    /// tester's payments are of 1-3 EUR as in the model), the others the
+    /// first 480 in order, the rest wrapping round; an id not in the model's
     /// catalog (a stale link) stays missing.
     pub fn product(&self, id: u32) -> u32 {
         let first = self.model.products.first().map_or(1001, |p| p.id);
         match self.model.product(id) {
+            Some(_) if Some(id) == self.cheapest => CHEAPEST,
             Some(_) => 1 + (id - first) % PRODUCTS,
             None => PRODUCTS + 1 + id.saturating_sub(first + self.model.products.len() as u32),
         }
@@ -426,10 +456,10 @@ impl<'m> Projection<'m> {
 
     /// A login as the real shop takes it: a registered user's account with
     /// its password (`right`) or a wrong one; an unknown name as it is.
-    fn login(&self, name: &str, right: bool) -> Action {
+    fn login(&mut self, name: &str, right: bool) -> Action {
         match self.users.get(name) {
             Some(&i) => {
-                let a = Account::of_user(i);
+                let a = self.accounts.of_user(i);
                 let password = if right {
                     a.password
                 } else {
@@ -589,9 +619,10 @@ impl<'m> Projection<'m> {
         }
     }
 
-    /// The plan, its steps at or after `end` seconds dropped.
-    pub fn finish(mut self, end: f64) -> Plan {
+    /// The plan, its steps at or after `end` seconds dropped, and the
+    /// accounts given so far (for the run's next plan).
+    pub fn finish(mut self, end: f64) -> (Plan, Accounts) {
         self.plan.clip(end);
-        self.plan
+        (self.plan, self.accounts)
     }
 }

@@ -2,7 +2,7 @@ use std::collections::BTreeSet;
 
 use chrono::TimeZone;
 
-use super::plan::{Account, Action, Card, Plan, real_route};
+use super::plan::{Action, Card, Plan, real_route};
 use super::*;
 use crate::services::security::luhn_valid;
 use crate::sim::scenario::{self, SCENARIOS};
@@ -230,16 +230,26 @@ fn account_takeover_keeps_the_victims_own_visit_out_of_the_truth() {
 
 #[test]
 fn the_models_users_and_products_are_the_seed_catalogs() {
+    // one account per user, in the order the run names them, shared only
+    // after 950 users
     let first = *plan::ACCOUNTS.start();
-    assert_eq!(Account::of_user(0).n, first);
-    assert_eq!(Account::of_user(949).n, *plan::ACCOUNTS.end());
-    assert_eq!(Account::of_user(950).n, first);
+    let mut accounts = plan::Accounts::default();
+    assert_eq!(accounts.of_user(1999).n, first);
+    assert_eq!(accounts.of_user(950).n, first + 1);
+    assert_eq!(accounts.of_user(0).n, first + 2);
+    assert_eq!(accounts.of_user(1999).n, first);
+    for user in 3..950 {
+        accounts.of_user(user + 1000);
+    }
+    assert_eq!(accounts.of_user(1949).n, *plan::ACCOUNTS.end());
+    assert_eq!(accounts.of_user(5).n, first);
     let model = crate::sim::model::Model::new(7);
     let p = plan::Projection::new(
         &model,
         START,
         1,
         Plan::new("x", scenario::Class::Benign, ""),
+        plan::Accounts::default(),
     );
     // in id order, wrapping round; a stale link stays missing
     assert_eq!(p.product(1001), 1);
@@ -264,12 +274,10 @@ fn assert_same_plan<'a>(
     mut steps: impl Iterator<Item = &'a plan::Step>,
     model: &crate::sim::model::Model,
 ) {
-    let accounts: std::collections::BTreeMap<&str, String> = model
-        .users
-        .iter()
-        .enumerate()
-        .map(|(i, u)| (u.hash.as_str(), Account::of_user(i).email))
-        .collect();
+    let users: BTreeSet<&str> = model.users.iter().map(|u| u.hash.as_str()).collect();
+    // the model's user of each account, and the account of each user
+    let mut user_of: std::collections::BTreeMap<&str, &str> = Default::default();
+    let mut account_of: std::collections::BTreeMap<&str, &str> = Default::default();
     for r in want {
         let at = (r.start - START) as f64 / 1e9;
         loop {
@@ -295,8 +303,11 @@ fn assert_same_plan<'a>(
                                 }
                                 _ => None,
                             });
-                    if let Some(known) = hash.and_then(|h| accounts.get(h)) {
-                        assert_eq!(email, known, "{name}: the account at {at}");
+                    if let Some(h) = hash.filter(|h| users.contains(h)) {
+                        let account = *account_of.entry(h).or_insert(email);
+                        assert_eq!(email, account, "{name}: the account at {at}");
+                        let user = *user_of.entry(email).or_insert(h);
+                        assert_eq!(h, user, "{name}: {email} shared at {at}");
                     }
                 }
                 if matches!(s.action, Action::Register { .. }) {
@@ -337,6 +348,7 @@ fn the_two_drivers_draw_the_same_plan() {
         "account_takeover",
         "search_abuse",
         "flash_sale",
+        "campaign_logins",
     ] {
         let s = scenario::find(name).expect("a known scenario");
         let inj = scenario::build(s, 7, 0, &model, START + secs(s.offset_s as f64));
@@ -414,4 +426,57 @@ fn offsets_outside_the_run_are_refused() {
         plans(&config(&["nonesuch"])),
         Err(LoadError::UnknownScenario(_))
     ));
+}
+
+/// The distributed card testers sign up (no guest checkout) and pay for the
+/// seed catalog's cheapest product, so their payments are of 1-3 EUR.
+#[test]
+fn card_testers_sign_up_and_buy_the_cheapest_product() {
+    let cheapest = (1..=plan::PRODUCTS)
+        .min_by_key(|n| 199 + (n * 7919) % 20000)
+        .expect("a catalog");
+    assert_eq!(cheapest, plan::CHEAPEST);
+    let p = one("card_testing_distributed");
+    let mut testers = 0;
+    for (a, actor) in p.actors.iter().enumerate() {
+        if !attacker_pool(&actor.address) {
+            continue;
+        }
+        let steps: Vec<&Action> = p
+            .own_steps()
+            .filter(|s| s.actor == a)
+            .map(|s| &s.action)
+            .collect();
+        let Some(pay) = steps.iter().position(|s| matches!(s, Action::Checkout(_))) else {
+            continue;
+        };
+        testers += 1;
+        let before = &steps[..pay];
+        assert!(
+            before.iter().any(|s| matches!(s, Action::Register { .. })),
+            "{}: no sign-up before paying",
+            actor.address
+        );
+        assert!(
+            before.iter().any(|s| matches!(s, Action::Login { .. })),
+            "{}: no login before paying",
+            actor.address
+        );
+        for s in &steps {
+            if let Action::AddToCart { product, quantity } = s {
+                assert_eq!(
+                    (*product, *quantity),
+                    (plan::CHEAPEST, 1),
+                    "{}",
+                    actor.address
+                );
+            }
+        }
+        assert!(
+            before.iter().any(|s| matches!(s, Action::AddToCart { .. })),
+            "{}: an empty cart",
+            actor.address
+        );
+    }
+    assert!(testers >= 50, "{testers} card testers");
 }

@@ -426,11 +426,7 @@ pub fn account_takeover(ctx: &mut Ctx<'_>) -> Injected {
 /// time of the checkout.
 fn cheap_checkout(ctx: &mut Ctx<'_>, inj: &mut Injected, c: &Client, mut t: Nanos) -> Nanos {
     let model = ctx.model;
-    let cheap = model
-        .products
-        .iter()
-        .min_by(|a, b| a.price.total_cmp(&b.price))
-        .unwrap_or(&model.products[0]);
+    let cheap = model.cheapest().unwrap_or(&model.products[0]);
     inj.requests.push(shop::product_view(
         &mut ctx.rng,
         t,
