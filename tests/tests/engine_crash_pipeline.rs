@@ -245,6 +245,8 @@ async fn collector_kill_and_broker_outage_lose_nothing_the_collector_accepted() 
         .await
         .unwrap_or(0.0);
     let late = metric(&api, "otelguard_late_rows_total").await;
+    let log = drain(&err, Duration::from_secs(1));
+    let log_tail = log[log.len().saturating_sub(40)..].join("\n");
     assert!(
         terminate(&mut engine, Duration::from_secs(60)),
         "the engine did not exit on SIGTERM"
@@ -287,7 +289,8 @@ async fn collector_kill_and_broker_outage_lose_nothing_the_collector_accepted() 
     );
     assert!(
         counted as usize >= acknowledged.len(),
-        "the engine counted {counted} distinct spans of the {} the Collector acknowledged",
+        "the engine counted {counted} distinct spans of the {} the Collector acknowledged; \
+         the engine's log:\n{log_tail}",
         acknowledged.len()
     );
     assert!(

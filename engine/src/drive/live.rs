@@ -766,6 +766,7 @@ pub async fn run(args: LiveConfig) -> anyhow::Result<()> {
         .context("cannot listen for SIGHUP")?;
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     let mut last_row = Instant::now();
+    let mut behind_since: Option<Instant> = None;
     let mut stopping = false;
     loop {
         tokio::select! {
@@ -817,10 +818,21 @@ pub async fn run(args: LiveConfig) -> anyhow::Result<()> {
                 }
             }
             _ = tick.tick() => {
-                // a source cut off is absent, not idle: event time waits for it
+                // a source cut off is absent, not idle: event time waits for it;
+                // so is one with rows on the broker it has not read yet (after an
+                // outage the consumer may reconnect well after the metadata probe)
+                // (held at most three idle times: a transactional topic's last
+                // commit marker counts as one unread message for ever)
+                let mut behind = false;
                 if let Some(source) = &kafka {
+                    let lag = source.lag();
+                    behind_since = lag
+                        .iter()
+                        .any(|p| p.unread.is_some_and(|n| n > 0))
+                        .then(|| behind_since.unwrap_or_else(Instant::now));
+                    behind = behind_since.is_some_and(|since| since.elapsed() < idle * 3);
                     board.lock().unwrap_or_else(|e| e.into_inner()).kafka_lag =
-                        source.lag().into_iter().map(Into::into).collect();
+                        lag.into_iter().map(Into::into).collect();
                     if !source.is_live() {
                         ev.suspend_source();
                     } else if ev.is_source_suspended() {
@@ -829,7 +841,7 @@ pub async fn run(args: LiveConfig) -> anyhow::Result<()> {
                         last_row = Instant::now();
                     }
                 }
-                if last_row.elapsed() >= idle && ev.watermark().is_some() && !ev.is_source_suspended() {
+                if last_row.elapsed() >= idle && !behind && ev.watermark().is_some() && !ev.is_source_suspended() {
                     let now = chrono::Utc::now().timestamp_nanos_opt().unwrap_or(i64::MAX);
                     ev.advance(now);
                     if ev.has_news() {

@@ -700,7 +700,10 @@ impl fmt::Display for Topology {
             write!(f, "\n  {}  {} partitions", t.topic, t.partitions)?;
         }
         if !self.by_trace.is_empty() {
-            let partitions = self.topics.first().map_or(DEFAULT_PARTITIONS, |t| t.partitions);
+            let partitions = self
+                .topics
+                .first()
+                .map_or(DEFAULT_PARTITIONS, |t| t.partitions);
             write!(f, "\n  {}  {partitions} partitions", topic_name(TRACE_KEY))?;
         }
         if !self.global.is_empty() {
@@ -988,7 +991,7 @@ mod tests {
         );
         assert!(
             text.ends_with(
-                "topics to create:\n  otelguard_by_client_address  12 partitions\n  otelguard_by_user_hash  12 partitions"
+                "topics to create:\n  otelguard_by_client_address  12 partitions\n  otelguard_by_user_hash  12 partitions\n  otelguard_global  1 partition"
             ),
             "{text}"
         );
