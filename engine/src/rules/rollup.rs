@@ -694,7 +694,10 @@ impl RollupTable {
                                 );
                             }
                             let mut sums: Option<Vec<f64>> = None;
-                            for (_, v) in kept.buckets.range(hour.max(from)..=end - self.size_ns) {
+                            // (none when the window ends on the hour)
+                            let (first, last) = (hour.max(from), end - self.size_ns);
+                            let partial = (first <= last).then(|| kept.buckets.range(first..=last));
+                            for (_, v) in partial.into_iter().flatten() {
                                 let acc = sums.get_or_insert_with(|| vec![0.0; v.len()]);
                                 for (a, x) in acc.iter_mut().zip(v) {
                                     *a += finite(*x);

@@ -185,3 +185,30 @@ async fn a_wrong_call_is_an_error_that_says_what_to_write() {
         crate::rules::definition::parse_text(std::path::Path::new("k.sql"), &sliding).unwrap_err();
     assert!(err.to_string().contains("must be tumbling"), "{err}");
 }
+
+/// An hourly read at a window that ends on the hour: the hour just ended
+/// comes from the hourly sums, and no window of a next hour is read (an
+/// engine whose event time the wall clock moved on met this at xx:00).
+#[tokio::test]
+async fn an_hourly_read_at_a_window_that_ends_on_the_hour() {
+    let kept = "/*\nkpi = \"per_client\"\nwindow = \"10s\"\nkeep = \"2h\"\nkeep_hourly = \"2h\"\ndimensions = [\"client.address\"]\nvalue = \"requests\"\n*/\n\
+        SELECT window_start, window_end, client_address, count(*) AS requests FROM spans GROUP BY 1, 2, 3";
+    let last_hours = "/*\nkpi = \"last_hours\"\nwindow = \"10s\"\ndimensions = [\"client.address\"]\n*/\n\
+        SELECT window_start, window_end, client_address, sum(requests) AS value\n\
+        FROM rollup('per_client', '2h', 'hourly') GROUP BY 1, 2, 3";
+    // T0 is on the hour: two spans in the hour's last window, one after
+    let at = [(3591.0, "a"), (3595.0, "a"), (3605.0, "a")];
+    let out = replay(&[kept, last_hours], &at, 1).await;
+    let on_the_hour: Vec<_> = out
+        .iter()
+        .filter_map(|o| match o {
+            Output::Kpi(k)
+                if k.kpi == "last_hours" && k.window_end == crate::alerts::rfc3339(T0 + 3600 * S) =>
+            {
+                Some(k.value.clone())
+            }
+            _ => None,
+        })
+        .collect();
+    assert_eq!(on_the_hour, vec![serde_json::json!(2)], "{out:#?}");
+}
