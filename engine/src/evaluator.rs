@@ -272,6 +272,8 @@ pub struct Evaluator {
     /// the largest event time actually seen (the watermark may be pushed to the end)
     max_seen: Option<i64>,
     min_seen: Option<i64>,
+    /// the newest row's time (the watermark and `max_seen` may be past it)
+    newest_row: Option<i64>,
     stats: Stats,
     future: Option<FutureGuard>,
     /// the spans and logs of the traces firing alerts name, for the viewer
@@ -370,6 +372,7 @@ impl Evaluator {
             watermark: Watermark::new(lateness_ns),
             max_seen: None,
             min_seen: None,
+            newest_row: None,
             stats: Stats::default(),
             future: None,
             samples: Arc::default(),
@@ -775,7 +778,8 @@ impl Evaluator {
             .fold((i64::MAX, i64::MIN), |(lo, hi), v| (lo.min(v), hi.max(v)));
         *self.stats.rows.entry(table.name()).or_default() += batch.num_rows() as u64;
         // late: behind its own stream's watermark, or only in windows already evaluated
-        let evaluated_upto = self.sessions.iter().filter_map(|s| s.next_start).min();
+        // (a session that has evaluated nothing yet holds every row)
+        let evaluated_upto = self.sessions.iter().map(|s| s.next_start).min().flatten();
         let keep_from = match (self.watermark.of(stream), evaluated_upto) {
             (Some(a), Some(b)) => Some(a.max(b)),
             (a, b) => a.or(b),
@@ -820,6 +824,7 @@ impl Evaluator {
                 .observe(stream, clock.map_or(hi, |now| hi.min(now)));
             self.max_seen = Some(self.max_seen.map_or(hi, |m| m.max(hi)));
             self.min_seen = Some(self.min_seen.map_or(lo, |m| m.min(lo)));
+            self.newest_row = Some(self.newest_row.map_or(hi, |m| m.max(hi)));
         }
         Ok(())
     }
@@ -874,7 +879,13 @@ impl Evaluator {
             .iter()
             .enumerate()
             .filter(|(si, _)| counts(*si))
-            .map(|(_, s)| s.next_start)
+            // a session that has evaluated nothing yet: from its first window
+            .map(|(si, s)| {
+                s.next_start.or_else(|| {
+                    self.min_seen
+                        .map(|m| first_window(self.rules.sessions[si].spec, m))
+                })
+            })
             .peekable();
         if starts.peek().is_none() {
             return self.watermark.get();
@@ -1217,18 +1228,41 @@ impl Evaluator {
                 .next_start
                 .unwrap_or_else(|| first_window(spec, min_seen));
             if first > last {
-                self.sessions[si].next_start = Some(first);
+                // nothing final yet; a session that never evaluated stays
+                // unset, so that a row older than those seen so far (a stream
+                // behind the others, moved on by watermarks alone: a keyed
+                // task of `engine evaluate`) still opens its window
                 continue;
             }
             self.stats.evaluations += 1;
-            out.extend(self.evaluate_session(si, first, last).await);
+            // Windows after the newest row hold no row. When event time jumps
+            // over many of them (the wall clock moving it on over a quiet input,
+            // an engine started on an old topic) only the newest is evaluated:
+            // rules that read kept KPIs (`rollup`, `baseline`) give a value in
+            // windows without rows, and a week's jump would give one per
+            // window and key. Step by step, live, every window is evaluated.
+            let held = self
+                .newest_row
+                .map(|t| t.div_euclid(spec.slide_ns) * spec.slide_ns);
+            match held {
+                Some(held) if last > held.saturating_add(spec.slide_ns) => {
+                    if first <= held {
+                        out.extend(self.evaluate_session(si, first, held).await);
+                    }
+                    out.extend(self.evaluate_session(si, last, last).await);
+                }
+                _ => out.extend(self.evaluate_session(si, first, last).await),
+            }
             self.sessions[si].next_start = Some(last + spec.slide_ns);
         }
         let keep_from = self
             .sessions
             .iter()
             .zip(&self.rules.sessions)
-            .filter_map(|(st, _)| st.next_start)
+            .map(|(st, s)| {
+                st.next_start
+                    .unwrap_or_else(|| first_window(s.spec, min_seen))
+            })
             .min();
         if let Some(k) = keep_from {
             self.buffer.prune(k);

@@ -358,7 +358,10 @@ fn a_capture_converted_to_protobuf_replays_to_the_same_alerts_and_kpis() {
         let from_json = replay_json(&json, &rules_dir(), extra);
         let from_proto = replay_json(&proto, &rules_dir(), extra);
         assert!(from_json.status.success() && from_proto.status.success());
-        assert!(!from_json.stdout.is_empty(), "the capture gives outputs {extra:?}");
+        assert!(
+            !from_json.stdout.is_empty(),
+            "the capture gives outputs {extra:?}"
+        );
         assert_eq!(
             String::from_utf8_lossy(&from_json.stdout),
             String::from_utf8_lossy(&from_proto.stdout),

@@ -30,6 +30,11 @@ pub struct ScaleArgs {
     pub logs_topic: String,
     #[arg(long, default_value = "otlp_metrics")]
     pub metrics_topic: String,
+    /// the keyed topics' names start with this instead of `otelguard`
+    /// (`PREFIX_by_client_address`, `PREFIX_global`): several scaled-out
+    /// pipelines on one cluster
+    #[arg(long, default_value = "otelguard")]
+    pub keyed_prefix: String,
     /// where a group with no committed offset starts: earliest or latest
     #[arg(long, default_value = "latest", value_parser = ["earliest", "latest"])]
     pub start_at: String,
@@ -39,6 +44,8 @@ pub struct ScaleArgs {
     pub session_timeout: Option<String>,
 }
 
+// (a build without the `kafka` feature only says how to get one)
+#[cfg_attr(not(feature = "kafka"), allow(dead_code))]
 impl ScaleArgs {
     fn source_topics(&self) -> Vec<(String, Table)> {
         vec![
@@ -59,10 +66,17 @@ impl ScaleArgs {
     async fn routes(&self) -> anyhow::Result<Vec<Route>> {
         let set = super::load_rules(&self.rules.dir(), Which::All).await?;
         crate::rules::snapshot::decode_what_is_read(&set);
-        Ok(topology::plan(&set, self.partitions).routes(self.partitions))
+        let mut routes = topology::plan(&set, self.partitions).routes(self.partitions);
+        for r in &mut routes {
+            if let Some(rest) = r.topic.strip_prefix("otelguard") {
+                r.topic = format!("{}{rest}", self.keyed_prefix);
+            }
+        }
+        Ok(routes)
     }
 }
 
+#[cfg_attr(not(feature = "kafka"), allow(dead_code))]
 fn duration(flag: &str, text: &str) -> anyhow::Result<Duration> {
     parse_duration(text).map_err(|e| anyhow::anyhow!("--{flag}: {e}"))
 }
@@ -177,7 +191,10 @@ pub async fn evaluate(args: EvaluateArgs) -> anyhow::Result<()> {
             for t in &args.topics {
                 if !routes.iter().any(|r| &r.topic == t) {
                     let known: Vec<&str> = routes.iter().map(|r| r.topic.as_str()).collect();
-                    anyhow::bail!("--topic {t}: not a topic of the plan ({})", known.join(", "));
+                    anyhow::bail!(
+                        "--topic {t}: not a topic of the plan ({})",
+                        known.join(", ")
+                    );
                 }
             }
             routes.retain(|r| args.topics.contains(&r.topic));

@@ -33,7 +33,9 @@ use anyhow::Context as _;
 use ingest::Table;
 use ingest::decode::shuffled::{self, Shuffled};
 use ingest::source::kafka::{RESUME_METADATA, parse_resume};
-use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer};
+use rdkafka::consumer::{
+    BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer,
+};
 use rdkafka::{ClientConfig, ClientContext, Message, Offset, TopicPartitionList};
 
 use crate::evaluator::{Evaluator, Output};
@@ -77,7 +79,11 @@ impl ConsumerContext for Handover {
                 self.revoked
                     .lock()
                     .unwrap_or_else(|e| e.into_inner())
-                    .extend(list.elements().iter().map(|e| (e.topic().to_string(), e.partition())));
+                    .extend(
+                        list.elements()
+                            .iter()
+                            .map(|e| (e.topic().to_string(), e.partition())),
+                    );
             }
             Rebalance::Error(e) => tracing::warn!(error = %e, "Kafka rebalance failed"),
         }
@@ -139,7 +145,11 @@ pub async fn run(config: EvaluateConfig) -> anyhow::Result<()> {
         .set("partition.assignment.strategy", "cooperative-sticky")
         .set(
             "auto.offset.reset",
-            if config.earliest { "earliest" } else { "latest" },
+            if config.earliest {
+                "earliest"
+            } else {
+                "latest"
+            },
         );
     if let Some(id) = &config.group_instance_id {
         client.set("group.instance.id", id);
@@ -156,13 +166,21 @@ pub async fn run(config: EvaluateConfig) -> anyhow::Result<()> {
     for (topic, table) in &config.source_topics {
         let metadata = consumer
             .fetch_metadata(Some(topic), Duration::from_secs(30))
-            .with_context(|| format!("cannot read the partitions of {topic} at {}", config.brokers))?;
+            .with_context(|| {
+                format!(
+                    "cannot read the partitions of {topic} at {}",
+                    config.brokers
+                )
+            })?;
         let partitions = metadata
             .topics()
             .first()
             .map_or(0, |t| t.partitions().len() as i32);
         if partitions == 0 {
-            tracing::warn!(topic, "the OTLP topic has no partition yet: its rows are not waited for");
+            tracing::warn!(
+                topic,
+                "the OTLP topic has no partition yet: its rows are not waited for"
+            );
         }
         sources.extend((0..partitions).map(|p| (*table, p)));
     }
@@ -189,8 +207,9 @@ pub async fn run(config: EvaluateConfig) -> anyhow::Result<()> {
 
 impl Evaluating<'_> {
     async fn run(&mut self) -> anyhow::Result<()> {
-        let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-            .context("cannot listen for SIGTERM")?;
+        let mut terminate =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+                .context("cannot listen for SIGTERM")?;
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         let mut last_record = Instant::now();
         let mut last_report = Instant::now();
@@ -248,14 +267,16 @@ impl Evaluating<'_> {
 
     fn line(&self) -> String {
         let c = &self.counts;
+        let late: u64 = self.tasks.values().map(|t| t.ev.stats().late_rows).sum();
         format!(
-            "{} partitions evaluated ({} tasks started); {} records read: {} rows, {} watermarks, {} that do not decode; {} outputs",
+            "{} partitions evaluated ({} tasks started); {} records read: {} rows, {} watermarks, {} that do not decode; {} rows late (tasks of now); {} outputs",
             self.tasks.len(),
             c.tasks_started,
             c.records,
             c.rows,
             c.watermarks,
             c.rejected,
+            late,
             c.outputs
         )
     }
@@ -279,7 +300,13 @@ impl Evaluating<'_> {
     }
 
     /// One record of a keyed partition.
-    async fn take(&mut self, topic: &str, partition: i32, offset: i64, payload: &[u8]) -> anyhow::Result<()> {
+    async fn take(
+        &mut self,
+        topic: &str,
+        partition: i32,
+        offset: i64,
+        payload: &[u8],
+    ) -> anyhow::Result<()> {
         let key = (topic.to_string(), partition);
         if !self.tasks.contains_key(&key) {
             let task = self.start(topic, partition).await?;
@@ -341,7 +368,9 @@ impl Evaluating<'_> {
             .routes
             .iter()
             .find(|r| r.topic == topic)
-            .with_context(|| format!("a record from {topic}, which is not a keyed topic of the pack"))?;
+            .with_context(|| {
+                format!("a record from {topic}, which is not a keyed topic of the pack")
+            })?;
         let ids: &BTreeSet<String> = &route.rules;
         let set = RuleSet::load_matching(&self.config.rules_dir, |d| ids.contains(&d.id))
             .await
@@ -359,7 +388,10 @@ impl Evaluating<'_> {
         }
         let mut asked = TopicPartitionList::new();
         asked.add_partition(topic, partition);
-        match self.consumer.committed_offsets(asked, Duration::from_secs(10)) {
+        match self
+            .consumer
+            .committed_offsets(asked, Duration::from_secs(10))
+        {
             Ok(committed) => {
                 for e in committed.elements() {
                     if let Some(ns) = parse_resume(e.metadata()) {
@@ -371,7 +403,9 @@ impl Evaluating<'_> {
                     }
                 }
             }
-            Err(e) => tracing::warn!(error = %e, topic, partition, "cannot read the resume point; every window read is evaluated"),
+            Err(e) => {
+                tracing::warn!(error = %e, topic, partition, "cannot read the resume point; every window read is evaluated")
+            }
         }
         self.counts.tasks_started += 1;
         Ok(Task {
@@ -389,7 +423,9 @@ impl Evaluating<'_> {
         if task.ev.has_news() {
             let out: Vec<Output> = task.ev.evaluate().await;
             self.counts.outputs += out.len() as u64;
-            self.printer.print(&out).context("cannot write the outputs to stdout")?;
+            self.printer
+                .print(&out)
+                .context("cannot write the outputs to stdout")?;
         }
         let Some(done) = task.ev.evaluated_upto() else {
             return Ok(());
@@ -409,7 +445,11 @@ impl Evaluating<'_> {
         let mut elem = list.add_partition(&key.0, key.1);
         elem.set_offset(Offset::Offset(offset + 1))?;
         elem.set_metadata(format!("{RESUME_METADATA}{done}"));
-        let mode = if sync { CommitMode::Sync } else { CommitMode::Async };
+        let mode = if sync {
+            CommitMode::Sync
+        } else {
+            CommitMode::Async
+        };
         if let Err(e) = self.consumer.commit(&list, mode) {
             tracing::warn!(error = %e, topic = key.0, partition = key.1, "cannot commit; the partition's windows will be read again after a handover");
         }

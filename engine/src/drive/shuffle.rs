@@ -159,19 +159,26 @@ pub async fn create_topics(brokers: &str, routes: &[Route]) -> anyhow::Result<()
 }
 
 /// Runs the stage until `stop` is set or the brokers fail it for good.
-pub fn run(
-    config: &ShuffleConfig,
-    stats: &ShuffleStats,
-    stop: &AtomicBool,
-) -> anyhow::Result<()> {
+pub fn run(config: &ShuffleConfig, stats: &ShuffleStats, stop: &AtomicBool) -> anyhow::Result<()> {
     let producer: BaseProducer = ClientConfig::new()
         .set("bootstrap.servers", &config.brokers)
-        .set("transactional.id", format!("otelguard-shuffle-{}", config.writer))
+        .set(
+            "transactional.id",
+            format!("otelguard-shuffle-{}", config.writer),
+        )
         .set("enable.idempotence", "true")
         .set("linger.ms", "5")
-        .set("message.max.bytes", (MAX_RECORD_BYTES + 64 * 1024).to_string())
+        .set(
+            "message.max.bytes",
+            (MAX_RECORD_BYTES + 64 * 1024).to_string(),
+        )
         .create()
-        .with_context(|| format!("cannot create the transactional producer for {}", config.brokers))?;
+        .with_context(|| {
+            format!(
+                "cannot create the transactional producer for {}",
+                config.brokers
+            )
+        })?;
     producer.init_transactions(TRANSACTION_TIMEOUT).with_context(|| {
         format!(
             "cannot start transactions at {} (the broker needs transaction.state.log.* settings)",
@@ -187,7 +194,11 @@ pub fn run(
         .set("isolation.level", "read_committed")
         .set(
             "auto.offset.reset",
-            if config.earliest { "earliest" } else { "latest" },
+            if config.earliest {
+                "earliest"
+            } else {
+                "latest"
+            },
         );
     if let Some(t) = config.session_timeout {
         client.set("session.timeout.ms", t.as_millis().to_string());
@@ -224,7 +235,8 @@ pub fn run(
         match shuffler.transaction(&consumer, stop) {
             Ok(()) => {}
             Err(e) if is_fatal(&e) => {
-                return Err(anyhow::Error::new(e).context("the transactional producer was fenced or failed for good"));
+                return Err(anyhow::Error::new(e)
+                    .context("the transactional producer was fenced or failed for good"));
             }
             Err(e) => {
                 tracing::warn!(error = %e, "shuffle: transaction aborted; reading again from the committed offsets");
@@ -326,9 +338,7 @@ impl Shuffler<'_> {
                 position.add_partition_offset(e.topic(), e.partition(), Offset::Offset(o))?;
             }
         }
-        let group = consumer
-            .group_metadata()
-            .ok_or(KafkaError::Canceled)?;
+        let group = consumer.group_metadata().ok_or(KafkaError::Canceled)?;
         self.producer
             .send_offsets_to_transaction(&position, &group, TRANSACTION_TIMEOUT)?;
         self.producer.commit_transaction(TRANSACTION_TIMEOUT)?;
@@ -365,11 +375,18 @@ impl Shuffler<'_> {
     }
 
     /// The rows of one message to every route that reads its table.
-    fn send_rows(&mut self, table: Table, partition: i32, batch: &RecordBatch) -> Result<(), KafkaError> {
+    fn send_rows(
+        &mut self,
+        table: Table,
+        partition: i32,
+        batch: &RecordBatch,
+    ) -> Result<(), KafkaError> {
         if batch.num_rows() == 0 {
             return Ok(());
         }
-        self.stats.rows.fetch_add(batch.num_rows() as u64, Ordering::Relaxed);
+        self.stats
+            .rows
+            .fetch_add(batch.num_rows() as u64, Ordering::Relaxed);
         if let Ok(times) = crate::window::times(batch)
             && let Some(newest) = times.iter().flatten().max()
         {
@@ -461,7 +478,11 @@ fn project(batch: &RecordBatch, columns: Option<&BTreeSet<String>>) -> RecordBat
 
 /// The rows of `batch` per partition of the route, by their key's value.
 fn split(batch: &RecordBatch, route: &Route) -> Vec<(i32, RecordBatch)> {
-    let Some(key) = route.key_column.as_deref().and_then(|k| batch.column_by_name(k)) else {
+    let Some(key) = route
+        .key_column
+        .as_deref()
+        .and_then(|k| batch.column_by_name(k))
+    else {
         // the global topic, or a batch without the key column: one partition
         let p = if route.key_column.is_some() {
             shuffled::partition_of(None, route.partitions)
@@ -504,10 +525,7 @@ fn text(column: &ArrayRef) -> Option<ArrayRef> {
 }
 
 /// Records of at most [`ROWS_PER_RECORD`] rows and [`MAX_RECORD_BYTES`].
-fn encode(
-    origin: Origin<'_>,
-    rows: &RecordBatch,
-) -> Vec<Result<Vec<u8>, KafkaError>> {
+fn encode(origin: Origin<'_>, rows: &RecordBatch) -> Vec<Result<Vec<u8>, KafkaError>> {
     let mut out = Vec::new();
     let mut start = 0;
     while start < rows.num_rows() {
@@ -521,7 +539,9 @@ fn encode(
                     break;
                 }
                 Err(e) => {
-                    out.push(Err(KafkaError::MessageProduction(RDKafkaErrorCode::InvalidMessage)));
+                    out.push(Err(KafkaError::MessageProduction(
+                        RDKafkaErrorCode::InvalidMessage,
+                    )));
                     tracing::error!(error = %e, "shuffle: rows that do not encode as Arrow IPC");
                     break;
                 }

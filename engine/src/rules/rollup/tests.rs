@@ -203,7 +203,8 @@ async fn an_hourly_read_at_a_window_that_ends_on_the_hour() {
         .iter()
         .filter_map(|o| match o {
             Output::Kpi(k)
-                if k.kpi == "last_hours" && k.window_end == crate::alerts::rfc3339(T0 + 3600 * S) =>
+                if k.kpi == "last_hours"
+                    && k.window_end == crate::alerts::rfc3339(T0 + 3600 * S) =>
             {
                 Some(k.value.clone())
             }
@@ -211,4 +212,45 @@ async fn an_hourly_read_at_a_window_that_ends_on_the_hour() {
         })
         .collect();
     assert_eq!(on_the_hour, vec![serde_json::json!(2)], "{out:#?}");
+}
+
+/// Event time that jumps far past the newest row (the wall clock moving it
+/// on over a quiet input) evaluates the windows that hold rows and then the
+/// newest window only, not one value per empty window in between.
+#[tokio::test]
+async fn a_jump_of_event_time_evaluates_the_newest_empty_window_only() {
+    let kept = "/*\nkpi = \"per_client\"\nwindow = \"10s\"\nkeep = \"2h\"\ndimensions = [\"client.address\"]\nvalue = \"requests\"\n*/\n\
+        SELECT window_start, window_end, client_address, count(*) AS requests FROM spans GROUP BY 1, 2, 3";
+    let last_hour = "/*\nkpi = \"last_hour\"\nwindow = \"10s\"\ndimensions = [\"client.address\"]\n*/\n\
+        SELECT window_start, window_end, client_address, sum(requests) AS value\n\
+        FROM rollup('per_client', '1h') GROUP BY 1, 2, 3";
+    let mut ev = Evaluator::new(rule_set(&[kept, last_hour]).await, 0);
+    ev.push(
+        ingest::Table::Spans,
+        spans(&[(1.0, "a"), (15.0, "a"), (25.0, "a")]),
+    )
+    .unwrap();
+    let mut out = ev.evaluate().await;
+    // quiet: the wall clock moves event time 40 minutes on
+    ev.advance(T0 + 2400 * S);
+    out.extend(ev.evaluate().await);
+    let windows: Vec<(String, serde_json::Value)> = out
+        .iter()
+        .filter_map(|o| match o {
+            Output::Kpi(k) if k.kpi == "last_hour" => {
+                Some((k.window_start.clone(), k.value.clone()))
+            }
+            _ => None,
+        })
+        .collect();
+    let at = |s: i64| crate::alerts::rfc3339(T0 + s * S);
+    assert_eq!(
+        windows,
+        vec![
+            (at(0), serde_json::json!(1)),
+            (at(10), serde_json::json!(2)),
+            (at(20), serde_json::json!(3)),
+            (at(2390), serde_json::json!(3)),
+        ]
+    );
 }
