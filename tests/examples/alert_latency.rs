@@ -323,7 +323,8 @@ async fn main() {
             now.iter()
                 .any(|(id, n)| before.get(id).is_none_or(|b| n > b))
         };
-        while !matches!(listed(&http, &alertmanager, &client).await, (named, now) if named || grew(&now)) {
+        while !matches!(listed(&http, &alertmanager, &client).await, (named, now) if named || grew(&now))
+        {
             assert!(
                 waiting.elapsed() < Duration::from_secs(120),
                 "no alert for {client} at {alertmanager} within 2 minutes"

@@ -188,7 +188,9 @@ async fn a_restart_with_the_same_instance_id_gets_its_partitions_back_at_once() 
 /// 15 minutes start at multiples of it.
 fn quarter_now() -> i64 {
     const QUARTER: i64 = 15 * 60 * 1_000_000_000;
-    let now = chrono::Utc::now().timestamp_nanos_opt().expect("a time in range");
+    let now = chrono::Utc::now()
+        .timestamp_nanos_opt()
+        .expect("a time in range");
     now.div_euclid(QUARTER) * QUARTER
 }
 
@@ -224,7 +226,10 @@ async fn produce_minutes(setup: &Setup, producer: &FutureProducer) -> (i64, i64)
     while t + 1_000_000_000 <= newest {
         let n = count * 1000;
         setup
-            .produce(producer, &spans(t - n * 10_000_000, n, n + 100, "198.51.100.30"))
+            .produce(
+                producer,
+                &spans(t - n * 10_000_000, n, n + 100, "198.51.100.30"),
+            )
             .await;
         count += 1;
         t += MINUTE;
@@ -284,11 +289,23 @@ async fn kill_and_resume(name: &str, mode: &str) -> (i64, i64, i64, f64, String)
     let group = format!("e2e-resume-{mode}-{nonce:x}");
     let id = format!("engine-{nonce:x}");
     let args = [
-        "--group", &group, "--start-at", "earliest", "--group-instance-id", &id,
-        "--session-timeout", "20s", "--resume", mode,
+        "--group",
+        &group,
+        "--start-at",
+        "earliest",
+        "--group-instance-id",
+        &id,
+        "--session-timeout",
+        "20s",
+        "--resume",
+        mode,
     ];
     let (engine, _out, _err) = setup.engine(&args);
-    let expected = if mode == "alerts" { produced } else { before_quarter };
+    let expected = if mode == "alerts" {
+        produced
+    } else {
+        before_quarter
+    };
     let offset = settled_commit(&setup.topics[0], &group, expected).await;
     drop(engine); // SIGKILL
     let (_engine, _out, err) = setup.engine(&args);
@@ -321,8 +338,15 @@ async fn resume_alerts_reads_again_only_what_the_alert_windows_need() {
          {read} spans read after the restart; {resuming}"
     );
     // the quarter hour still open holds back the commit: its rows are read again
-    assert_eq!(offset, 15, "--resume all commits what the 15-minute KPI window has finished with");
-    assert_eq!(read, (produced - 15) * 100 + 100, "--resume all reads again the open quarter hour");
+    assert_eq!(
+        offset, 15,
+        "--resume all commits what the 15-minute KPI window has finished with"
+    );
+    assert_eq!(
+        read,
+        (produced - 15) * 100 + 100,
+        "--resume all reads again the open quarter hour"
+    );
     assert_eq!(late, 0.0, "no row read again is late");
 
     let (produced, offset, read, late, resuming) = kill_and_resume("resume-alerts", "alerts").await;
@@ -330,8 +354,14 @@ async fn resume_alerts_reads_again_only_what_the_alert_windows_need() {
         "--resume alerts: {produced} messages of 100 spans, committed up to {offset} before the kill, \
          {read} spans read after the restart; {resuming}"
     );
-    assert_eq!(offset, produced, "--resume alerts commits what the alert windows have finished with");
-    assert_eq!(read, 100, "--resume alerts reads nothing again: only the new minute");
+    assert_eq!(
+        offset, produced,
+        "--resume alerts commits what the alert windows have finished with"
+    );
+    assert_eq!(
+        read, 100,
+        "--resume alerts reads nothing again: only the new minute"
+    );
     assert_eq!(late, 0.0);
     assert!(
         resuming.contains("KPI windows open at the stop"),

@@ -176,7 +176,9 @@ pub fn decode(bytes: &[u8]) -> Result<Shuffled, DecodeError> {
                 decoded: batch,
             })
         }
-        k => Err(bad(format!("a keyed-topic record of kind {k}: neither rows nor a watermark"))),
+        k => Err(bad(format!(
+            "a keyed-topic record of kind {k}: neither rows nor a watermark"
+        ))),
     }
 }
 
@@ -187,7 +189,9 @@ fn rows(table: Table, body: &[u8]) -> Result<Decoded, DecodeError> {
     let mut batches = Vec::new();
     for batch in reader {
         batches.push(
-            batch.map_err(|e| DecodeError::new(Reason::CorruptProtobuf, format!("Arrow IPC: {e}")))?,
+            batch.map_err(|e| {
+                DecodeError::new(Reason::CorruptProtobuf, format!("Arrow IPC: {e}"))
+            })?,
         );
     }
     let schema = table.schema();
@@ -253,9 +257,9 @@ pub fn partition_of(key: Option<&[u8]>, partitions: u32) -> i32 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::Arc;
     use arrow::array::{Int64Array, StringArray, TimestampNanosecondArray};
     use arrow::datatypes::{DataType, Field, Schema};
+    use std::sync::Arc;
 
     fn origin(writer: &str, table: Table, partition: i32) -> Origin<'_> {
         Origin {
@@ -350,7 +354,10 @@ mod tests {
 
     #[test]
     fn partitions_are_stable_and_spread() {
-        assert_eq!(partition_of(Some(b"192.0.2.1"), 6), partition_of(Some(b"192.0.2.1"), 6));
+        assert_eq!(
+            partition_of(Some(b"192.0.2.1"), 6),
+            partition_of(Some(b"192.0.2.1"), 6)
+        );
         assert_eq!(partition_of(None, 6), 0);
         let mut seen = std::collections::BTreeSet::new();
         for i in 0..200 {
@@ -358,6 +365,9 @@ mod tests {
         }
         assert_eq!(seen.len(), 6, "200 addresses reach every partition");
         // the value is part of the format: every writer must agree on it
-        assert_eq!(partition_of(Some(b"a"), 1000), (0xaf63_dc4c_8601_ec8cu64 % 1000) as i32);
+        assert_eq!(
+            partition_of(Some(b"a"), 1000),
+            (0xaf63_dc4c_8601_ec8cu64 % 1000) as i32
+        );
     }
 }

@@ -594,10 +594,21 @@ fn every_handler_starts_its_first_step_within_two_milliseconds() {
     let (b, _, _) = everything();
     let mut servers: BTreeMap<String, i64> = BTreeMap::new();
     let mut first_child: BTreeMap<String, i64> = BTreeMap::new();
-    let time = |v: &J| s(v).parse::<i64>().unwrap_or_else(|_| panic!("a time: {v}"));
+    let time = |v: &J| {
+        s(v).parse::<i64>()
+            .unwrap_or_else(|_| panic!("a time: {v}"))
+    };
     for line in lines(b) {
-        for rs in line["resourceSpans"].as_array().cloned().unwrap_or_default() {
-            for sp in rs["scopeSpans"][0]["spans"].as_array().cloned().unwrap_or_default() {
+        for rs in line["resourceSpans"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+        {
+            for sp in rs["scopeSpans"][0]["spans"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default()
+            {
                 let start = time(&sp["startTimeUnixNano"]);
                 if sp["kind"].as_i64() == Some(2) {
                     servers.insert(s(&sp["spanId"]).to_string(), start);
@@ -613,7 +624,10 @@ fn every_handler_starts_its_first_step_within_two_milliseconds() {
     for (parent, child) in &first_child {
         if let Some(start) = servers.get(parent) {
             let gap = child - start;
-            assert!((0..=2_000_000).contains(&gap), "a first step {gap} ns after its SERVER span");
+            assert!(
+                (0..=2_000_000).contains(&gap),
+                "a first step {gap} ns after its SERVER span"
+            );
             checked += 1;
         }
     }

@@ -84,8 +84,8 @@ impl Keys {
     }
 }
 
-pub use shop_sim::hash::{card_digits, normalise_login};
 use shop_sim::hash::keyed;
+pub use shop_sim::hash::{card_digits, normalise_login};
 
 /// Whether `number` (spaces and dashes allowed) is 12 to 19 digits passing the Luhn check.
 pub fn luhn_valid(number: &str) -> bool {
