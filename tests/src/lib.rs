@@ -61,4 +61,5 @@ pub mod engine;
 pub mod faults;
 pub mod kafka;
 pub mod otlp;
+pub mod scale;
 pub mod shop;
