@@ -33,7 +33,6 @@ use e2e::engine::Engine;
 use e2e::kafka::{BROKERS, producer};
 use e2e::scale::{Setup, cpu_seconds, repo};
 use rdkafka::ClientConfig;
-use rdkafka::Message;
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::producer::FutureRecord;
 
@@ -197,10 +196,7 @@ async fn main() {
             .await
             .expect("produce");
         match tokio::time::timeout(Duration::from_secs(20), consumer.recv()).await {
-            Ok(Ok(m)) => {
-                samples.push(sent.elapsed().as_secs_f64());
-                let _ = m.offset();
-            }
+            Ok(Ok(_)) => samples.push(sent.elapsed().as_secs_f64()),
             _ => println!("sample {i}: no keyed record in 20 s"),
         }
         // the rest of this message's keyed records
