@@ -879,11 +879,15 @@ impl Evaluator {
             .iter()
             .enumerate()
             .filter(|(si, _)| counts(*si))
-            // a session that has evaluated nothing yet: from its first window
+            // a session that has evaluated nothing yet: from the first window
+            // a row still to come may fall in, that of the oldest row seen or
+            // of the watermark, whichever is older (a stream behind the
+            // others may still bring rows older than any seen: a keyed task
+            // of `engine evaluate`); none while an expected stream is silent
             .map(|(si, s)| {
                 s.next_start.or_else(|| {
-                    self.min_seen
-                        .map(|m| first_window(self.rules.sessions[si].spec, m))
+                    let oldest = self.min_seen?.min(self.watermark.get()?);
+                    Some(first_window(self.rules.sessions[si].spec, oldest))
                 })
             })
             .peekable();

@@ -1,6 +1,6 @@
 //! The scaled-out form's stages on the local stack's Kafka, for the
-//! benchmark (examples/scale_out_bench.rs) and the equality tests (out of
-//! the suite until they are reliable: tests/scale_out.rs in commit 1406369): OTLP topics of a run's own, a recorded
+//! equality tests (tests/scale_out.rs) and the benchmark
+//! (examples/scale_out_bench.rs): OTLP topics of a run's own, a recorded
 //! capture produced into them, `engine shuffle` and `engine evaluate`
 //! processes with the run's keyed topics.
 
@@ -170,6 +170,19 @@ impl Setup {
         .collect()
     }
 
+    /// Creates the run's keyed topics as `engine shuffle` would (the plan's
+    /// partitions; the global topic has one), so that evaluating engines
+    /// started before the shufflers are given partitions at once.
+    pub async fn create_keyed_topics(&self) {
+        for topic in self.keyed_topics() {
+            let partitions = if topic.ends_with("_global") {
+                1
+            } else {
+                self.keyed_partitions as i32
+            };
+            create_topic(&topic, partitions).await;
+        }
+    }
     /// Deletes the run's topics, keyed and OTLP.
     pub async fn delete(&self) {
         let keyed = self.keyed_topics();

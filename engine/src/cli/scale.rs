@@ -85,9 +85,10 @@ fn duration(flag: &str, text: &str) -> anyhow::Result<Duration> {
 pub struct ShuffleArgs {
     #[command(flatten)]
     pub scale: ScaleArgs,
-    /// this instance's name, unique among the running instances (its
-    /// transactional id is otelguard-shuffle-NAME; a restart with the same
-    /// name fences off the one it replaces)
+    /// this instance's name, unique among the running instances of its
+    /// group (its transactional id is otelguard-shuffle-GROUP-NAME; a
+    /// restart with the same name fences off the one it replaces, and the
+    /// replaced one exits with an error saying so)
     #[arg(long, default_value_t = default_name())]
     pub id: String,
     /// the consumer group of the repartitioning instances

@@ -59,8 +59,10 @@ pub struct ShuffleConfig {
     pub brokers: String,
     /// the consumer group of the repartitioning instances
     pub group: String,
-    /// this instance's name: its transactional id is `otelguard-shuffle-NAME`,
-    /// so a restarted instance fences off its former self
+    /// this instance's name: its transactional id is
+    /// `otelguard-shuffle-GROUP-NAME` ([`ShuffleConfig::transactional_id`]),
+    /// so a restarted instance fences off its former self and two groups
+    /// never fence each other
     pub writer: String,
     /// the OTLP topics read, each with its table
     pub topics: Vec<(String, Table)>,
@@ -68,6 +70,15 @@ pub struct ShuffleConfig {
     pub earliest: bool,
     pub commit_every: Duration,
     pub session_timeout: Option<Duration>,
+}
+
+impl ShuffleConfig {
+    /// The producer's transactional id: one per (group, name), so that a
+    /// restart fences off the instance it replaces, and a second deployment
+    /// (another group) with the same names does not.
+    pub fn transactional_id(&self) -> String {
+        format!("otelguard-shuffle-{}-{}", self.group, self.writer)
+    }
 }
 
 /// What a run did, for its last line and its progress lines.
@@ -160,31 +171,6 @@ pub async fn create_topics(brokers: &str, routes: &[Route]) -> anyhow::Result<()
 
 /// Runs the stage until `stop` is set or the brokers fail it for good.
 pub fn run(config: &ShuffleConfig, stats: &ShuffleStats, stop: &AtomicBool) -> anyhow::Result<()> {
-    let producer: BaseProducer = ClientConfig::new()
-        .set("bootstrap.servers", &config.brokers)
-        .set(
-            "transactional.id",
-            format!("otelguard-shuffle-{}", config.writer),
-        )
-        .set("enable.idempotence", "true")
-        .set("linger.ms", "5")
-        .set(
-            "message.max.bytes",
-            (MAX_RECORD_BYTES + 64 * 1024).to_string(),
-        )
-        .create()
-        .with_context(|| {
-            format!(
-                "cannot create the transactional producer for {}",
-                config.brokers
-            )
-        })?;
-    producer.init_transactions(TRANSACTION_TIMEOUT).with_context(|| {
-        format!(
-            "cannot start transactions at {} (the broker needs transaction.state.log.* settings)",
-            config.brokers
-        )
-    })?;
     let mut client = ClientConfig::new();
     client
         .set("bootstrap.servers", &config.brokers)
@@ -213,7 +199,7 @@ pub fn run(config: &ShuffleConfig, stats: &ShuffleStats, stop: &AtomicBool) -> a
         .subscribe(&names)
         .with_context(|| format!("cannot subscribe to {names:?}"))?;
     eprintln!(
-        "shuffle {}: group {} on {} -> {}",
+        "shuffle {}: group {} on {} -> {} (transactional id {})",
         config.writer,
         config.group,
         names.join(", "),
@@ -222,26 +208,62 @@ pub fn run(config: &ShuffleConfig, stats: &ShuffleStats, stop: &AtomicBool) -> a
             .iter()
             .map(|r| format!("{} ({} partitions)", r.topic, r.partitions))
             .collect::<Vec<_>>()
-            .join(", ")
+            .join(", "),
+        config.transactional_id(),
     );
     let mut shuffler = Shuffler {
         config,
-        producer,
+        producer: transactional_producer(config)?,
         stats,
         newest: BTreeMap::new(),
     };
     let mut last_report = Instant::now();
+    // fatal producer errors in a row without a committed transaction between
+    let mut fatal_in_a_row = 0;
     while !stop.load(Ordering::Relaxed) {
         match shuffler.transaction(&consumer, stop) {
-            Ok(()) => {}
-            Err(e) if is_fatal(&e) => {
-                return Err(anyhow::Error::new(e)
-                    .context("the transactional producer was fenced or failed for good"));
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "shuffle: transaction aborted; reading again from the committed offsets");
-                shuffler.abort(&consumer);
-            }
+            Ok(()) => fatal_in_a_row = 0,
+            Err(e) => match shuffler.producer.client().fatal_error() {
+                // the broker gave the transactional id to a newer producer:
+                // another instance runs under this name, and it keeps the work
+                Some((code, reason))
+                    if matches!(
+                        code,
+                        RDKafkaErrorCode::ProducerFenced
+                            | RDKafkaErrorCode::InvalidProducerEpoch
+                            | RDKafkaErrorCode::Fenced
+                    ) =>
+                {
+                    anyhow::bail!(
+                        "shuffle {}: fenced off: another instance runs with the transactional id {} \
+                         (give every instance of group {} its own --id): {reason}",
+                        config.writer,
+                        config.transactional_id(),
+                        config.group
+                    );
+                }
+                // any other fatal error leaves the producer unusable: a new
+                // one (same transactional id) aborts what the old one left
+                // open, and reading starts again from the committed offsets
+                Some((code, reason)) => {
+                    fatal_in_a_row += 1;
+                    if fatal_in_a_row > MAX_FATAL_IN_A_ROW {
+                        anyhow::bail!(
+                            "shuffle {}: the transactional producer failed for good {} times in a row, last: {code:?}: {reason}",
+                            config.writer,
+                            fatal_in_a_row
+                        );
+                    }
+                    tracing::warn!(error = %e, ?code, %reason, "shuffle: the transactional producer failed for good; starting a new one and reading again from the committed offsets");
+                    stats.aborted.fetch_add(1, Ordering::Relaxed);
+                    shuffler.producer = transactional_producer(config)?;
+                    shuffler.rewind(&consumer);
+                }
+                None => {
+                    tracing::warn!(error = %e, "shuffle: transaction aborted; reading again from the committed offsets");
+                    shuffler.abort(&consumer);
+                }
+            },
         }
         if last_report.elapsed() >= Duration::from_secs(10) {
             last_report = Instant::now();
@@ -251,8 +273,38 @@ pub fn run(config: &ShuffleConfig, stats: &ShuffleStats, stop: &AtomicBool) -> a
     Ok(())
 }
 
-fn is_fatal(e: &KafkaError) -> bool {
-    matches!(e, KafkaError::Transaction(t) if t.is_fatal())
+/// How many fatal producer errors in a row `engine shuffle` recovers from by
+/// starting a new producer before it gives up (and exits non-zero).
+const MAX_FATAL_IN_A_ROW: u32 = 3;
+
+/// A producer with the instance's transactional id, its transactions
+/// initialised: this fences off any older producer with the same id and
+/// aborts what it left open.
+fn transactional_producer(config: &ShuffleConfig) -> anyhow::Result<BaseProducer> {
+    let producer: BaseProducer = ClientConfig::new()
+        .set("bootstrap.servers", &config.brokers)
+        .set("transactional.id", config.transactional_id())
+        .set("enable.idempotence", "true")
+        .set("linger.ms", "5")
+        .set(
+            "message.max.bytes",
+            (MAX_RECORD_BYTES + 64 * 1024).to_string(),
+        )
+        .create()
+        .with_context(|| {
+            format!(
+                "cannot create the transactional producer for {}",
+                config.brokers
+            )
+        })?;
+    producer.init_transactions(TRANSACTION_TIMEOUT).with_context(|| {
+        format!(
+            "cannot start transactions at {} as {} (the broker needs transaction.state.log.* settings)",
+            config.brokers,
+            config.transactional_id()
+        )
+    })?;
+    Ok(producer)
 }
 
 struct Shuffler<'a> {
@@ -354,6 +406,12 @@ impl Shuffler<'_> {
         if let Err(e) = self.producer.abort_transaction(TRANSACTION_TIMEOUT) {
             tracing::debug!(error = %e, "shuffle: nothing to abort");
         }
+        self.rewind(consumer);
+    }
+
+    /// Back to the committed offsets of every assigned partition; the
+    /// watermarks start afresh from the rows read again.
+    fn rewind(&mut self, consumer: &BaseConsumer<Watcher>) {
         self.newest.clear();
         let rewound = consumer.assignment().and_then(|assigned| {
             let committed = consumer.committed_offsets(assigned, TRANSACTION_TIMEOUT)?;
