@@ -3,7 +3,8 @@
 //! engines (`engine evaluate`) on a recorded attack capture produced into
 //! OTLP topics find the same alerts and KPI values as one engine's replay of
 //! the same capture; and they still do when one evaluating engine is killed
-//! in the middle (`kill -9`) and the others take its partitions over.
+//! in the middle (`kill -9`) and the others take its partitions over; and a
+//! second shuffle started under the same `--id` fences the first off.
 //!
 //! The capture is the real shop's brute force (`rules/captures/recorded/
 //! brute_force.jsonl.zst`), its messages produced round-robin into three
@@ -375,5 +376,62 @@ async fn an_engine_killed_mid_run_hands_its_partitions_over_and_nothing_is_lost(
     );
     drop(engines);
     drop(shufflers);
+    setup.delete().await;
+}
+
+/// Waits for a line of `err` that contains `text`; the lines read.
+fn wait_for_line(err: &mpsc::Receiver<String>, text: &str) -> Vec<String> {
+    let mut seen = Vec::new();
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_secs(120) {
+        if let Ok(line) = err.recv_timeout(Duration::from_millis(200)) {
+            let found = line.contains(text);
+            seen.push(line);
+            if found {
+                return seen;
+            }
+        }
+    }
+    panic!("no line with {text:?} in 2 minutes: {seen:#?}");
+}
+
+/// Two repartitioning instances started under one `--id` in one group: the
+/// second fences the first off (Kafka transactions), and the first, at its
+/// next transaction, exits non-zero and says why rather than going on with
+/// a producer the broker no longer accepts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_shuffle_under_the_same_id_fences_the_first_off() {
+    let setup = Setup::new("scale_fence", KEYED_PARTITIONS).await;
+    let (mut first, first_err) = setup.shuffle("a");
+    wait_for_line(&first_err, "shuffle: assigned");
+    setup.produce(&capture(), 1).await;
+    let (second, second_err) = setup.shuffle("a");
+    wait_for_line(&second_err, "shuffle: assigned");
+    // more input: whichever of the two reads it, the first begins a
+    // transaction on some partition sooner or later and learns it is fenced
+    let started = Instant::now();
+    let status = loop {
+        if let Some(status) = first.0.try_wait().expect("wait for the first shuffle") {
+            break status;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(180),
+            "the fenced shuffle still runs after 3 minutes: {:#?}",
+            first_err.try_iter().collect::<Vec<_>>()
+        );
+        setup.produce(&capture(), 1).await;
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    };
+    let said: Vec<String> = first_err.try_iter().collect();
+    assert!(
+        !status.success(),
+        "the fenced shuffle exits non-zero: {said:#?}"
+    );
+    assert!(
+        said.iter()
+            .any(|l| l.contains("fenced off") && l.contains("give every instance")),
+        "the fenced shuffle says why: {said:#?}"
+    );
+    drop(second);
     setup.delete().await;
 }
