@@ -18,7 +18,9 @@ pub const KAFKA: &str = "127.0.0.1:19092";
 
 /// A consumer of every partition of `topics`, from the first record at or
 /// after `since_ms` (Unix milliseconds) on, in consumer group `group`
-/// (nothing is committed).
+/// (nothing is committed). A broker just started, or a topic just created,
+/// answers with passing errors for a while (no leader yet, a leader epoch
+/// newer than the broker's): they are tried again for up to a minute.
 pub fn consumer_since(topics: &[&str], since_ms: i64, group: &str) -> Result<StreamConsumer> {
     let consumer: StreamConsumer = ClientConfig::new()
         .set("bootstrap.servers", KAFKA)
@@ -26,6 +28,30 @@ pub fn consumer_since(topics: &[&str], since_ms: i64, group: &str) -> Result<Str
         .set("enable.auto.commit", "false")
         .create()
         .context("creating the Kafka consumer")?;
+    let started = std::time::Instant::now();
+    let start = loop {
+        match start_offsets(&consumer, topics, since_ms) {
+            Ok(start) => break start,
+            Err(e) if started.elapsed() < Duration::from_secs(60) => {
+                eprintln!("kafka at {KAFKA} not ready, trying again: {e:#}");
+                std::thread::sleep(Duration::from_secs(1));
+            }
+            Err(e) => return Err(e.context("kafka: still failing after a minute")),
+        }
+    };
+    consumer
+        .assign(&start)
+        .context("kafka: assigning partitions")?;
+    Ok(consumer)
+}
+
+/// The offset of the first record at or after `since_ms` in every partition
+/// of `topics`.
+fn start_offsets(
+    consumer: &StreamConsumer,
+    topics: &[&str],
+    since_ms: i64,
+) -> Result<TopicPartitionList> {
     let mut wanted = TopicPartitionList::new();
     for topic in topics {
         let metadata = consumer
@@ -37,13 +63,9 @@ pub fn consumer_since(topics: &[&str], since_ms: i64, group: &str) -> Result<Str
             }
         }
     }
-    let start = consumer
-        .offsets_for_times(wanted, Duration::from_secs(10))
-        .context("kafka: offsets for the test's start time")?;
     consumer
-        .assign(&start)
-        .context("kafka: assigning partitions")?;
-    Ok(consumer)
+        .offsets_for_times(wanted, Duration::from_secs(10))
+        .context("kafka: offsets for the test's start time")
 }
 
 /// Quiet seconds (no record within one) after which [`read_spans_and_logs`] gives up.
