@@ -51,6 +51,8 @@ fn kpi(marker: &str) -> String {
 #[derive(Default)]
 struct Sent {
     acknowledged: Vec<u64>,
+    /// the end time (ns) of every span sent, by its number
+    ends: std::collections::BTreeMap<u64, i64>,
     /// refused for sure: no connection, or an HTTP error status
     refused: Vec<u64>,
     /// no clear answer (a timeout, a cut connection, a partial success)
@@ -121,6 +123,10 @@ fn spawn_sender(
             };
             let mut s = sent.lock().unwrap_or_else(|e| e.into_inner());
             s.newest = now;
+            for n in &seqs {
+                let t = now - (SPANS_PER_REQUEST - n % SPANS_PER_REQUEST) as i64 * 1_000_000;
+                s.ends.insert(*n, t + 1_000_000);
+            }
             match answer {
                 Answer::Acknowledged => s.acknowledged.extend(seqs),
                 Answer::Refused => s.refused.extend(seqs),
@@ -164,6 +170,11 @@ async fn collector_kill_and_broker_outage_lose_nothing_the_collector_accepted() 
     // KPI values go to the BI store (stdout prints alerts)
     let store = Schema::create("e2e_pipeline").await;
     let store_url = store.url();
+    // the Kafka source's assignments and where each partition starts, in
+    // the log a failure prints (the engine's default is warnings only)
+    // SAFETY: this test binary runs this one test; nothing else reads the
+    // environment while it is set
+    unsafe { std::env::set_var("RUST_LOG", "warn,ingest::source::kafka=info") };
     let (mut engine, err, out) = e2e::engine::spawn(&[
         "run",
         "--rules",
@@ -246,7 +257,21 @@ async fn collector_kill_and_broker_outage_lose_nothing_the_collector_accepted() 
         .unwrap_or(0.0);
     let late = metric(&api, "otelguard_late_rows_total").await;
     let log = drain(&err, Duration::from_secs(1));
-    let log_tail = log[log.len().saturating_sub(40)..].join("\n");
+    // the Kafka source's own lines (assignments, starts, errors) and the
+    // last lines of all
+    let kafka_lines: Vec<&String> = log
+        .iter()
+        .filter(|l| l.contains("Kafka") || l.contains("OFFSET") || l.contains("resum"))
+        .collect();
+    let log_tail = format!(
+        "{}\n...\n{}",
+        kafka_lines[kafka_lines.len().saturating_sub(40)..]
+            .iter()
+            .map(|l| l.as_str())
+            .collect::<Vec<_>>()
+            .join("\n"),
+        log[log.len().saturating_sub(20)..].join("\n")
+    );
     assert!(
         terminate(&mut engine, Duration::from_secs(60)),
         "the engine did not exit on SIGTERM"
@@ -287,10 +312,40 @@ async fn collector_kill_and_broker_outage_lose_nothing_the_collector_accepted() 
         rows_after > rows_in_outage,
         "the engine read nothing after the broker came back"
     );
+    // per 10 s window: the spans acknowledged in it against the engine's count
+    let mut expected: std::collections::BTreeMap<i64, Vec<u64>> = Default::default();
+    for n in &acknowledged {
+        if let Some(end) = s.ends.get(n) {
+            expected
+                .entry(end.div_euclid(10_000_000_000) * 10_000)
+                .or_default()
+                .push(*n);
+        }
+    }
+    let short: Vec<String> = expected
+        .iter()
+        .filter_map(|(start_ms, spans)| {
+            let got: u64 = kpis
+                .iter()
+                .filter(|(key, _)| {
+                    key.0 == "e2e_pipeline_spans" && key.1 == *start_ms && key.3.contains(&marker)
+                })
+                .map(|(_, v)| v.unwrap_or(0.0) as u64)
+                .sum();
+            (got < spans.len() as u64).then(|| {
+                format!(
+                    "window at {start_ms} ms: {got} counted of {} acknowledged (spans {}..={})",
+                    spans.len(),
+                    spans.first().copied().unwrap_or(0),
+                    spans.last().copied().unwrap_or(0)
+                )
+            })
+        })
+        .collect();
     assert!(
         counted as usize >= acknowledged.len(),
         "the engine counted {counted} distinct spans of the {} the Collector acknowledged; \
-         the engine's log:\n{log_tail}",
+         windows short: {short:#?}\nthe engine's log:\n{log_tail}",
         acknowledged.len()
     );
     assert!(
