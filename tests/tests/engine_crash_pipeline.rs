@@ -170,11 +170,17 @@ async fn collector_kill_and_broker_outage_lose_nothing_the_collector_accepted() 
     // KPI values go to the BI store (stdout prints alerts)
     let store = Schema::create("e2e_pipeline").await;
     let store_url = store.url();
-    // the Kafka source's assignments and where each partition starts, in
-    // the log a failure prints (the engine's default is warnings only)
+    // the Kafka source's assignments and where each partition starts, and
+    // librdkafka's own notes (an offset reset is one), in the log a failure
+    // prints (the engine's default is warnings only)
     // SAFETY: this test binary runs this one test; nothing else reads the
     // environment while it is set
-    unsafe { std::env::set_var("RUST_LOG", "warn,ingest::source::kafka=info") };
+    unsafe {
+        std::env::set_var(
+            "RUST_LOG",
+            "warn,ingest::source::kafka=info,librdkafka=info",
+        )
+    };
     let (mut engine, err, out) = e2e::engine::spawn(&[
         "run",
         "--rules",

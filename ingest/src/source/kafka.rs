@@ -413,9 +413,9 @@ const SEEK_TIMEOUT: Duration = Duration::from_secs(10);
 
 impl Context {
     /// Sets the start of every partition in `assigned` that has no committed
-    /// offset to the first message at or after `ms` (the end if none). A
-    /// look-up that fails leaves the partition to `auto.offset.reset`
-    /// (latest), and says so.
+    /// offset to the first message at or after `ms` (the end if none, or if
+    /// the look-up by time fails; the beginning if the committed offsets
+    /// cannot be read; each failure said).
     fn start_from_time(
         &self,
         consumer: &rdkafka::consumer::BaseConsumer<Self>,
@@ -425,7 +425,10 @@ impl Context {
         let committed = match consumer.committed_offsets(assigned.clone(), SEEK_TIMEOUT) {
             Ok(list) => list,
             Err(e) => {
-                tracing::warn!(error = %e, "Kafka: cannot read the committed offsets; partitions without one start at the end");
+                // librdkafka reads the committed offsets itself; a partition
+                // without one then starts at the beginning (read again,
+                // nothing skipped)
+                tracing::warn!(error = %e, "Kafka: cannot read the committed offsets; partitions without one start at their beginning");
                 return;
             }
         };
@@ -438,10 +441,13 @@ impl Context {
         if times.count() == 0 {
             return;
         }
-        let found = match consumer.offsets_for_times(times, SEEK_TIMEOUT) {
+        let found = match consumer.offsets_for_times(times.clone(), SEEK_TIMEOUT) {
             Ok(list) => list,
             Err(e) => {
                 tracing::warn!(error = %e, "Kafka: cannot look up offsets by time; partitions without a commit start at the end");
+                for e in times.elements() {
+                    let _ = assigned.set_partition_offset(e.topic(), e.partition(), Offset::End);
+                }
                 return;
             }
         };
@@ -605,10 +611,15 @@ impl KafkaSource {
             .set(
                 "auto.offset.reset",
                 match config.start_at {
-                    StartAt::Earliest => "earliest",
-                    // a time is sought on assignment; a partition with no
-                    // message at or after it starts at the end
-                    StartAt::Latest | StartAt::Time(_) => "latest",
+                    // a time is sought on assignment, and every new
+                    // partition's start set there (the end when nothing is
+                    // at or after it, or when the look-up fails): what is
+                    // left to this setting is a position the broker no longer
+                    // has in the middle of a run (a broker restarted, a log
+                    // truncated), where reading again loses nothing and
+                    // jumping to the end would skip what lies between
+                    StartAt::Earliest | StartAt::Time(_) => "earliest",
+                    StartAt::Latest => "latest",
                 },
             )
             .set("client.id", "otelguard-ingest")
