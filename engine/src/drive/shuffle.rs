@@ -261,7 +261,7 @@ pub fn run(config: &ShuffleConfig, stats: &ShuffleStats, stop: &AtomicBool) -> a
                 }
                 None => {
                     tracing::warn!(error = %e, "shuffle: transaction aborted; reading again from the committed offsets");
-                    shuffler.abort(&consumer);
+                    shuffler.abort(&consumer)?;
                 }
             },
         }
@@ -401,12 +401,26 @@ impl Shuffler<'_> {
     /// After a failed or cut-short transaction: abort it and read again from
     /// the committed offsets. The watermarks start afresh from the rows read
     /// again.
-    fn abort(&mut self, consumer: &BaseConsumer<Watcher>) {
+    ///
+    /// An abort that fails for any reason but "no transaction" (it timed
+    /// out, the coordinator is slow) leaves the producer with an abort in
+    /// progress, which every later call then conflicts with: a new producer
+    /// with the same transactional id takes its place (its start fences the
+    /// old one and aborts what it left open).
+    fn abort(&mut self, consumer: &BaseConsumer<Watcher>) -> anyhow::Result<()> {
         self.stats.aborted.fetch_add(1, Ordering::Relaxed);
-        if let Err(e) = self.producer.abort_transaction(TRANSACTION_TIMEOUT) {
-            tracing::debug!(error = %e, "shuffle: nothing to abort");
+        match self.producer.abort_transaction(TRANSACTION_TIMEOUT) {
+            Ok(()) => {}
+            Err(KafkaError::Transaction(e)) if e.code() == RDKafkaErrorCode::State => {
+                tracing::debug!(error = %e, "shuffle: nothing to abort");
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "shuffle: the abort failed; starting a new producer");
+                self.producer = transactional_producer(self.config)?;
+            }
         }
         self.rewind(consumer);
+        Ok(())
     }
 
     /// Back to the committed offsets of every assigned partition; the
