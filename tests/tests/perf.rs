@@ -157,12 +157,29 @@ async fn n_plus_one_switched_on_raises_the_perf_alert_live() -> Result<()> {
         selects > PER_PAGE,
         "{selects} SELECTs under the listing; expected the page's ids plus one per product"
     );
-    // The fault's WARN record (`shop.chaos.fault` = n_plus_one) sits in that span.
+    // The fault's WARN record (`shop.chaos.fault` = n_plus_one) sits in that
+    // span. Logs are exported apart from spans (their own batch, on their own
+    // schedule), so the record may reach the engine a few seconds after the
+    // trace's spans: asked again for up to 30 s.
+    let server_span = server["span_id"].clone();
+    let in_span = |trace: &Value| {
+        trace["logs"].as_array().is_some_and(|l| {
+            l.iter()
+                .any(|r| r["span_id"] == server_span && r["severity"] == "WARN")
+        })
+    };
+    let mut trace = trace.clone();
+    let asked = std::time::Instant::now();
+    while !in_span(&trace) && asked.elapsed() < std::time::Duration::from_secs(30) {
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+        trace = reqwest::get(format!("http://{}/api/traces/{trace_id}", engine.api))
+            .await?
+            .json()
+            .await?;
+    }
     ensure!(
-        trace["logs"].as_array().is_some_and(|l| l
-            .iter()
-            .any(|r| r["span_id"] == server["span_id"] && r["severity"] == "WARN")),
-        "no chaos record in the listing's span: {}",
+        in_span(&trace),
+        "no chaos record in the listing's span after 30 s: {}",
         trace["logs"]
     );
 
