@@ -68,6 +68,12 @@ enum Answer {
     Unclear,
 }
 
+/// The start (ns) of span `n` of a request sent at `now`: a millisecond
+/// apart, the last ending at `now`.
+fn span_start(now: i64, n: u64) -> i64 {
+    now - (SPANS_PER_REQUEST - n % SPANS_PER_REQUEST) as i64 * 1_000_000
+}
+
 fn spawn_sender(
     marker: String,
     run: u64,
@@ -89,7 +95,7 @@ fn spawn_sender(
             let spans: Vec<Value> = seqs
                 .iter()
                 .map(|n| {
-                    let t = now - (SPANS_PER_REQUEST - n % SPANS_PER_REQUEST) as i64 * 1_000_000;
+                    let t = span_start(now, *n);
                     json!({
                         "traceId": format!("{run:016x}{n:016x}"), "spanId": format!("{n:016x}"),
                         "name": "GET /e2e/pipeline", "kind": 2,
@@ -124,8 +130,7 @@ fn spawn_sender(
             let mut s = sent.lock().unwrap_or_else(|e| e.into_inner());
             s.newest = now;
             for n in &seqs {
-                let t = now - (SPANS_PER_REQUEST - n % SPANS_PER_REQUEST) as i64 * 1_000_000;
-                s.ends.insert(*n, t + 1_000_000);
+                s.ends.insert(*n, span_start(now, *n) + 1_000_000);
             }
             match answer {
                 Answer::Acknowledged => s.acknowledged.extend(seqs),

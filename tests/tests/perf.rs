@@ -140,10 +140,9 @@ async fn n_plus_one_switched_on_raises_the_perf_alert_live() -> Result<()> {
     // The sample trace shows the cause: one catalog request, the same SELECT
     // under it once per product.
     let trace_id = alert["trace_ids"][0].as_str().context("a sample trace")?;
-    let trace: Value = reqwest::get(format!("http://{}/api/traces/{trace_id}", engine.api))
-        .await?
-        .json()
-        .await?;
+    let trace_url = format!("http://{}/api/traces/{trace_id}", engine.api);
+    let fetch_trace = || async { reqwest::get(&trace_url).await?.json::<Value>().await };
+    let trace: Value = fetch_trace().await?;
     let spans = trace["spans"].as_array().context("spans")?;
     let server = spans
         .iter()
@@ -172,10 +171,7 @@ async fn n_plus_one_switched_on_raises_the_perf_alert_live() -> Result<()> {
     let asked = std::time::Instant::now();
     while !in_span(&trace) && asked.elapsed() < std::time::Duration::from_secs(30) {
         tokio::time::sleep(std::time::Duration::from_millis(500)).await;
-        trace = reqwest::get(format!("http://{}/api/traces/{trace_id}", engine.api))
-            .await?
-            .json()
-            .await?;
+        trace = fetch_trace().await?;
     }
     ensure!(
         in_span(&trace),
