@@ -109,5 +109,20 @@ async fn main() -> anyhow::Result<()> {
         rss.saturating_sub(rss_before) as f64 / held as f64,
         status_bytes("VmHWM") as f64 / 1e6
     );
+    // where the bytes are: per table, each column's bytes per row of the table
+    for (table, (rows, columns)) in ev.buffer().column_bytes() {
+        let per_row = |b: usize| b as f64 / rows.max(1) as f64;
+        let total: usize = columns.iter().map(|c| c.1).sum();
+        let shown: Vec<String> = columns
+            .iter()
+            .map(|(name, bytes)| format!("{name} {:.0}", per_row(*bytes)))
+            .collect();
+        println!(
+            "{}: {rows} rows, {:.0} bytes per row: {}",
+            table.name(),
+            per_row(total),
+            shown.join(", ")
+        );
+    }
     Ok(())
 }

@@ -670,6 +670,11 @@ impl Evaluator {
         &self.rules
     }
 
+    /// The window buffer (rows still needed by a window not yet evaluated).
+    pub fn buffer(&self) -> &crate::window::Buffer {
+        &self.buffer
+    }
+
     pub fn health(&self) -> &[RuleHealth] {
         &self.health
     }

@@ -369,3 +369,46 @@ fn a_capture_converted_to_protobuf_replays_to_the_same_alerts_and_kpis() {
         );
     }
 }
+
+#[test]
+fn replay_timings_list_every_rule_with_its_evaluations() {
+    let dir = temp_dir("timings");
+    let capture = write_capture(&dir);
+    let plain = replay_json(&capture, &rules_dir(), &[]);
+    let timed = replay_json(&capture, &rules_dir(), &["--timings"]);
+    let err = String::from_utf8_lossy(&timed.stderr);
+    assert!(timed.status.success(), "{err}");
+    assert_eq!(plain.stdout, timed.stdout, "--timings changed the output");
+    let header = err
+        .lines()
+        .position(|l| l.starts_with("rule ") && l.contains("evaluations"))
+        .unwrap_or_else(|| panic!("no timings table:\n{err}"));
+    let rows: Vec<Vec<&str>> = err
+        .lines()
+        .skip(header + 1)
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    let (total, rules) = rows.split_last().expect("a total line");
+    assert_eq!(total[0], "all", "{err}");
+    assert!(
+        rules
+            .iter()
+            .any(|r| r[0] == "auth.brute_force.single_account"),
+        "{err}"
+    );
+    // most expensive first, every rule evaluated, shares adding up to 100 %
+    let seconds: Vec<f64> = rules.iter().map(|r| r[3].parse().unwrap()).collect();
+    assert!(seconds.windows(2).all(|w| w[0] >= w[1]), "{err}");
+    assert!(
+        rules.iter().all(|r| r[2].parse::<u64>().unwrap() > 0),
+        "{err}"
+    );
+    let share: f64 = rules
+        .iter()
+        .map(|r| r[5].trim_end_matches('%').parse::<f64>().unwrap())
+        .sum();
+    assert!(
+        (share - 100.0).abs() < 0.1 * rules.len() as f64,
+        "{share}: {err}"
+    );
+}

@@ -63,6 +63,10 @@ pub enum Command {
         /// `postgres` cargo feature)
         #[arg(long, value_name = "URL")]
         postgres: Option<String>,
+        /// after the replay, print on stderr what each rule's evaluations took
+        /// (the most expensive first), to find the rules a pack's speed hangs on
+        #[arg(long)]
+        timings: bool,
     },
     /// Check or test the rule pack.
     Rules {
@@ -205,6 +209,37 @@ pub fn bundled(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(name)
 }
 
+/// Each rule's evaluations, the most expensive first: count, total and mean
+/// time, share of all rules' time. Rules run in parallel tasks, so a time is
+/// the task's wall time, waits for a core included.
+fn timings_table(health: &[crate::evaluator::RuleHealth]) -> String {
+    let mut rows: Vec<_> = health.iter().collect();
+    rows.sort_by(|a, b| b.eval_seconds.sum.total_cmp(&a.eval_seconds.sum));
+    let total: f64 = rows.iter().map(|h| h.eval_seconds.sum).sum();
+    let width = rows.iter().map(|h| h.id.len()).max().unwrap_or(4).max(4);
+    let mut out = format!(
+        "{:<width$}  {:>5}  {:>11}  {:>8}  {:>9}  {:>5}\n",
+        "rule", "kind", "evaluations", "total s", "mean ms", "share"
+    );
+    for h in rows {
+        let d = &h.eval_seconds;
+        out.push_str(&format!(
+            "{:<width$}  {:>5}  {:>11}  {:>8.3}  {:>9.3}  {:>4.1}%\n",
+            h.id,
+            h.kind,
+            d.count,
+            d.sum,
+            1e3 * d.sum / d.count.max(1) as f64,
+            100.0 * d.sum / total.max(1e-12),
+        ));
+    }
+    out.push_str(&format!(
+        "{:<width$}  {:>5}  {:>11}  {total:>8.3}\n",
+        "all", "", ""
+    ));
+    out
+}
+
 pub async fn main(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
     use std::process::ExitCode;
     match cli.command {
@@ -217,6 +252,7 @@ pub async fn main(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
             lateness,
             dead_letter,
             postgres,
+            timings,
         } => {
             // the BI store takes both kinds; the printer shows the one asked for
             let which = match (postgres.is_some(), kpis) {
@@ -245,6 +281,9 @@ pub async fn main(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
             })
             .await?;
             eprintln!("{}", summary.line());
+            if timings {
+                eprint!("{}", timings_table(ev.health()));
+            }
             if let Some(bi) = bi {
                 eprintln!("{}", bi.finish().await?);
             }

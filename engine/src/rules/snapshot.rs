@@ -150,25 +150,34 @@ pub fn decode_what_is_read(rules: &super::RuleSet) {
 
 /// The columns `indices` of the table `raw` out of `batch`, a buffered
 /// batch of that table, by name: a column the batch lacks (the buffer did
-/// not keep it, see [`window::Buffer::keep_columns`]) is all null.
-fn columns_of(batch: &RecordBatch, raw: &SchemaRef, indices: &[usize]) -> DfResult<RecordBatch> {
-    if batch.schema().fields().len() == raw.fields().len() {
-        return Ok(batch.project(indices)?);
+/// not keep it, see [`window::Buffer::keep_columns`]) is all null. With
+/// `plain`, text the buffer shares ([`window::share_repeated_text`]) is made
+/// plain again, as the table's schema has it (what a filter reads); else it
+/// stays shared until [`window::expand`] copies it into windows.
+fn columns_of(
+    batch: &RecordBatch,
+    raw: &SchemaRef,
+    indices: &[usize],
+    plain: bool,
+) -> DfResult<RecordBatch> {
+    let mut fields = Vec::with_capacity(indices.len());
+    let mut columns: Vec<ArrayRef> = Vec::with_capacity(indices.len());
+    for &i in indices {
+        let field = raw.field(i);
+        let column = match batch.column_by_name(field.name()) {
+            Some(c) if plain && c.data_type() != field.data_type() => {
+                arrow::compute::cast(c, field.data_type())?
+            }
+            Some(c) => c.clone(),
+            None => new_null_array(field.data_type(), batch.num_rows()),
+        };
+        fields.push(field.clone().with_data_type(column.data_type().clone()));
+        columns.push(column);
     }
-    let columns: Vec<ArrayRef> = indices
-        .iter()
-        .map(|&i| {
-            let field = raw.field(i);
-            batch
-                .column_by_name(field.name())
-                .cloned()
-                .unwrap_or_else(|| new_null_array(field.data_type(), batch.num_rows()))
-        })
-        .collect();
     let options =
         arrow::record_batch::RecordBatchOptions::new().with_row_count(Some(batch.num_rows()));
     Ok(RecordBatch::try_new_with_options(
-        Arc::new(raw.project(indices)?),
+        Arc::new(arrow::datatypes::Schema::new(fields)),
         columns,
         &options,
     )?)
@@ -186,15 +195,71 @@ struct Rows {
 /// What the scans made of the buffered batches: per scan key (its filter and
 /// columns), per batch id, the kept rows (`None`: no row passed).
 #[derive(Debug, Default)]
-struct Kept(HashMap<Arc<str>, HashMap<u64, Option<RecordBatch>>>);
+struct Kept(
+    HashMap<Arc<str>, HashMap<u64, Option<RecordBatch>>>,
+    /// per (batch id, column of the table), the plain text of a column the
+    /// buffer shares, made for the filters of the current evaluation: the
+    /// scans of a session's rules filter the same new batches, often on the
+    /// same columns. Forgotten at the next evaluation.
+    HashMap<(u64, usize), ArrayRef>,
+);
 
 impl Kept {
-    /// Forgets the batches that are no longer buffered.
+    /// Forgets the batches that are no longer buffered, and the plain text
+    /// made for the last evaluation's filters.
     fn retain(&mut self, ids: &std::collections::HashSet<u64>) {
         for per_batch in self.0.values_mut() {
             per_batch.retain(|id, _| ids.contains(id));
         }
+        self.1.clear();
     }
+}
+
+/// The filter's input of a buffered batch: the columns `indices` of the table
+/// `raw`, as [`columns_of`] makes them plain, the plain text of a shared
+/// column made once per evaluation for all the session's scans.
+fn filter_input(
+    b: &Buffered,
+    raw: &SchemaRef,
+    indices: &[usize],
+    kept: &Mutex<Kept>,
+) -> DfResult<RecordBatch> {
+    let shared = columns_of(&b.batch, raw, indices, false)?;
+    let mut fields = Vec::with_capacity(indices.len());
+    let mut columns: Vec<ArrayRef> = Vec::with_capacity(indices.len());
+    for (&i, column) in indices.iter().zip(shared.columns()) {
+        let field = raw.field(i);
+        let column = if column.data_type() == field.data_type() {
+            column.clone()
+        } else {
+            let made = kept
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .1
+                .get(&(b.id, i))
+                .cloned();
+            match made {
+                Some(c) => c,
+                None => {
+                    let c = arrow::compute::cast(column, field.data_type())?;
+                    kept.lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .1
+                        .insert((b.id, i), c.clone());
+                    c
+                }
+            }
+        };
+        fields.push(field.clone());
+        columns.push(column);
+    }
+    let options =
+        arrow::record_batch::RecordBatchOptions::new().with_row_count(Some(b.batch.num_rows()));
+    Ok(RecordBatch::try_new_with_options(
+        Arc::new(arrow::datatypes::Schema::new(fields)),
+        columns,
+        &options,
+    )?)
 }
 
 /// A windowed table of one spec whose rows are swapped in before each evaluation.
@@ -510,13 +575,16 @@ impl SnapshotExec {
     }
 
     /// The rows of `batch` the filter passes, with the kept columns; `None`
-    /// if none passes.
-    fn keep(&self, batch: &RecordBatch) -> DfResult<Option<RecordBatch>> {
-        let columns = columns_of(batch, &self.raw, &self.kept_columns)?;
+    /// if none passes. Rows a filter picks out are a copy, made of plain text
+    /// (what every evaluation then copies into windows); when every row
+    /// passes, the kept rows are the buffer's own columns, text shared.
+    fn keep(&self, b: &Buffered) -> DfResult<Option<RecordBatch>> {
+        let batch = &b.batch;
+        let columns = columns_of(batch, &self.raw, &self.kept_columns, false)?;
         let Some(filter) = &self.filter else {
             return Ok(Some(columns));
         };
-        let input = columns_of(batch, &self.raw, &filter.columns)?;
+        let input = filter_input(b, &self.raw, &filter.columns, &self.kept)?;
         let mask = filter.expr.evaluate(&input)?.into_array(batch.num_rows())?;
         let mask = mask
             .as_any()
@@ -525,7 +593,12 @@ impl SnapshotExec {
         Ok(match mask.true_count() {
             0 => None,
             n if n == batch.num_rows() => Some(columns),
-            _ => Some(filter_record_batch(&columns, mask)?),
+            _ => Some(columns_of(
+                &filter_record_batch(&columns, mask)?,
+                &self.raw,
+                &self.kept_columns,
+                true,
+            )?),
         })
     }
 
@@ -561,7 +634,7 @@ impl SnapshotExec {
             per_batch.push(match known {
                 Some(rows) => rows,
                 None => {
-                    let rows = self.keep(&b.batch)?;
+                    let rows = self.keep(b)?;
                     made.push((b.id, rows.clone()));
                     rows
                 }
@@ -940,5 +1013,58 @@ mod tests {
             .collect();
         assert_eq!(pairs, want);
         assert!(!out.column(1).is_empty());
+    }
+
+    /// Text the buffer shares (a dictionary per batch) reads, filters, groups
+    /// and comes out as the plain text it was, in the plain and the pane plan.
+    #[tokio::test]
+    async fn shared_text_gives_the_answers_of_plain_text() {
+        let clients = ["a", "b", "c", "10.0.0.1", "10.0.0.2"];
+        let at: Vec<(f64, &str)> = (0..window::COMPACT_ROWS + 100)
+            .map(|i| ((i % 1800) as f64 / 10.0, clients[i * 7 % 5]))
+            .collect();
+        let plain = spans(&at);
+        let shared = window::share_repeated_text(plain.clone()).unwrap();
+        let client = shared.column_by_name("client_address").unwrap();
+        assert!(
+            matches!(
+                client.data_type(),
+                arrow::datatypes::DataType::Dictionary(_, _)
+            ),
+            "{:?}",
+            client.data_type()
+        );
+        assert!(shared.get_array_memory_size() < plain.get_array_memory_size());
+        // ids are never tried
+        assert_eq!(
+            shared.column_by_name("trace_id").unwrap().data_type(),
+            &arrow::datatypes::DataType::Utf8
+        );
+        let sql = "SELECT window_start, client_address, count(*) AS n, \
+                   count(DISTINCT trace_id) AS traces, min(client_address) AS least \
+                   FROM spans WHERE client_address <> 'c' AND client_address LIKE '%0%' \
+                   GROUP BY 1, 2";
+        let mut answers = Vec::new();
+        for (rows, panes) in [(&plain, false), (&shared, false), (&shared, true)] {
+            let s = session_with(rows.clone(), T0 - 30 * S, T0 + 120 * S).await;
+            let plan = s.plan(sql).await.expect("plans");
+            let out = s
+                .execute(&plan, &Mutex::new(None), panes)
+                .await
+                .expect("runs");
+            assert!(
+                out.iter()
+                    .all(|b| { b.column(1).data_type() == &arrow::datatypes::DataType::Utf8 })
+            );
+            let text = arrow::util::pretty::pretty_format_batches(&out)
+                .unwrap()
+                .to_string();
+            let mut lines: Vec<String> = text.lines().map(String::from).collect();
+            lines.sort();
+            answers.push(lines);
+        }
+        assert!(answers[0].len() > 10, "{:?}", answers[0]);
+        assert_eq!(answers[0], answers[1], "plain against shared");
+        assert_eq!(answers[0], answers[2], "plain against shared, in panes");
     }
 }

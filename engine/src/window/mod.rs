@@ -384,6 +384,11 @@ impl Buffer {
             batch
         };
         if batch.num_rows() > 0 {
+            let batch = if batch.num_rows() >= COMPACT_ROWS {
+                share_repeated_text(batch)?
+            } else {
+                batch
+            };
             let held = Buffered::new(batch)?;
             self.rows += held.batch.num_rows();
             self.bytes += held.bytes;
@@ -420,6 +425,26 @@ impl Buffer {
     /// counts the buffers it shares with the rows refused).
     pub fn bytes(&self) -> usize {
         self.bytes
+    }
+
+    /// Per table, the rows held and each column's bytes (its Arrow buffers),
+    /// largest first: where the buffer's memory goes.
+    pub fn column_bytes(&self) -> BTreeMap<Table, (usize, Vec<(String, usize)>)> {
+        let mut out = BTreeMap::new();
+        for (table, batches) in &self.tables {
+            let mut columns: BTreeMap<String, usize> = BTreeMap::new();
+            let mut rows = 0;
+            for b in batches {
+                rows += b.batch.num_rows();
+                for (f, c) in b.batch.schema().fields().iter().zip(b.batch.columns()) {
+                    *columns.entry(f.name().clone()).or_default() += c.get_array_memory_size();
+                }
+            }
+            let mut columns: Vec<(String, usize)> = columns.into_iter().collect();
+            columns.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+            out.insert(*table, (rows, columns));
+        }
+        out
     }
 
     /// The batches of `table` that may hold rows in `[from, to)`.
@@ -459,7 +484,10 @@ fn compact(batches: &mut Vec<Buffered>) -> Result<Option<(usize, usize)>, ArrowE
         return Ok(None);
     }
     let before = batches[from..].iter().map(|b| b.bytes).sum();
-    let joined = concat_batches(&schema, batches[from..].iter().map(|b| &b.batch))?;
+    let joined = share_repeated_text(concat_batches(
+        &schema,
+        batches[from..].iter().map(|b| &b.batch),
+    )?)?;
     let parts: Vec<(u64, i64)> = batches[from..]
         .iter()
         .flat_map(|b| b.parts.iter().copied())
@@ -470,6 +498,65 @@ fn compact(batches: &mut Vec<Buffered>) -> Result<Option<(usize, usize)>, ArrowE
     let after = joined.bytes;
     batches.push(joined);
     Ok(Some((before, after)))
+}
+
+/// Text columns whose values are unique or nearly (ids): never worth a
+/// dictionary, so not tried.
+const UNIQUE_TEXT: [&str; 3] = ["trace_id", "span_id", "parent_span_id"];
+
+/// `batch` with each text column whose values repeat (service, span and event
+/// names, routes, kinds, user agents, ...) stored once per distinct value: a
+/// dictionary of the values and a one- or two-byte key per row, where that
+/// takes at most three quarters of the plain column. The scans give them back
+/// as plain text (`rules::snapshot`), so rules never see the difference; a
+/// batch of the buffer is encoded once, when it is at least [`COMPACT_ROWS`]
+/// rows (as pushed, or joined), so that its dictionaries serve many rows.
+pub fn share_repeated_text(batch: RecordBatch) -> Result<RecordBatch, ArrowError> {
+    use arrow::datatypes::DataType;
+    let schema = batch.schema();
+    let mut changed = false;
+    let mut fields = Vec::with_capacity(schema.fields().len());
+    let mut columns = Vec::with_capacity(schema.fields().len());
+    for (field, column) in schema.fields().iter().zip(batch.columns()) {
+        let shared = if field.data_type() == &DataType::Utf8
+            && !UNIQUE_TEXT.contains(&field.name().as_str())
+        {
+            encoded(column)
+        } else {
+            None
+        };
+        match shared {
+            Some(c) => {
+                changed = true;
+                fields.push(field.as_ref().clone().with_data_type(c.data_type().clone()));
+                columns.push(c);
+            }
+            None => {
+                fields.push(field.as_ref().clone());
+                columns.push(column.clone());
+            }
+        }
+    }
+    if !changed {
+        return Ok(batch);
+    }
+    let schema = Schema::new_with_metadata(fields, schema.metadata().clone());
+    let options = RecordBatchOptions::new().with_row_count(Some(batch.num_rows()));
+    RecordBatch::try_new_with_options(Arc::new(schema), columns, &options)
+}
+
+/// `column` (text) as a dictionary with the smallest key that holds its
+/// distinct values (u8, else u16), if that takes at most 3/4 of its memory.
+fn encoded(column: &ArrayRef) -> Option<ArrayRef> {
+    use arrow::datatypes::DataType;
+    let plain = column.get_array_memory_size();
+    [DataType::UInt8, DataType::UInt16]
+        .into_iter()
+        .find_map(|key| {
+            let to = DataType::Dictionary(Box::new(key), Box::new(DataType::Utf8));
+            arrow::compute::cast(column, &to).ok()
+        })
+        .filter(|c| c.get_array_memory_size() * 4 <= plain * 3)
 }
 
 /// The schema of a table as rules see it: `window_start` and `window_end` first.
@@ -524,7 +611,16 @@ pub fn expand(
                 )
                 .with_timezone("UTC"),
             ),
-            i => take(batch.column(i - 2).as_ref(), &indices, None)?,
+            i => {
+                // shared text (`share_repeated_text`) goes back to what rules read
+                let taken = take(batch.column(i - 2).as_ref(), &indices, None)?;
+                let want = schema.field(columns.len()).data_type();
+                if taken.data_type() == want {
+                    taken
+                } else {
+                    arrow::compute::cast(&taken, want)?
+                }
+            }
         });
     }
     let options = RecordBatchOptions::new().with_row_count(Some(indices.len()));

@@ -395,6 +395,53 @@ fn small_batches_are_joined_once_they_hold_enough_rows() {
     assert!(joined_id > Some(parts[1].0), "a new id for the kept rows");
 }
 
+#[test]
+fn joined_batches_share_their_repeated_text_and_pushed_large_ones_too() {
+    use arrow::datatypes::DataType;
+    let is_shared = |b: &super::Buffer| {
+        b.overlapping(ingest::Table::Spans, i64::MIN, i64::MAX)
+            .map(|h| {
+                matches!(
+                    h.batch.column_by_name("user_id").unwrap().data_type(),
+                    DataType::Dictionary(_, _)
+                )
+            })
+            .collect::<Vec<_>>()
+    };
+    let half = super::COMPACT_ROWS / 2;
+    let times: Vec<f64> = (0..half).map(|i| i as f64 / 1000.0).collect();
+    let small = spans_of_user(&times);
+    let plain_bytes = 2 * small.get_array_memory_size();
+    let mut buffer = super::Buffer::default();
+    buffer
+        .push(ingest::Table::Spans, small.clone(), None)
+        .unwrap();
+    assert_eq!(
+        is_shared(&buffer),
+        [false],
+        "a small batch waits to be joined"
+    );
+    buffer.push(ingest::Table::Spans, small, None).unwrap();
+    assert_eq!(is_shared(&buffer), [true]);
+    assert!(
+        buffer.bytes() < plain_bytes,
+        "{} of {plain_bytes}",
+        buffer.bytes()
+    );
+    let times: Vec<f64> = (0..super::COMPACT_ROWS)
+        .map(|i| i as f64 / 1000.0)
+        .collect();
+    buffer
+        .push(ingest::Table::Spans, spans_of_user(&times), None)
+        .unwrap();
+    assert_eq!(is_shared(&buffer), [true, true]);
+    let counted: usize = buffer
+        .overlapping(ingest::Table::Spans, i64::MIN, i64::MAX)
+        .map(|h| h.batch.get_array_memory_size())
+        .sum();
+    assert_eq!(buffer.bytes(), counted);
+}
+
 /// A KPI counting, per window, the spans whose user is known.
 const USERS_KPI: &str = "/*\nkpi = \"users\"\nwindow = \"1m\"\nslide = \"1m\"\n*/\nSELECT window_start, window_end, count(user_id) AS value FROM spans GROUP BY 1, 2";
 
