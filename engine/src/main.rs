@@ -3,7 +3,8 @@ use tracing_subscriber::EnvFilter;
 
 /// mimalloc, not the system allocator: decoding and evaluation make and free
 /// many small buffers, and glibc's malloc took a fifth of a replay's time
-/// (BENCHMARKS.md).
+/// (BENCHMARKS.md). Built without its transparent huge pages (`no_thp` in
+/// Cargo.toml): a fifth less peak memory and less time zeroing pages.
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

@@ -20,8 +20,17 @@ impl Drop for Engine {
 /// Starts the workspace's engine with `args`; returns it and its stderr and
 /// stdout, line by line.
 pub fn spawn(args: &[&str]) -> (Engine, mpsc::Receiver<String>, mpsc::Receiver<String>) {
+    spawn_with_env(args, &[])
+}
+
+/// [`spawn`], with `env` (name, value) set in the engine's environment only.
+pub fn spawn_with_env(
+    args: &[&str],
+    env: &[(&str, &str)],
+) -> (Engine, mpsc::Receiver<String>, mpsc::Receiver<String>) {
     let mut child = Command::new(crate::workspace_binary("engine"))
         .args(args)
+        .envs(env.iter().copied())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()

@@ -178,39 +178,38 @@ async fn collector_kill_and_broker_outage_lose_nothing_the_collector_accepted() 
     // the Kafka source's assignments and where each partition starts, and
     // librdkafka's own notes (an offset reset is one), in the log a failure
     // prints (the engine's default is warnings only)
-    // SAFETY: this test binary runs this one test; nothing else reads the
-    // environment while it is set
-    unsafe {
-        std::env::set_var(
-            "RUST_LOG",
-            "warn,ingest::source::kafka=info,librdkafka=info",
-        )
-    };
-    let (mut engine, err, out) = e2e::engine::spawn(&[
-        "run",
-        "--rules",
-        rules.to_str().expect("a UTF-8 path"),
-        "--kafka",
-        BROKERS,
-        "--group",
-        &group,
-        "--start-at",
-        &start_at,
-        // longer than the broker's absence (its stop, 30 s, its start):
-        // a member whose session expires while the broker is away is
-        // revoked and, in this test's runs, got no partitions back for
-        // minutes (see ARCHITECTURE.md, Failures)
-        "--session-timeout",
-        "120s",
-        "--otlp-grpc",
-        "off",
-        "--otlp-http",
-        "off",
-        "--listen",
-        "127.0.0.1:0",
-        "--postgres",
-        &store_url,
-    ]);
+    let log = [(
+        "RUST_LOG",
+        "warn,ingest::source::kafka=info,librdkafka=info",
+    )];
+    let (mut engine, err, out) = e2e::engine::spawn_with_env(
+        &[
+            "run",
+            "--rules",
+            rules.to_str().expect("a UTF-8 path"),
+            "--kafka",
+            BROKERS,
+            "--group",
+            &group,
+            "--start-at",
+            &start_at,
+            // longer than the broker's absence (its stop, 30 s, its start):
+            // a member whose session expires while the broker is away is
+            // revoked and, in this test's runs, got no partitions back for
+            // minutes (see ARCHITECTURE.md, Failures)
+            "--session-timeout",
+            "120s",
+            "--otlp-grpc",
+            "off",
+            "--otlp-http",
+            "off",
+            "--listen",
+            "127.0.0.1:0",
+            "--postgres",
+            &store_url,
+        ],
+        &log,
+    );
     let api = address_after(&err, "viewer and API on http://");
 
     let stop = Arc::new(AtomicBool::new(false));

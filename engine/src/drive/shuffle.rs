@@ -256,8 +256,7 @@ pub fn run(config: &ShuffleConfig, stats: &ShuffleStats, stop: &AtomicBool) -> a
                     }
                     tracing::warn!(error = %e, ?code, %reason, "shuffle: the transactional producer failed for good; starting a new one and reading again from the committed offsets");
                     stats.aborted.fetch_add(1, Ordering::Relaxed);
-                    shuffler.producer = transactional_producer(config)?;
-                    shuffler.rewind(&consumer);
+                    shuffler.renew(&consumer)?;
                 }
                 None => {
                     tracing::warn!(error = %e, "shuffle: transaction aborted; reading again from the committed offsets");
@@ -416,9 +415,18 @@ impl Shuffler<'_> {
             }
             Err(e) => {
                 tracing::warn!(error = %e, "shuffle: the abort failed; starting a new producer");
-                self.producer = transactional_producer(self.config)?;
+                return self.renew(consumer);
             }
         }
+        self.rewind(consumer);
+        Ok(())
+    }
+
+    /// A new producer in place of one that cannot go on, under the same
+    /// transactional id (its start fences the old one off and aborts what it
+    /// left open), then back to the committed offsets.
+    fn renew(&mut self, consumer: &BaseConsumer<Watcher>) -> anyhow::Result<()> {
+        self.producer = transactional_producer(self.config)?;
         self.rewind(consumer);
         Ok(())
     }
