@@ -1063,7 +1063,7 @@ impl Evaluator {
                 })
                 .flat_map(|a| a.trace_ids.iter().cloned())
                 .collect();
-            self.keep_samples(&sampled, first, last.saturating_add(spec.size_ns));
+            self.keep_samples(&sampled, first, last.saturating_add(spec.size_ns), true);
             for t in session.tables.values() {
                 t.clear();
             }
@@ -1076,13 +1076,23 @@ impl Evaluator {
     }
 
     /// Keeps the spans and logs of the traces `ids` from the buffered rows of
-    /// `[from, to)`, for `/api/traces/{id}`.
-    fn keep_samples(&self, ids: &BTreeSet<String>, from: i64, to: i64) {
+    /// `[from, to)`, for `/api/traces/{id}`. `early`: for firings before
+    /// their window closed, whose traces may not have come whole yet; the
+    /// next close keeps them again (a fuller trace replaces the first).
+    fn keep_samples(&self, ids: &BTreeSet<String>, from: i64, to: i64, early: bool) {
+        let mut samples = self.samples.lock().unwrap_or_else(|e| e.into_inner());
+        let mut ids: Vec<&str> = ids.iter().map(String::as_str).collect();
+        let again = if early {
+            samples.again_later(&ids);
+            Vec::new()
+        } else {
+            samples.take_again()
+        };
+        ids.extend(again.iter().map(String::as_str));
         if ids.is_empty() {
             return;
         }
-        let ids: Vec<&str> = ids.iter().map(String::as_str).collect();
-        self.samples.lock().unwrap_or_else(|e| e.into_inner()).keep(
+        samples.keep(
             &ids,
             self.buffer
                 .overlapping(Table::Spans, from, to)
@@ -1411,7 +1421,7 @@ impl Evaluator {
                 cursor += spec.slide_ns;
             }
         }
-        self.keep_samples(&sampled, first, last.saturating_add(spec.size_ns));
+        self.keep_samples(&sampled, first, last.saturating_add(spec.size_ns), false);
         for t in self.rules.sessions[si].tables.values() {
             t.clear();
         }

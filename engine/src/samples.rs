@@ -65,6 +65,9 @@ pub struct SampleTrace {
 #[derive(Debug, Default)]
 pub struct Samples {
     traces: VecDeque<SampleTrace>,
+    /// ids kept by early firings, to keep again at the next close (at most
+    /// [`KEEP_TRACES`])
+    again: Vec<String>,
 }
 
 impl Samples {
@@ -80,19 +83,32 @@ impl Samples {
         self.traces.is_empty()
     }
 
+    /// Remembers `ids` to keep again later ([`Samples::take_again`]).
+    pub fn again_later(&mut self, ids: &[&str]) {
+        for id in ids {
+            if self.again.len() < KEEP_TRACES && !self.again.iter().any(|a| a == id) {
+                self.again.push(id.to_string());
+            }
+        }
+    }
+
+    /// The ids [`Samples::again_later`] remembered, forgotten.
+    pub fn take_again(&mut self) -> Vec<String> {
+        std::mem::take(&mut self.again)
+    }
+
     /// Keeps the spans and logs of `ids` found in `spans` and `logs` (batches
-    /// of those tables), for the ids not kept yet.
+    /// of those tables). A trace kept already is replaced when more of it is
+    /// found: an early firing keeps its sample before all of the trace has
+    /// come (logs are exported apart from spans), and the close, over the
+    /// same buffered rows and those come since, completes it.
     pub fn keep<'a>(
         &mut self,
         ids: &[&str],
         spans: impl Iterator<Item = &'a RecordBatch>,
         logs: impl Iterator<Item = &'a RecordBatch>,
     ) {
-        let wanted: HashSet<&str> = ids
-            .iter()
-            .copied()
-            .filter(|id| !id.is_empty() && self.get(id).is_none())
-            .collect();
+        let wanted: HashSet<&str> = ids.iter().copied().filter(|id| !id.is_empty()).collect();
         if wanted.is_empty() {
             return;
         }
@@ -107,6 +123,12 @@ impl Samples {
             t.trace_id = id.to_string();
             t.spans.sort_by_key(|s| s.start_ns);
             t.logs.sort_by_key(|l| l.time_ns);
+            if let Some(kept) = self.traces.iter_mut().find(|k| k.trace_id == id) {
+                if t.spans.len() + t.logs.len() > kept.spans.len() + kept.logs.len() {
+                    *kept = t;
+                }
+                continue;
+            }
             if self.traces.len() == KEEP_TRACES {
                 self.traces.pop_front();
             }

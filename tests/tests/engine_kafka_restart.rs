@@ -163,8 +163,15 @@ async fn a_restart_with_the_same_instance_id_gets_its_partitions_back_at_once() 
     eprintln!(
         "restart after SIGKILL, static membership: first evaluation {with_id:.2} s after start (session timeout {SESSION_TIMEOUT_S} s)"
     );
+    // a dynamic member's partitions wait for its session to time out (the
+    // control below: about the whole 20 s); a static one's must not. The
+    // line between them is three quarters of the timeout: a fresh-clone run
+    // on a busy machine took 10.1 s to the first evaluation (a debug engine
+    // starting, planning the pack, joining, reading), over the half it once
+    // was held to, while nothing waited for the timeout.
+    const LINE_S: f64 = SESSION_TIMEOUT_S * 0.75;
     assert!(
-        with_id < SESSION_TIMEOUT_S / 2.0,
+        with_id < LINE_S,
         "the restarted member waited {with_id:.1} s for its partitions (session timeout {SESSION_TIMEOUT_S} s)"
     );
     setup.delete().await;
@@ -178,7 +185,7 @@ async fn a_restart_with_the_same_instance_id_gets_its_partitions_back_at_once() 
         "restart after SIGKILL, no instance id: first evaluation {without:.2} s after start (session timeout {SESSION_TIMEOUT_S} s)"
     );
     assert!(
-        without > SESSION_TIMEOUT_S / 2.0,
+        without > LINE_S,
         "without static membership the restart did not wait ({without:.1} s): the comparison proves nothing"
     );
     setup.delete().await;

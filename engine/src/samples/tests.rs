@@ -79,6 +79,34 @@ fn the_spans_and_logs_of_a_named_trace_are_kept_in_time_order() {
 }
 
 #[test]
+fn a_trace_kept_early_is_completed_by_rows_that_come_later() {
+    let mut samples = Samples::default();
+    let mine = spans("aaaa", 3, "192.0.2.1");
+    samples.keep(&["aaaa"], [&mine].into_iter(), std::iter::empty());
+    assert!(samples.get("aaaa").unwrap().logs.is_empty());
+    let warn = batch(vec![
+        ("trace_id", strings(&["aaaa"])),
+        ("span_id", strings(&["s0"])),
+        ("time", times(&[5])),
+        ("severity_text", strings(&["WARN"])),
+        ("body", strings(&["fault"])),
+        ("event_name", strings(&[""])),
+    ]);
+    samples.keep(&["aaaa"], [&mine].into_iter(), [&warn].into_iter());
+    assert_eq!(samples.len(), 1);
+    let t = samples.get("aaaa").unwrap();
+    assert_eq!((t.spans.len(), t.logs.len()), (3, 1));
+    assert_eq!(t.logs[0].severity, "WARN");
+    // an early firing's ids are kept again at the next close, once
+    samples.again_later(&["aaaa", "aaaa", "bbbb"]);
+    assert_eq!(samples.take_again(), ["aaaa", "bbbb"]);
+    assert!(samples.take_again().is_empty());
+    // fewer rows (the buffer pruned since) do not replace what was kept
+    samples.keep(&["aaaa"], std::iter::empty(), [&warn].into_iter());
+    assert_eq!(samples.get("aaaa").unwrap().spans.len(), 3);
+}
+
+#[test]
 fn hostile_traces_cost_a_bounded_amount() {
     let mut samples = Samples::default();
     let huge = "x".repeat(100_000);
