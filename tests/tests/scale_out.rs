@@ -302,6 +302,7 @@ async fn two_shufflers_and_three_engines_find_what_one_replay_finds() {
         .collect();
     assigned.extend(errs.iter().flat_map(|e| e.try_iter().collect::<Vec<_>>()));
     compare(&got, &alerts, &kpis, &assigned, false);
+    no_abort_stalled(&assigned);
     let resumed = assigned
         .iter()
         .filter(|l| l.contains("resumes from"))
@@ -369,6 +370,7 @@ async fn an_engine_killed_mid_run_hands_its_partitions_over_and_nothing_is_lost(
         .collect();
     let handed_over = stderr.iter().filter(|l| l.contains("resumes from")).count();
     compare(&got, &alerts, &kpis, &stderr, true);
+    no_abort_stalled(&stderr);
     eprintln!(
         "after the kill: {} output lines, {} alerts as in the replay; {handed_over} partitions resumed from a committed point",
         got.lines.len(),
@@ -377,6 +379,22 @@ async fn an_engine_killed_mid_run_hands_its_partitions_over_and_nothing_is_lost(
     drop(engines);
     drop(shufflers);
     setup.delete().await;
+}
+
+/// A shuffle's abort (a rebalance of the shufflers' group cuts a
+/// transaction short) serves its purged records' reports first: an abort
+/// that waits out its timeout instead holds every record back for 30 s,
+/// longer than the evaluating engines' `--idle`, which then take the
+/// sources for idle and judge what follows late.
+fn no_abort_stalled(stderr: &[String]) {
+    let stalled: Vec<&String> = stderr
+        .iter()
+        .filter(|l| l.contains("the abort failed"))
+        .collect();
+    assert!(
+        stalled.is_empty(),
+        "a shuffle's abort failed and held its records back: {stalled:#?}"
+    );
 }
 
 /// Waits for a line of `err` that contains `text`; the lines read.

@@ -38,7 +38,7 @@ use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance};
 use rdkafka::error::KafkaError;
-use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer, PurgeConfig};
 use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{ClientConfig, ClientContext, Message, Offset, TopicPartitionList};
 
@@ -52,6 +52,8 @@ const ROWS_PER_RECORD: usize = 4096;
 const MAX_RECORD_BYTES: usize = 900 * 1024;
 /// How long a transaction's calls to the broker may take.
 const TRANSACTION_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long the delivery reports of purged records may take before an abort.
+const PURGE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// What `engine shuffle` runs with.
 #[derive(Debug, Clone)]
@@ -258,6 +260,12 @@ pub fn run(config: &ShuffleConfig, stats: &ShuffleStats, stop: &AtomicBool) -> a
                     stats.aborted.fetch_add(1, Ordering::Relaxed);
                     shuffler.renew(&consumer)?;
                 }
+                None if consumer.context().rebalanced.load(Ordering::SeqCst) => {
+                    tracing::info!(
+                        "shuffle: a rebalance cut the transaction short; aborting it and reading again from the committed offsets"
+                    );
+                    shuffler.abort(&consumer)?;
+                }
                 None => {
                     tracing::warn!(error = %e, "shuffle: transaction aborted; reading again from the committed offsets");
                     shuffler.abort(&consumer)?;
@@ -401,6 +409,12 @@ impl Shuffler<'_> {
     /// the committed offsets. The watermarks start afresh from the rows read
     /// again.
     ///
+    /// The records still queued or in flight are purged first and their
+    /// delivery reports served here: librdkafka's abort waits for those
+    /// reports and, on a producer nobody else polls, would otherwise wait
+    /// out its whole timeout (30 s without a record reaching the
+    /// evaluating engines, which then take the source for idle).
+    ///
     /// An abort that fails for any reason but "no transaction" (it timed
     /// out, the coordinator is slow) leaves the producer with an abort in
     /// progress, which every later call then conflicts with: a new producer
@@ -408,6 +422,11 @@ impl Shuffler<'_> {
     /// old one and aborts what it left open).
     fn abort(&mut self, consumer: &BaseConsumer<Watcher>) -> anyhow::Result<()> {
         self.stats.aborted.fetch_add(1, Ordering::Relaxed);
+        self.producer
+            .purge(PurgeConfig::default().queue().inflight());
+        if let Err(e) = self.producer.flush(PURGE_TIMEOUT) {
+            tracing::debug!(error = %e, left = self.producer.in_flight_count(), "shuffle: purged records still unreported");
+        }
         match self.producer.abort_transaction(TRANSACTION_TIMEOUT) {
             Ok(()) => {}
             Err(KafkaError::Transaction(e)) if e.code() == RDKafkaErrorCode::State => {
